@@ -1,0 +1,5 @@
+"""``python -m greenloop``."""
+
+from greenloop.cli import main
+
+main()

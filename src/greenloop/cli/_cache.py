@@ -1,0 +1,110 @@
+"""``greenloop cache``: inspect and maintain the content-addressed store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from greenloop.cli._common import echo_json, fail, json_option, open_store
+from greenloop.store import StoreError, clean, default_root
+
+
+@click.group()
+def cache() -> None:
+    """Inspect and maintain the local cache (the content-addressed store)."""
+
+
+@cache.command()
+def path() -> None:
+    """Print where the store lives (set GREENLOOP_CACHE_DIR to move it)."""
+    click.echo(str(default_root()))
+
+
+@cache.command()
+@click.option("-n", "--runs", "last", type=click.IntRange(min=1), default=20, help="Runs to count.")
+@json_option
+def stats(last: int, as_json: bool) -> None:
+    """Show the store's size and the cache hits and misses of the last runs."""
+    store = open_store()
+    try:
+        runs = store.index.runs(limit=last)
+        steps = [s for r in runs for s in store.index.steps(r.run_id)]
+        data: dict[str, Any] = {
+            "root": str(store.root),
+            "size_bytes": store.size_bytes(),
+            "entries": len(store.index.entries()),
+            "runs": len(runs),
+            "hits": sum(s.cached for s in steps),
+            "misses": sum(s.status in ("passed", "failed") for s in steps),
+        }
+    finally:
+        store.close()
+    if as_json:
+        echo_json(data)
+        return
+    total = data["hits"] + data["misses"]
+    rate = f"{100 * data['hits'] / total:.0f}%" if total else "-"
+    click.echo(f"store    {data['root']}")
+    click.echo(f"size     {data['size_bytes'] / 1e6:.1f} MB, {data['entries']} cache entries")
+    click.echo(f"last {data['runs']} runs: {data['hits']} hits, {data['misses']} misses ({rate})")
+
+
+@cache.command()
+@click.option("--max-age-days", type=float, default=30.0, show_default=True)
+@click.option("--max-size-mb", type=float, default=None, help="Shrink the store to this size.")
+@json_option
+def gc(max_age_days: float, max_size_mb: float | None, as_json: bool) -> None:
+    """Drop old cache entries and every object nothing recent references."""
+    store = open_store()
+    try:
+        report = store.gc(
+            max_age=timedelta(days=max_age_days),
+            max_bytes=int(max_size_mb * 1e6) if max_size_mb is not None else None,
+        )
+    finally:
+        store.close()
+    if as_json:
+        echo_json(report.__dict__)
+        return
+    click.echo(
+        f"removed {report.entries_removed} entries, {report.objects_removed} objects "
+        f"({report.bytes_freed / 1e6:.1f} MB)"
+    )
+
+
+@cache.command()
+@json_option
+def verify(as_json: bool) -> None:
+    """Check every stored object against its hash (exit 1 if any is corrupt)."""
+    store = open_store()
+    try:
+        bad = store.verify()
+    finally:
+        store.close()
+    if as_json:
+        echo_json({"corrupt": bad})
+    else:
+        for digest in bad:
+            click.echo(f"corrupt: {digest}")
+        click.echo("store is intact" if not bad else f"{len(bad)} corrupt object(s)")
+    if bad:
+        raise SystemExit(1)
+
+
+@cache.command("clean")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def clean_command(yes: bool) -> None:
+    """Delete the whole store (refuses if the folder is not a greenloop store)."""
+    root = default_root()
+    if not root.exists():
+        click.echo(f"nothing to clean at {root}")
+        return
+    if not yes:
+        click.confirm(f"delete the greenloop store at {root}?", abort=True)
+    try:
+        clean(root)
+    except StoreError as e:
+        fail(str(e))
+    click.echo(f"deleted {root}")

@@ -1,0 +1,56 @@
+"""Helpers every command shares: finding the project, opening the store, failing clearly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from greenloop.protocol import IRDocument
+from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
+from greenloop.store import Store, StoreError
+
+EXIT_SETUP = 2
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+file_option = click.option(
+    "--file",
+    "-f",
+    "pipeline_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Pipeline file (default: the nearest .greenloop/pipeline.py).",
+)
+
+
+def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
+    """Print ``error: message`` to stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as indented JSON."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
+    """Load the pipeline file (or exit 2 naming the file:line at fault); returns IR and root."""
+    path = pipeline_file or find_pipeline_file(Path.cwd())
+    if path is None:
+        fail("no .greenloop/pipeline.py here or above; create one with `greenloop init`")
+    try:
+        return load(path), project_root(path)
+    except PipelineFileError as e:
+        fail(f"{e.where}: {e.message}" if e.where else e.message)
+
+
+def open_store() -> Store:
+    """Open the default store (or exit 2 saying why not)."""
+    try:
+        return Store.open()
+    except StoreError as e:
+        fail(str(e))

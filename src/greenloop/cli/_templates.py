@@ -1,0 +1,75 @@
+"""Starter pipeline files for ``greenloop init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_HEADER = '''"""greenloop pipelines for this project: `greenloop run ci` runs the `ci` pipeline."""
+
+import greenloop as gl
+
+'''
+
+TEMPLATES = {
+    "python": _HEADER
+    + """
+@gl.pipeline("ci")
+def ci():
+    # Cached until the dependency files change; lint and test fork off it and run in parallel.
+    deps = gl.python.install()
+    gl.python.lint(deps)
+    gl.python.test(deps)
+""",
+    "rust": _HEADER
+    + """
+@gl.pipeline("ci")
+def ci():
+    deps = gl.rust.install()
+    gl.rust.lint(deps)
+    gl.rust.test(deps)
+""",
+    "node": _HEADER
+    + """
+@gl.pipeline("ci")
+def ci():
+    deps = gl.node.install()
+    gl.node.lint(deps)
+    gl.node.test(deps)
+    gl.node.build(deps)
+""",
+    "generic": _HEADER
+    + """
+@gl.pipeline("ci")
+def ci():
+    setup = gl.sh("echo preparing", label="setup", cache=gl.forever())
+    setup.sh("ls -la", label="list files")
+    setup.sh("test -n \\"$(ls)\\"", label="workspace is not empty")
+""",
+}
+
+_GITIGNORE = (
+    "# greenloop state; only the pipeline and config belong in git\n"
+    "*\n!.gitignore\n!*.py\n!*.toml\n"
+)
+
+
+def detect(root: Path) -> str:
+    """The template that fits the project at ``root``."""
+    if (root / "Cargo.toml").exists():
+        return "rust"
+    if (root / "package.json").exists():
+        return "node"
+    if any((root / f).exists() for f in ("pyproject.toml", "setup.py", "requirements.txt")):
+        return "python"
+    return "generic"
+
+
+def write(root: Path, template: str) -> Path:
+    """Write ``.greenloop/pipeline.py`` (and its ``.gitignore``) from ``template``."""
+    folder = root / ".greenloop"
+    folder.mkdir(exist_ok=True)
+    if not (folder / ".gitignore").exists():
+        (folder / ".gitignore").write_text(_GITIGNORE)
+    target = folder / "pipeline.py"
+    target.write_text(TEMPLATES[template])
+    return target

@@ -1,0 +1,84 @@
+"""Which files belong to a project: git's view when in git, ``.gitignore`` rules otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pathspec
+
+FIXED_IGNORES = (".git/", ".greenloop/*", "!.greenloop/pipeline.py", "!.greenloop/*.toml")
+"""Never part of a workspace: VCS internals and greenloop's own state files."""
+
+
+def project_files(root: Path) -> list[str]:
+    """Sorted posix paths of the project's files (regular files and symlinks) under ``root``.
+
+    In a git work tree this is tracked plus untracked-not-ignored files; elsewhere
+    a walk that honours every ``.gitignore`` on the way down.
+    """
+    fixed = pathspec.GitIgnoreSpec.from_lines(FIXED_IGNORES)
+    listed = _git_files(root)
+    paths = listed if listed is not None else _walk(root)
+    return sorted(p for p in paths if not fixed.match_file(p) and os.path.lexists(root / p))
+
+
+def _git_files(root: Path) -> list[str] | None:
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return None
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+        # Not a repository, or ``root`` is a subfolder of one: fall back to the walk,
+        # which still honours the .gitignore files under ``root``.
+        return None
+    out = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return sorted({p for p in out.decode("utf-8", "surrogateescape").split("\0") if p})
+
+
+def _walk(root: Path) -> list[str]:
+    found: list[str] = []
+    # Each directory carries the ignore rules in force there: (base dir, spec) pairs.
+    stack: list[tuple[Path, list[tuple[str, pathspec.GitIgnoreSpec]]]] = [(root, [])]
+    while stack:
+        directory, rules = stack.pop()
+        rel_dir = directory.relative_to(root).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        gitignore = directory / ".gitignore"
+        if gitignore.is_file():
+            lines = gitignore.read_text(errors="replace").splitlines()
+            rules = [*rules, (rel_dir, pathspec.GitIgnoreSpec.from_lines(lines))]
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            rel = rel_dir + entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if entry.name == ".git" or _ignored(rel + ("/" if is_dir else ""), rules):
+                continue
+            if is_dir:
+                stack.append((Path(entry.path), rules))
+            else:
+                found.append(rel)
+    return found
+
+
+def _ignored(rel: str, rules: list[tuple[str, pathspec.GitIgnoreSpec]]) -> bool:
+    # The deepest .gitignore that has an opinion wins, as in git.
+    verdict = False
+    for base, spec in rules:
+        result = spec.check_file(rel[len(base) :])
+        if result.include is not None:
+            verdict = result.include
+    return verdict

@@ -1,0 +1,391 @@
+"""The orchestrator: pack the workspace, decide each step's cache outcome, run the DAG.
+
+The host decides every cache outcome (``Hit``, ``MissBuildAs``, ``MissNoCommit``)
+just before a step runs — once its parent's snapshot is known — and executors
+only honour it. Independent steps run in parallel up to ``jobs``; a failed
+step stops its dependents, and with ``fail_fast`` everything else.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from uuid import UUID
+
+from greenloop.engine.keys import fresh, step_key
+from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
+from greenloop.plugins.spec import Executor
+from greenloop.protocol import (
+    ArtifactRef,
+    BuildEvent,
+    CacheDecision,
+    CommandStep,
+    ExecutorInput,
+    Hit,
+    MissBuildAs,
+    MissNoCommit,
+    Pipeline,
+    PlanSummary,
+    PluginError,
+    PluginFailure,
+    RunFinished,
+    RunStarted,
+    StepCached,
+    StepFinished,
+    StepLog,
+    StepResult,
+    StepStarted,
+)
+from greenloop.protocol.events import RunStatus, StepStatus
+from greenloop.protocol.ir import parents
+from greenloop.store import CacheEntry, RunRecord, StepRecord, Store
+
+DEFAULT_EXECUTOR = "local"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a pipeline."""
+
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 2)
+    fail_fast: bool = False
+    executor: str | None = None
+    use_cache: bool = True
+
+
+@dataclass
+class StepOutcome:
+    """How one step ended."""
+
+    key: str
+    label: str
+    status: StepStatus
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    snapshot: str | None = None
+    artifacts: list[ArtifactRef] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """How a whole run ended."""
+
+    run_id: UUID
+    status: RunStatus
+    steps: dict[str, StepOutcome]
+    duration_s: float
+    workspace: Workspace | None = None
+
+
+class Run:
+    """One execution of one pipeline against the current workspace."""
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        root: Path,
+        executors: Callable[[str], Executor],
+        emit: Callable[[BuildEvent], None],
+        options: RunOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.root = root
+        self.options = options or RunOptions()
+        self.run_id = uuid.uuid4()
+        self._executors = executors
+        self._emit_to = emit
+        self._emit_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._archives = ArchiveRegistry(store)
+        self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
+        self._keys_by_id = {v: k for k, v in self._step_ids.items()}
+        self._with_children = {s.builds_in for s in pipeline.steps if s.builds_in}
+        self._run_scoped: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    # -- the Host interface executors call back into -------------------------------
+
+    def read_archive(self, archive_id: UUID, offset: int, max_bytes: int) -> bytes:
+        """Serve a chunk of the workspace archive."""
+        return self._archives.read(archive_id, offset, max_bytes)
+
+    def log(self, step_id: UUID, stream: Literal["stdout", "stderr"], line: str) -> None:
+        """Forward a step's output line as a ``StepLog`` event."""
+        key = self._keys_by_id.get(step_id)
+        if key is not None:
+            self._emit(StepLog(run_id=self.run_id, step=key, stream=stream, line=line))
+
+    def cancelled(self, step_id: UUID) -> bool:
+        """True once the run is being cancelled."""
+        return self._cancel.is_set()
+
+    # -- running -----------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop running steps and start no more (safe to call from a signal handler)."""
+        self._cancel.set()
+
+    def execute(self) -> RunResult:
+        """Run the pipeline to the end (or until cancelled) and record it in the history."""
+        started = time.time()
+        self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
+        self.store.index.record_run(
+            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
+        )
+        outcomes: dict[str, StepOutcome] = {}
+        workspace: Workspace | None = None
+        try:
+            workspace = pack(self.root, self.store)
+            archive_id = self._archives.register(workspace.archive)
+            self._emit(self._plan(workspace))
+            self._schedule(workspace, archive_id, outcomes)
+        finally:
+            self._archives.close()
+            self._discard_run_scoped()
+        if self._cancel.is_set() and any(o.status == "cancelled" for o in outcomes.values()):
+            status: RunStatus = "cancelled"
+        elif all(o.status in ("passed", "cached") for o in outcomes.values()):
+            status = "passed"
+        else:
+            status = "failed"
+        duration = time.time() - started
+        self.store.index.record_run(
+            RunRecord(
+                str(self.run_id),
+                self.pipeline.name,
+                status,
+                started,
+                started + duration,
+                len(outcomes),
+                sum(o.status == "cached" for o in outcomes.values()),
+            )
+        )
+        self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration))
+        return RunResult(self.run_id, status, outcomes, duration, workspace)
+
+    def _schedule(
+        self, workspace: Workspace, archive_id: UUID, outcomes: dict[str, StepOutcome]
+    ) -> None:
+        pending = {s.key: s for s in self.pipeline.steps}
+        running: dict[Future[StepOutcome], str] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            while pending or running:
+                for key, step in list(pending.items()):
+                    ups = parents(step)
+                    if any(u in pending or u in running.values() for u in ups):
+                        continue
+                    del pending[key]
+                    bad = [u for u in ups if outcomes[u].status not in ("passed", "cached")]
+                    if bad or self._cancel.is_set():
+                        status: StepStatus = "cancelled" if self._cancel.is_set() else "skipped"
+                        reason = f"{bad[0]} did not pass" if bad else "run cancelled"
+                        outcomes[key] = self._finish(step, status, error=reason)
+                        continue
+                    if len(running) >= max(1, self.options.jobs):
+                        pending[key] = step  # no free slot yet; try again next round
+                        break
+                    running[pool.submit(self._step, step, workspace, archive_id, outcomes)] = key
+                if not running:
+                    continue
+                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    key = running.pop(future)
+                    outcomes[key] = future.result()
+                    if outcomes[key].status == "failed" and self.options.fail_fast:
+                        self.cancel()
+
+    def _step(
+        self,
+        step: CommandStep,
+        workspace: Workspace,
+        archive_id: UUID,
+        outcomes: dict[str, StepOutcome],
+    ) -> StepOutcome:
+        name = self._executor_name(step)
+        parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
+        key = step_key(step, self.pipeline, name, parent_snapshot, workspace.files)
+        decision, entry = self._decide(step, key, name)
+        started = time.monotonic()
+        if isinstance(decision, Hit) and entry is not None:
+            self.store.index.touch_entry(key, time.time())
+            self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
+            return self._finish(
+                step, "cached", exit_code=0, snapshot=entry.snapshot, artifacts=entry.artifacts
+            )
+        self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
+        request = ExecutorInput(
+            step=step,
+            workspace_archive_id=archive_id,
+            env={**self.pipeline.env, **step.env},
+            workdir=step.workdir,
+            run_id=self.run_id,
+            step_id=self._step_ids[step.key],
+            cache_lookup=decision,
+            parent_snapshot=parent_snapshot,
+        )
+        try:
+            result = self._executors(name).run(request, self)
+            if not isinstance(result, StepResult):
+                raise PluginFailure(
+                    PluginError(plugin=name, kind="invalid_result", message=repr(result)[:200])
+                )
+        except PluginFailure as e:
+            return self._finish(step, "failed", started=started, error=str(e.error))
+        except Exception as e:
+            error = PluginError(plugin=name, kind="crashed", message=f"{type(e).__name__}: {e}")
+            return self._finish(step, "failed", started=started, error=str(error))
+        if result.exit_code != 0:
+            status: StepStatus = "cancelled" if self._cancel.is_set() else "failed"
+            return self._finish(step, status, exit_code=result.exit_code, started=started)
+        snapshot = result.committed_snapshot
+        if isinstance(decision, MissBuildAs):
+            snapshot = snapshot or decision.tag
+            if step.cache is not None:
+                now = time.time()
+                self.store.index.put_entry(
+                    CacheEntry(
+                        key=key,
+                        snapshot=snapshot,
+                        executor=name,
+                        tree=None,
+                        artifacts=list(result.artifacts),
+                        created_at=now,
+                        last_used=now,
+                        policy=step.cache.model_dump_json(),
+                    )
+                )
+        return self._finish(
+            step,
+            "passed",
+            exit_code=0,
+            started=started,
+            snapshot=snapshot,
+            artifacts=list(result.artifacts),
+        )
+
+    def _executor_name(self, step: CommandStep) -> str:
+        return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR
+
+    def _decide(
+        self, step: CommandStep, key: str, executor: str
+    ) -> tuple[CacheDecision, CacheEntry | None]:
+        if step.cache is not None:
+            entry = self.store.index.get_entry(key) if self.options.use_cache else None
+            if entry is not None and fresh(step.cache, entry.created_at, time.time()):
+                return Hit(tag=entry.snapshot), entry
+            return MissBuildAs(tag=f"greenloop-snap:{key[:24]}-{uuid.uuid4().hex[:8]}"), None
+        if step.key in self._with_children:
+            slug = re.sub(r"[^A-Za-z0-9_.-]", "-", step.key)[:80]
+            tag = f"greenloop-run:{self.run_id.hex[:12]}-{slug}"
+            with self._lock:
+                self._run_scoped.append((executor, tag))
+            return MissBuildAs(tag=tag), None
+        return MissNoCommit(), None
+
+    def _plan(self, workspace: Workspace) -> PlanSummary:
+        """Predict how many steps the cache will answer, assuming cached parents stay cached."""
+        predicted: dict[str, str | None] = {}  # key -> snapshot when predicted to hit
+        cached = 0
+        for step in _topological(self.pipeline.steps):
+            name = self._executor_name(step)
+            parent = predicted.get(step.builds_in) if step.builds_in else None
+            hit = None
+            if (
+                step.cache is not None
+                and self.options.use_cache
+                and (step.builds_in is None or parent is not None)
+            ):
+                key = step_key(step, self.pipeline, name, parent, workspace.files)
+                entry = self.store.index.get_entry(key)
+                if entry is not None and fresh(step.cache, entry.created_at, time.time()):
+                    hit = entry.snapshot
+                    cached += 1
+            predicted[step.key] = hit
+        total = len(self.pipeline.steps)
+        return PlanSummary(run_id=self.run_id, steps=total, cached=cached, to_run=total - cached)
+
+    def _finish(
+        self,
+        step: CommandStep,
+        status: StepStatus,
+        *,
+        exit_code: int | None = None,
+        started: float | None = None,
+        snapshot: str | None = None,
+        artifacts: list[ArtifactRef] | None = None,
+        error: str | None = None,
+    ) -> StepOutcome:
+        duration = time.monotonic() - started if started is not None else 0.0
+        outcome = StepOutcome(
+            step.key, step.label, status, exit_code, duration, snapshot, artifacts or [], error
+        )
+        self.store.index.record_step(
+            StepRecord(
+                str(self.run_id),
+                step.key,
+                step.label,
+                status,
+                exit_code,
+                duration,
+                status == "cached",
+            )
+        )
+        self._emit(
+            StepFinished(
+                run_id=self.run_id,
+                step=step.key,
+                label=step.label,
+                status=status,
+                exit_code=exit_code,
+                duration_s=duration,
+                artifacts=outcome.artifacts,
+                error=error,
+            )
+        )
+        return outcome
+
+    def _discard_run_scoped(self) -> None:
+        by_executor: dict[str, list[str]] = {}
+        for name, tag in self._run_scoped:
+            by_executor.setdefault(name, []).append(tag)
+        for name, tags in by_executor.items():
+            try:
+                self._executors(name).discard(tags)
+            except Exception as e:  # cleanup must never turn a result into a crash
+                self._emit_warning(f"could not discard run snapshots with {name!r}: {e}")
+
+    def _emit_warning(self, message: str) -> None:
+        self._emit(StepLog(run_id=self.run_id, step="greenloop", stream="stderr", line=message))
+
+    def _emit(self, event: BuildEvent) -> None:
+        with self._emit_lock:
+            self._emit_to(event)
+
+
+def _topological(steps: list[CommandStep]) -> list[CommandStep]:
+    by_key = {s.key: s for s in steps}
+    done: set[str] = set()
+    order: list[CommandStep] = []
+
+    def visit(step: CommandStep) -> None:
+        if step.key in done:
+            return
+        done.add(step.key)
+        for parent in parents(step):
+            visit(by_key[parent])
+        order.append(step)
+
+    for step in steps:
+        visit(step)
+    return order

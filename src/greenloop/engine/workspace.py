@@ -1,0 +1,126 @@
+"""The workspace archive: the project's files, packed once per run into the store.
+
+The archive is a deterministic tar (sorted, zero times and owners, git-style
+modes), so its digest changes exactly when the workspace content does.
+Executors read it in chunks through the host by :data:`ArchiveId`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from greenloop.engine.files import project_files
+from greenloop.store import Store
+
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A packed workspace: its archive in the store and each file's content digest."""
+
+    root: Path
+    archive: str
+    files: dict[str, str]
+
+    def tree_hash(self) -> str:
+        """One digest over every (path, content) pair."""
+        h = hashlib.sha256()
+        for path, digest in sorted(self.files.items()):
+            h.update(f"{len(path)}:{path}{digest}".encode())
+        return h.hexdigest()
+
+
+def pack(root: Path, store: Store) -> Workspace:
+    """Pack the project at ``root`` into a deterministic tar stored in ``store``."""
+    files: dict[str, str] = {}
+    tmp_dir = store.root / "tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=".tmp-ws-", suffix=".tar") as tmp:
+        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in project_files(root):
+                digest = _add(tar, root / rel, rel)
+                if digest is not None:
+                    files[rel] = digest
+        tmp.flush()
+        archive = store.put_file(Path(tmp.name))
+    return Workspace(root=root, archive=archive, files=files)
+
+
+def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None  # deleted while we were packing
+    info = tarfile.TarInfo(rel)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if stat.S_ISLNK(st.st_mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(path)
+        info.mode = 0o777
+        tar.addfile(info)
+        return hashlib.sha256(b"link:" + info.linkname.encode()).hexdigest()
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        info.size = os.fstat(f.fileno()).st_size
+        tar.addfile(info, _Hashing(f, h))
+    return h.hexdigest()
+
+
+class _Hashing:
+    """A reader that hashes what passes through it, so each file is read once."""
+
+    def __init__(self, f: object, h: hashlib._Hash) -> None:
+        self._f = f
+        self._h = h
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._f.read(n)  # type: ignore[attr-defined]
+        self._h.update(data)
+        return data
+
+
+class ArchiveRegistry:
+    """Serves workspace archives to executors by ``ArchiveId``, chunk by chunk."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._archives: dict[UUID, int] = {}
+        self._lock = threading.Lock()
+
+    def register(self, digest: str) -> UUID:
+        """Expose the stored archive ``digest`` under a fresh id."""
+        archive_id = uuid.uuid4()
+        fd = os.open(self._store.blob_path(digest), os.O_RDONLY)
+        with self._lock:
+            self._archives[archive_id] = fd
+        return archive_id
+
+    def read(self, archive_id: UUID, offset: int, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` from ``offset``; empty at the end. Unknown ids raise ``KeyError``."""
+        if offset < 0 or max_bytes < 0:
+            raise ValueError("offset and max must be non-negative")
+        with self._lock:
+            fd = self._archives[archive_id]
+        return os.pread(fd, min(max_bytes, 16 * _READ), offset)
+
+    def close(self) -> None:
+        """Release every archive."""
+        with self._lock:
+            for fd in self._archives.values():
+                os.close(fd)
+            self._archives.clear()

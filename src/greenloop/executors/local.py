@@ -1,0 +1,202 @@
+"""The ``local`` executor: each step runs on this machine in a private directory.
+
+A step's filesystem is a directory tree ("rootfs") under the store: empty for
+a root step, its parent's snapshot otherwise, with the workspace archive laid
+over ``workdir``. Snapshots are store trees named by store refs, so they are
+content-addressed and the remote cache can move them. Tools come from the
+host (PATH and HOME are passed through); only the step's files are private.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Literal
+
+from greenloop.plugins.spec import ArchiveReader, Host
+from greenloop.protocol import (
+    ArtifactRef,
+    ExecutorInput,
+    Hit,
+    MissBuildAs,
+    SnapshotRef,
+    StepResult,
+)
+from greenloop.store import Store
+
+_INJECTED = ".greenloop-injected.json"
+_PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+
+
+class LocalExecutor:
+    """Runs steps with ``sh -c`` in a private directory tree; snapshots are store trees."""
+
+    name = "local"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def run(self, request: ExecutorInput, host: Host) -> StepResult:
+        """Run one step (or skip it on a hit) and commit its tree when asked."""
+        if isinstance(request.cache_lookup, Hit):
+            return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
+        sandbox = self.store.root / "sandboxes" / str(request.step_id)
+        rootfs = sandbox / "root"
+        try:
+            workdir = _inside(rootfs, request.workdir)
+            self._boot(request, host, rootfs, workdir)
+            code = _execute(request, host, rootfs, workdir)
+            if code != 0:
+                return StepResult(exit_code=code, committed_snapshot=None, artifacts=[])
+            artifacts, missing = self._collect(request, workdir)
+            if missing:
+                host.log(request.step_id, "stderr", f"greenloop: artifact not found: {missing}")
+                return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
+            committed = None
+            if isinstance(request.cache_lookup, MissBuildAs):
+                self.store.set_ref(request.cache_lookup.tag, self.store.put_tree(rootfs))
+                committed = request.cache_lookup.tag
+            return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
+        finally:
+            shutil.rmtree(sandbox, ignore_errors=True)
+
+    def discard(self, snapshots: list[SnapshotRef]) -> None:
+        """Drop the refs of run-scoped snapshots; their objects go at the next gc."""
+        for tag in snapshots:
+            self.store.delete_ref(tag)
+
+    def _boot(self, request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> None:
+        rootfs.mkdir(parents=True, exist_ok=True)
+        before: set[str] = set()
+        if request.parent_snapshot is not None:
+            tree = self.store.get_ref(request.parent_snapshot)
+            if tree is None:
+                raise RuntimeError(f"snapshot {request.parent_snapshot!r} is not in the store")
+            self.store.materialize(tree, rootfs)
+            marker = rootfs / _INJECTED
+            if marker.exists():
+                before = set(json.loads(marker.read_text()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        now = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), workdir)
+        base = workdir.relative_to(rootfs).as_posix()
+        injected = {f"{base}/{name}" for name in now}
+        # Files an earlier injection put here that the workspace no longer has must go,
+        # or a cached parent would freeze deleted sources into every later step.
+        for stale in sorted(before - injected, reverse=True):
+            path = rootfs / stale
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+        (rootfs / _INJECTED).write_text(json.dumps(sorted(injected)))
+
+    def _collect(self, request: ExecutorInput, workdir: Path) -> tuple[list[ArtifactRef], str]:
+        refs: list[ArtifactRef] = []
+        for declared in request.step.artifacts:
+            path = _inside(workdir, declared)
+            if path.is_dir() and not path.is_symlink():
+                tree = self.store.put_tree(path)
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                refs.append(ArtifactRef(key=tree, mime="inode/directory", size_bytes=size))
+            elif path.is_file():
+                mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                refs.append(
+                    ArtifactRef(
+                        key=self.store.put_file(path), mime=mime, size_bytes=path.stat().st_size
+                    )
+                )
+            else:
+                return [], declared
+        return refs, ""
+
+
+def _inside(base: Path, path: str) -> Path:
+    """``path`` (absolute inside the sandbox, or relative) resolved under ``base``."""
+    candidate = (base / path.lstrip("/")).resolve()
+    if not candidate.is_relative_to(base.resolve()):
+        raise ValueError(f"path {path!r} escapes the step's directory")
+    return candidate
+
+
+def _lay_workspace(archive: ArchiveReader, workdir: Path) -> list[str]:
+    names: list[str] = []
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        for member in tar:
+            target = workdir / member.name
+            # Replace what the parent left at this path rather than writing through it:
+            # a symlink there must never redirect the workspace outside the sandbox.
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                target.unlink()
+            elif target.is_dir() and not member.isdir():
+                shutil.rmtree(target)
+            tar.extract(member, workdir, filter="tar")
+            names.append(member.name)
+    return names
+
+
+def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> int:
+    env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+    env.update(request.env)
+    env["GREENLOOP_SANDBOX"] = str(rootfs)
+    proc = subprocess.Popen(
+        ["sh", "-c", request.step.command],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, so cancelling kills every child
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, "stdout", request, host), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "stderr", request, host), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    timeout = request.step.timeout_seconds
+    deadline = time.monotonic() + timeout if timeout else None
+    code: int | None = None
+    while code is None:
+        try:
+            code = proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            if host.cancelled(request.step_id):
+                _kill(proc)
+                code = EXIT_CANCELLED
+            elif deadline is not None and time.monotonic() > deadline:
+                _kill(proc)
+                host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
+                code = EXIT_TIMEOUT
+    for pump in pumps:
+        pump.join(timeout=5)
+    return code
+
+
+def _pump(
+    stream: IO[bytes], name: Literal["stdout", "stderr"], request: ExecutorInput, host: Host
+) -> None:
+    for raw in iter(stream.readline, b""):
+        host.log(request.step_id, name, raw.decode("utf-8", "replace").rstrip("\r\n"))
+    stream.close()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,1 @@
+"""Plugins: the executor interface, discovery through entry points, and out-of-process hosting."""

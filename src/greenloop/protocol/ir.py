@@ -1,0 +1,167 @@
+"""The pipeline IR: a versioned JSON document the SDK compiles pipelines to.
+
+The IR is the boundary between the Python pipeline file and the engine: the
+engine never imports the user's code, only this document. Every model here
+rejects unknown fields so that a typo or a document from a newer greenloop is
+an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IR_VERSION = 1
+"""Version of the IR document format written by ``greenloop render``."""
+
+
+class _IR(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Forever(_IR):
+    """Valid until the command or anything upstream changes."""
+
+    kind: Literal["forever"] = "forever"
+
+
+class Ttl(_IR):
+    """Valid for ``seconds`` after it was recorded (and while nothing upstream changes)."""
+
+    kind: Literal["ttl"] = "ttl"
+    seconds: float = Field(gt=0)
+
+
+class OnChange(_IR):
+    """Valid until the content of the workspace files matching ``globs`` changes."""
+
+    kind: Literal["on_change"] = "on_change"
+    globs: list[str] = Field(min_length=1)
+
+
+class Compose(_IR):
+    """Valid only while every one of ``policies`` holds."""
+
+    kind: Literal["compose"] = "compose"
+    policies: list[CachePolicy] = Field(min_length=1)
+
+
+CachePolicy = Annotated[
+    Forever | Ttl | OnChange | Compose,
+    Field(discriminator="kind", title="CachePolicy"),
+]
+
+
+class CommandStep(_IR):
+    """One shell step of a pipeline."""
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="Stable id: explicit, else the label's slug, else a short hash.",
+    )
+    label: str
+    command: str
+    image: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = "/workspace"
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    artifacts: list[str] = Field(default_factory=list)
+    cache: CachePolicy | None = None
+    builds_in: str | None = Field(
+        default=None, description="Key of the step whose snapshot this step boots from."
+    )
+    depends_on: list[str] = Field(
+        default_factory=list, description="Keys of steps that must finish first (ordering only)."
+    )
+    executor: str | None = None
+
+
+class Pipeline(_IR):
+    """A named pipeline: a DAG of steps."""
+
+    name: str
+    env: dict[str, str] = Field(default_factory=dict)
+    default_image: str | None = None
+    executor: str | None = None
+    steps: list[CommandStep]
+
+    @model_validator(mode="after")
+    def _well_formed_graph(self) -> Pipeline:
+        keys = [s.key for s in self.steps]
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                raise ValueError(f"pipeline {self.name!r}: duplicate step key {key!r}")
+            seen.add(key)
+        for step in self.steps:
+            for ref in [step.builds_in, *step.depends_on]:
+                if ref is not None and ref not in seen:
+                    raise ValueError(
+                        f"pipeline {self.name!r}: step {step.key!r} refers to unknown step {ref!r}"
+                    )
+        cycle = find_cycle(self.steps)
+        if cycle:
+            raise ValueError(f"pipeline {self.name!r}: cycle {' -> '.join(repr(k) for k in cycle)}")
+        return self
+
+    def step(self, key: str) -> CommandStep:
+        """Return the step with ``key`` or raise ``KeyError``."""
+        for s in self.steps:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+
+def parents(step: CommandStep) -> list[str]:
+    """Keys of every step ``step`` waits for: its snapshot parent, then its ordering deps."""
+    return ([step.builds_in] if step.builds_in else []) + list(step.depends_on)
+
+
+def find_cycle(steps: list[CommandStep]) -> list[str] | None:
+    """A cycle among ``steps`` as a list of keys (first == last), or ``None``."""
+    by_key = {s.key: s for s in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(key: str) -> list[str] | None:
+        state[key] = 1
+        path.append(key)
+        for parent in parents(by_key[key]):
+            if parent not in by_key:
+                continue
+            if state.get(parent) == 1:
+                return [*path[path.index(parent) :], parent]
+            if parent not in state and (found := visit(parent)):
+                return found
+        path.pop()
+        state[key] = 2
+        return None
+
+    for step in steps:
+        if step.key not in state and (found := visit(step.key)):
+            return found
+    return None
+
+
+class IRDocument(_IR):
+    """The whole IR document: every pipeline a pipeline file defines."""
+
+    version: int = IR_VERSION
+    pipelines: list[Pipeline]
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != IR_VERSION:
+            raise ValueError(
+                f"unsupported IR version {v}; this greenloop reads version {IR_VERSION}"
+            )
+        return v
+
+    def pipeline(self, name: str) -> Pipeline:
+        """Return the pipeline called ``name`` or raise ``KeyError``."""
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        raise KeyError(name)

@@ -1,0 +1,260 @@
+"""Chains, forks and joins: the objects a pipeline function builds steps with.
+
+A :class:`Chain` is an immutable handle on the last step of a chain. ``.sh()``
+adds a step that boots from that step's filesystem snapshot and returns a new
+handle, so calling ``.sh()`` twice on the same handle forks. ``wait()`` joins
+chains for ordering only: the step after a join boots from its image, since
+several filesystems cannot be merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from greenloop.protocol.ir import CachePolicy
+
+
+class PipelineDefinitionError(Exception):
+    """A pipeline file built something invalid; ``where`` is ``file:line`` of the cause."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+@dataclass
+class StepSpec:
+    """One step as the pipeline file declared it (resolved into IR by the compiler)."""
+
+    command: str
+    label: str | None
+    key: str | None
+    image: str | None
+    env: dict[str, str]
+    workdir: str | None
+    timeout: float | None
+    artifacts: list[str]
+    cache: CachePolicy | None
+    executor: str | None
+    parent: StepSpec | None
+    after: list[StepSpec]
+    fork: str | None
+    where: str
+    after_where: str | None = field(default=None, init=False)
+    resolved_key: str = field(default="", init=False)
+
+
+class _Recorder:
+    """Collects the steps created while one pipeline function runs."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepSpec] = []
+
+
+_current: list[_Recorder] = []
+
+
+def _caller() -> str:
+    """``file:line`` of the first frame outside the SDK: where the user wrote the step."""
+    frame = sys._getframe(1)
+    sdk_dir = __file__.rsplit("/", 1)[0]
+    while frame is not None and frame.f_code.co_filename.startswith(sdk_dir):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _add_step(
+    command: str,
+    parent: StepSpec | None,
+    after: list[StepSpec],
+    fork: str | None,
+    *,
+    label: str | None,
+    key: str | None,
+    image: str | None,
+    env: dict[str, str] | None,
+    workdir: str | None,
+    timeout: timedelta | float | None,
+    artifacts: list[str] | None,
+    cache: CachePolicy | None,
+    executor: str | None,
+) -> Chain:
+    where = _caller()
+    if not _current:
+        raise PipelineDefinitionError(
+            "steps can only be created inside a @greenloop.pipeline function", where
+        )
+    if not isinstance(command, str) or not command.strip():
+        raise PipelineDefinitionError("a step needs a non-empty shell command string", where)
+    if isinstance(timeout, timedelta):
+        timeout = timeout.total_seconds()
+    spec = StepSpec(
+        command=command,
+        label=label,
+        key=key,
+        image=image,
+        env=dict(env or {}),
+        workdir=workdir,
+        timeout=timeout,
+        artifacts=list(artifacts or []),
+        cache=cache,
+        executor=executor,
+        parent=parent,
+        after=after,
+        fork=fork,
+        where=where,
+    )
+    _current[-1].steps.append(spec)
+    return Chain(spec)
+
+
+class Chain:
+    """Handle on the last step of a chain; ``.sh()`` continues it in that step's filesystem."""
+
+    def __init__(self, tail: StepSpec, fork: str | None = None) -> None:
+        self._tail = tail
+        self._fork = fork
+
+    def sh(
+        self,
+        command: str,
+        *,
+        label: str | None = None,
+        key: str | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: timedelta | float | None = None,
+        artifacts: list[str] | None = None,
+        cache: CachePolicy | None = None,
+        executor: str | None = None,
+    ) -> Chain:
+        """Run ``command`` after this step, booting from its filesystem snapshot."""
+        return _add_step(
+            command,
+            self._tail,
+            [],
+            self._fork,
+            label=label,
+            key=key,
+            image=None,
+            env=env,
+            workdir=workdir,
+            timeout=timeout,
+            artifacts=artifacts,
+            cache=cache,
+            executor=executor,
+        )
+
+    def fork(self, label: str) -> Chain:
+        """A named branch off this step; steps added to it get ``label`` as a key prefix."""
+        return Chain(self._tail, fork=_slug(label) or None)
+
+    def after(self, *others: Chain | Join) -> Chain:
+        """Also order this chain's last step after ``others`` (no filesystem is inherited)."""
+        for other in others:
+            self._tail.after.extend(_tails(other))
+        self._tail.after_where = _caller()
+        return self
+
+
+class Join:
+    """Ordering point after several chains; ``.sh()`` starts a fresh chain after all of them."""
+
+    def __init__(self, tails: list[StepSpec]) -> None:
+        self._tails = tails
+
+    def sh(
+        self,
+        command: str,
+        *,
+        label: str | None = None,
+        key: str | None = None,
+        image: str | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        timeout: timedelta | float | None = None,
+        artifacts: list[str] | None = None,
+        cache: CachePolicy | None = None,
+        executor: str | None = None,
+    ) -> Chain:
+        """Run ``command`` (from its image) once every joined chain has finished."""
+        return _add_step(
+            command,
+            None,
+            list(self._tails),
+            None,
+            label=label,
+            key=key,
+            image=image,
+            env=env,
+            workdir=workdir,
+            timeout=timeout,
+            artifacts=artifacts,
+            cache=cache,
+            executor=executor,
+        )
+
+
+def sh(
+    command: str,
+    *,
+    label: str | None = None,
+    key: str | None = None,
+    image: str | None = None,
+    env: dict[str, str] | None = None,
+    workdir: str | None = None,
+    timeout: timedelta | float | None = None,
+    artifacts: list[str] | None = None,
+    cache: CachePolicy | None = None,
+    executor: str | None = None,
+) -> Chain:
+    """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
+    return _add_step(
+        command,
+        None,
+        [],
+        None,
+        label=label,
+        key=key,
+        image=image,
+        env=env,
+        workdir=workdir,
+        timeout=timeout,
+        artifacts=artifacts,
+        cache=cache,
+        executor=executor,
+    )
+
+
+def wait(*chains: Chain | Join) -> Join:
+    """Join ``chains``: whatever follows runs after all of them have finished."""
+    tails: list[StepSpec] = []
+    for chain in chains:
+        tails.extend(_tails(chain))
+    return Join(tails)
+
+
+def _tails(item: Chain | Join) -> list[StepSpec]:
+    if isinstance(item, Chain):
+        return [item._tail]
+    if isinstance(item, Join):
+        return list(item._tails)
+    raise PipelineDefinitionError(f"expected a chain or wait(...), got {type(item).__name__}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text.strip()).strip("-.").lower()[:60]
+
+
+def short_hash(*parts: str) -> str:
+    """A short, stable hash of ``parts`` for keys nobody named."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big") + part.encode())
+    return h.hexdigest()[:12]

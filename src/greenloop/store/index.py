@@ -1,0 +1,441 @@
+"""The SQLite index beside the object store: cache entries, artifacts and run history.
+
+One connection per :class:`Index`, in WAL mode with a busy timeout, so several
+processes can read and write the same file at once; SQLite serialises the
+writers. The schema version lives in ``PRAGMA user_version`` and is migrated
+forward on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from greenloop.protocol import ArtifactMeta, ArtifactRef
+from greenloop.store.errors import StoreError
+
+SCHEMA_VERSION = 1
+"""The index schema this code reads and writes."""
+
+_BUSY_TIMEOUT_S = 30.0
+"""How long a writer waits for another process's transaction before giving up."""
+
+_ARTIFACT_REFS: TypeAdapter[list[ArtifactRef]] = TypeAdapter(list[ArtifactRef])
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached step outcome: what the engine needs to reuse a step without running it."""
+
+    key: str
+    snapshot: str
+    executor: str
+    tree: str | None
+    artifacts: list[ArtifactRef]
+    created_at: float
+    last_used: float
+    policy: str
+    """The cache policy that produced the entry, as JSON text."""
+
+
+@dataclass
+class RunRecord:
+    """One pipeline run, as shown by the history commands."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    started_at: float
+    finished_at: float | None
+    steps: int
+    cached: int
+
+
+@dataclass
+class StepRecord:
+    """One step of a recorded run."""
+
+    run_id: str
+    key: str
+    label: str
+    status: str
+    exit_code: int | None
+    duration_s: float
+    cached: bool
+
+
+_SCHEMA_V1 = """
+CREATE TABLE cache_entries (
+    key        TEXT PRIMARY KEY,
+    snapshot   TEXT NOT NULL,
+    executor   TEXT NOT NULL,
+    tree       TEXT,
+    artifacts  TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_used  REAL NOT NULL,
+    policy     TEXT NOT NULL
+);
+CREATE INDEX cache_entries_last_used ON cache_entries (last_used);
+CREATE TABLE artifacts (
+    input_hash TEXT PRIMARY KEY,
+    meta       TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    steps       INTEGER NOT NULL,
+    cached      INTEGER NOT NULL
+);
+CREATE INDEX runs_started_at ON runs (started_at);
+CREATE TABLE steps (
+    run_id     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    exit_code  INTEGER,
+    duration_s REAL NOT NULL,
+    cached     INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE refs (
+    name       TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+# _MIGRATIONS[n] brings a schema at version n to version n + 1.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    lambda conn: _run_script(conn, _SCHEMA_V1),
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+class Index:
+    """The store's SQLite index. Thread-safe; one connection per instance."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating and migrating as needed) the index database at ``path``."""
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so each write is
+            # exactly one short transaction and readers never hold a lock open.
+            self._conn = sqlite3.connect(
+                path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store index {path}: {exc}") from exc
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            _enable_wal(self._conn, path)
+            # NORMAL is crash-safe in WAL mode; a power cut may lose the last
+            # commits, never corrupt the file -- an acceptable cost for a cache.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection; the index cannot be used afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Index:
+        """Use the index as a context manager that closes it on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the index."""
+        self.close()
+
+    # -- cache entries -------------------------------------------------------
+
+    def put_entry(self, e: CacheEntry) -> None:
+        """Insert or replace the cache entry ``e.key``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO cache_entries"
+                " (key, snapshot, executor, tree, artifacts, created_at, last_used, policy)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot,"
+                " executor = excluded.executor, tree = excluded.tree,"
+                " artifacts = excluded.artifacts, created_at = excluded.created_at,"
+                " last_used = excluded.last_used, policy = excluded.policy",
+                (
+                    e.key,
+                    e.snapshot,
+                    e.executor,
+                    e.tree,
+                    _ARTIFACT_REFS.dump_json(e.artifacts).decode(),
+                    e.created_at,
+                    e.last_used,
+                    e.policy,
+                ),
+            )
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        """The cache entry ``key``, or None."""
+        rows = self._read(f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE key = ?", (key,))
+        return _entry_from_row(rows[0]) if rows else None
+
+    def touch_entry(self, key: str, when: float) -> None:
+        """Record that entry ``key`` was used at ``when`` (unix seconds); no-op if absent."""
+        with self._write() as conn:
+            conn.execute("UPDATE cache_entries SET last_used = ? WHERE key = ?", (when, key))
+
+    def delete_entry(self, key: str) -> None:
+        """Remove entry ``key`` if present. Its objects go at the next gc."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+
+    def expire_entries(self, *, before: float) -> int:
+        """Delete every entry last used before ``before`` (unix seconds); return how many."""
+        # One conditional DELETE, so an entry another process touches while we
+        # run is judged by its new last_used rather than a stale read.
+        with self._write() as conn:
+            return conn.execute("DELETE FROM cache_entries WHERE last_used < ?", (before,)).rowcount
+
+    def entries(self) -> list[CacheEntry]:
+        """Every cache entry, ordered by key."""
+        rows = self._read(f"SELECT {_ENTRY_COLUMNS} FROM cache_entries ORDER BY key", ())
+        return [_entry_from_row(row) for row in rows]
+
+    # -- named refs -----------------------------------------------------------
+
+    def set_ref(self, name: str, digest: str) -> None:
+        """Point ref ``name`` (an executor's snapshot tag, say) at object ``digest``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO refs (name, digest, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET digest = excluded.digest,"
+                " updated_at = excluded.updated_at",
+                (name, digest, time.time()),
+            )
+
+    def get_ref(self, name: str) -> str | None:
+        """The digest ref ``name`` points at, or None."""
+        rows = self._read("SELECT digest FROM refs WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def delete_ref(self, name: str) -> None:
+        """Remove ref ``name`` if present; what it pointed at goes at the next gc."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM refs WHERE name = ?", (name,))
+
+    def refs(self) -> dict[str, tuple[str, float]]:
+        """Every ref: name -> (digest, updated_at)."""
+        rows = self._read("SELECT name, digest, updated_at FROM refs", ())
+        return {str(n): (str(d), float(t)) for n, d, t in rows}
+
+    # -- dev-loop artifacts --------------------------------------------------
+
+    def put_artifact(self, meta: ArtifactMeta) -> None:
+        """Insert or replace the artifact metadata for ``meta.input_hash``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO artifacts (input_hash, meta) VALUES (?, ?)"
+                " ON CONFLICT (input_hash) DO UPDATE SET meta = excluded.meta",
+                (meta.input_hash, meta.model_dump_json()),
+            )
+
+    def get_artifact(self, input_hash: str) -> ArtifactMeta | None:
+        """The artifact built from ``input_hash``, or None."""
+        rows = self._read("SELECT meta FROM artifacts WHERE input_hash = ?", (input_hash,))
+        return _artifact_from_json(rows[0][0]) if rows else None
+
+    def delete_artifact(self, input_hash: str) -> None:
+        """Forget the artifact built from ``input_hash``. Its objects go at the next gc."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM artifacts WHERE input_hash = ?", (input_hash,))
+
+    def artifacts(self) -> list[ArtifactMeta]:
+        """Every recorded artifact, ordered by input hash."""
+        rows = self._read("SELECT meta FROM artifacts ORDER BY input_hash", ())
+        return [_artifact_from_json(row[0]) for row in rows]
+
+    # -- run history ---------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        """Insert or update a run (record it at start, then again when it finishes)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO runs"
+                " (run_id, pipeline, status, started_at, finished_at, steps, cached)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET pipeline = excluded.pipeline,"
+                " status = excluded.status, started_at = excluded.started_at,"
+                " finished_at = excluded.finished_at, steps = excluded.steps,"
+                " cached = excluded.cached",
+                (
+                    run.run_id,
+                    run.pipeline,
+                    run.status,
+                    run.started_at,
+                    run.finished_at,
+                    run.steps,
+                    run.cached,
+                ),
+            )
+
+    def record_step(self, step: StepRecord) -> None:
+        """Insert or update one step of a run; steps keep their first-recorded order."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO steps"
+                " (run_id, key, label, status, exit_code, duration_s, cached)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, key) DO UPDATE SET label = excluded.label,"
+                " status = excluded.status, exit_code = excluded.exit_code,"
+                " duration_s = excluded.duration_s, cached = excluded.cached",
+                (
+                    step.run_id,
+                    step.key,
+                    step.label,
+                    step.status,
+                    step.exit_code,
+                    step.duration_s,
+                    int(step.cached),
+                ),
+            )
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The ``limit`` most recently started runs, newest first."""
+        rows = self._read(
+            "SELECT run_id, pipeline, status, started_at, finished_at, steps, cached"
+            " FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            RunRecord(
+                run_id,
+                pipeline,
+                status,
+                float(started_at),
+                None if finished_at is None else float(finished_at),
+                steps,
+                cached,
+            )
+            for run_id, pipeline, status, started_at, finished_at, steps, cached in rows
+        ]
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The steps of run ``run_id`` in the order they were first recorded."""
+        rows = self._read(
+            "SELECT run_id, key, label, status, exit_code, duration_s, cached"
+            " FROM steps WHERE run_id = ? ORDER BY rowid",
+            (run_id,),
+        )
+        return [
+            StepRecord(run_id, key, label, status, exit_code, float(duration_s), bool(cached))
+            for run_id, key, label, status, exit_code, duration_s, cached in rows
+        ]
+
+    # -- plumbing ------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                # IMMEDIATE takes the write lock up front, so a busy database
+                # is waited on via busy_timeout instead of failing mid-transaction.
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store index write failed ({self.path}): {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+                return rows
+            except sqlite3.Error as exc:
+                raise StoreError(f"store index read failed ({self.path}): {exc}") from exc
+
+    def _migrate(self) -> None:
+        # Fast path: an up-to-date index needs no write lock to open.
+        if self._read("PRAGMA user_version", ())[0][0] == SCHEMA_VERSION:
+            return
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store index {self.path} has schema {version}, newer than this "
+                    f"greenloop understands ({SCHEMA_VERSION}); upgrade greenloop"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                _MIGRATIONS[step](conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+_ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy"
+
+
+def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
+    # Switching a fresh database to WAL needs an exclusive lock, and SQLite
+    # reports SQLITE_BUSY for it without consulting the busy handler when
+    # several processes create the store at once; so retry here ourselves.
+    # WAL is persistent, so this only ever contends on a brand-new index.
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            continue
+        if str(mode).lower() != "wal":
+            raise StoreError(f"the store index {path} cannot use WAL mode (got {mode!r})")
+        return
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT our open transaction; run statements one by one.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
+    key, snapshot, executor, tree, artifacts, created_at, last_used, policy = row
+    try:
+        refs = _ARTIFACT_REFS.validate_json(artifacts)
+    except ValidationError as exc:
+        raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
+    return CacheEntry(
+        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy
+    )
+
+
+def _artifact_from_json(raw: str) -> ArtifactMeta:
+    try:
+        return ArtifactMeta.model_validate_json(raw)
+    except ValidationError as exc:
+        raise StoreError(f"corrupt artifact metadata in the store index: {exc}") from exc

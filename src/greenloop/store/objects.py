@@ -1,0 +1,236 @@
+"""The object directory: immutable blobs named by their SHA-256.
+
+Layout is ``objects/<first 2 hex>/<remaining 62 hex>``. Every write goes to a
+``.tmp-`` file on the same filesystem, is fsynced, then renamed over the final
+name, so a reader sees either no object or the whole object, never a prefix.
+Writers need no locks: two processes storing the same bytes rename identical
+files over each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from greenloop.store.digests import (
+    CHUNK_SIZE,
+    check_digest,
+    digest_bytes,
+    digest_file,
+    is_digest,
+)
+from greenloop.store.errors import StoreError
+from greenloop.store.layout import TEMP_PREFIX
+
+_OBJECT_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+"""Objects are read-only so that a careless writer through blob_path fails loudly."""
+
+_PUT_FILE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """One file found under ``objects/`` while scanning (for gc, verify, sizing)."""
+
+    path: Path
+    digest: str | None
+    """The object's digest, or None for temp files and stray names."""
+    is_temp: bool
+    size: int
+    mtime: float
+
+
+class ObjectDir:
+    """Reads and atomically writes the blobs under one ``objects/`` directory."""
+
+    def __init__(self, directory: Path) -> None:
+        """Use ``directory`` (which must already exist) as the object directory."""
+        self.directory = directory
+
+    def path_for(self, digest: str) -> Path:
+        """Where the object named ``digest`` lives (whether or not it exists)."""
+        check_digest(digest)
+        return self.directory / digest[:2] / digest[2:]
+
+    def has(self, digest: str) -> bool:
+        """True when the object ``digest`` is stored."""
+        return self.path_for(digest).is_file()
+
+    def existing_path(self, digest: str) -> Path:
+        """The path of the stored object ``digest``; :class:`StoreError` if absent."""
+        path = self.path_for(digest)
+        if not path.is_file():
+            raise StoreError(f"object {digest} is not in the store at {self.directory.parent}")
+        return path
+
+    def open(self, digest: str) -> BinaryIO:
+        """Open the object ``digest`` for binary reading."""
+        path = self.existing_path(digest)
+        try:
+            return open(path, "rb")  # the caller owns and closes it
+        except FileNotFoundError as exc:
+            # A concurrent gc can remove an unreferenced object between the check and the open.
+            raise StoreError(f"object {digest} disappeared while being opened") from exc
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; return its digest. Idempotent."""
+        digest = digest_bytes(data)
+        final = self.path_for(digest)
+        if self._reuse(final):
+            return digest
+        fd, tmp = self._temp_in(final.parent)
+        with _cleanup_on_error(tmp):
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                _seal(fh)
+            _publish(tmp, final)
+        return digest
+
+    def put_file(self, path: Path) -> str:
+        """Store the file at ``path`` in chunks; return its digest. Idempotent."""
+        try:
+            return self._put_file(path)
+        except OSError as exc:
+            raise StoreError(f"could not store {path}: {exc}") from exc
+
+    def _put_file(self, path: Path) -> str:
+        # The file is hashed first so that content already in the store costs
+        # one read and no write or fsync -- the common case when re-storing a
+        # workspace. The copy pass re-hashes, and a mismatch means the file
+        # changed underneath us; we retry rather than store a torn mix.
+        for _ in range(_PUT_FILE_ATTEMPTS):
+            digest = digest_file(path)
+            final = self.path_for(digest)
+            if self._reuse(final):
+                return digest
+            fd, tmp = self._temp_in(final.parent)
+            with _cleanup_on_error(tmp):
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    copied = _copy_hashing(src, out)
+                    _seal(out)
+                if copied == digest:
+                    _publish(tmp, final)
+                    return digest
+                Path(tmp).unlink(missing_ok=True)
+        raise StoreError(f"{path} kept changing while being stored; try again once it settles")
+
+    def put_stream(self, stream: BinaryIO) -> str:
+        """Store everything read from ``stream`` in chunks; return its digest. Idempotent."""
+        # A stream can be read only once, so its digest (and therefore its
+        # shard directory) is unknown until the end. The temp file lives in
+        # objects/ itself -- the shards' parent, so still the same filesystem
+        # and still an atomic rename.
+        fd, tmp = self._temp_in(self.directory)
+        with _cleanup_on_error(tmp):
+            with os.fdopen(fd, "wb") as out:
+                digest = _copy_hashing(stream, out)
+                final = self.path_for(digest)
+                reused = self._reuse(final)
+                if not reused:
+                    _seal(out)
+            if reused:
+                Path(tmp).unlink()
+            else:
+                _publish(tmp, final)
+        return digest
+
+    def scan(self) -> Iterator[ObjectFile]:
+        """Every regular file under the object directory, including temp files."""
+        for shard in _entries(self.directory):
+            if shard.is_dir(follow_symlinks=False):
+                for item in _entries(Path(shard.path)):
+                    found = _describe(item, shard.name)
+                    if found is not None:
+                        yield found
+            else:
+                found = _describe(shard, None)
+                if found is not None:
+                    yield found
+
+    def _reuse(self, final: Path) -> bool:
+        # Refreshing the mtime of an object we are about to rely on keeps a
+        # concurrent gc's grace period from collecting it before our caller
+        # records a reference to it.
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            # Someone else's object on a shared cache: it exists, so reuse it.
+            return final.is_file()
+        return True
+
+    def _temp_in(self, directory: Path) -> tuple[int, str]:
+        directory.mkdir(exist_ok=True)
+        return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+
+
+@contextmanager
+def _cleanup_on_error(tmp: str) -> Iterator[None]:
+    """Remove the temp file if the block raises; once renamed it is no longer there."""
+    try:
+        yield
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _seal(fh: BinaryIO) -> None:
+    fh.flush()
+    os.fchmod(fh.fileno(), _OBJECT_MODE)
+    os.fsync(fh.fileno())
+
+
+def _publish(tmp: str, final: Path) -> None:
+    final.parent.mkdir(exist_ok=True)  # a streamed object's shard may not exist yet
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Without this the rename itself may not survive a crash, leaving an index
+    # entry that points at an object the disk never recorded.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:
+    h = hashlib.sha256()
+    while chunk := src.read(CHUNK_SIZE):
+        h.update(chunk)
+        out.write(chunk)
+    return h.hexdigest()
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _describe(entry: os.DirEntry[str], shard: str | None) -> ObjectFile | None:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # removed by a concurrent writer or gc while we looked
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    is_temp = entry.name.startswith(TEMP_PREFIX)
+    digest = None
+    if shard is not None and len(shard) == 2 and not is_temp and is_digest(shard + entry.name):
+        digest = shard + entry.name
+    return ObjectFile(Path(entry.path), digest, is_temp, st.st_size, st.st_mtime)

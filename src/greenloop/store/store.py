@@ -1,0 +1,217 @@
+"""The :class:`Store` facade: objects, trees, index and gc behind one handle."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from greenloop.store.digests import digest_file
+from greenloop.store.errors import StoreError
+from greenloop.store.gc import GcReport, collect_garbage
+from greenloop.store.index import Index
+from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
+from greenloop.store.materialize import materialize_entries
+from greenloop.store.objects import ObjectDir
+from greenloop.store.scan import Exclude, scan_directory
+from greenloop.store.trees import (
+    TreeEntry,
+    canonicalize,
+    decode_manifest,
+    encode_manifest,
+    read_manifest,
+)
+
+
+class Store:
+    """A content-addressed store with a SQLite index, rooted at one directory.
+
+    Safe to share between processes: object writes are atomic renames and the
+    index is SQLite in WAL mode. Obtain one with :meth:`open`.
+    """
+
+    root: Path
+    """The store directory (holds the marker, ``objects/`` and ``index.sqlite``)."""
+    index: Index
+    """Cache entries, artifacts and run history."""
+
+    def __init__(self, root: Path, index: Index) -> None:
+        """Wrap an already initialised store; prefer :meth:`open`."""
+        self.root = root
+        self.index = index
+        self._objects = ObjectDir(root / OBJECTS_DIR)
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Store:
+        """Open the store at ``root`` (default: :func:`default_root`), creating it if needed.
+
+        A missing or empty directory becomes a new store. A non-empty directory
+        without the store marker raises :class:`StoreError`.
+        """
+        root = default_root() if root is None else root
+        init_root(root)
+        return cls(root, Index(root / INDEX_NAME))
+
+    def close(self) -> None:
+        """Release the index connection."""
+        self.index.close()
+
+    def __enter__(self) -> Store:
+        """Use the store as a context manager that closes it on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        self.close()
+
+    # -- blobs ---------------------------------------------------------------
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; return its SHA-256 hex digest."""
+        return self._objects.put_bytes(data)
+
+    def put_file(self, path: Path) -> str:
+        """Store the file at ``path``, streamed in chunks; return its digest."""
+        return self._objects.put_file(path)
+
+    def put_stream(self, stream: BinaryIO) -> str:
+        """Store everything read from ``stream``, in chunks; return its digest."""
+        return self._objects.put_stream(stream)
+
+    def has(self, digest: str) -> bool:
+        """True when the object ``digest`` is stored."""
+        return self._objects.has(digest)
+
+    def blob_path(self, digest: str) -> Path:
+        """The on-disk path of object ``digest``, for reading only.
+
+        Raises :class:`StoreError` if it is not stored. Never write to it: copy
+        it instead (objects are shared by every entry that has the same bytes).
+        """
+        return self._objects.existing_path(digest)
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """Open object ``digest`` for binary reading; the caller closes it."""
+        return self._objects.open(digest)
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The whole content of object ``digest``."""
+        with self.open_blob(digest) as fh:
+            return fh.read()
+
+    # -- trees ---------------------------------------------------------------
+
+    def put_tree(self, directory: Path, *, exclude: Exclude | None = None) -> str:
+        """Store ``directory`` and everything below it; return the tree's digest.
+
+        ``exclude`` receives each POSIX relative path; returning True leaves that
+        path out (and, for a directory, everything under it). Symlinks are stored
+        as their targets, never followed.
+        """
+        entries = scan_directory(directory, self.put_file, exclude)
+        return self.put_bytes(encode_manifest(entries))
+
+    def put_tree_entries(self, entries: list[TreeEntry]) -> str:
+        """Store a tree built from ``entries`` whose blobs are already stored; return its digest.
+
+        Modes are normalised and missing parent directories added, so the result
+        equals :meth:`put_tree` of the same content on disk.
+        """
+        canonical = canonicalize(entries)
+        for entry in canonical:
+            if entry.blob is not None and not self.has(entry.blob):
+                raise StoreError(f"tree entry {entry.path!r} refers to missing blob {entry.blob}")
+        return self.put_bytes(encode_manifest(canonical))
+
+    def get_tree(self, digest: str) -> list[TreeEntry]:
+        """The entries of tree ``digest``, sorted by path; :class:`StoreError` if not a tree."""
+        try:
+            return decode_manifest(self.read_bytes(digest))
+        except StoreError as exc:
+            raise StoreError(f"{digest} is not a tree: {exc}") from exc
+
+    def is_tree(self, digest: str) -> bool:
+        """True when object ``digest`` is stored and is a tree manifest."""
+        if not self.has(digest):
+            return False
+        with self.open_blob(digest) as fh:
+            return read_manifest(fh) is not None
+
+    def materialize(self, tree: str, dest: Path) -> None:
+        """Recreate tree ``tree`` under ``dest`` (which may already exist).
+
+        Files are written as copies, never hardlinks, so nothing done in
+        ``dest`` can alter the store. See
+        :func:`~greenloop.store.materialize.materialize_entries` for how
+        existing content and path safety are handled.
+        """
+        materialize_entries(self.get_tree(tree), dest, self.open_blob)
+
+    # -- refs ------------------------------------------------------------------
+
+    def set_ref(self, name: str, digest: str) -> None:
+        """Name object ``digest`` (typically a snapshot tree) ``name``; gc keeps it while
+        a cache entry's snapshot names it (or for the grace period)."""
+        if not self.has(digest):
+            raise StoreError(f"cannot point ref {name!r} at missing object {digest}")
+        self.index.set_ref(name, digest)
+
+    def get_ref(self, name: str) -> str | None:
+        """The digest ref ``name`` points at, or None when there is no such ref."""
+        return self.index.get_ref(name)
+
+    def delete_ref(self, name: str) -> None:
+        """Drop ref ``name``; its objects go at a later gc unless something else holds them."""
+        self.index.delete_ref(name)
+
+    # -- maintenance ---------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Problems found in the object directory, sorted.
+
+        Each item is either the digest of an object whose bytes do not hash to
+        its name, or the store-relative path of a stray file (a leftover
+        ``.tmp-`` file or a name that is not a digest). Temp files of writes in
+        progress in other processes are reported too; run it on a quiet store.
+        """
+        problems: list[str] = []
+        for found in self._objects.scan():
+            if found.digest is None:
+                problems.append(found.path.relative_to(self.root).as_posix())
+                continue
+            try:
+                actual = digest_file(found.path)
+            except FileNotFoundError:
+                continue  # collected by a concurrent gc while we looked
+            if actual != found.digest:
+                problems.append(found.digest)
+        return sorted(problems)
+
+    def gc(
+        self,
+        *,
+        max_age: timedelta | None = None,
+        max_bytes: int | None = None,
+        grace: timedelta = timedelta(hours=1),
+    ) -> GcReport:
+        """Expire cache entries and delete what nothing refers to.
+
+        Entries unused for longer than ``max_age`` go first; then, while the
+        store exceeds ``max_bytes``, the least recently used entries go until
+        what remains referenced fits. Finally unreferenced objects and ``.tmp-``
+        files older than ``grace`` are deleted; the grace period protects
+        objects a concurrent run has written but not yet recorded.
+        """
+        return collect_garbage(
+            self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
+        )
+
+    def size_bytes(self) -> int:
+        """Total bytes of every file in the object directory."""
+        return sum(found.size for found in self._objects.scan())

@@ -1,0 +1,215 @@
+"""Blobs, store lifecycle (open/clean) and the object layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from greenloop.store import Store, StoreError, clean, default_root
+from greenloop.store.digests import CHUNK_SIZE
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "store") as s:
+        yield s
+
+
+def _object_files(root: Path) -> list[Path]:
+    return [p for p in (root / "objects").rglob("*") if p.is_file()]
+
+
+def test_put_bytes_round_trip(store: Store) -> None:
+    data = b"hello, store"
+    digest = store.put_bytes(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert store.has(digest)
+    assert store.read_bytes(digest) == data
+    with store.open_blob(digest) as fh:
+        assert fh.read() == data
+    assert store.blob_path(digest) == store.root / "objects" / digest[:2] / digest[2:]
+
+
+def test_empty_blob(store: Store) -> None:
+    digest = store.put_bytes(b"")
+    assert store.read_bytes(digest) == b""
+
+
+def test_puts_are_idempotent_and_leave_no_temp_files(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"same bytes")
+    digests = {
+        store.put_bytes(b"same bytes"),
+        store.put_bytes(b"same bytes"),
+        store.put_file(src),
+        store.put_stream(io.BytesIO(b"same bytes")),
+    }
+    assert len(digests) == 1
+    files = _object_files(store.root)
+    assert len(files) == 1
+    assert not any(p.name.startswith(".tmp-") for p in store.root.rglob("*"))
+
+
+def test_objects_are_read_only(store: Store) -> None:
+    digest = store.put_bytes(b"x")
+    assert stat.S_IMODE(store.blob_path(digest).stat().st_mode) & 0o222 == 0
+
+
+def test_put_file_streams_large_files(store: Store, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    block = os.urandom(1 << 16)
+    expected = hashlib.sha256()
+    with open(big, "wb") as fh:
+        for _ in range(512):  # 32 MiB
+            fh.write(block)
+            expected.update(block)
+    tracemalloc.start()
+    try:
+        digest = store.put_file(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest == expected.hexdigest()
+    assert peak < 4 * CHUNK_SIZE, f"put_file held {peak} bytes at once"
+    assert store.blob_path(digest).stat().st_size == big.stat().st_size
+
+
+class _Generated(io.RawIOBase):
+    """A long stream produced on the fly, never present in memory as a whole."""
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._left)
+        buffer[:n] = b"z" * n
+        self._left -= n
+        return n
+
+
+def test_put_stream_streams(store: Store) -> None:
+    total = 16 * CHUNK_SIZE
+    tracemalloc.start()
+    try:
+        digest = store.put_stream(io.BufferedReader(_Generated(total)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest == hashlib.sha256(b"z" * total).hexdigest()
+    assert peak < 6 * CHUNK_SIZE
+    assert store.blob_path(digest).stat().st_size == total
+
+
+def test_missing_and_malformed_digests(store: Store) -> None:
+    unknown = "0" * 64
+    assert not store.has(unknown)
+    assert not store.is_tree(unknown)
+    with pytest.raises(StoreError, match="not in the store"):
+        store.blob_path(unknown)
+    with pytest.raises(StoreError):
+        store.read_bytes(unknown)
+    with pytest.raises(StoreError, match="not a store digest"):
+        store.has("../../etc/passwd")
+    with pytest.raises(StoreError, match="not a store digest"):
+        store.has("A" * 64)
+
+
+def test_put_file_of_missing_path_is_a_store_error(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="could not store"):
+        store.put_file(tmp_path / "nope")
+
+
+def test_open_creates_store_with_marker(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "store"
+    with Store.open(root) as s:
+        assert s.root == root
+    marker = root / "GREENLOOP_STORE"
+    assert json.loads(marker.read_text()) == {"greenloop_store": 1}
+    assert (root / "objects").is_dir()
+    assert (root / "index.sqlite").is_file()
+    # Reopening an existing store works and keeps content.
+    with Store.open(root) as s:
+        digest = s.put_bytes(b"kept")
+    with Store.open(root) as s:
+        assert s.read_bytes(digest) == b"kept"
+
+
+def test_open_adopts_an_empty_directory(tmp_path: Path) -> None:
+    with Store.open(tmp_path):
+        pass
+    assert (tmp_path / "GREENLOOP_STORE").is_file()
+
+
+def test_open_refuses_a_non_empty_foreign_directory(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("do not touch")
+    with pytest.raises(StoreError, match="is not a greenloop store"):
+        Store.open(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
+    assert precious.read_text() == "do not touch"
+
+
+def test_open_refuses_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        Store.open(path)
+
+
+def test_open_refuses_a_newer_format(tmp_path: Path) -> None:
+    (tmp_path / "GREENLOOP_STORE").write_text('{"greenloop_store": 99}')
+    with pytest.raises(StoreError, match="format 99"):
+        Store.open(tmp_path)
+
+
+def test_default_root_honours_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GREENLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    assert default_root() == tmp_path / "cache"
+    with Store.open() as s:
+        assert s.root == tmp_path / "cache"
+    monkeypatch.delenv("GREENLOOP_CACHE_DIR")
+    assert default_root().name.lower() == "greenloop"
+
+
+def test_clean_removes_a_store(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root) as s:
+        s.put_bytes(b"a")
+    clean(root)
+    assert not root.exists()
+    clean(root)  # already clean: nothing to do
+
+
+def test_clean_refuses_a_foreign_directory_and_leaves_it_intact(tmp_path: Path) -> None:
+    victim = tmp_path / "home"
+    (victim / "docs").mkdir(parents=True)
+    (victim / "docs" / "thesis.tex").write_text("years of work")
+    (victim / "objects").mkdir()  # looks a bit like a store, but has no marker
+    with pytest.raises(StoreError, match="not a greenloop store"):
+        clean(victim)
+    assert (victim / "docs" / "thesis.tex").read_text() == "years of work"
+    assert (victim / "objects").is_dir()
+
+
+def test_clean_refuses_a_symlink(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root):
+        pass
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    with pytest.raises(StoreError, match="symlink"):
+        clean(link)
+    assert (root / "GREENLOOP_STORE").is_file()
