@@ -13,7 +13,7 @@ import io
 from typing import Literal, Protocol, runtime_checkable
 from uuid import UUID
 
-from greenloop.protocol import ExecutorInput, SnapshotRef, StepResult
+from greenloop.protocol import BuildEvent, ExecutorInput, HookVerdict, SnapshotRef, StepResult
 
 ARCHIVE_CHUNK = 1 << 20
 """Default size of one workspace-archive read."""
@@ -69,3 +69,29 @@ class ArchiveReader(io.RawIOBase):
         buffer[: len(data)] = data
         self._offset += len(data)
         return len(data)
+
+
+@runtime_checkable
+class Hook(Protocol):
+    """A hook plugin: sees every build event; may veto a run on ``run_started``.
+
+    ``run_started`` / ``run_finished`` are before/after run, ``step_started`` /
+    ``step_finished`` before/after step. Returning a :class:`HookVerdict` with
+    ``veto`` set in answer to ``run_started`` stops the run before any step runs;
+    a veto on any other event is ignored.
+    """
+
+    name: str
+
+    def handle(self, event: BuildEvent) -> HookVerdict | None:
+        """React to ``event``."""
+        ...
+
+
+@runtime_checkable
+class Formatter(Protocol):
+    """An output formatter: called with each build event, writes what it likes."""
+
+    def __call__(self, event: BuildEvent) -> None:
+        """Render ``event``."""
+        ...

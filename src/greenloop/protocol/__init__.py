@@ -31,6 +31,7 @@ from greenloop.protocol.devloop import (
 from greenloop.protocol.errors import PluginError, PluginFailure
 from greenloop.protocol.events import (
     BuildEvent,
+    HookVerdict,
     PlanSummary,
     RunFinished,
     RunStarted,
@@ -92,6 +93,7 @@ __all__ = [
     "FileVerdict",
     "Forever",
     "Hit",
+    "HookVerdict",
     "IRDocument",
     "InputHash",
     "MissBuildAs",

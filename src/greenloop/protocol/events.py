@@ -86,9 +86,16 @@ class RunFinished(_Event):
     run_id: UUID
     status: RunStatus
     duration_s: float
+    error: str | None = None
 
 
 BuildEvent = Annotated[
     RunStarted | PlanSummary | StepStarted | StepLog | StepCached | StepFinished | RunFinished,
     Field(discriminator="type", title="BuildEvent"),
 ]
+
+
+class HookVerdict(_Event):
+    """A hook's answer to an event; ``veto`` (a reason) on ``run_started`` stops the run."""
+
+    veto: str | None = None

@@ -23,6 +23,7 @@ WIRE_TYPES: dict[str, Any] = {
         "IRDocument",
         "PluginError",
         "BuildEvent",
+        "HookVerdict",
         "ContentHash",
         "InputHash",
         "TargetTriple",
