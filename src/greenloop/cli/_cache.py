@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from greenloop.cli._common import echo_json, fail, json_option, open_store
-from greenloop.store import StoreError, clean, default_root
+from greenloop.plugins.registry import Executors
+from greenloop.protocol import PluginFailure, SetupError
+from greenloop.store import Store, StoreError, clean, default_root
 
 
 @click.group()
@@ -63,15 +65,37 @@ def gc(max_age_days: float, max_size_mb: float | None, as_json: bool) -> None:
             max_age=timedelta(days=max_age_days),
             max_bytes=int(max_size_mb * 1e6) if max_size_mb is not None else None,
         )
+        snapshots = _executor_gc(store)
     finally:
         store.close()
     if as_json:
-        echo_json(report.__dict__)
+        echo_json({**report.__dict__, "executor_snapshots_removed": snapshots})
         return
     click.echo(
         f"removed {report.entries_removed} entries, {report.objects_removed} objects "
         f"({report.bytes_freed / 1e6:.1f} MB)"
     )
+    for name, removed in snapshots.items():
+        click.echo(f"{name}: " + (f"removed {removed} snapshots" if removed >= 0 else "skipped"))
+
+
+def _executor_gc(store: Store) -> dict[str, int]:
+    """Let each executor that keeps its own snapshots (docker images) drop unreferenced ones.
+
+    Returns removed counts by executor; -1 when the executor could not be reached.
+    """
+    entries = store.index.entries()
+    executors = Executors(store)
+    removed: dict[str, int] = {}
+    for name in sorted({"docker", *(e.executor for e in entries)}):
+        try:
+            collect = getattr(executors(name), "collect_garbage", None)
+            if collect is not None:
+                removed[name] = collect({e.snapshot for e in entries if e.executor == name})
+        except (SetupError, PluginFailure) as e:
+            click.echo(f"warning: {name} snapshots not collected: {e}", err=True)
+            removed[name] = -1
+    return removed
 
 
 @cache.command()

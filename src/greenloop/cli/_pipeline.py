@@ -16,7 +16,7 @@ from greenloop.cli._common import echo_json, fail, file_option, json_option, loa
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
-from greenloop.protocol import IRDocument, PluginFailure
+from greenloop.protocol import IRDocument, PluginFailure, SetupError
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -60,8 +60,6 @@ def run(
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
         formatter = registry.load("formatter", name)(sys.stdout)
-        if executor is not None:
-            registry.load("executor", executor)
     except PluginFailure as e:
         fail(e.error.message)
     store = _open_store()
@@ -76,6 +74,10 @@ def run(
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = the_run.execute()
+    except SetupError as e:
+        fail(str(e))
+    except PluginFailure as e:
+        fail(e.error.message if e.error.kind == "not_found" else str(e.error))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -55,7 +55,8 @@ def describe(event: BuildEvent) -> tuple[str, str] | None:
         return f"{mark} {event.label} {event.status}{detail}{time}{why}", colour
     if isinstance(event, RunFinished):
         mark, colour = _MARKS[event.status]
-        return f"{mark} run {event.status} in {event.duration_s:.2f}s", f"bold {colour}"
+        why = f": {event.error}" if event.error else ""
+        return f"{mark} run {event.status} in {event.duration_s:.2f}s{why}", f"bold {colour}"
     return None
 
 

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from greenloop.engine.keys import fresh, step_key
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
-from greenloop.plugins.spec import Executor
+from greenloop.plugins.spec import Executor, Hook
 from greenloop.protocol import (
     ArtifactRef,
     BuildEvent,
@@ -97,6 +97,7 @@ class Run:
         executors: Callable[[str], Executor],
         emit: Callable[[BuildEvent], None],
         options: RunOptions | None = None,
+        hooks: list[Hook] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -105,6 +106,7 @@ class Run:
         self.run_id = uuid.uuid4()
         self._executors = executors
         self._emit_to = emit
+        self._hooks = list(hooks or [])
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
         self._archives = ArchiveRegistry(store)
@@ -136,25 +138,46 @@ class Run:
         """Stop running steps and start no more (safe to call from a signal handler)."""
         self._cancel.set()
 
+    def preflight(self) -> None:
+        """Load every executor the pipeline needs and let it check its setup.
+
+        Raises ``PluginFailure`` for an unknown executor and ``SetupError`` for a
+        missing engine, image or program — before anything runs.
+        """
+        by_executor: dict[str, list[CommandStep]] = {}
+        for step in self.pipeline.steps:
+            by_executor.setdefault(self._executor_name(step), []).append(step)
+        for name, steps in by_executor.items():
+            check = getattr(self._executors(name), "preflight", None)
+            if check is not None:
+                check(self.pipeline, steps)
+
     def execute(self) -> RunResult:
-        """Run the pipeline to the end (or until cancelled) and record it in the history."""
+        """Run the pipeline to the end (or until cancelled) and record it in the history.
+
+        Calls :meth:`preflight` first, whose errors propagate before anything runs.
+        """
+        self.preflight()
         started = time.time()
-        self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
+        veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
         self.store.index.record_run(
             RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
         )
         outcomes: dict[str, StepOutcome] = {}
         workspace: Workspace | None = None
         try:
-            workspace = pack(self.root, self.store)
-            archive_id = self._archives.register(workspace.archive)
-            self._emit(self._plan(workspace))
-            self._schedule(workspace, archive_id, outcomes)
+            if veto is None:
+                workspace = pack(self.root, self.store)
+                archive_id = self._archives.register(workspace.archive)
+                self._emit(self._plan(workspace))
+                self._schedule(workspace, archive_id, outcomes)
         finally:
             self._archives.close()
             self._discard_run_scoped()
-        if self._cancel.is_set() and any(o.status == "cancelled" for o in outcomes.values()):
-            status: RunStatus = "cancelled"
+        if veto is not None:
+            status: RunStatus = "failed"
+        elif self._cancel.is_set() and any(o.status == "cancelled" for o in outcomes.values()):
+            status = "cancelled"
         elif all(o.status in ("passed", "cached") for o in outcomes.values()):
             status = "passed"
         else:
@@ -171,7 +194,7 @@ class Run:
                 sum(o.status == "cached" for o in outcomes.values()),
             )
         )
-        self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration))
+        self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=veto))
         return RunResult(self.run_id, status, outcomes, duration, workspace)
 
     def _schedule(
@@ -366,11 +389,25 @@ class Run:
                 self._emit_warning(f"could not discard run snapshots with {name!r}: {e}")
 
     def _emit_warning(self, message: str) -> None:
-        self._emit(StepLog(run_id=self.run_id, step="greenloop", stream="stderr", line=message))
+        self._emit(self._warning(message))
 
-    def _emit(self, event: BuildEvent) -> None:
+    def _warning(self, message: str) -> StepLog:
+        return StepLog(run_id=self.run_id, step="greenloop", stream="stderr", line=message)
+
+    def _emit(self, event: BuildEvent) -> str | None:
+        """Send ``event`` to the formatter and every hook; return a hook's veto of a run."""
+        veto = None
         with self._emit_lock:
             self._emit_to(event)
+            for hook in self._hooks:
+                try:
+                    verdict = hook.handle(event)
+                except Exception as e:  # a broken hook must not take the run down with it
+                    self._emit_to(self._warning(f"hook {hook.name!r} failed: {e}"))
+                    continue
+                if verdict is not None and verdict.veto and isinstance(event, RunStarted):
+                    veto = veto or f"vetoed by hook {hook.name!r}: {verdict.veto}"
+        return veto
 
 
 def _topological(steps: list[CommandStep]) -> list[CommandStep]:

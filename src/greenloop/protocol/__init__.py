@@ -28,7 +28,7 @@ from greenloop.protocol.devloop import (
     TreeState,
     UnixSeconds,
 )
-from greenloop.protocol.errors import PluginError, PluginFailure
+from greenloop.protocol.errors import PluginError, PluginFailure, SetupError
 from greenloop.protocol.events import (
     BuildEvent,
     HookVerdict,
@@ -108,6 +108,7 @@ __all__ = [
     "PublishedArtifact",
     "RunFinished",
     "RunStarted",
+    "SetupError",
     "Severity",
     "SnapshotRef",
     "StateEvent",

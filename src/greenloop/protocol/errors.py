@@ -30,3 +30,10 @@ class PluginFailure(Exception):
     def __init__(self, error: PluginError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class SetupError(Exception):
+    """The environment cannot run what was asked: no engine, a missing image or program.
+
+    Commands report it and exit 2 before anything runs.
+    """

@@ -1,0 +1,362 @@
+"""The ``docker`` executor: each step runs in a container on a Docker engine.
+
+A root step boots from its image, a chained step from its parent's snapshot,
+which is an image tag (``greenloop-snap:…`` for cached snapshots,
+``greenloop-run:…`` for run-scoped ones). The workspace archive is streamed
+into the container in chunks; files an earlier injection put in ``workdir``
+that the workspace no longer has are removed before the command runs, so a
+cached parent never freezes old sources into its children.
+
+The engine is the one ``DOCKER_HOST`` names (the local socket by default;
+``tcp://`` and ``ssh://`` work the same way). Everything created is labelled
+``greenloop=1`` with the owning host and pid, so leftovers of a crashed run are
+recognised and removed by the next run or by ``greenloop cache gc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import mimetypes
+import os
+import socket
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from greenloop.plugins.spec import ArchiveReader, Host
+from greenloop.protocol import (
+    ArtifactRef,
+    CommandStep,
+    ExecutorInput,
+    Hit,
+    MissBuildAs,
+    Pipeline,
+    SetupError,
+    SnapshotRef,
+    StepResult,
+)
+from greenloop.store import Store
+
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+LABEL = "greenloop"
+SNAPSHOT_REPO = "greenloop-snap"
+RUN_REPO = "greenloop-run"
+_STATE = "/.greenloop"
+
+# Runs before the step's command: drop files the previous injection put in
+# workdir that the current workspace no longer has, then record the new list.
+_PRELUDE = f"""\
+if [ -f {_STATE}/injected ]; then
+  grep -vxF -f {_STATE}/injected.new {_STATE}/injected | while IFS= read -r f; do
+    rm -f -- "$f"
+  done
+fi
+mv {_STATE}/injected.new {_STATE}/injected
+exec sh -c "$1"
+"""
+
+
+class DockerExecutor:
+    """Runs steps in containers; snapshots are image tags committed from containers."""
+
+    name = "docker"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._labels = {
+            LABEL: "1",
+            f"{LABEL}.host": socket.gethostname(),
+            f"{LABEL}.pid": str(os.getpid()),
+        }
+
+    # -- setup ---------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The Docker SDK client, connected on first use (``SetupError`` if unreachable)."""
+        with self._lock:
+            if self._client is None:
+                self._client = _connect()
+            return self._client
+
+    def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
+        """Check the engine and every root step's image before anything runs."""
+        import docker.errors
+
+        client = self.client
+        self.remove_leftovers()
+        for step in steps:
+            if step.builds_in is not None:
+                continue
+            image = step.image or pipeline.default_image
+            if not image:
+                raise SetupError(
+                    f"step {step.key!r} has no image: give it image=... or set "
+                    "default_image on the pipeline (the docker executor needs one)"
+                )
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                raise SetupError(
+                    f"image {image!r} (step {step.key!r}) is not on the Docker engine at "
+                    f"{_engine_name()}; build it or `docker pull {image}` first"
+                ) from None
+
+    def remove_leftovers(self) -> int:
+        """Remove containers and run-scoped images that a dead greenloop process left behind."""
+        removed = 0
+        mine = {"label": [f"{LABEL}=1", f"{LABEL}.host={socket.gethostname()}"]}
+        for container in self.client.containers.list(all=True, filters=mine):
+            if not _alive(container.labels.get(f"{LABEL}.pid", "")):
+                container.remove(force=True)
+                removed += 1
+        for image in self.client.images.list(name=RUN_REPO, filters=mine):
+            if not _alive((image.labels or {}).get(f"{LABEL}.pid", "")):
+                for tag in image.tags:
+                    self._remove_image(tag)
+                removed += 1
+        return removed
+
+    def collect_garbage(self, live: set[str]) -> int:
+        """Remove ``greenloop-snap`` tags no cache entry names; return how many went."""
+        self.remove_leftovers()
+        removed = 0
+        for image in self.client.images.list(name=SNAPSHOT_REPO):
+            for tag in image.tags:
+                if tag not in live and self._remove_image(tag):
+                    removed += 1
+        return removed
+
+    # -- the executor interface ----------------------------------------------
+
+    def run(self, request: ExecutorInput, host: Host) -> StepResult:
+        """Run one step in a fresh container (or skip it on a hit)."""
+        if isinstance(request.cache_lookup, Hit):
+            return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
+        image = request.parent_snapshot or request.step.image
+        if not image:
+            raise SetupError(f"step {request.step.key!r} has no image to boot from")
+        labels = {
+            **self._labels,
+            f"{LABEL}.run": str(request.run_id),
+            f"{LABEL}.step": request.step.key,
+        }
+        container = self.client.containers.create(
+            image,
+            command=["sh", "-c", _PRELUDE, "greenloop-step", request.step.command],
+            entrypoint=[],
+            working_dir=request.workdir,
+            environment=dict(request.env),
+            labels=labels,
+            stdin_open=False,
+            tty=False,
+        )
+        try:
+            self._inject(container, request, host)
+            code = self._start_and_wait(container, request, host)
+            if code != 0:
+                return StepResult(exit_code=code, committed_snapshot=None, artifacts=[])
+            artifacts, missing = self._collect(container, request)
+            if missing:
+                host.log(request.step_id, "stderr", f"greenloop: artifact not found: {missing}")
+                return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
+            committed = None
+            if isinstance(request.cache_lookup, MissBuildAs):
+                repository, _, tag = request.cache_lookup.tag.partition(":")
+                container.commit(repository=repository, tag=tag or "latest")
+                committed = request.cache_lookup.tag
+            return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
+        finally:
+            # Already gone is fine; the next run's leftover sweep is the backstop.
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+    def discard(self, snapshots: list[SnapshotRef]) -> None:
+        """Remove the image tags of run-scoped snapshots."""
+        for tag in snapshots:
+            self._remove_image(tag)
+
+    # -- internals -------------------------------------------------------------
+
+    def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
+        names = _member_names(ArchiveReader(host, request.workspace_archive_id))
+        workdir = PurePosixPath(request.workdir)
+        listing = "".join(f"{workdir / name}\n" for name in names).encode()
+        container.put_archive("/", _scaffold(workdir, listing))
+        container.put_archive(str(workdir), _chunks(host, request))
+
+    def _start_and_wait(self, container: Any, request: ExecutorInput, host: Host) -> int:
+        stream = self.client.api.attach(
+            container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+        )
+        pump = threading.Thread(target=_pump, args=(stream, request, host), daemon=True)
+        container.start()
+        pump.start()
+        outcome: dict[str, int] = {}
+        waiter = threading.Thread(
+            target=lambda: outcome.update(code=container.wait()["StatusCode"]), daemon=True
+        )
+        waiter.start()
+        timeout = request.step.timeout_seconds
+        deadline = time.monotonic() + timeout if timeout else None
+        code: int | None = None
+        while code is None:
+            waiter.join(timeout=0.1)
+            if not waiter.is_alive():
+                code = outcome.get("code", 1)
+            elif host.cancelled(request.step_id):
+                _stop(container)
+                code = EXIT_CANCELLED
+            elif deadline is not None and time.monotonic() > deadline:
+                _stop(container)
+                host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
+                code = EXIT_TIMEOUT
+        pump.join(timeout=5)
+        return code
+
+    def _collect(self, container: Any, request: ExecutorInput) -> tuple[list[ArtifactRef], str]:
+        import docker.errors
+
+        refs: list[ArtifactRef] = []
+        for declared in request.step.artifacts:
+            path = PurePosixPath(request.workdir) / declared
+            try:
+                bits, _ = container.get_archive(str(path))
+            except docker.errors.NotFound:
+                return [], declared
+            with tempfile.TemporaryDirectory(dir=self.store.root) as tmp:
+                with tempfile.TemporaryFile(dir=tmp) as spool:
+                    for chunk in bits:
+                        spool.write(chunk)
+                    spool.seek(0)
+                    with tarfile.open(fileobj=spool, mode="r|") as tar:
+                        tar.extractall(tmp, filter="data")
+                local = Path(tmp) / path.name
+                if local.is_dir():
+                    size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+                    refs.append(
+                        ArtifactRef(
+                            key=self.store.put_tree(local), mime="inode/directory", size_bytes=size
+                        )
+                    )
+                else:
+                    mime = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
+                    refs.append(
+                        ArtifactRef(
+                            key=self.store.put_file(local),
+                            mime=mime,
+                            size_bytes=local.stat().st_size,
+                        )
+                    )
+        return refs, ""
+
+    def _remove_image(self, tag: str) -> bool:
+        import docker.errors
+
+        try:
+            self.client.images.remove(tag, noprune=False)
+        except (docker.errors.ImageNotFound, docker.errors.APIError):
+            return False
+        return True
+
+
+def _connect() -> Any:
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(use_ssh_client=_engine_name().startswith("ssh://"))
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise SetupError(
+            f"cannot reach a Docker engine at {_engine_name()}: {_first_line(e)}. "
+            "Start one (`sudo systemctl start docker`, or `dockerd &`) or point DOCKER_HOST "
+            "at a running engine (unix://, tcp:// or ssh://)."
+        ) from None
+    return client
+
+
+def _engine_name() -> str:
+    return (
+        os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (default; DOCKER_HOST unset)"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _member_names(archive: ArchiveReader) -> list[str]:
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        return [member.name for member in tar]
+
+
+def _scaffold(workdir: PurePosixPath, listing: bytes) -> bytes:
+    """A tar that creates ``workdir`` (docker cannot upload into a missing folder) and
+    carries the list of injected files for the prelude."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in [*reversed(workdir.parents), workdir, PurePosixPath(_STATE)]:
+            if str(folder) == "/":
+                continue
+            info = tarfile.TarInfo(str(folder).lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo(f"{_STATE.lstrip('/')}/injected.new")
+        info.size = len(listing)
+        tar.addfile(info, io.BytesIO(listing))
+    return buffer.getvalue()
+
+
+def _chunks(host: Host, request: ExecutorInput) -> Iterator[bytes]:
+    """The workspace archive as a stream of chunks, never held in memory whole."""
+    reader = ArchiveReader(host, request.workspace_archive_id)
+    while chunk := reader.read(1 << 20):
+        yield chunk
+
+
+def _pump(
+    stream: Iterator[tuple[bytes | None, bytes | None]], request: ExecutorInput, host: Host
+) -> None:
+    pending: dict[Literal["stdout", "stderr"], bytes] = {"stdout": b"", "stderr": b""}
+    try:
+        for out, err in stream:
+            for name, data in (("stdout", out), ("stderr", err)):
+                if not data:
+                    continue
+                key: Literal["stdout", "stderr"] = "stdout" if name == "stdout" else "stderr"
+                *lines, pending[key] = (pending[key] + data).split(b"\n")
+                for line in lines:
+                    host.log(request.step_id, key, line.decode("utf-8", "replace").rstrip("\r"))
+    except Exception:  # the container went away mid-stream (cancelled); the exit code says why
+        pass
+    for key, rest in pending.items():
+        if rest:
+            host.log(request.step_id, key, rest.decode("utf-8", "replace").rstrip("\r"))
+
+
+def _stop(container: Any) -> None:
+    with contextlib.suppress(Exception):  # it may have exited already
+        container.kill()
