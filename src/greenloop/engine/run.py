@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from uuid import UUID
 
 from greenloop.engine.keys import fresh, step_key
@@ -49,6 +49,25 @@ from greenloop.protocol.ir import parents
 from greenloop.store import CacheEntry, RunRecord, StepRecord, Store
 
 DEFAULT_EXECUTOR = "local"
+
+
+class RemoteCache(Protocol):
+    """A shared cache the host consults after a local miss and feeds after a commit.
+
+    Failures never propagate: a remote that is down, slow or lying reads as a miss.
+    """
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """The entry for ``key`` from the remote, imported into the local store, or None."""
+        ...
+
+    def publish(self, entry: CacheEntry) -> None:
+        """Share ``entry`` (and the objects it references) with the remote."""
+        ...
+
+    def close(self) -> None:
+        """Finish pending uploads and release connections."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,7 @@ class Run:
         emit: Callable[[BuildEvent], None],
         options: RunOptions | None = None,
         hooks: list[Hook] | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -107,6 +127,7 @@ class Run:
         self._executors = executors
         self._emit_to = emit
         self._hooks = list(hooks or [])
+        self._remote = remote
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
         self._archives = ArchiveRegistry(store)
@@ -174,6 +195,8 @@ class Run:
         finally:
             self._archives.close()
             self._discard_run_scoped()
+            if self._remote is not None:
+                self._remote.close()
         if veto is not None:
             status: RunStatus = "failed"
         elif self._cancel.is_set() and any(o.status == "cancelled" for o in outcomes.values()):
@@ -276,18 +299,19 @@ class Run:
             snapshot = snapshot or decision.tag
             if step.cache is not None:
                 now = time.time()
-                self.store.index.put_entry(
-                    CacheEntry(
-                        key=key,
-                        snapshot=snapshot,
-                        executor=name,
-                        tree=None,
-                        artifacts=list(result.artifacts),
-                        created_at=now,
-                        last_used=now,
-                        policy=step.cache.model_dump_json(),
-                    )
+                entry = CacheEntry(
+                    key=key,
+                    snapshot=snapshot,
+                    executor=name,
+                    tree=None,
+                    artifacts=list(result.artifacts),
+                    created_at=now,
+                    last_used=now,
+                    policy=step.cache.model_dump_json(),
                 )
+                self.store.index.put_entry(entry)
+                if self._remote is not None:
+                    self._remote.publish(entry)
         return self._finish(
             step,
             "passed",
@@ -305,6 +329,8 @@ class Run:
     ) -> tuple[CacheDecision, CacheEntry | None]:
         if step.cache is not None:
             entry = self.store.index.get_entry(key) if self.options.use_cache else None
+            if entry is None and self.options.use_cache and self._remote is not None:
+                entry = self._remote.lookup(key)
             if entry is not None and fresh(step.cache, entry.created_at, time.time()):
                 return Hit(tag=entry.snapshot), entry
             return MissBuildAs(tag=f"greenloop-snap:{key[:24]}-{uuid.uuid4().hex[:8]}"), None
