@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
 
 from greenloop.protocol import IRDocument
 from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
@@ -46,6 +47,21 @@ def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
         return load(path), project_root(path)
     except PipelineFileError as e:
         fail(f"{e.where}: {e.message}" if e.where else e.message)
+
+
+def load_ir(path: Path) -> IRDocument:
+    """Load an IR JSON document (or exit 2 listing what is wrong with it, field by field)."""
+    try:
+        return IRDocument.model_validate_json(path.read_bytes())
+    except OSError as e:
+        fail(f"cannot read IR file {path}: {e.strerror}")
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(document)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()[:5]
+        )
+        fail(f"invalid IR in {path}: {problems}")
 
 
 def open_store() -> Store:

@@ -12,7 +12,14 @@ from types import FrameType
 import click
 
 from greenloop.cli import _templates
-from greenloop.cli._common import echo_json, fail, file_option, json_option, load_pipelines
+from greenloop.cli._common import (
+    echo_json,
+    fail,
+    file_option,
+    json_option,
+    load_ir,
+    load_pipelines,
+)
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
@@ -25,6 +32,14 @@ EXIT_INTERRUPTED = 130
 @click.command()
 @click.argument("pipeline", default="ci")
 @file_option
+@click.option(
+    "--ir",
+    "ir_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Run an IR document (as `greenloop render` prints) instead of the pipeline file; "
+    "the project root is the current directory.",
+)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel steps.")
 @click.option("--fail-fast", is_flag=True, help="Stop every step at the first failure.")
 @click.option("--executor", default=None, help="Run every step with this executor.")
@@ -39,6 +54,7 @@ EXIT_INTERRUPTED = 130
 def run(
     pipeline: str,
     pipeline_file: Path | None,
+    ir_file: Path | None,
     jobs: int | None,
     fail_fast: bool,
     executor: str | None,
@@ -51,7 +67,10 @@ def run(
     Exit 0 when every step passed or was cached, 1 when a step failed, 2 for a
     broken pipeline file or setup problem, 130 when interrupted.
     """
-    document, root = load_pipelines(pipeline_file)
+    if ir_file is not None:
+        document, root = load_ir(ir_file), Path.cwd()
+    else:
+        document, root = load_pipelines(pipeline_file)
     try:
         selected = document.pipeline(pipeline)
     except KeyError:

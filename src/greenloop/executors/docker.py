@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from greenloop.executors._process import pid_alive
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -115,11 +116,11 @@ class DockerExecutor:
         removed = 0
         mine = {"label": [f"{LABEL}=1", f"{LABEL}.host={socket.gethostname()}"]}
         for container in self.client.containers.list(all=True, filters=mine):
-            if not _alive(container.labels.get(f"{LABEL}.pid", "")):
+            if not pid_alive(container.labels.get(f"{LABEL}.pid", "")):
                 container.remove(force=True)
                 removed += 1
         for image in self.client.images.list(name=RUN_REPO, filters=mine):
-            if not _alive((image.labels or {}).get(f"{LABEL}.pid", "")):
+            if not pid_alive((image.labels or {}).get(f"{LABEL}.pid", "")):
                 for tag in image.tags:
                     self._remove_image(tag)
                 removed += 1
@@ -293,18 +294,6 @@ def _engine_name() -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _member_names(archive: ArchiveReader) -> list[str]:

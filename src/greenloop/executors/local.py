@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Literal
 
+from greenloop.executors._process import pid_alive
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -45,12 +46,13 @@ class LocalExecutor:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        _sweep_sandboxes(store.root / "sandboxes")
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Run one step (or skip it on a hit) and commit its tree when asked."""
         if isinstance(request.cache_lookup, Hit):
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
-        sandbox = self.store.root / "sandboxes" / str(request.step_id)
+        sandbox = self.store.root / "sandboxes" / f"{os.getpid()}-{request.step_id}"
         rootfs = sandbox / "root"
         try:
             workdir = _inside(rootfs, request.workdir)
@@ -116,6 +118,16 @@ class LocalExecutor:
             else:
                 return [], declared
         return refs, ""
+
+
+def _sweep_sandboxes(folder: Path) -> None:
+    """Remove sandboxes a killed greenloop process left behind (named ``<pid>-<step id>``)."""
+    if not folder.is_dir():
+        return
+    for sandbox in folder.iterdir():
+        pid = sandbox.name.split("-", 1)[0]
+        if not pid_alive(pid):
+            shutil.rmtree(sandbox, ignore_errors=True)
 
 
 def _inside(base: Path, path: str) -> Path:
