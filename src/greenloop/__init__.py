@@ -11,23 +11,29 @@ Pipeline files use this module as their DSL::
         gl.python.test(deps)
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from greenloop._version import __version__
-from greenloop.sdk import (
-    Chain,
-    Join,
-    PipelineDefinitionError,
-    Toolchain,
-    compose,
-    forever,
-    node,
-    on_change,
-    pipeline,
-    python,
-    rust,
-    sh,
-    ttl,
-    wait,
-)
+
+if TYPE_CHECKING:
+    from greenloop.sdk import (
+        Chain,
+        Join,
+        PipelineDefinitionError,
+        Toolchain,
+        compose,
+        forever,
+        node,
+        on_change,
+        pipeline,
+        python,
+        rust,
+        sh,
+        ttl,
+        wait,
+    )
 
 __all__ = [
     "Chain",
@@ -46,3 +52,13 @@ __all__ = [
     "ttl",
     "wait",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The DSL loads on first use, so commands that never read a pipeline file
+    # (and `greenloop.cli` itself) do not pay for it.
+    if name in __all__:
+        from greenloop import sdk
+
+        return getattr(sdk, name)
+    raise AttributeError(f"module 'greenloop' has no attribute {name!r}")

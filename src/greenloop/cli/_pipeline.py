@@ -186,6 +186,3 @@ def runs(limit: int, run_id: str | None, as_json: bool) -> None:
             f"{r.run_id.replace('-', '')[:12]}  {when}  {r.pipeline:<12} {r.status:<9} "
             f"{took:>8}  {r.steps} steps, {r.cached} cached"
         )
-
-
-COMMANDS = [run, render, pipelines, init, runs]

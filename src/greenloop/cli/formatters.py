@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from rich.console import Console
-from rich.markup import escape
-
 from greenloop.protocol import (
     BuildEvent,
     PlanSummary,
@@ -78,10 +75,15 @@ class TerminalFormatter:
     """Coloured lines through rich, for people at a terminal."""
 
     def __init__(self, stream: TextIO) -> None:
+        # rich is imported here, not at module level: plain and json output never need it.
+        from rich.console import Console
+
         self._console = Console(file=stream, highlight=False, soft_wrap=True)
 
     def __call__(self, event: BuildEvent) -> None:
         """Print ``event`` in colour."""
+        from rich.markup import escape
+
         described = describe(event)
         if described is not None:
             text, style = described

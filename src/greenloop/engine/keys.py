@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pathspec
-
 from greenloop.protocol import PROTOCOL_VERSION, CommandStep, Pipeline
 from greenloop.protocol.ir import CachePolicy, Compose, OnChange, Ttl
 
@@ -56,6 +54,8 @@ def _watched(policy: CachePolicy | None, files: dict[str, str]) -> list[tuple[st
     globs = _globs(policy)
     if not globs:
         return []
+    import pathspec  # only on_change needs it
+
     spec = pathspec.GitIgnoreSpec.from_lines(globs)
     return [(path, digest) for path, digest in sorted(files.items()) if spec.match_file(path)]
 

@@ -9,16 +9,16 @@ host (PATH and HOME are passed through); only the step's files are private.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop.executors._process import pid_alive
@@ -33,7 +33,6 @@ from greenloop.protocol import (
 )
 from greenloop.store import Store
 
-_INJECTED = ".greenloop-injected.json"
 _PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
@@ -56,7 +55,7 @@ class LocalExecutor:
         rootfs = sandbox / "root"
         try:
             workdir = _inside(rootfs, request.workdir)
-            self._boot(request, host, rootfs, workdir)
+            injected = self._boot(request, host, rootfs, workdir)
             code = _execute(request, host, rootfs, workdir)
             if code != 0:
                 return StepResult(exit_code=code, committed_snapshot=None, artifacts=[])
@@ -66,7 +65,11 @@ class LocalExecutor:
                 return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
             committed = None
             if isinstance(request.cache_lookup, MissBuildAs):
-                self.store.set_ref(request.cache_lookup.tag, self.store.put_tree(rootfs))
+                # The workspace is laid over every child anyway, so it stays out of the
+                # snapshot: snapshots hold only what steps made, and deleted sources
+                # can never come back from a cached parent.
+                tree = self.store.put_tree(rootfs, exclude=injected.__contains__)
+                self.store.set_ref(request.cache_lookup.tag, tree)
                 committed = request.cache_lookup.tag
             return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
         finally:
@@ -77,28 +80,19 @@ class LocalExecutor:
         for tag in snapshots:
             self.store.delete_ref(tag)
 
-    def _boot(self, request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> None:
+    def _boot(self, request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> set[str]:
+        """Materialize the parent snapshot, lay the workspace over ``workdir``; return the
+        rootfs-relative paths of the workspace files."""
         rootfs.mkdir(parents=True, exist_ok=True)
-        before: set[str] = set()
         if request.parent_snapshot is not None:
             tree = self.store.get_ref(request.parent_snapshot)
             if tree is None:
                 raise RuntimeError(f"snapshot {request.parent_snapshot!r} is not in the store")
             self.store.materialize(tree, rootfs)
-            marker = rootfs / _INJECTED
-            if marker.exists():
-                before = set(json.loads(marker.read_text()))
         workdir.mkdir(parents=True, exist_ok=True)
-        now = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), workdir)
-        base = workdir.relative_to(rootfs).as_posix()
-        injected = {f"{base}/{name}" for name in now}
-        # Files an earlier injection put here that the workspace no longer has must go,
-        # or a cached parent would freeze deleted sources into every later step.
-        for stale in sorted(before - injected, reverse=True):
-            path = rootfs / stale
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-        (rootfs / _INJECTED).write_text(json.dumps(sorted(injected)))
+        names = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), workdir)
+        base = workdir.relative_to(rootfs.resolve()).as_posix()
+        return {name if base == "." else f"{base}/{name}" for name in names}
 
     def _collect(self, request: ExecutorInput, workdir: Path) -> tuple[list[ArtifactRef], str]:
         refs: list[ArtifactRef] = []
@@ -139,19 +133,47 @@ def _inside(base: Path, path: str) -> Path:
 
 
 def _lay_workspace(archive: ArchiveReader, workdir: Path) -> list[str]:
+    """Write the workspace archive's files and symlinks under ``workdir``; return their names.
+
+    Whatever the parent left at a path is replaced, never written through, and no
+    folder on the way may lead outside ``workdir`` (a step may have planted a symlink).
+    """
     names: list[str] = []
+    checked: set[Path] = {workdir}
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
+            rel = PurePosixPath(member.name)
+            if rel.is_absolute() or ".." in rel.parts or not (member.isfile() or member.issym()):
+                raise ValueError(f"unsafe workspace archive member {member.name!r}")
             target = workdir / member.name
-            # Replace what the parent left at this path rather than writing through it:
-            # a symlink there must never redirect the workspace outside the sandbox.
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                target.unlink()
-            elif target.is_dir() and not member.isdir():
-                shutil.rmtree(target)
-            tar.extract(member, workdir, filter="tar")
+            if target.parent not in checked:
+                if not target.parent.resolve().is_relative_to(workdir):
+                    raise ValueError(f"{member.name!r} would be written outside the workspace")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                checked.add(target.parent)
+            _clear(target)
+            if member.issym():
+                os.symlink(member.linkname, target)
+            else:
+                source = tar.extractfile(member)
+                assert source is not None
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                if member.mode & 0o111:
+                    os.chmod(target, 0o755)
             names.append(member.name)
     return names
+
+
+def _clear(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> int:

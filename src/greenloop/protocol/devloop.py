@@ -62,7 +62,7 @@ class Severity(StrEnum):
 
 
 class _Contract(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Diagnostic(_Contract):

@@ -14,7 +14,7 @@ PluginErrorKind = Literal[
 class PluginError(BaseModel):
     """A plugin failed a step: which plugin, how, and what it (or the host) said."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     plugin: str
     kind: PluginErrorKind = "error"

@@ -14,7 +14,7 @@ RunStatus = Literal["passed", "failed", "cancelled"]
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class RunStarted(_Event):

@@ -39,7 +39,7 @@ SnapshotRef = Annotated[
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class ArtifactRef(_Wire):
@@ -83,7 +83,7 @@ CacheDecision = Annotated[
 class ExecutorInput(_Wire):
     """Everything an executor needs to run one step."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     step: CommandStep
     workspace_archive_id: ArchiveId

@@ -17,7 +17,7 @@ IR_VERSION = 1
 
 
 class _IR(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Forever(_IR):

@@ -53,7 +53,7 @@ class PointerFormatError(ValueError):
 class PublishedArtifact(BaseModel):
     """The latest-green record the publisher writes and ``status`` reads back."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     input_hash: InputHash
     artifact: ContentHash

@@ -8,6 +8,7 @@ forward on open.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -16,12 +17,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from greenloop.protocol import ArtifactMeta, ArtifactRef
+from greenloop.protocol.executor import ArtifactRef
 from greenloop.store.errors import StoreError
+
+if TYPE_CHECKING:
+    # The dev-loop types load only when an artifact is read (the CI path never does).
+    from greenloop.protocol.devloop import ArtifactMeta
 
 SCHEMA_VERSION = 1
 """The index schema this code reads and writes."""
@@ -29,7 +34,11 @@ SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's transaction before giving up."""
 
-_ARTIFACT_REFS: TypeAdapter[list[ArtifactRef]] = TypeAdapter(list[ArtifactRef])
+
+@functools.cache
+def _artifact_refs() -> TypeAdapter[list[ArtifactRef]]:
+    # Built on first use: building a validator at import time costs every command.
+    return TypeAdapter(list[ArtifactRef])
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,7 @@ class Index:
                     e.snapshot,
                     e.executor,
                     e.tree,
-                    _ARTIFACT_REFS.dump_json(e.artifacts).decode(),
+                    _artifact_refs().dump_json(e.artifacts).decode(),
                     e.created_at,
                     e.last_used,
                     e.policy,
@@ -426,7 +435,7 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
     key, snapshot, executor, tree, artifacts, created_at, last_used, policy = row
     try:
-        refs = _ARTIFACT_REFS.validate_json(artifacts)
+        refs = _artifact_refs().validate_json(artifacts)
     except ValidationError as exc:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
@@ -435,6 +444,8 @@ def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
 
 
 def _artifact_from_json(raw: str) -> ArtifactMeta:
+    from greenloop.protocol.devloop import ArtifactMeta
+
     try:
         return ArtifactMeta.model_validate_json(raw)
     except ValidationError as exc:

@@ -1,0 +1,107 @@
+"""Overhead of `greenloop run` with the local executor, against plain `sh`.
+
+A 10-step pipeline (a chain with forks, trivial commands) runs cold (empty
+cache) and fully cached, each as a fresh `greenloop run` process; the same ten
+commands also run directly with `sh -c`, one after another. Prints wall times,
+the cached-run time, and the per-step overhead of a cold run over `sh`.
+
+Targets (issue 3): fully cached rerun of 10 steps < 0.25 s including
+interpreter start; cold per-step overhead <= 30 ms beyond the command.
+
+    python bench/run_overhead.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+PIPELINE = """
+import greenloop as gl
+
+@gl.pipeline("ci")
+def ci():
+    setup = gl.sh("echo setup > setup.txt", label="setup", cache=gl.forever())
+    deps = setup.sh("mkdir -p deps && echo 1 > deps/a", label="deps", cache=gl.forever())
+    for name in ("lint", "types", "unit", "docs"):
+        deps.fork(name).sh(f"cat setup.txt deps/a > {name}.out", label="run", cache=gl.forever())
+    build = deps.sh("mkdir -p dist && echo site > dist/index.html", label="build",
+                    cache=gl.forever())
+    build.sh("test -s dist/index.html", label="check", cache=gl.forever())
+    gl.wait(build).sh("echo report", label="report", cache=gl.forever())
+    setup.sh("echo side > side.txt", label="side", cache=gl.forever())
+"""
+COMMANDS = [
+    "echo setup > setup.txt",
+    "mkdir -p deps && echo 1 > deps/a",
+    *(f"cat setup.txt deps/a > {n}.out" for n in ("lint", "types", "unit", "docs")),
+    "mkdir -p dist && echo site > dist/index.html",
+    "test -s dist/index.html",
+    "echo report",
+    "echo side > side.txt",
+]
+
+
+def _project(root: Path) -> None:
+    (root / ".greenloop").mkdir(parents=True)
+    (root / ".greenloop" / "pipeline.py").write_text(textwrap.dedent(PIPELINE))
+    for i in range(20):
+        (root / f"src{i}.txt").write_text(f"source file {i}\n" * 20)
+
+
+def _greenloop(root: Path, cache: Path, *args: str) -> float:
+    env = {**os.environ, "GREENLOOP_CACHE_DIR": str(cache)}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "greenloop", "run", "ci", "--format", "plain", *args],
+        cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def _direct(root: Path) -> float:
+    started = time.perf_counter()
+    for command in COMMANDS:
+        subprocess.run(["sh", "-c", command], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    cold, cold_j1, cached, direct = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            root = Path(tmp) / f"p{i}"
+            _project(root)
+            cold.append(_greenloop(root, Path(tmp) / f"cache{i}"))
+            cached.append(_greenloop(root, Path(tmp) / f"cache{i}"))
+            root1 = Path(tmp) / f"q{i}"
+            _project(root1)
+            cold_j1.append(_greenloop(root1, Path(tmp) / f"cache-j1-{i}", "-j", "1"))
+            plain = Path(tmp) / f"d{i}"
+            plain.mkdir()
+            direct.append(_direct(plain))
+    med = statistics.median
+    steps = len(COMMANDS)
+    print(f"steps                      {steps}")
+    print(f"direct sh (sequential)     {med(direct) * 1000:7.1f} ms")
+    print(f"greenloop cold (-j {os.cpu_count()})     {med(cold) * 1000:7.1f} ms")
+    print(f"greenloop cold (-j 1)      {med(cold_j1) * 1000:7.1f} ms")
+    print(f"greenloop fully cached     {med(cached) * 1000:7.1f} ms   (target < 250 ms)")
+    overhead = (med(cold_j1) - med(direct)) / steps
+    print(f"cold overhead per step     {overhead * 1000:7.1f} ms   (target <= 30 ms; -j 1 vs sh)")
+    print(f"cached / cold              {med(cached) / med(cold):7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
