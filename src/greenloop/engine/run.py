@@ -159,38 +159,42 @@ class Run:
         """Stop running steps and start no more (safe to call from a signal handler)."""
         self._cancel.set()
 
-    def preflight(self) -> None:
-        """Load every executor the pipeline needs and let it check its setup.
+    def preflight(self, steps: list[CommandStep]) -> None:
+        """Load every executor the pipeline names; let those of ``steps`` check their setup.
 
         Raises ``PluginFailure`` for an unknown executor and ``SetupError`` for a
         missing engine, image or program — before anything runs.
         """
-        by_executor: dict[str, list[CommandStep]] = {}
         for step in self.pipeline.steps:
+            self._executors(self._executor_name(step))
+        by_executor: dict[str, list[CommandStep]] = {}
+        for step in steps:
             by_executor.setdefault(self._executor_name(step), []).append(step)
-        for name, steps in by_executor.items():
+        for name, group in by_executor.items():
             check = getattr(self._executors(name), "preflight", None)
             if check is not None:
-                check(self.pipeline, steps)
+                check(self.pipeline, group)
 
     def execute(self) -> RunResult:
         """Run the pipeline to the end (or until cancelled) and record it in the history.
 
-        Calls :meth:`preflight` first, whose errors propagate before anything runs.
+        Packs the workspace and plans first; :meth:`preflight` then checks the setup
+        of the steps that will run (a fully cached run never touches an engine), and
+        its errors propagate before anything runs.
         """
-        self.preflight()
+        workspace = pack(self.root, self.store)
+        plan, to_run = self._plan(workspace)
+        self.preflight(to_run)
         started = time.time()
         veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
         self.store.index.record_run(
             RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
         )
         outcomes: dict[str, StepOutcome] = {}
-        workspace: Workspace | None = None
         try:
             if veto is None:
-                workspace = pack(self.root, self.store)
                 archive_id = self._archives.register(workspace.archive)
-                self._emit(self._plan(workspace))
+                self._emit(plan)
                 self._schedule(workspace, archive_id, outcomes)
         finally:
             self._archives.close()
@@ -342,8 +346,9 @@ class Run:
             return MissBuildAs(tag=tag), None
         return MissNoCommit(), None
 
-    def _plan(self, workspace: Workspace) -> PlanSummary:
-        """Predict how many steps the cache will answer, assuming cached parents stay cached."""
+    def _plan(self, workspace: Workspace) -> tuple[PlanSummary, list[CommandStep]]:
+        """Predict which steps the cache will answer (cached parents staying cached);
+        return the summary and the steps predicted to run."""
         predicted: dict[str, str | None] = {}  # key -> snapshot when predicted to hit
         cached = 0
         for step in _topological(self.pipeline.steps):
@@ -362,7 +367,8 @@ class Run:
                     cached += 1
             predicted[step.key] = hit
         total = len(self.pipeline.steps)
-        return PlanSummary(run_id=self.run_id, steps=total, cached=cached, to_run=total - cached)
+        summary = PlanSummary(run_id=self.run_id, steps=total, cached=cached, to_run=total - cached)
+        return summary, [s for s in self.pipeline.steps if predicted[s.key] is None]
 
     def _finish(
         self,

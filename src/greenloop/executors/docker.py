@@ -16,7 +16,6 @@ recognised and removed by the next run or by ``greenloop cache gc``.
 from __future__ import annotations
 
 import contextlib
-import io
 import mimetypes
 import os
 import socket
@@ -188,11 +187,8 @@ class DockerExecutor:
     # -- internals -------------------------------------------------------------
 
     def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
-        names = _member_names(ArchiveReader(host, request.workspace_archive_id))
-        workdir = PurePosixPath(request.workdir)
-        listing = "".join(f"{workdir / name}\n" for name in names).encode()
-        container.put_archive("/", _scaffold(workdir, listing))
-        container.put_archive(str(workdir), _chunks(host, request))
+        reader = ArchiveReader(host, request.workspace_archive_id)
+        container.put_archive("/", _upload(reader, PurePosixPath(request.workdir)))
 
     def _start_and_wait(self, container: Any, request: ExecutorInput, host: Host) -> int:
         stream = self.client.api.attach(
@@ -296,34 +292,44 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _member_names(archive: ArchiveReader) -> list[str]:
-    with tarfile.open(fileobj=archive, mode="r|") as tar:
-        return [member.name for member in tar]
+def _upload(reader: ArchiveReader, workdir: PurePosixPath) -> Iterator[bytes]:
+    """One tar stream for ``put_archive("/")``: the folders down to ``workdir``, the
+    workspace files beneath it, and last the list of those files for the prelude.
 
-
-def _scaffold(workdir: PurePosixPath, listing: bytes) -> bytes:
-    """A tar that creates ``workdir`` (docker cannot upload into a missing folder) and
-    carries the list of injected files for the prelude."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in [*reversed(workdir.parents), workdir, PurePosixPath(_STATE)]:
-            if str(folder) == "/":
-                continue
+    Written header by header so a big file passes through in chunks and is never
+    held in memory whole.
+    """
+    for folder in [*reversed(workdir.parents), workdir, PurePosixPath(_STATE)]:
+        if str(folder) != "/":
             info = tarfile.TarInfo(str(folder).lstrip("/"))
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o755
-            tar.addfile(info)
-        info = tarfile.TarInfo(f"{_STATE.lstrip('/')}/injected.new")
-        info.size = len(listing)
-        tar.addfile(info, io.BytesIO(listing))
-    return buffer.getvalue()
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            yield _header(info)
+    injected: list[str] = []
+    with tarfile.open(fileobj=reader, mode="r|") as source:
+        for member in source:
+            target = workdir / member.name
+            injected.append(f"{target}\n")
+            member.name = str(target).lstrip("/")
+            yield _header(member)
+            if member.isfile():
+                data = source.extractfile(member)
+                assert data is not None
+                while chunk := data.read(1 << 20):
+                    yield chunk
+                yield _padding(member.size)
+    listing = "".join(injected).encode()
+    info = tarfile.TarInfo(f"{_STATE.lstrip('/')}/injected.new")
+    info.size = len(listing)
+    yield _header(info) + listing + _padding(len(listing))
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)  # end-of-archive marker
 
 
-def _chunks(host: Host, request: ExecutorInput) -> Iterator[bytes]:
-    """The workspace archive as a stream of chunks, never held in memory whole."""
-    reader = ArchiveReader(host, request.workspace_archive_id)
-    while chunk := reader.read(1 << 20):
-        yield chunk
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 
 def _pump(

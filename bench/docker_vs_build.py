@@ -1,0 +1,102 @@
+"""greenloop on the docker executor against `docker build`, same 6-step pipeline.
+
+The pipeline is a chain of six shell steps on the test busybox image. It runs
+as a greenloop pipeline (`--executor docker`, every step cached `forever`) and
+as the equivalent Dockerfile under `docker build` (one RUN per step), each
+cold (empty caches) and fully cached, in this one script, and prints wall
+times and greenloop/docker-build ratios.
+
+Targets (issue 4): fully cached ratio <= 1.0; cold ratio <= 1.1.
+
+    DOCKER_HOST=unix:///path/docker.sock python bench/docker_vs_build.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.docker_image import IMAGE, ensure_image  # noqa: E402
+
+STEPS = [
+    "mkdir -p /out && echo one > /out/1",
+    "cat /out/1 > /out/2 && ls /workspace > /out/ls",
+    "sha256sum /workspace/* > /out/sums",
+    "for i in 1 2 3 4 5; do echo line $i >> /out/lines; done",
+    "wc -l /out/lines > /out/count",
+    "cat /out/count /out/sums | sha256sum > /out/final",
+]
+
+
+def _project(root: Path, salt: str) -> None:
+    root.mkdir(parents=True)
+    for i in range(10):
+        (root / f"src{i}.txt").write_text(f"{salt} source {i}\n" * 50)
+    (root / ".greenloop").mkdir()
+    chain = "    s = gl.sh({!r}, label='s0', cache=gl.forever())\n".format(STEPS[0])
+    for i, step in enumerate(STEPS[1:], start=1):
+        chain += f"    s = s.sh({step!r}, label='s{i}', cache=gl.forever())\n"
+    (root / ".greenloop" / "pipeline.py").write_text(
+        "import greenloop as gl\n\n"
+        f"@gl.pipeline('ci', default_image={IMAGE!r}, executor='docker')\n"
+        f"def ci():\n{chain}"
+    )
+    dockerfile = f"FROM {IMAGE}\nWORKDIR /workspace\nCOPY src*.txt /workspace/\n"
+    dockerfile += "".join(f"RUN {step}\n" for step in STEPS)
+    (root / "Dockerfile").write_text(dockerfile)
+    (root / ".dockerignore").write_text(".greenloop\nDockerfile\n")
+
+
+def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Run both tools cold and cached, and print the figures."""
+    import docker
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    client = docker.from_env()
+    ensure_image(client)
+    results: dict[str, list[float]] = {k: [] for k in ("gl_cold", "gl_warm", "db_cold", "db_warm")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            # A fresh salt makes every cold run really cold for both tools.
+            salt = uuid.uuid4().hex
+            root = Path(tmp) / f"p{i}"
+            _project(root, salt)
+            env = {**os.environ, "GREENLOOP_CACHE_DIR": str(Path(tmp) / f"cache{i}")}
+            gl = [sys.executable, "-m", "greenloop", "run", "ci", "--format", "plain"]
+            results["gl_cold"].append(_timed(gl, root, env))
+            results["gl_warm"].append(_timed(gl, root, env))
+            tag = f"greenloop-bench:{salt[:12]}"
+            build = ["docker", "build", "-q", "-t", tag, "."]
+            benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
+            results["db_cold"].append(_timed(build, root, benv))
+            results["db_warm"].append(_timed(build, root, benv))
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"steps                         {len(STEPS)}")
+    print(f"docker build, cold            {med['db_cold'] * 1000:8.1f} ms")
+    print(f"docker build, fully cached    {med['db_warm'] * 1000:8.1f} ms")
+    print(f"greenloop docker, cold        {med['gl_cold'] * 1000:8.1f} ms")
+    print(f"greenloop docker, fully cached{med['gl_warm'] * 1000:8.1f} ms")
+    print(f"ratio cold   (greenloop/build) {med['gl_cold'] / med['db_cold']:6.2f}x  (target <= 1.1)")
+    print(f"ratio cached (greenloop/build) {med['gl_warm'] / med['db_warm']:6.2f}x  (target <= 1.0)")
+
+
+if __name__ == "__main__":
+    main()
