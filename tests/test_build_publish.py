@@ -26,8 +26,8 @@ from tests.conftest import write_pipeline
 SITE = """
 @gl.pipeline("build")
 def build():
-    gl.sh("mkdir -p dist && cp page.html dist/index.html && echo \\"$(cat page.html)\\" > dist/copy",
-          label="site", artifacts=["dist"])
+    gl.sh("mkdir -p dist && cp page.html dist/index.html"
+          " && echo \\"$(cat page.html)\\" > dist/copy", label="site", artifacts=["dist"])
 """
 
 
