@@ -1,0 +1,110 @@
+"""Run the dev server in a background thread, so the caller's thread keeps the dev loop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from greenloop.server.app import create_app
+from greenloop.server.state import LiveState
+
+_POLL_S = 0.01
+
+
+class DevServer:
+    """A running dev server; :meth:`stop` (or leaving a ``with`` block) shuts it down."""
+
+    host: str
+    """The address it listens on."""
+    port: int
+    """The port it listens on (the one picked, when asked for port 0)."""
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket, host: str) -> None:
+        """Wrap ``server``, which will listen on the already bound ``sock``; see :func:`serve`."""
+        self.host = host
+        self.port = sock.getsockname()[1]
+        self._server = server
+        self._socket = sock
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="greenloop-dev-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:8123/``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and stop serving; waits up to ``timeout`` seconds."""
+        self._server.should_exit = True
+        self._thread.join(timeout / 2)
+        if self._thread.is_alive():
+            # Graceful shutdown is waiting on a stuck connection; cut it.
+            self._server.force_exit = True
+            self._thread.join(timeout / 2)
+        self._socket.close()
+
+    def __enter__(self) -> DevServer:
+        """Use the server as a context manager that stops it on exit."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    def _start(self, timeout: float) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                self._socket.close()
+                raise RuntimeError(f"the dev server did not start: {self._error!r}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the dev server did not start within {timeout:g}s")
+            time.sleep(_POLL_S)
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._socket])
+        except BaseException as e:  # reported by _start; a thread has nowhere else to say it
+            self._error = e
+
+
+def serve(
+    state: LiveState, host: str = "127.0.0.1", port: int = 0, *, start_timeout: float = 10.0
+) -> DevServer:
+    """Serve ``state`` on ``host``:``port`` (0 picks a free port) from a background thread.
+
+    Returns once the server accepts connections. Binding happens here, so a
+    port in use raises ``OSError`` in the caller's thread.
+    """
+    sock = _bind(host, port)
+    config = uvicorn.Config(
+        create_app(state),
+        lifespan="off",
+        # The sans-I/O websockets backend: the legacy one is deprecated upstream.
+        ws="websockets-sansio",
+        # Leave the process's logging alone; greenloop's CLI owns it.
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
+    )
+    server = DevServer(uvicorn.Server(config), sock, host)
+    server._start(start_timeout)
+    return server
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
