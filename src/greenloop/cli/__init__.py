@@ -23,6 +23,7 @@ _COMMANDS = {
     "runs": "greenloop.cli._pipeline:runs",
     "cache": "greenloop.cli._cache:cache",
     "schema": "greenloop.cli._schema:schema",
+    "plugins": "greenloop.cli._plugins:plugins",
 }
 
 

@@ -49,6 +49,7 @@ from greenloop.protocol.ir import parents
 from greenloop.store import CacheEntry, RunRecord, StepRecord, Store
 
 DEFAULT_EXECUTOR = "local"
+_HOOKED = (RunStarted, RunFinished, StepStarted, StepFinished)
 
 
 class RemoteCache(Protocol):
@@ -431,7 +432,8 @@ class Run:
         veto = None
         with self._emit_lock:
             self._emit_to(event)
-            for hook in self._hooks:
+            # Hooks see the before/after events of runs and steps, not every log line.
+            for hook in self._hooks if isinstance(event, _HOOKED) else ():
                 try:
                     verdict = hook.handle(event)
                 except Exception as e:  # a broken hook must not take the run down with it

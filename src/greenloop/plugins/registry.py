@@ -1,19 +1,35 @@
-"""One registry for every plugin kind, found through entry points.
+"""One registry for every plugin kind: entry points, and executables on a search path.
 
 Built-in plugins are registered through the same entry points as third-party
-ones (see ``pyproject.toml``), so there is exactly one way in.
+ones (see ``pyproject.toml``), so there is exactly one way in for Python code.
+Plugins in any other language (or Python run out of process) are executables
+named ``greenloop-KIND-NAME`` that speak JSON-RPC over stdio (see
+:mod:`greenloop.plugins.stdio`); they are looked for in the directories of
+``GREENLOOP_PLUGIN_PATH`` first, then on ``PATH``. An entry point wins over an
+executable of the same name.
+
+Whatever the transport, :func:`load` returns a factory of the same shape:
+executors are created as ``factory(store)``, formatters as ``factory(stream)``
+and hooks as ``factory()``.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from greenloop.plugins.spec import Executor
-from greenloop.protocol import PluginError, PluginFailure
-from greenloop.store import Store
+from greenloop.protocol.errors import PluginError, PluginFailure
+
+if TYPE_CHECKING:
+    from greenloop.plugins.spec import Executor, Hook
+    from greenloop.store import Store
 
 PluginKind = Literal["executor", "hook", "formatter"]
 GROUPS: dict[PluginKind, str] = {
@@ -21,54 +37,162 @@ GROUPS: dict[PluginKind, str] = {
     "hook": "greenloop.hooks",
     "formatter": "greenloop.formatters",
 }
+PLUGIN_PATH_ENV = "GREENLOOP_PLUGIN_PATH"
+"""Directories (``os.pathsep``-separated) searched for plugin executables before ``PATH``."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """A plugin found on this machine."""
+    """A plugin found on this machine.
+
+    ``target`` is the entry point's ``module:object`` or the executable's
+    path; ``note`` says what is wrong with a plugin that could not be asked
+    its version, or that another plugin of the same name shadows it.
+    """
 
     name: str
     kind: PluginKind
     transport: Literal["in-process", "stdio"]
     version: str
     target: str
+    note: str = ""
 
 
 def _entry_points(kind: PluginKind) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=GROUPS[kind])}
 
 
+def search_path() -> list[Path]:
+    """The directories searched for plugin executables, in order."""
+    dirs: list[Path] = []
+    for variable in (PLUGIN_PATH_ENV, "PATH"):
+        for entry in os.environ.get(variable, "").split(os.pathsep):
+            if entry and Path(entry) not in dirs:
+                dirs.append(Path(entry))
+    return dirs
+
+
+def _executables(kind: PluginKind) -> dict[str, list[Path]]:
+    """Every ``greenloop-KIND-NAME`` executable, by name, in search order (first one wins)."""
+    prefix = f"greenloop-{kind}-"
+    found: dict[str, list[Path]] = {}
+    for directory in search_path():
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue  # missing or unreadable directories on PATH are common and harmless
+        for entry in names:
+            name = entry[len(prefix) :]
+            if not entry.startswith(prefix) or not _NAME.match(name):
+                continue
+            path = directory / entry
+            if path.is_file() and os.access(path, os.X_OK):
+                found.setdefault(name, []).append(path)
+    return found
+
+
+def _stdio_factory(kind: PluginKind, name: str, path: Path) -> Any:
+    # Imported here, not at the top: a run on entry-point plugins alone never pays for
+    # the stdio host.
+    from greenloop.plugins import stdio
+
+    if kind == "executor":
+        return functools.partial(stdio.StdioExecutor, name, path)
+    if kind == "formatter":
+        return functools.partial(stdio.StdioFormatter, name, path)
+    return functools.partial(stdio.StdioHook, name, path)
+
+
 def available(kind: PluginKind) -> list[str]:
-    """Names of the installed plugins of ``kind``."""
-    return sorted(_entry_points(kind))
+    """Names of the installed plugins of ``kind`` (entry points and executables)."""
+    return sorted(set(_entry_points(kind)) | set(_executables(kind)))
 
 
 def load(kind: PluginKind, name: str) -> Any:
-    """The object a plugin's entry point names; unknown names raise ``PluginFailure``."""
+    """A factory for the plugin ``name`` of ``kind``; unknown names raise ``PluginFailure``.
+
+    For an entry point this is the object it names; for an executable, a
+    factory creating the matching :mod:`~greenloop.plugins.stdio` adapter.
+    """
     found = _entry_points(kind)
-    if name not in found:
-        known = ", ".join(sorted(found)) or "none"
-        raise PluginFailure(
-            PluginError(
-                plugin=name, kind="not_found", message=f"no {kind} named {name!r} (known: {known})"
-            )
+    if name in found:
+        try:
+            return found[name].load()
+        except Exception as e:
+            raise PluginFailure(
+                PluginError(plugin=name, kind="crashed", message=f"failed to load: {e}")
+            ) from e
+    executables = _executables(kind)
+    if name in executables:
+        return _stdio_factory(kind, name, executables[name][0])
+    known = ", ".join(sorted(set(found) | set(executables))) or "none"
+    raise PluginFailure(
+        PluginError(
+            plugin=name, kind="not_found", message=f"no {kind} named {name!r} (known: {known})"
         )
-    try:
-        return found[name].load()
-    except Exception as e:
-        raise PluginFailure(
-            PluginError(plugin=name, kind="crashed", message=f"failed to load: {e}")
-        ) from e
+    )
 
 
-def plugins() -> list[PluginInfo]:
-    """Every plugin found, of every kind."""
-    infos = []
+def plugins(probe_timeout: float | None = None) -> list[PluginInfo]:
+    """Every plugin found, of every kind.
+
+    A stdio plugin's version comes from its ``initialize`` handshake (run in
+    parallel, each within ``probe_timeout`` seconds, default
+    :data:`~greenloop.plugins.stdio.PROBE_TIMEOUT`); one that fails it is
+    listed with version ``"?"`` and the failure as its note.
+    """
+    from greenloop.plugins import stdio
+
+    timeout = stdio.PROBE_TIMEOUT if probe_timeout is None else probe_timeout
+    infos: list[PluginInfo] = []
+    probes: list[tuple[PluginKind, str, Path, str]] = []
     for kind in GROUPS:
-        for name, ep in sorted(_entry_points(kind).items()):
+        in_process = _entry_points(kind)
+        for name, ep in sorted(in_process.items()):
             version = ep.dist.version if ep.dist is not None else "?"
             infos.append(PluginInfo(name, kind, "in-process", version, ep.value))
-    return infos
+        for name, paths in sorted(_executables(kind).items()):
+            for index, path in enumerate(paths):
+                if name in in_process:
+                    shadow = f"shadowed by the in-process {kind} {name!r}"
+                elif index > 0:
+                    shadow = f"shadowed by {paths[0]}"
+                else:
+                    shadow = ""
+                probes.append((kind, name, path, shadow))
+    if probes:
+        with ThreadPoolExecutor(max_workers=min(8, len(probes))) as pool:
+            infos.extend(pool.map(lambda p: _probe(*p, timeout=timeout), probes))
+    kinds = list(GROUPS)
+    return sorted(infos, key=lambda i: (kinds.index(i.kind), i.name, i.transport == "stdio"))
+
+
+def _probe(kind: PluginKind, name: str, path: Path, shadow: str, *, timeout: float) -> PluginInfo:
+    from greenloop.plugins import stdio
+
+    try:
+        version = stdio.probe(name, kind, path, timeout).version
+        note = shadow
+    except PluginFailure as e:
+        version = "?"
+        note = "; ".join(part for part in (f"{e.error.kind}: {e.error.message}", shadow) if part)
+    return PluginInfo(name, kind, "stdio", version, str(path), note)
+
+
+def hooks() -> list[Hook]:
+    """One instance of every hook found (entry points first, then executables)."""
+    from greenloop.plugins import stdio
+
+    made: list[Hook] = []
+    in_process = _entry_points("hook")
+    for name in sorted(in_process):
+        made.append(load("hook", name)())
+    for name, paths in sorted(_executables("hook").items()):
+        if name not in in_process:
+            made.append(stdio.StdioHook(name, paths[0]))
+    return made
 
 
 class Executors:
