@@ -24,6 +24,9 @@ _COMMANDS = {
     "cache": "greenloop.cli._cache:cache",
     "schema": "greenloop.cli._schema:schema",
     "plugins": "greenloop.cli._plugins:plugins",
+    "check": "greenloop.cli._devloop:check",
+    "watch": "greenloop.cli._devloop:watch",
+    "status": "greenloop.cli._devloop:status",
 }
 
 

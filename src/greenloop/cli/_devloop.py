@@ -1,0 +1,221 @@
+"""Dev-loop commands: ``check``, ``watch``, ``status``.
+
+Exit codes: ``check`` 0 green, 1 red (or unknown), 2 setup error, 130
+interrupted; ``watch`` 2 for a setup error or a live watcher on the tree, 130
+when stopped by Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from greenloop.cli._common import echo_json, fail, json_option
+from greenloop.devloop import process
+from greenloop.devloop.loop import FanOut, Listener, Verdict, WatchLoop
+from greenloop.devloop.oneshot import Interrupted, check_once
+from greenloop.devloop.rounds import Setup
+from greenloop.devloop.status import (
+    StatusListener,
+    StatusWriter,
+    WatchLock,
+    status_sections,
+)
+from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
+
+EXIT_RED = 1
+"""``check``: the tree is red (or could not be pinned down while it kept changing)."""
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C or SIGTERM stopped the command; every checker process group was killed."""
+
+root_option = click.option(
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="Project root to check.",
+)
+"""``--root DIR``: the tree the command works on (default: the current directory)."""
+
+
+@click.command()
+@root_option
+@json_option
+def check(root: Path, as_json: bool) -> None:
+    """Check the tree once: print every diagnostic and the verdict.
+
+    Exit 0 when green, 1 when red (or when the tree kept changing during the
+    check), 2 for a setup error such as a missing checker program.
+    """
+    root = root.resolve()
+    cancel = threading.Event()
+    try:
+        with _signals_set(cancel):
+            result = check_once(root, cancel)
+    except SetupError as e:
+        fail(str(e))
+    except Interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        for diagnostic in result.diagnostics:
+            click.echo(diagnostic.render())
+        click.echo(_summary(result.state, result.diagnostics, result.checkers, result.duration_ms))
+    sys.exit(0 if result.state is TreeState.GREEN else EXIT_RED)
+
+
+@click.command()
+@root_option
+@json_option
+@click.option(
+    "--debounce-ms",
+    type=click.IntRange(min=0, max=60_000),
+    default=None,
+    help="Group changes arriving this close together (default: settings, else 120).",
+)
+def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
+    """Watch the tree and print a verdict after every change (JSON lines with --json).
+
+    Writes .greenloop/watch.json for `greenloop status`. Refuses to start (exit 2)
+    while another watcher is live on the tree; Ctrl-C or SIGTERM stop it (exit 130).
+    """
+    root = root.resolve()
+    try:
+        setup = Setup.load(root)
+        lock = WatchLock.acquire(root)
+    except SetupError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot take the watcher slot in {root}: {e}")
+    stop = threading.Event()
+    lost = threading.Event()
+
+    def on_lost() -> None:
+        lost.set()
+        stop.set()
+
+    writer = StatusWriter(lock, on_lost)
+    printer = _JsonPrinter() if as_json else _TextPrinter()
+    loop = WatchLoop(
+        root, setup, FanOut(printer, StatusListener(writer)), stop, debounce_ms=debounce_ms
+    )
+    names = ", ".join(c.name for c in setup.checkers)
+    click.echo(f"greenloop: watching {root} with {names} (Ctrl-C to stop)", err=True)
+    signalled = threading.Event()
+    try:
+        with _signals_set(stop, signalled):
+            writer.start()
+            loop.run()
+    except OSError as e:
+        fail(f"watching {root} failed: {e}")
+    finally:
+        stop.set()
+        process.kill_all()
+        writer.stop()
+        lock.release()
+    if lost.is_set():
+        fail("another watcher took over this tree")
+    sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
+
+
+@click.command()
+@root_option
+@json_option
+def status(root: Path, as_json: bool) -> None:
+    """Say whether a watcher is live on the tree and what it last saw."""
+    sections = status_sections(root.resolve())
+    if as_json:
+        echo_json(sections)
+        return
+    for name, section in sections.items():
+        click.echo(f"{name}: {_describe_section(name, section)}")
+
+
+COMMANDS = [check, watch, status]
+"""The dev-loop commands, for registration on the ``greenloop`` group."""
+
+
+@contextmanager
+def _signals_set(
+    event: threading.Event, signalled: threading.Event | None = None
+) -> Iterator[None]:
+    # Ctrl-C and SIGTERM become a flag the work polls, so children are killed in order.
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if signalled is not None:
+            signalled.set()
+        event.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _summary(
+    state: TreeState, diagnostics: list[Diagnostic], checkers: list[str], duration_ms: int
+) -> str:
+    counts = Counter(d.severity for d in diagnostics)
+    took = f"{', '.join(checkers)}; {duration_ms / 1000:.2f}s"
+    if state is TreeState.UNKNOWN:
+        return f"UNKNOWN — the tree kept changing while it was checked ({took})"
+    errors, warnings = counts[Severity.ERROR], counts[Severity.WARNING]
+    return (
+        f"{state.value.upper()} — {errors} error{'s' * (errors != 1)}, "
+        f"{warnings} warning{'s' * (warnings != 1)} ({took})"
+    )
+
+
+class _TextPrinter(Listener):
+    """``[+   0.741s] GREEN — …`` after every round, with the diagnostics under it."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def verdict(self, verdict: Verdict) -> None:
+        elapsed = time.monotonic() - self._started
+        line = _summary(verdict.tree, verdict.diagnostics, verdict.checkers, verdict.duration_ms)
+        click.echo(f"[+{elapsed:8.3f}s] {line}")
+        for diagnostic in verdict.diagnostics:
+            click.echo(f"  {diagnostic.render()}")
+
+
+class _JsonPrinter(Listener):
+    """One JSON object a line for every state event."""
+
+    def events(self, events: list[StateEvent]) -> None:
+        for event in events:
+            click.echo(event.model_dump_json())
+
+
+def _describe_section(name: str, section: dict[str, Any]) -> str:
+    if name != "watcher":
+        return ", ".join(f"{k}={v}" for k, v in section.items())
+    state = section["state"]
+    if state == "none":
+        return "none has run on this tree"
+    seen = (
+        f"last verdict {str(section['verdict']).upper()}, {section['errors']} errors, "
+        f"{section['warnings']} warnings after {section['checks']} checks"
+    )
+    if state == "live":
+        return (
+            f"live (pid {section['pid']}, {section['activity']}, heartbeat "
+            f"{section['heartbeat_age_s']:.1f}s ago); {seen}"
+        )
+    if state == "stopped":
+        return f"not running (pid {section['pid']} stopped); {seen}"
+    return f"not running (pid {section['pid']} died or hung without stopping); {seen}"

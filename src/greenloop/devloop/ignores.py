@@ -1,0 +1,81 @@
+"""Which paths the dev loop never looks at, on top of the project's ``.gitignore`` files.
+
+Build outputs, dependency folders, tool caches, editor scratch files and
+greenloop's own state would otherwise make every check trigger another one
+(``cargo check`` writes ``target/``) or make the build identity drift.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pathspec
+
+from greenloop.engine.files import project_files
+from greenloop.store import default_root
+
+FIXED_IGNORES: tuple[str, ...] = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".jj/",
+    ".greenloop/*",
+    "!.greenloop/pipeline.py",
+    "!.greenloop/*.toml",
+    "target/",
+    "node_modules/",
+    "dist/",
+    "__pycache__/",
+    "*.py[cod]",
+    ".venv/",
+    ".tox/",
+    ".nox/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".pytest_cache/",
+    ".hypothesis/",
+    "*.egg-info/",
+    "*.tsbuildinfo",
+    ".next/",
+    ".turbo/",
+    ".parcel-cache/",
+    "*.swp",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    "4913",
+)
+"""Gitignore-style patterns the dev loop skips in every project."""
+
+
+class Ignores:
+    """The fixed patterns, the settings' ``ignore`` list, and greenloop's cache if it is inside."""
+
+    def __init__(self, root: Path, extra: Iterable[str] = ()) -> None:
+        self.root = root
+        lines = [*FIXED_IGNORES, *extra]
+        cache = _inside(default_root(), root)
+        if cache is not None:
+            lines.append(f"/{cache}/")
+        self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """True when the posix path ``rel`` (relative to the root) is never looked at."""
+        if rel in ("", "."):
+            return False
+        return bool(self._spec.match_file(rel + "/" if is_dir else rel))
+
+    def files(self) -> list[str]:
+        """The project's files (git-aware, ``.gitignore``-aware) minus everything ignored here."""
+        return [p for p in project_files(self.root) if not self.ignored(p)]
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(root)
+    except ValueError:
+        return None
+    return None if rel == Path(".") else rel.as_posix()

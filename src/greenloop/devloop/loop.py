@@ -1,0 +1,195 @@
+"""``greenloop watch``: keep the verdict current as files change.
+
+The loop checks the whole tree once, then waits for batches of real content
+changes. A batch that arrives while a round is running cancels that round
+(its checkers' process groups are killed) and starts a new one, so a verdict
+always describes the latest tree. Settings are re-read every round; a broken
+setting or a vanished program turns the tree red with a ``greenloop``
+diagnostic instead of stopping the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from greenloop.devloop.config import Role
+from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.model import CheckerReport, Model, Round
+from greenloop.devloop.rounds import RoundResult, Setup, check_round
+from greenloop.devloop.watcher import ChangeFilter, Watcher
+from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
+
+UNSETTLED_RETRIES = 3
+"""Rounds re-run at once while the tree changes under the checkers without a file event."""
+
+_POLL_S = 0.05
+
+CheckFn = Callable[[Path, Setup, threading.Event, DigestCache], RoundResult | None]
+"""How the loop runs one round (``check_round``; tests may substitute their own)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the loop knows after a finished round."""
+
+    tree: TreeState
+    diagnostics: list[Diagnostic]
+    checkers: list[str]
+    duration_ms: int
+    changed: frozenset[str]
+
+
+class Listener:
+    """Receives what the loop does; every method is a no-op unless overridden."""
+
+    def checking(self, changed: frozenset[str]) -> None:
+        """A round starts because of ``changed`` (empty for the first round)."""
+
+    def events(self, events: list[StateEvent]) -> None:
+        """The model emitted ``events`` (file verdicts that changed, then any edge)."""
+
+    def verdict(self, verdict: Verdict) -> None:
+        """A round finished with ``verdict``."""
+
+
+class WatchLoop:
+    """Watcher → checkers → model, until ``stop`` is set."""
+
+    def __init__(
+        self,
+        root: Path,
+        setup: Setup,
+        listener: Listener,
+        stop: threading.Event,
+        *,
+        debounce_ms: int | None = None,
+        check: CheckFn = check_round,
+    ) -> None:
+        self.root = root
+        self.model = Model()
+        self._setup = setup
+        self._listener = listener
+        self._stop = stop
+        self._debounce_ms = (
+            debounce_ms if debounce_ms is not None else setup.config.settings.debounce_ms
+        )
+        self._check = check
+        self._digests = DigestCache()
+        self._changes = ChangeFilter(Ignores(root, setup.config.settings.ignore), self._digests)
+
+    def run(self) -> None:
+        """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
+        changes = self._changes
+        watcher = Watcher(changes, self._debounce_ms, self._stop)
+        # Watch first, then record the tree: an edit in between is seen, never lost.
+        watcher.start()
+        changes.prime()
+        pending: frozenset[str] | None = frozenset()
+        unsettled = 0
+        while not self._stop.is_set():
+            if pending is None:
+                batch = watcher.next_batch(_POLL_S * 2)
+                if batch:
+                    self.model.invalidate()
+                    pending, unsettled = batch, 0
+                continue
+            outcome = self._round(pending, watcher)
+            if isinstance(outcome, frozenset):
+                pending, unsettled = outcome, 0  # superseded by newer changes
+            elif outcome == "unsettled" and unsettled < UNSETTLED_RETRIES:
+                pending, unsettled = frozenset(), unsettled + 1
+            else:
+                pending = None
+
+    def _round(self, changed: frozenset[str], watcher: Watcher) -> frozenset[str] | str:
+        try:
+            setup = Setup.load(self.root)
+        except SetupError as e:
+            self._finish(_setup_failure(self.root, e), changed, 0)
+            return "done"
+        if setup.config.settings.ignore != self._setup.config.settings.ignore:
+            self._changes.ignores = Ignores(self.root, setup.config.settings.ignore)
+        self._setup = setup
+        self._listener.checking(changed)
+        cancel = threading.Event()
+        box: list[RoundResult | Exception | None] = []
+
+        def work() -> None:
+            try:
+                box.append(self._check(self.root, setup, cancel, self._digests))
+            except Exception as e:  # handed back to the loop's thread
+                box.append(e)
+
+        worker = threading.Thread(target=work, name="greenloop-check", daemon=True)
+        worker.start()
+        newer: set[str] = set()
+        while worker.is_alive():
+            if self._stop.is_set():
+                cancel.set()
+            batch = watcher.next_batch(_POLL_S)
+            if batch:
+                newer |= batch
+                cancel.set()
+                self.model.invalidate()
+        worker.join()
+        if newer:
+            return frozenset(newer)
+        result = box[0] if box else None
+        if isinstance(result, SetupError):
+            self._finish(_setup_failure(self.root, result), changed, 0)
+            return "done"
+        if isinstance(result, Exception):
+            raise result
+        if result is None or self._stop.is_set():
+            return "done"
+        self._finish(result.round, changed, result.duration_ms)
+        return "done" if result.settled else "unsettled"
+
+    def _finish(self, the_round: Round, changed: frozenset[str], duration_ms: int) -> None:
+        events = self.model.apply(the_round)
+        if events:
+            self._listener.events(events)
+        names = [c.name for c in self._setup.checkers]
+        self._listener.verdict(
+            Verdict(self.model.tree, self.model.diagnostics, names, duration_ms, changed)
+        )
+
+
+def _setup_failure(root: Path, error: SetupError) -> Round:
+    diagnostic = Diagnostic(
+        path=str(root),
+        line=1,
+        col=1,
+        severity=Severity.ERROR,
+        code="setup",
+        message=str(error),
+        source="greenloop",
+    )
+    report = CheckerReport("greenloop", Role.ADVISORY, (diagnostic,))
+    return Round(reports=(report,), authoritative=frozenset())
+
+
+class FanOut(Listener):
+    """Passes everything on to several listeners, in order."""
+
+    def __init__(self, *listeners: Listener) -> None:
+        self._listeners = listeners
+
+    def checking(self, changed: frozenset[str]) -> None:
+        """Tell every listener a round started."""
+        for listener in self._listeners:
+            listener.checking(changed)
+
+    def events(self, events: list[StateEvent]) -> None:
+        """Tell every listener about ``events``."""
+        for listener in self._listeners:
+            listener.events(events)
+
+    def verdict(self, verdict: Verdict) -> None:
+        """Tell every listener a round finished."""
+        for listener in self._listeners:
+            listener.verdict(verdict)

@@ -1,0 +1,193 @@
+"""The green/red model: the only thing that decides whether the tree is green.
+
+Checkers report to it in :class:`Round` values; it answers with
+:class:`~greenloop.protocol.StateEvent` values. ``FileVerdict`` events are
+level-triggered (they describe the current state and may be resent, see
+:meth:`Model.snapshot`); ``BecameGreen`` and ``BecameRed`` fire only on an edge.
+
+The rules:
+
+* Any error-severity diagnostic, from an authoritative or an advisory checker,
+  makes the tree red.
+* The tree turns green only after a *decisive* round: every authoritative
+  checker configured reported (ran to the end) for one state of the tree whose
+  build identity is known, and nobody reported an error. Advisory checkers can
+  never make it green; a tree that has never had a decisive round is never green.
+* A change to the tree (:meth:`Model.invalidate`) takes green away until the next
+  decisive round, so every green has its own ``BecameGreen`` and build identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from greenloop.devloop.config import Role
+from greenloop.protocol import (
+    BecameGreen,
+    BecameRed,
+    BuildIdentity,
+    Diagnostic,
+    FileState,
+    FileVerdict,
+    Severity,
+    StateEvent,
+    TreeState,
+)
+
+
+@dataclass(frozen=True)
+class CheckerReport:
+    """A checker that ran to the end, and everything it said."""
+
+    checker: str
+    role: Role
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+@dataclass(frozen=True)
+class Round:
+    """What the checkers found about one state of the tree.
+
+    ``authoritative`` names every authoritative checker configured: the round is
+    decisive only when each of them has a report here. ``files`` lists the
+    project's files (absolute) when the round covered the whole tree; None for a
+    partial round that only updates what it mentions. ``identity`` is the build
+    identity of the tree the checkers saw, None when it is not known (then the
+    round can make the tree red, never green).
+    """
+
+    reports: tuple[CheckerReport, ...]
+    authoritative: frozenset[str]
+    files: tuple[str, ...] | None = None
+    identity: BuildIdentity | None = None
+
+    @property
+    def decisive(self) -> bool:
+        """True when this round may turn the tree green."""
+        reported = {r.checker for r in self.reports if r.role is Role.AUTHORITATIVE}
+        return (
+            bool(self.authoritative)
+            and self.authoritative <= reported
+            and self.identity is not None
+        )
+
+
+class Model:
+    """Per-file and whole-tree verdicts, fed by rounds, emitting state events."""
+
+    def __init__(self) -> None:
+        self._tree = TreeState.UNKNOWN
+        # Diagnostics per checker, so a partial round replaces only what it re-checked.
+        self._by_checker: dict[str, tuple[Diagnostic, ...]] = {}
+        self._checked: set[str] = set()
+        self._known: set[str] = set()
+        self._sent: dict[str, FileVerdict] = {}
+        self._identity: BuildIdentity | None = None
+
+    @property
+    def tree(self) -> TreeState:
+        """The current aggregate verdict."""
+        return self._tree
+
+    @property
+    def identity(self) -> BuildIdentity | None:
+        """Build identity of the tree while it is green, else None."""
+        return self._identity if self._tree is TreeState.GREEN else None
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        """Every current diagnostic, sorted by place, without duplicates."""
+        return sorted_diagnostics(d for diags in self._by_checker.values() for d in diags)
+
+    def invalidate(self) -> list[StateEvent]:
+        """The tree changed: a green verdict no longer describes it.
+
+        Green falls back to unknown (no event: the contract has no "became
+        unknown"); red stays red until a round says otherwise.
+        """
+        if self._tree is TreeState.GREEN:
+            self._tree = TreeState.UNKNOWN
+            self._identity = None
+        return []
+
+    def apply(self, round_: Round) -> list[StateEvent]:
+        """Fold one round in; returns the file verdicts that changed, then any edge."""
+        if round_.files is not None:
+            # A whole-tree round is the full truth: checkers no longer configured say nothing.
+            self._by_checker = {}
+        for report in round_.reports:
+            self._by_checker[report.checker] = report.diagnostics
+        decisive = round_.decisive
+        if round_.files is not None:
+            self._known = set(round_.files)
+            self._checked = set(round_.files) if decisive else set()
+        events: list[StateEvent] = list(self._file_events())
+        errors = any(d.severity is Severity.ERROR for d in self.diagnostics)
+        if errors:
+            events.extend(self._enter_red())
+        elif decisive:
+            assert round_.identity is not None  # decisive implies a known identity
+            events.extend(self._enter_green(round_.identity))
+        elif self._tree is TreeState.GREEN:
+            # Not decisive yet about a tree that changed: green cannot be vouched for.
+            self._tree = TreeState.UNKNOWN
+            self._identity = None
+        return events
+
+    def snapshot(self) -> list[FileVerdict]:
+        """The current verdict of every file (level-triggered: safe to resend any time)."""
+        current = self._verdicts()
+        return [current[path] for path in sorted(current)]
+
+    def _enter_red(self) -> list[StateEvent]:
+        was = self._tree
+        self._tree, self._identity = TreeState.RED, None
+        if was is TreeState.RED:
+            return []
+        return [BecameRed(diagnostics=self.diagnostics)]
+
+    def _enter_green(self, identity: BuildIdentity) -> list[StateEvent]:
+        was = self._tree
+        self._tree, self._identity = TreeState.GREEN, identity
+        if was is TreeState.GREEN:
+            return []
+        return [BecameGreen(identity=identity)]
+
+    def _verdicts(self) -> dict[str, FileVerdict]:
+        by_path: dict[str, list[Diagnostic]] = {}
+        for d in self.diagnostics:
+            by_path.setdefault(d.path, []).append(d)
+        return {
+            path: self._verdict(path, by_path.get(path, [])) for path in self._known | set(by_path)
+        }
+
+    def _verdict(self, path: str, diagnostics: list[Diagnostic]) -> FileVerdict:
+        if any(d.severity is Severity.ERROR for d in diagnostics):
+            state = FileState.RED
+        elif path in self._checked:
+            state = FileState.GREEN
+        else:
+            state = FileState.UNCHECKED
+        return FileVerdict(path=path, state=state, diagnostics=diagnostics)
+
+    def _file_events(self) -> Iterable[FileVerdict]:
+        current = self._verdicts()
+        for path in sorted(current.keys() | self._sent.keys()):
+            # A file gone from the project is told once as unchecked, then forgotten.
+            verdict = current.get(path) or FileVerdict(path=path, state=FileState.UNCHECKED)
+            if self._sent.get(path) != verdict:
+                yield verdict
+            if path in current:
+                self._sent[path] = verdict
+            else:
+                self._sent.pop(path, None)
+
+
+def sorted_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics in path, line, column order with exact duplicates dropped."""
+    unique = {d.model_dump_json(): d for d in diagnostics}
+    return sorted(
+        unique.values(),
+        key=lambda d: (d.path, d.line, d.col, d.severity.value, d.source, d.message),
+    )

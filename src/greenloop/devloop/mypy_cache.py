@@ -1,0 +1,69 @@
+"""Keeping mypy's incremental cache honest.
+
+mypy trusts a cached module while the source file's size and whole-second
+mtime are unchanged, so an edit that keeps the size within the same second
+(a quick fix-and-revert, an agent rewriting a line) is checked against the old
+content. greenloop gives mypy a private cache and remembers each file's
+(second, size, digest) from the previous run; when a file's content changed
+but its (second, size) did not, the cache is wiped before mypy runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from greenloop.devloop.digests import DigestCache
+
+CACHE_DIR = ".greenloop/cache/mypy"
+"""The private mypy cache, relative to the project root (greenloop state, never checked)."""
+
+_STAMPS = "greenloop-stamps.json"
+_digests = DigestCache()
+
+
+@dataclass(frozen=True)
+class CacheGuard:
+    """A private mypy cache and the project files (relative) whose edits it must not hide."""
+
+    cache_dir: Path
+    files: tuple[str, ...]
+
+    def prepare(self, root: Path) -> None:
+        """Wipe the cache if it could hide an edit; record the files as mypy will see them."""
+        current = _stamps(root, self.files)
+        stamps_path = self.cache_dir / _STAMPS
+        try:
+            previous = json.loads(stamps_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+        if not isinstance(previous, dict) or _fooled(previous, current):
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        temp = stamps_path.with_suffix(".tmp")
+        temp.write_text(json.dumps(current), encoding="utf-8")
+        os.replace(temp, stamps_path)
+
+
+def _stamps(root: Path, files: Iterable[str]) -> dict[str, list[object]]:
+    stamps: dict[str, list[object]] = {}
+    for rel in files:
+        path = root / rel
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamps[rel] = [int(st.st_mtime), st.st_size, _digests.digest(path)]
+    return stamps
+
+
+def _fooled(previous: dict[str, object], current: dict[str, list[object]]) -> bool:
+    for rel, (second, size, digest) in current.items():
+        before = previous.get(rel)
+        if isinstance(before, list) and before[:2] == [second, size] and before[2:] != [digest]:
+            return True
+    return False

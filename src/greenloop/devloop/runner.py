@@ -1,0 +1,120 @@
+"""Running the checkers for one state of the tree and turning what they say into reports.
+
+A checker that exits unsuccessfully without reporting an error it could be
+parsed for still makes the tree red: the runner adds an error naming the
+checker, its exit status and the end of its output. Nothing is ever assumed
+green because its output could not be read.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from greenloop.devloop import process
+from greenloop.devloop.checkers import Checker
+from greenloop.devloop.config import Format
+from greenloop.devloop.model import CheckerReport, sorted_diagnostics
+from greenloop.devloop.parsers import parse
+from greenloop.protocol import Diagnostic, SetupError, Severity
+
+_TAIL_LINES = 12
+"""How much of a failing checker's output its synthetic diagnostic quotes."""
+
+
+def run_checkers(
+    root: Path, checkers: Sequence[Checker], cancel: threading.Event
+) -> list[CheckerReport] | None:
+    """Run every checker at once; their reports, or None when ``cancel`` stopped the round.
+
+    Raises :class:`SetupError` when a program cannot be started.
+    """
+    reports: dict[str, CheckerReport] = {}
+    failures: list[Exception] = []
+
+    def work(checker: Checker) -> None:
+        try:
+            report = run_checker(root, checker, cancel)
+        except Exception as e:  # re-raised in the caller's thread below
+            failures.append(e)
+            cancel.set()
+            return
+        if report is not None:
+            reports[checker.name] = report
+
+    threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in checkers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    if cancel.is_set():
+        return None
+    return [reports[c.name] for c in checkers]
+
+
+def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> CheckerReport | None:
+    """Run one checker to the end and read its output; None when cancelled."""
+    if checker.cache_guard is not None:
+        checker.cache_guard.prepare(root)
+    try:
+        done = process.run(checker.argv, root, cancel, env=_environment())
+    except OSError as e:
+        raise SetupError(f"checker {checker.name!r} could not start {checker.program}: {e}") from e
+    if done is None:
+        return None
+    base = _cargo_workspace(root, checker) if checker.format is Format.CARGO_JSON else root
+    diagnostics = parse(checker.format, done.stdout, done.stderr, base, checker.source)
+    if done.returncode != 0 and not any(d.severity is Severity.ERROR for d in diagnostics):
+        diagnostics.append(_failure(root, checker, done))
+    return CheckerReport(checker.name, checker.role, tuple(sorted_diagnostics(diagnostics)))
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # Machine-readable output must not carry colour codes, whatever the user's shell says.
+    env.pop("FORCE_COLOR", None)
+    env.pop("CLICOLOR_FORCE", None)
+    env["NO_COLOR"] = "1"
+    env["CARGO_TERM_COLOR"] = "never"
+    return env
+
+
+def _failure(root: Path, checker: Checker, done: process.Completed) -> Diagnostic:
+    output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-_TAIL_LINES:]
+    how = (
+        f"was killed by signal {-done.returncode}"
+        if done.returncode < 0
+        else f"exited with status {done.returncode}"
+    )
+    detail = " | ".join(line.strip() for line in output if line.strip()) or "no output"
+    return Diagnostic(
+        path=str(root),
+        line=1,
+        col=1,
+        severity=Severity.ERROR,
+        code="checker-failed",
+        message=f"{checker.name} {how} without an error greenloop could read: {detail}",
+        source="greenloop",
+    )
+
+
+def _cargo_workspace(root: Path, checker: Checker) -> Path:
+    # rustc names files relative to the workspace root, which may sit above ``root``.
+    try:
+        done = subprocess.run(
+            [checker.program, "locate-project", "--workspace", "--message-format", "plain"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return root
+    manifest = done.stdout.strip()
+    return Path(manifest).parent if done.returncode == 0 and manifest else root

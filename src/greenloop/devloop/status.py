@@ -1,0 +1,287 @@
+"""The watcher's status file and single-watcher lock, and what ``greenloop status`` reports.
+
+``.greenloop/watch.json`` is rewritten atomically (temp file + rename) with the
+watcher's pid, verdict, diagnostic counts and a heartbeat. ``.greenloop/watch.lock``
+is held (``flock``) for the watcher's life, so a second watcher on the same tree
+is refused while the first is alive; a dead one's lock is released by the kernel,
+and a hung one (stale heartbeat) has its lock file replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from greenloop.devloop.loop import Listener, Verdict
+from greenloop.protocol import SetupError, Severity, TreeState
+
+STATUS_FILE = ".greenloop/watch.json"
+"""Where the watcher reports itself, relative to the project root."""
+
+LOCK_FILE = ".greenloop/watch.lock"
+"""The single-watcher lock, relative to the project root."""
+
+HEARTBEAT_S = 1.0
+"""How often a live watcher rewrites its status file."""
+
+STALE_AFTER_S = 15.0
+"""A heartbeat older than this means the watcher is hung or gone."""
+
+Activity = Literal["starting", "checking", "idle", "stopped"]
+"""What the watcher was doing when it last wrote its status."""
+
+
+class WatchStatus(BaseModel):
+    """What a watcher last said about itself and the tree."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal[1] = 1
+    pid: int
+    token: str
+    root: str
+    started_at: float
+    heartbeat_at: float
+    activity: Activity = "starting"
+    verdict: TreeState = TreeState.UNKNOWN
+    errors: int = 0
+    warnings: int = 0
+    diagnostics: int = 0
+    checkers: list[str] = []
+    checks: int = 0
+    last_check_at: float | None = None
+    last_check_ms: int | None = None
+    stopped_at: float | None = None
+
+
+class AlreadyWatching(SetupError):
+    """Another live watcher owns this tree."""
+
+
+def read_status(root: Path) -> WatchStatus | None:
+    """The status file's content, or None when it is missing or unreadable."""
+    try:
+        return WatchStatus.model_validate_json((root / STATUS_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+def write_status(root: Path, status: WatchStatus) -> None:
+    """Replace the status file atomically, so readers see the old or the new one, never a mix."""
+    target = root / STATUS_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".watch.json.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(status.model_dump_json(indent=2) + "\n")
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists (and is not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def liveness(status: WatchStatus | None, now: float | None = None) -> str:
+    """``live``, ``stale`` (hung or killed without cleaning up), ``stopped`` or ``none``."""
+    if status is None:
+        return "none"
+    if status.stopped_at is not None:
+        return "stopped"
+    now = time.time() if now is None else now
+    if not pid_alive(status.pid) or now - status.heartbeat_at > STALE_AFTER_S:
+        return "stale"
+    return "live"
+
+
+class WatchLock:
+    """Ownership of a tree's watcher slot, held until :meth:`release`."""
+
+    def __init__(self, root: Path, fd: int) -> None:
+        self.root = root
+        self.token = uuid.uuid4().hex
+        self._fd = fd
+        self._inode = os.fstat(fd).st_ino
+
+    @classmethod
+    def acquire(cls, root: Path) -> WatchLock:
+        """Take the slot, taking over from a dead or hung watcher; else raise AlreadyWatching."""
+        path = root / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                status = read_status(root)
+                state = liveness(status)
+                if state in ("live", "none"):
+                    raise AlreadyWatching(_refusal(root, status)) from None
+                if state == "stale":
+                    # Hung but holding its lock: give the slot a fresh lock file to hold.
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                else:
+                    time.sleep(0.2)  # it said "stopped" and is letting go of the lock
+                continue
+            if _same_file(fd, path):
+                return cls(root, fd)
+            os.close(fd)  # replaced while we were locking it; try the new one
+        raise AlreadyWatching(f"could not take the watcher lock {path}; try again")
+
+    def owns(self) -> bool:
+        """False once another watcher has taken the slot over."""
+        if not _same_file(self._fd, self.root / LOCK_FILE):
+            return False
+        status = read_status(self.root)
+        return status is None or status.token == self.token
+
+    def release(self) -> None:
+        """Give the slot up (the status file stays, saying what was last seen)."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _refusal(root: Path, status: WatchStatus | None) -> str:
+    if status is None:
+        return f"another watcher is starting on {root}; stop it first"
+    age = max(time.time() - status.heartbeat_at, 0.0)
+    return (
+        f"a watcher (pid {status.pid}) is already running on {root} "
+        f"(heartbeat {age:.1f}s ago); stop it first"
+    )
+
+
+def status_sections(root: Path) -> dict[str, dict[str, Any]]:
+    """Everything ``greenloop status`` reports, one section per concern (``watcher`` so far)."""
+    return {"watcher": watcher_section(root)}
+
+
+def watcher_section(root: Path) -> dict[str, Any]:
+    """Whether a watcher is live on ``root`` and what it last saw."""
+    status = read_status(root)
+    state = liveness(status)
+    section: dict[str, Any] = {"state": state, "live": state == "live"}
+    if status is not None:
+        section.update(
+            pid=status.pid,
+            activity=status.activity,
+            verdict=status.verdict.value,
+            errors=status.errors,
+            warnings=status.warnings,
+            diagnostics=status.diagnostics,
+            checkers=status.checkers,
+            checks=status.checks,
+            started_at=status.started_at,
+            heartbeat_age_s=round(max(time.time() - status.heartbeat_at, 0.0), 3),
+            last_check_at=status.last_check_at,
+            last_check_ms=status.last_check_ms,
+            stopped_at=status.stopped_at,
+        )
+    return section
+
+
+class StatusWriter:
+    """Keeps the status file current: on every change, and on a heartbeat in between."""
+
+    def __init__(self, lock: WatchLock, on_lost: Callable[[], None]) -> None:
+        now = time.time()
+        self._lock = lock
+        self._on_lost = on_lost
+        self._status = WatchStatus(
+            pid=os.getpid(),
+            token=lock.token,
+            root=str(lock.root),
+            started_at=now,
+            heartbeat_at=now,
+        )
+        self._guard = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="greenloop-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Write the first status and start the heartbeat."""
+        self.update()
+        self._thread.start()
+
+    def update(self, **fields: Any) -> None:
+        """Change some fields (and the heartbeat) and rewrite the file."""
+        with self._guard:
+            self._status = self._status.model_copy(update={**fields, "heartbeat_at": time.time()})
+            write_status(self._lock.root, self._status)
+
+    def stop(self) -> None:
+        """Stop the heartbeat and record that this watcher stopped (if it still owns the slot)."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._lock.owns():
+            self.update(activity="stopped", stopped_at=time.time())
+
+    def _beat(self) -> None:
+        while not self._done.wait(HEARTBEAT_S):
+            if not self._lock.owns():
+                self._on_lost()
+                return
+            self.update()
+
+
+class StatusListener(Listener):
+    """Mirrors the watch loop's progress into the status file."""
+
+    def __init__(self, writer: StatusWriter) -> None:
+        self._writer = writer
+        self._checks = 0
+
+    def checking(self, changed: frozenset[str]) -> None:
+        """A round started."""
+        self._writer.update(activity="checking")
+
+    def verdict(self, verdict: Verdict) -> None:
+        """A round finished: record its verdict and counts."""
+        self._checks += 1
+        counts = Counter(d.severity for d in verdict.diagnostics)
+        self._writer.update(
+            activity="idle",
+            verdict=verdict.tree,
+            errors=counts[Severity.ERROR],
+            warnings=counts[Severity.WARNING],
+            diagnostics=len(verdict.diagnostics),
+            checkers=verdict.checkers,
+            checks=self._checks,
+            last_check_at=time.time(),
+            last_check_ms=verdict.duration_ms,
+        )

@@ -1,0 +1,163 @@
+"""File watching: raw change batches from watchfiles, reduced to real content changes.
+
+Events under ignored paths (fixed ignores, the settings' ``ignore`` list,
+``.gitignore`` at any depth) are dropped, and so is a save that leaves a file's
+content as it was: only a batch with at least one real change reaches the
+checkers.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import watchfiles
+
+from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.ignores import Ignores
+
+_MAX_HOLD_MS = 2_000
+"""A never-quiet stream of changes is still checked after this long (or ten quiet windows)."""
+
+_READY_TIMEOUT_MS = 200
+"""How often the watch thread wakes with no events (its first wake means "watching")."""
+
+
+class ChangeFilter:
+    """Remembers each project file's digest; says which reported paths really changed."""
+
+    def __init__(self, ignores: Ignores, digests: DigestCache) -> None:
+        self.ignores = ignores
+        self._digests = digests
+        self._known: dict[str, str] = {}
+
+    @property
+    def root(self) -> Path:
+        """The watched project root."""
+        return self.ignores.root
+
+    def prime(self) -> None:
+        """Record the current content of every project file (call before watching starts)."""
+        self._known = {}
+        for rel in self.ignores.files():
+            digest = self._digests.digest(self.root / rel)
+            if digest is not None:
+                self._known[rel] = digest
+
+    def relevant(self, path: str) -> bool:
+        """Cheap first cut on an absolute path: False when it is under a fixed/config ignore."""
+        rel = self._relative(path)
+        return (
+            rel is not None
+            and not any(self.ignores.ignored(prefix, is_dir=True) for prefix in _parents(rel))
+            and not self.ignores.ignored(rel, is_dir=os.path.isdir(path))
+        )
+
+    def changed(self, paths: Iterable[str]) -> frozenset[str]:
+        """Project-relative paths among ``paths`` (absolute) whose content differs from before."""
+        candidates = {rel for p in paths if (rel := self._relative(p)) is not None}
+        if not candidates:
+            return frozenset()
+        tracked = set(self.ignores.files())
+        # A path may be a folder that appeared or vanished: its files count.
+        expanded = {
+            f
+            for f in tracked | self._known.keys()
+            if f in candidates or any(f.startswith(c + "/") for c in candidates)
+        }
+        changed = set()
+        for rel in expanded:
+            now = self._digests.digest(self.root / rel) if rel in tracked else None
+            if now == self._known.get(rel):
+                continue
+            changed.add(rel)
+            if now is None:
+                self._known.pop(rel, None)
+            else:
+                self._known[rel] = now
+        return frozenset(changed)
+
+    def _relative(self, path: str) -> str | None:
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        return None if rel in ("", ".") else rel
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+class Watcher:
+    """A background thread turning file events into batches of really-changed paths."""
+
+    def __init__(self, changes: ChangeFilter, debounce_ms: int, stop: threading.Event) -> None:
+        self._filter = changes
+        self._debounce_ms = debounce_ms
+        self._stop = stop
+        self._raw: queue.Queue[set[str] | BaseException] = queue.Queue()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="greenloop-watch", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start watching; returns once events are being recorded (or raises ``OSError``)."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise OSError(f"the file watcher did not start within {timeout:g}s")
+        self._raise_failure()
+
+    def next_batch(self, timeout: float) -> frozenset[str]:
+        """The next batch of really-changed paths, or an empty set when none came in time."""
+        try:
+            raw = self._raw.get(timeout=timeout)
+        except queue.Empty:
+            return frozenset()
+        if isinstance(raw, BaseException):
+            raise raw
+        # Drain whatever else already arrived: one check for everything pending.
+        while True:
+            try:
+                more = self._raw.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(more, BaseException):
+                raise more
+            raw |= more
+        return self._filter.changed(raw)
+
+    def _raise_failure(self) -> None:
+        try:
+            raw = self._raw.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(raw, BaseException):
+            raise raw
+        self._raw.put(raw)
+
+    def _watch(self) -> None:
+        try:
+            for batch in watchfiles.watch(
+                self._filter.root,
+                watch_filter=lambda _change, path: self._filter.relevant(path),
+                # watchfiles' `step` is the quiet window that ends a batch; its `debounce`
+                # only caps how long a never-quiet stream is held back.
+                step=max(self._debounce_ms, 1),
+                debounce=max(self._debounce_ms * 10, _MAX_HOLD_MS),
+                stop_event=self._stop,
+                rust_timeout=_READY_TIMEOUT_MS,
+                yield_on_timeout=True,
+                raise_interrupt=False,
+                recursive=True,
+            ):
+                self._ready.set()
+                if batch:
+                    self._raw.put({path for _change, path in batch})
+        except Exception as e:  # handed to the consumer, which reports it
+            self._raw.put(e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {e}"))
+        finally:
+            self._ready.set()

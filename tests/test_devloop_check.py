@@ -1,0 +1,223 @@
+"""``greenloop check`` against the real checker programs: green, red at the right place, green."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from greenloop.devloop import checkers as checkers_module
+from greenloop.devloop.config import Format, load_config
+from greenloop.devloop.oneshot import check_once
+from greenloop.protocol import CheckResult, Severity, TreeState
+from tests.test_devloop_helpers import (
+    PY_GREEN,
+    PY_RED,
+    cargo,
+    cli,
+    custom_checker,
+    env_with,
+    node_bin,
+    python_env,
+    python_project,
+    write,
+)
+
+
+def _errors(result: CheckResult) -> list[tuple[str, int, int, str, str | None]]:
+    return [
+        (Path(d.path).name, d.line, d.col, d.source, d.code)
+        for d in result.diagnostics
+        if d.severity is Severity.ERROR
+    ]
+
+
+def test_python_green_red_green_through_the_cli(tmp_path: Path) -> None:
+    root = python_project(tmp_path)
+    env = python_env()
+    green = cli("check", cwd=root, env=env)
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert green.stdout.splitlines()[-1].startswith("GREEN — 0 errors")
+
+    (root / "demo/calc.py").write_text(PY_RED)
+    red = cli("check", cwd=root, env=env)
+    assert red.returncode == 1, red.stdout + red.stderr
+    calc = root / "demo" / "calc.py"
+    assert f"error[return-value; mypy]: {calc}:2:12: Incompatible return value type" in red.stdout
+    assert red.stdout.splitlines()[-1].startswith("RED — 1 error, 0 warnings (ruff, mypy;")
+
+    as_json = cli("check", "--json", cwd=root, env=env)
+    assert as_json.returncode == 1
+    result = CheckResult.model_validate_json(as_json.stdout)
+    assert result.state is TreeState.RED
+    assert _errors(result) == [("calc.py", 2, 12, "mypy", "return-value")]
+    assert result.checkers == ["ruff", "mypy"]
+
+    (root / "demo/calc.py").write_text(PY_GREEN)
+    again = cli("check", "--json", "--root", str(root), cwd=tmp_path.parent, env=env)
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["state"] == "green"
+
+
+def test_ruff_findings_are_advisory_but_still_red(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", python_env()["PATH"])
+    root = python_project(tmp_path)
+    (root / "demo/calc.py").write_text("import os\n\n" + PY_GREEN)
+    result = check_once(root)
+    assert result.state is TreeState.RED
+    assert _errors(result) == [("calc.py", 1, 8, "ruff", "F401")]
+
+
+def test_mypy_text_format_when_json_is_unsupported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", python_env()["PATH"])
+    # An old mypy (before 1.11) has no -O json: the text format is parsed instead.
+    monkeypatch.setattr(checkers_module, "program_version", lambda program: "mypy 1.10.0")
+    root = python_project(tmp_path)
+    (mypy,) = [
+        c for c in checkers_module.resolve_checkers(root, load_config(root)) if c.name == "mypy"
+    ]
+    assert mypy.format is Format.GNU
+    assert "--show-column-numbers" in mypy.argv
+    assert check_once(root).state is TreeState.GREEN
+    (root / "demo/calc.py").write_text(PY_RED)
+    result = check_once(root)
+    assert result.state is TreeState.RED
+    assert _errors(result) == [("calc.py", 2, 12, "mypy", "return-value")]
+
+
+def test_a_checker_that_fails_without_diagnostics_is_red_not_green(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "greenloop.toml": """\
+                [checkers.broken]
+                command = ["sh", "-c", "echo 'config file is corrupt' >&2; exit 3"]
+                """
+        },
+    )
+    done = cli("check", "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    result = CheckResult.model_validate_json(done.stdout)
+    (only,) = result.diagnostics
+    assert (only.source, only.code, only.path) == ("greenloop", "checker-failed", str(tmp_path))
+    assert "exited with status 3" in only.message
+    assert "config file is corrupt" in only.message
+
+
+TODO_CHECKER = """
+import pathlib
+for path in sorted(pathlib.Path(".").glob("*.txt")):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if "TODO" in line:
+            print(f"{path}:{number}: error: {line}")
+"""
+
+
+def test_a_custom_command_with_the_common_format(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "todo_check.py": TODO_CHECKER,
+            "greenloop.toml": custom_checker("todo", "todo_check.py"),
+            "notes.txt": "fine\nTODO: fix\n",
+        },
+    )
+    done = cli("check", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"error[todo]: {tmp_path / 'notes.txt'}:2:1: TODO: fix" in done.stdout
+    (tmp_path / "notes.txt").write_text("fine\n")
+    assert cli("check", cwd=tmp_path).returncode == 0
+
+
+RUST_GREEN = 'fn main() {\n    let x: u32 = 1;\n    println!("{x}");\n}\n'
+RUST_RED = 'fn main() {\n    let x: u32 = "one";\n    println!("{x}");\n}\n'
+
+
+def test_rust_green_red_green(tmp_path: Path) -> None:
+    cargo_program = cargo()
+    write(
+        tmp_path,
+        {
+            "Cargo.toml": """\
+                [package]
+                name = "tiny"
+                version = "0.1.0"
+                edition = "2021"
+                """,
+            "src/main.rs": RUST_GREEN,
+        },
+    )
+    env = env_with(Path(cargo_program).parent)
+    green = cli("check", cwd=tmp_path, env=env)
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert "(cargo;" in green.stdout
+    (tmp_path / "src/main.rs").write_text(RUST_RED)
+    red = cli("check", "--json", cwd=tmp_path, env=env)
+    assert red.returncode == 1, red.stdout + red.stderr
+    result = CheckResult.model_validate_json(red.stdout)
+    # --all-targets reports the error for the binary and its test harness: shown once.
+    assert _errors(result) == [("main.rs", 2, 18, "rustc", "E0308")]
+    assert result.diagnostics[0].path == str(tmp_path / "src" / "main.rs")
+    (tmp_path / "src/main.rs").write_text(RUST_GREEN)
+    assert cli("check", cwd=tmp_path, env=env).returncode == 0
+
+
+TS_GREEN = "export const x: number = 1;\n"
+TS_RED = 'export const y = 2;\nexport const x: number = "one";\n'
+
+
+def test_typescript_green_red_green(tmp_path: Path) -> None:
+    env = env_with(node_bin())
+    write(
+        tmp_path,
+        {
+            "tsconfig.json": '{"compilerOptions": {"strict": true}, "include": ["src"]}\n',
+            "src/a.ts": TS_GREEN,
+        },
+    )
+    green = cli("check", cwd=tmp_path, env=env)
+    assert green.returncode == 0, green.stdout + green.stderr
+    (tmp_path / "src/a.ts").write_text(TS_RED)
+    red = cli("check", "--json", cwd=tmp_path, env=env)
+    assert red.returncode == 1, red.stdout + red.stderr
+    result = CheckResult.model_validate_json(red.stdout)
+    assert _errors(result) == [("a.ts", 2, 14, "tsc", "TS2322")]
+    (tmp_path / "src/a.ts").write_text(TS_GREEN)
+    assert cli("check", cwd=tmp_path, env=env).returncode == 0
+
+
+def test_pyright_when_the_project_configures_it(tmp_path: Path) -> None:
+    env = env_with(node_bin(), *python_env()["PATH"].split(":"))
+    root = python_project(tmp_path)
+    with (root / "pyproject.toml").open("a") as f:
+        f.write("[tool.pyright]\ntypeCheckingMode = 'strict'\n")
+    green = cli("check", cwd=root, env=env)
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert "(ruff, pyright;" in green.stdout
+    (root / "demo/calc.py").write_text(PY_RED)
+    red = cli("check", "--json", cwd=root, env=env)
+    assert red.returncode == 1
+    result = CheckResult.model_validate_json(red.stdout)
+    assert _errors(result) == [("calc.py", 2, 12, "pyright", "reportReturnType")]
+
+
+def test_an_edit_that_keeps_size_and_mtime_cannot_fool_mypys_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", python_env()["PATH"])
+    root = python_project(tmp_path)
+    calc = root / "demo/calc.py"
+    stamp = calc.stat()
+    assert check_once(root).state is TreeState.GREEN
+    for text, state in ((PY_RED, TreeState.RED), (PY_GREEN, TreeState.GREEN)):
+        # Same size, same mtime: exactly what mypy's own cache cannot tell apart.
+        assert len(text) == stamp.st_size
+        calc.write_text(text)
+        os.utime(calc, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        assert check_once(root).state is state
