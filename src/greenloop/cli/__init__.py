@@ -27,6 +27,7 @@ _COMMANDS = {
     "check": "greenloop.cli._devloop:check",
     "watch": "greenloop.cli._devloop:watch",
     "status": "greenloop.cli._devloop:status",
+    "dev": "greenloop.cli._devloop:dev",
 }
 
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -20,10 +20,12 @@ from typing import Any
 
 import click
 
-from greenloop.cli._common import echo_json, fail, json_option
+from greenloop.cli._common import echo_json, fail, json_option, open_store
 from greenloop.devloop import process
+from greenloop.devloop.builder import output_step
 from greenloop.devloop.loop import FanOut, Listener, Verdict, WatchLoop
 from greenloop.devloop.oneshot import Interrupted, check_once
+from greenloop.devloop.publisher import Publisher
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import (
     StatusListener,
@@ -31,7 +33,17 @@ from greenloop.devloop.status import (
     WatchLock,
     status_sections,
 )
-from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
+from greenloop.protocol import (
+    BuildResult,
+    Diagnostic,
+    Failed,
+    SetupError,
+    Severity,
+    StateEvent,
+    TreeState,
+)
+from greenloop.sdk.loader import PIPELINE_FILE, PipelineFileError
+from greenloop.sdk.loader import load as load_pipeline
 
 EXIT_RED = 1
 """``check``: the tree is red (or could not be pinned down while it kept changing)."""
@@ -132,6 +144,118 @@ def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
 
 @click.command()
 @root_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to serve on (0 picks a free one).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also keep the latest green build here (a symlink greenloop swaps atomically; "
+    "default .greenloop/out).",
+)
+@click.option(
+    "--pipeline",
+    "pipeline_name",
+    default="build",
+    show_default=True,
+    help="The pipeline that builds the site; its output step's directory is served.",
+)
+@json_option
+def dev(
+    root: Path, host: str, port: int, out: Path | None, pipeline_name: str, as_json: bool
+) -> None:
+    """Watch, build every green tree, and serve the latest green build with live reload.
+
+    A red tree is never built, published or served: the page keeps the last green
+    build and shows what is red in an overlay. Exit 2 for a setup error, 130 when
+    stopped by Ctrl-C or SIGTERM.
+    """
+    # The server stack loads only for `dev`, never for `check` or `watch`.
+    from greenloop.devloop.dev import DevBuilds
+    from greenloop.server import LiveState, serve
+
+    root = root.resolve()
+    pipeline_file = root / PIPELINE_FILE
+    try:
+        setup = Setup.load(root)
+        output_step(load_pipeline(pipeline_file).pipeline(pipeline_name))
+    except (SetupError, ValueError) as e:
+        fail(str(e))
+    except PipelineFileError as e:
+        fail(str(e))
+    except KeyError:
+        fail(f"{pipeline_file} defines no pipeline {pipeline_name!r} to build the site with")
+    store = open_store()
+    try:
+        publisher = Publisher(store, root, out)
+        lock = WatchLock.acquire(root)
+    except SetupError as e:
+        store.close()
+        fail(str(e))
+    state = LiveState()
+    stop, lost, signalled = threading.Event(), threading.Event(), threading.Event()
+
+    def on_lost() -> None:
+        lost.set()
+        stop.set()
+
+    writer = StatusWriter(lock, on_lost)
+    printer: Listener = _JsonPrinter() if as_json else _TextPrinter()
+    builds = DevBuilds(
+        store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
+    )
+    loop = WatchLoop(root, setup, FanOut(printer, StatusListener(writer), builds), stop)
+    try:
+        server = serve(state, host, port)
+    except OSError as e:
+        lock.release()
+        store.close()
+        fail(f"cannot serve on {host}:{port}: {e}")
+    click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+    try:
+        with _signals_set(stop, signalled):
+            writer.start()
+            builds.start()
+            loop.run()
+    except OSError as e:
+        fail(f"watching {root} failed: {e}")
+    finally:
+        stop.set()
+        process.kill_all()
+        builds.stop()
+        server.stop()
+        writer.stop()
+        lock.release()
+        store.close()
+    if lost.is_set():
+        fail("another watcher took over this tree")
+    sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
+
+
+def _build_reporter(as_json: bool) -> Callable[[BuildResult, bool], None]:
+    def report(result: BuildResult, published: bool) -> None:
+        if as_json:
+            click.echo(result.model_dump_json())
+            return
+        outcome = result.outcome
+        if isinstance(outcome, Failed):
+            click.echo(f"  build FAILED: {outcome.reason}")
+        elif published:
+            click.echo(f"  build {outcome.kind}: published {result.input_hash[:12]}")
+        else:
+            click.echo(f"  build {outcome.kind}: not published (the tree changed meanwhile)")
+
+    return report
+
+
+@click.command()
+@root_option
 @json_option
 def status(root: Path, as_json: bool) -> None:
     """Say whether a watcher is live on the tree and what it last saw."""
@@ -143,7 +267,7 @@ def status(root: Path, as_json: bool) -> None:
         click.echo(f"{name}: {_describe_section(name, section)}")
 
 
-COMMANDS = [check, watch, status]
+COMMANDS = [check, watch, status, dev]
 """The dev-loop commands, for registration on the ``greenloop`` group."""
 
 
@@ -202,6 +326,8 @@ class _JsonPrinter(Listener):
 
 
 def _describe_section(name: str, section: dict[str, Any]) -> str:
+    if name == "latest_green":
+        return _describe_latest_green(section)
     if name != "watcher":
         return ", ".join(f"{k}={v}" for k, v in section.items())
     state = section["state"]
@@ -219,3 +345,16 @@ def _describe_section(name: str, section: dict[str, Any]) -> str:
     if state == "stopped":
         return f"not running (pid {section['pid']} stopped); {seen}"
     return f"not running (pid {section['pid']} died or hung without stopping); {seen}"
+
+
+def _describe_latest_green(section: dict[str, Any]) -> str:
+    warning = f" (warning: {section['warning']})" if "warning" in section else ""
+    if section["state"] == "none":
+        return f"no green build published yet{warning}"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(section["published_at"]))
+    identity = section["identity"]
+    return (
+        f"published {when}, input {section['input_hash'][:12]}, artifact "
+        f"{section['artifact'][:12]}, source {identity['source_tree'][:12]}, "
+        f"{identity['target']}/{identity['profile']}{warning}"
+    )

@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pathspec
 
-FIXED_IGNORES = (".git/", ".greenloop/*", "!.greenloop/pipeline.py", "!.greenloop/*.toml")
-"""Never part of a workspace: VCS internals and greenloop's own state files."""
+FIXED_IGNORES = (
+    ".git/",
+    ".greenloop/*",
+    "!.greenloop/pipeline.py",
+    "!.greenloop/*.toml",
+    "__pycache__/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".pytest_cache/",
+)
+"""Never part of a workspace: VCS internals, greenloop's own state, and tool caches that
+checkers write into the tree as they run."""
 
 
 def project_files(root: Path) -> list[str]:

@@ -1,0 +1,150 @@
+"""``greenloop dev``: build every green tree, publish it, and tell the dev server.
+
+This is a :class:`~greenloop.devloop.loop.Listener` on the watch loop. The model
+stays the only judge of green: a build is requested only on a ``BecameGreen``
+edge, and its result is published only if the tree is still green with the same
+identity when the build ends (an edit during the build makes the result stale,
+and the next green edge builds again). Builds run on one background thread;
+requests that arrive while it is busy collapse into the newest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from greenloop.devloop.builder import Builder
+from greenloop.devloop.loop import Listener
+from greenloop.devloop.publisher import Publisher, read_pointer
+from greenloop.plugins.registry import Executors
+from greenloop.protocol import (
+    BecameGreen,
+    BecameRed,
+    BuildIdentity,
+    BuildResult,
+    BuildTrigger,
+    Deduplicated,
+    Failed,
+    Pipeline,
+    StateEvent,
+)
+from greenloop.sdk.loader import PipelineFileError, load
+from greenloop.server import LiveState
+from greenloop.store import Store
+
+BUILD_PIPELINE = "build"
+
+
+class DevBuilds(Listener):
+    """Turns green edges into builds, publishes servable results, feeds the server."""
+
+    def __init__(
+        self,
+        store: Store,
+        root: Path,
+        pipeline_file: Path,
+        pipeline_name: str,
+        publisher: Publisher,
+        state: LiveState,
+        report: Callable[[BuildResult, bool], None],
+    ) -> None:
+        self.store = store
+        self.root = root
+        self.pipeline_file = pipeline_file
+        self.pipeline_name = pipeline_name
+        self.publisher = publisher
+        self.state = state
+        self._report = report
+        self._executors = Executors(store)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._requested: BuildIdentity | None = None
+        self._green: BuildIdentity | None = None  # what the model says is green right now
+        self._stopped = False
+        self._thread = threading.Thread(target=self._work, name="greenloop-builds", daemon=True)
+
+    def start(self) -> None:
+        """Serve the last published build (if any) and start the build thread."""
+        self._serve_previous()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let the current build finish, then end the build thread."""
+        with self._lock:
+            self._stopped = True
+            self._wake.notify_all()
+        self._thread.join(timeout=60)
+
+    # -- Listener --------------------------------------------------------------
+
+    def checking(self, changed: frozenset[str]) -> None:
+        """A change means the last green no longer describes the tree."""
+        if changed:
+            with self._lock:
+                self._green = None
+
+    def events(self, events: list[StateEvent]) -> None:
+        """Forward every verdict event to the server; build on a green edge."""
+        for event in events:
+            self.state.push_state(event)
+            with self._lock:
+                if isinstance(event, BecameGreen):
+                    self._green = self._requested = event.identity
+                    self._wake.notify_all()
+                elif isinstance(event, BecameRed):
+                    self._green = None
+
+    # -- the build thread --------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._requested is None and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                identity, self._requested = self._requested, None
+            assert identity is not None
+            self._build(identity)
+
+    def _build(self, identity: BuildIdentity) -> None:
+        try:
+            pipeline = load(self.pipeline_file).pipeline(self.pipeline_name)
+        except (PipelineFileError, KeyError) as e:
+            reason = f"cannot load pipeline {self.pipeline_name!r}: {e}"
+            result = BuildResult(input_hash=identity.input_hash(), outcome=Failed(reason=reason))
+            self.state.push_build(result)
+            self._report(result, False)
+            return
+        # The identity names the build pipeline by its IR, so an edit that does not
+        # change what the pipeline does (a comment) does not force a rebuild.
+        ir = hashlib.sha256(pipeline.model_dump_json().encode()).hexdigest()
+        trigger = BuildTrigger.for_identity(identity.model_copy(update={"pipeline": ir}))
+        result = self._builder(pipeline).build(trigger)
+        self.state.push_build(result)
+        with self._lock:
+            still_green = self._green == identity
+        published = False
+        if still_green and result.servable and self.publisher.publish(result) is not None:
+            current = self.publisher.current()
+            if current is not None:
+                self.state.set_artifact(current, result)
+                published = True
+        self._report(result, published)
+
+    def _builder(self, pipeline: Pipeline) -> Builder:
+        return Builder(self.store, self.root, pipeline, self._executors)
+
+    def _serve_previous(self) -> None:
+        record, _ = read_pointer(self.root)
+        current = self.publisher.current()
+        if record is None or current is None or not current.is_dir():
+            return
+        meta = self.store.index.get_artifact(record.input_hash)
+        if meta is not None and meta.tree == record.artifact:
+            previous = BuildResult(
+                input_hash=meta.input_hash, outcome=Deduplicated(), artifact=meta
+            )
+            self.state.set_artifact(current, previous)
