@@ -1,0 +1,133 @@
+"""The command line: help, version, schema, init, pipelines, runs and cache commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenloop import __version__
+from greenloop.protocol.schema import WIRE_TYPES
+from tests.conftest import write_pipeline
+
+
+def cli(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "greenloop", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+        env=os.environ,
+    )
+
+
+def test_help_lists_every_command_and_version(tmp_path: Path) -> None:
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in (
+        "run",
+        "render",
+        "pipelines",
+        "init",
+        "runs",
+        "cache",
+        "schema",
+        "check",
+        "watch",
+        "dev",
+        "status",
+        "plugins",
+    ):
+        assert f"  {command} " in result.stdout, command
+    assert cli("--version", cwd=tmp_path).stdout.strip() == f"greenloop, version {__version__}"
+
+
+def test_schema_prints_every_wire_type(tmp_path: Path) -> None:
+    everything = json.loads(cli("schema", cwd=tmp_path).stdout)
+    assert set(everything) == set(WIRE_TYPES)
+    one = json.loads(cli("schema", "ExecutorInput", cwd=tmp_path).stdout)
+    assert one["additionalProperties"] is False and "cache_lookup" in one["properties"]
+    unknown = cli("schema", "Nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown type 'Nope'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("marker", "template"),
+    [
+        ("Cargo.toml", "rust"),
+        ("package.json", "node"),
+        ("pyproject.toml", "python"),
+        (None, "generic"),
+    ],
+)
+def test_init_detects_the_project(tmp_path: Path, marker: str | None, template: str) -> None:
+    if marker:
+        (tmp_path / marker).write_text("")
+    result = cli("init", cwd=tmp_path)
+    assert result.returncode == 0 and f"({template} template)" in result.stdout
+    listed = cli("pipelines", "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout)[0]["name"] == "ci"
+    again = cli("init", cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_generic_template_runs_green_and_then_cached(tmp_path: Path) -> None:
+    (tmp_path / "hello.txt").write_text("hi")
+    cli("init", cwd=tmp_path)
+    first = cli("run", "--format", "plain", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = cli("run", "--format", "plain", cwd=tmp_path)
+    assert "setup cached" in second.stdout
+    runs = json.loads(cli("runs", "--json", cwd=tmp_path).stdout)
+    assert [r["status"] for r in runs] == ["passed", "passed"]
+    steps = cli("runs", "--run", runs[0]["run_id"][:8], cwd=tmp_path)
+    assert "cached" in steps.stdout
+
+
+def test_missing_pipeline_file_is_a_setup_error(tmp_path: Path) -> None:
+    result = cli("run", cwd=tmp_path)
+    assert result.returncode == 2 and "greenloop init" in result.stderr
+
+
+def test_cache_commands(project: Path, tmp_path: Path) -> None:
+    write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo hi", cache=gl.forever())\n'
+    )
+    assert cli("run", cwd=project).returncode == 0
+    stats = json.loads(cli("cache", "stats", "--json", cwd=project).stdout)
+    assert stats["entries"] == 1 and stats["misses"] == 1
+    assert cli("cache", "path", cwd=project).stdout.strip() == os.environ["GREENLOOP_CACHE_DIR"]
+    assert cli("cache", "verify", cwd=project).returncode == 0
+    gc = json.loads(cli("cache", "gc", "--json", cwd=project).stdout)
+    assert gc["entries_removed"] == 0
+    # Corrupt one object: verify says so and exits 1.
+    objects = Path(os.environ["GREENLOOP_CACHE_DIR"]) / "objects"
+    victim = next(p for p in objects.rglob("*") if p.is_file() and not p.name.startswith("."))
+    victim.chmod(0o644)
+    victim.write_bytes(b"corrupted")
+    bad = cli("cache", "verify", cwd=project)
+    assert bad.returncode == 1 and "corrupt" in bad.stdout
+    assert cli("cache", "clean", "--yes", cwd=project).returncode == 0
+    assert not Path(os.environ["GREENLOOP_CACHE_DIR"]).exists()
+
+
+def test_cache_clean_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    env = {**os.environ, "GREENLOOP_CACHE_DIR": str(precious)}
+    result = subprocess.run(
+        [sys.executable, "-m", "greenloop", "cache", "clean", "--yes"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "not a greenloop store" in result.stderr
+    assert (precious / "thesis.txt").read_text() == "years of work"
