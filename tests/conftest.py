@@ -13,8 +13,14 @@ from greenloop.store import Store
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Never touch the developer's real cache.
+    # Never touch the developer's real cache, local or remote.
     monkeypatch.setenv("GREENLOOP_CACHE_DIR", str(tmp_path / "cache"))
+    for variable in (
+        "GREENLOOP_REMOTE_CACHE",
+        "GREENLOOP_REMOTE_CACHE_MODE",
+        "GREENLOOP_REMOTE_CACHE_TOKEN",
+    ):
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture

@@ -337,8 +337,14 @@ def _hold_lock(root: Path) -> int:
 def test_status_without_any_watcher(tmp_path: Path) -> None:
     done = cli("status", "--json", cwd=tmp_path)
     assert done.returncode == 0
-    assert json.loads(done.stdout) == {"watcher": {"state": "none", "live": False}}
-    assert cli("status", cwd=tmp_path).stdout.strip() == "watcher: none has run on this tree"
+    assert json.loads(done.stdout) == {
+        "watcher": {"state": "none", "live": False},
+        "latest_green": {"state": "none"},
+    }
+    assert cli("status", cwd=tmp_path).stdout.splitlines() == [
+        "watcher: none has run on this tree",
+        "latest_green: no green build published yet",
+    ]
 
 
 GATED_CHECKER = """

@@ -154,12 +154,28 @@ def test_gc_removes_snapshot_tags_nothing_references(
     first, _ = run(store, project)
     live = first.steps["deps"].snapshot
     assert live is not None
+    executor = DockerExecutor(store)
+    # An orphan of this store: a snapshot image labelled with the store, no entry naming it.
+    container = client.containers.create(IMAGE, command=["true"])
     orphan = "greenloop-snap:orphan-test"
-    client.images.get(IMAGE).tag("greenloop-snap", "orphan-test")
-    removed = DockerExecutor(store).collect_garbage({live})
+    container.commit(
+        repository="greenloop-snap",
+        tag="orphan-test",
+        changes=[f"LABEL greenloop.store={executor._store_id}"],
+    )
+    container.remove()
+    # Another store's snapshot on the same engine, and a user's tag: both must survive.
+    foreign = client.containers.create(IMAGE, command=["true"])
+    foreign.commit(
+        repository="greenloop-snap", tag="other-store", changes=["LABEL greenloop.store=x"]
+    )
+    foreign.remove()
+    removed = executor.collect_garbage({live})
     assert removed >= 1
     tags = snapshot_tags(client, "greenloop-snap")
-    assert orphan not in tags and live in tags
+    assert orphan not in tags and live in tags and "greenloop-snap:other-store" in tags
+    client.images.get(IMAGE)  # the base image was not collected with the orphans
+    client.images.remove("greenloop-snap:other-store")
 
 
 def cli(

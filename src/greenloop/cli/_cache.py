@@ -28,11 +28,12 @@ def path() -> None:
 @click.option("-n", "--runs", "last", type=click.IntRange(min=1), default=20, help="Runs to count.")
 @json_option
 def stats(last: int, as_json: bool) -> None:
-    """Show the store's size and the cache hits and misses of the last runs."""
+    """Show the store's size, and the local and remote cache hits and misses of the last runs."""
     store = open_store()
     try:
         runs = store.index.runs(limit=last)
         steps = [s for r in runs for s in store.index.steps(r.run_id)]
+        remote = store.index.remote_stats([r.run_id for r in runs])
         data: dict[str, Any] = {
             "root": str(store.root),
             "size_bytes": store.size_bytes(),
@@ -43,6 +44,24 @@ def stats(last: int, as_json: bool) -> None:
         }
     finally:
         store.close()
+    remote_hits = sum(r.hits for r in remote)
+    # A remote hit is imported and then reported as a cached step, so the
+    # local cache answered only the cached steps the remote did not.
+    data["local"] = {"hits": data["hits"] - remote_hits, "misses": data["misses"] + remote_hits}
+    data["remote"] = {
+        "runs": len(remote),
+        "urls": sorted({r.url for r in remote}),
+        "lookups": sum(r.lookups for r in remote),
+        "hits": remote_hits,
+        "misses": sum(r.misses for r in remote),
+        "errors": sum(r.errors for r in remote),
+        "published": sum(r.published for r in remote),
+        "blobs_uploaded": sum(r.blobs_uploaded for r in remote),
+        "bytes_uploaded": sum(r.bytes_uploaded for r in remote),
+        "blobs_downloaded": sum(r.blobs_downloaded for r in remote),
+        "bytes_downloaded": sum(r.bytes_downloaded for r in remote),
+        "last_warning": next((r.warning for r in remote if r.warning), None),
+    }
     if as_json:
         echo_json(data)
         return
@@ -51,6 +70,28 @@ def stats(last: int, as_json: bool) -> None:
     click.echo(f"store    {data['root']}")
     click.echo(f"size     {data['size_bytes'] / 1e6:.1f} MB, {data['entries']} cache entries")
     click.echo(f"last {data['runs']} runs: {data['hits']} hits, {data['misses']} misses ({rate})")
+    local = data["local"]
+    click.echo(f"  local  {local['hits']} hits, {local['misses']} misses")
+    r = data["remote"]
+    if not r["runs"]:
+        click.echo("  remote not used (see --remote-cache)")
+        return
+    click.echo(
+        f"  remote {r['hits']} hits, {r['misses']} misses, {r['errors']} errors in "
+        f"{r['runs']} runs ({', '.join(r['urls'])})"
+    )
+    click.echo(
+        f"         {_size(r['bytes_downloaded'])} downloaded "
+        f"({r['blobs_downloaded']} blobs), {_size(r['bytes_uploaded'])} uploaded "
+        f"({r['blobs_uploaded']} blobs, "
+        f"{r['published']} entries)"
+    )
+    if r["last_warning"]:
+        click.echo(f"         last warning: {r['last_warning']}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 @cache.command()

@@ -24,6 +24,7 @@ from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
 from greenloop.protocol import IRDocument, PluginFailure, SetupError
+from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -51,6 +52,24 @@ EXIT_INTERRUPTED = 130
     help="Output formatter: terminal, plain, json (default: terminal on a TTY, else plain).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--remote-cache",
+    "remote_url",
+    envvar=REMOTE_CACHE_ENV,
+    default=None,
+    metavar="URL",
+    help="Share the cache through this Bazel remote-cache HTTP server "
+    f"(env {REMOTE_CACHE_ENV}; an empty value turns it off).",
+)
+@click.option(
+    "--remote-cache-mode",
+    "remote_mode",
+    envvar=REMOTE_CACHE_MODE_ENV,
+    type=click.Choice(MODES),
+    default="readwrite",
+    show_default=True,
+    help=f"read: only look entries up; readwrite: also upload (env {REMOTE_CACHE_MODE_ENV}).",
+)
 def run(
     pipeline: str,
     pipeline_file: Path | None,
@@ -61,6 +80,8 @@ def run(
     no_cache: bool,
     fmt: str | None,
     as_json: bool,
+    remote_url: str | None,
+    remote_mode: str,
 ) -> None:
     """Run PIPELINE (default: ci) on the working tree.
 
@@ -82,10 +103,26 @@ def run(
     except PluginFailure as e:
         fail(e.error.message)
     store = _open_store()
+    try:
+        remote = open_remote(store, remote_url or "", remote_mode)
+    except ValueError as e:
+        store.close()
+        fail(str(e))
     options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
-    the_run = Run(store, selected, root, registry.Executors(store), formatter, options)
+    the_run = Run(
+        store,
+        selected,
+        root,
+        registry.Executors(store),
+        formatter,
+        options,
+        hooks=registry.hooks(),
+        remote=remote,
+    )
+    if remote is not None:
+        remote.bind_run(the_run.run_id)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         the_run.cancel()
@@ -100,6 +137,8 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if remote is not None:
+            remote.close()  # already done unless the run stopped early; records its stats
         store.close()
     if result.status == "cancelled":
         sys.exit(EXIT_INTERRUPTED)

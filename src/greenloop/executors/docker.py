@@ -16,6 +16,7 @@ recognised and removed by the next run or by ``greenloop cache gc``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mimetypes
 import os
 import socket
@@ -71,6 +72,10 @@ class DockerExecutor:
         self.store = store
         self._client: Any = None
         self._lock = threading.Lock()
+        # Which store a snapshot belongs to: this machine and the store's folder.
+        self._store_id = hashlib.sha256(
+            f"{socket.gethostname()}:{store.root.resolve()}".encode()
+        ).hexdigest()[:16]
         self._labels = {
             LABEL: "1",
             f"{LABEL}.host": socket.gethostname(),
@@ -120,18 +125,29 @@ class DockerExecutor:
                 removed += 1
         for image in self.client.images.list(name=RUN_REPO, filters=mine):
             if not pid_alive((image.labels or {}).get(f"{LABEL}.pid", "")):
+                # Only our own tags: the same image may carry a user's tag too.
                 for tag in image.tags:
-                    self._remove_image(tag)
+                    if tag.startswith(f"{RUN_REPO}:"):
+                        self._remove_image(tag)
                 removed += 1
         return removed
 
     def collect_garbage(self, live: set[str]) -> int:
-        """Remove ``greenloop-snap`` tags no cache entry names; return how many went."""
+        """Remove this store's ``greenloop-snap`` tags no cache entry names; return how many.
+
+        Snapshots are labelled with the store that committed them, so a gc never
+        touches another store's snapshots on a shared engine (nor a user's tags).
+        """
         self.remove_leftovers()
         removed = 0
-        for image in self.client.images.list(name=SNAPSHOT_REPO):
+        ours = {"label": [f"{LABEL}.store={self._store_id}"]}
+        for image in self.client.images.list(name=SNAPSHOT_REPO, filters=ours):
             for tag in image.tags:
-                if tag not in live and self._remove_image(tag):
+                if (
+                    tag.startswith(f"{SNAPSHOT_REPO}:")
+                    and tag not in live
+                    and self._remove_image(tag)
+                ):
                     removed += 1
         return removed
 
@@ -171,7 +187,11 @@ class DockerExecutor:
             committed = None
             if isinstance(request.cache_lookup, MissBuildAs):
                 repository, _, tag = request.cache_lookup.tag.partition(":")
-                container.commit(repository=repository, tag=tag or "latest")
+                container.commit(
+                    repository=repository,
+                    tag=tag or "latest",
+                    changes=[f"LABEL {LABEL}.store={self._store_id}"],
+                )
                 committed = request.cache_lookup.tag
             return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
         finally:

@@ -11,28 +11,38 @@ answers with an invalid result, speaks another protocol version — surfaces
 as a :class:`~greenloop.protocol.PluginFailure` naming the plugin, and the
 process (with its whole process group) is killed and reaped. The wire format
 is described in ``docs/plugins.md``.
+
+An executor plugin hands its step's artifacts to the host with ``artifact.put``
+(see :class:`ArtifactUploads`): the host keeps them in its own store, so an
+artifact from a plugin is the same store object as one from ``local``.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import binascii
 import contextlib
 import math
+import mimetypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Literal, TextIO, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO, Literal, TextIO, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from greenloop.executors._process import pid_alive
 from greenloop.plugins.jsonrpc import (
     INVALID_PARAMS,
     Connection,
@@ -44,7 +54,13 @@ from greenloop.plugins.jsonrpc import (
 from greenloop.plugins.spec import Host
 from greenloop.protocol.errors import PluginError, PluginErrorKind, PluginFailure
 from greenloop.protocol.events import BuildEvent, HookVerdict
-from greenloop.protocol.executor import PROTOCOL_VERSION, ExecutorInput, SnapshotRef, StepResult
+from greenloop.protocol.executor import (
+    PROTOCOL_VERSION,
+    ArtifactRef,
+    ExecutorInput,
+    SnapshotRef,
+    StepResult,
+)
 from greenloop.protocol.ir import CommandStep
 from greenloop.store import Store
 
@@ -70,6 +86,10 @@ TERM_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL when a plugin is killed."""
 MAX_READ = 4 << 20
 """Largest ``archive.read`` chunk served (bigger requests get this much)."""
+MAX_PUT = 4 << 20
+"""Largest ``artifact.put`` chunk accepted, in bytes after base64 decoding."""
+UPLOADS_DIR = "uploads"
+"""Folder of the store where ``artifact.put`` chunks wait for their last one."""
 EXIT_CANCELLED = 130
 """Exit code reported for a step whose plugin had to be killed after cancellation."""
 
@@ -117,6 +137,16 @@ class _Log(BaseModel):
 
 class _Cancel(BaseModel):
     step_id: UUID
+
+
+class _ArtifactPut(BaseModel):
+    step_id: UUID
+    path: str
+    kind: Literal["file", "directory"]
+    data: str = ""
+    offset: int = Field(default=0, ge=0)
+    final: bool = True
+    mime: str | None = Field(default=None, min_length=1)
 
 
 class _FormatterOutput(BaseModel):
@@ -305,8 +335,9 @@ class _Plugin:
 class StdioExecutor:
     """An executor plugin run as a separate process, one process per step.
 
-    Created like every executor, as ``factory(store)``; the store is not
-    shared with the plugin, which keeps its snapshots its own way.
+    Created like every executor, as ``factory(store)``. The plugin keeps its
+    snapshots its own way; with a store, it can put its step's artifacts into
+    it (``artifact.put``), and every artifact it reports must be in it.
     """
 
     cancel_grace: float = CANCEL_GRACE
@@ -317,12 +348,25 @@ class StdioExecutor:
     ) -> None:
         self.name = name
         self.path = path
+        self.store = store
         self._stderr = stderr
+        if store is not None:
+            _sweep_uploads(store.root / UPLOADS_DIR)
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Start the plugin, hand it the step, serve its calls, and return its result."""
         timeout = run_timeout(self.name, request.step)
-        handlers = _host_handlers(request, host)
+        uploads = ArtifactUploads(self.store, request) if self.store is not None else None
+        try:
+            return self._run(request, host, timeout, uploads)
+        finally:
+            if uploads is not None:
+                uploads.close()
+
+    def _run(
+        self, request: ExecutorInput, host: Host, timeout: float, uploads: ArtifactUploads | None
+    ) -> StepResult:
+        handlers = _host_handlers(request, host, uploads)
         plugin = _Plugin(self.name, "executor", self.path, handlers, self._stderr)
         try:
             plugin.handshake()
@@ -343,6 +387,16 @@ class StdioExecutor:
                 )
                 return StepResult(exit_code=EXIT_CANCELLED)
             result = plugin.validate(StepResult, raw, "executor.run")
+            if self.store is not None:
+                # Whatever reads the result (cache hits, materializing) looks these keys
+                # up in the store: a key the plugin made up must fail here, not there.
+                for artifact in result.artifacts:
+                    if not self.store.has(artifact.key):
+                        raise plugin.fail(
+                            "invalid_result",
+                            f"artifact {artifact.key!r} is not in greenloop's store "
+                            "(send artifacts with artifact.put)",
+                        )
         except BaseException:
             plugin.kill()
             raise
@@ -507,8 +561,10 @@ def run_timeout(name: str, step: CommandStep) -> float:
     return value
 
 
-def _host_handlers(request: ExecutorInput, host: Host) -> dict[str, Handler]:
-    """The plugin→host methods, served for one step from ``host``."""
+def _host_handlers(
+    request: ExecutorInput, host: Host, uploads: ArtifactUploads | None = None
+) -> dict[str, Handler]:
+    """The plugin→host methods, served for one step from ``host`` (and ``uploads``)."""
 
     def read(params: Any) -> dict[str, str]:
         p = _params(_ArchiveRead, params)
@@ -531,7 +587,145 @@ def _host_handlers(request: ExecutorInput, host: Host) -> dict[str, Handler]:
     def cancelled(params: Any) -> bool:
         return bool(host.cancelled(own_step(_params(_Cancel, params).step_id)))
 
-    return {"archive.read": read, "log": log, "cancelled": cancelled}
+    handlers: dict[str, Handler] = {"archive.read": read, "log": log, "cancelled": cancelled}
+    if uploads is not None:
+        handlers["artifact.put"] = uploads.put
+    return handlers
+
+
+class ArtifactUploads:
+    """Serves ``artifact.put`` for one step: the plugin's artifacts go into the host's store.
+
+    An artifact arrives in one or more chunks, each at most :data:`MAX_PUT`
+    bytes: a file as its bytes, a directory as an uncompressed tar of its
+    contents. Chunks are spooled to a file under the store (never held in
+    memory whole); ``offset`` 0 starts (or restarts) the upload of a path and
+    every later chunk must continue exactly where the last one ended. The
+    ``final`` chunk stores the artifact and answers with its ``ArtifactRef``;
+    earlier chunks are answered with ``null``. Only the step's declared
+    artifacts may be sent, and a tar may hold only relative paths that stay
+    inside the directory (no ``..``, no absolute names, no links leading
+    out, no devices).
+    """
+
+    def __init__(self, store: Store, request: ExecutorInput) -> None:
+        self._store = store
+        self._step_id = request.step_id
+        self._declared = list(request.step.artifacts)
+        self._folder = store.root / UPLOADS_DIR / f"{os.getpid()}-{request.step_id}"
+        self._spools: dict[str, tuple[str, BinaryIO, int]] = {}  # path -> kind, file, size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def put(self, params: Any) -> dict[str, Any] | None:
+        """Handle one ``artifact.put`` call (see the class docstring)."""
+        p = _params(_ArtifactPut, params)
+        if p.step_id != self._step_id:
+            raise RpcError(INVALID_PARAMS, f"step {p.step_id} is not this plugin's step")
+        if p.path not in self._declared:
+            declared = ", ".join(repr(d) for d in self._declared) or "none"
+            raise RpcError(
+                INVALID_PARAMS,
+                f"{p.path!r} is not an artifact of this step (declared: {declared})",
+            )
+        try:
+            data = base64.b64decode(p.data, validate=True)
+        except binascii.Error as e:
+            raise RpcError(INVALID_PARAMS, f"data is not base64: {e}") from None
+        if len(data) > MAX_PUT:
+            raise RpcError(INVALID_PARAMS, f"a chunk may hold at most {MAX_PUT} bytes")
+        with self._lock:
+            if self._closed:
+                raise RpcError(INVALID_PARAMS, "the step is over")
+            spool = self._chunk(p.path, p.kind, p.offset)
+            try:
+                spool.write(data)
+            except BaseException:
+                spool.close()  # e.g. a full disk: this upload is over
+                raise
+            if not p.final:
+                self._spools[p.path] = (p.kind, spool, p.offset + len(data))
+                return None
+            self._spools.pop(p.path, None)
+            work = Path(tempfile.mkdtemp(dir=self._folder))
+        try:
+            with spool:
+                spool.flush()
+                spool.seek(0)
+                ref = self._keep(p.path, p.kind, p.mime, spool, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return ref.model_dump(mode="json")
+
+    def close(self) -> None:
+        """Drop every upload that never got its final chunk; refuse any later call."""
+        with self._lock:
+            self._closed = True
+            spools, self._spools = self._spools, {}
+        for _, spool, _ in spools.values():
+            spool.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _chunk(self, path: str, kind: str, offset: int) -> BinaryIO:
+        """The spool the chunk at ``offset`` of ``path`` goes to (a new one at offset 0)."""
+        current = self._spools.pop(path, None)
+        if offset == 0:
+            if current is not None:
+                current[1].close()
+            self._folder.mkdir(parents=True, exist_ok=True)
+            # Unnamed: it vanishes on close, whatever happens to this upload.
+            return tempfile.TemporaryFile(dir=self._folder)
+        if current is None or current[0] != kind or current[2] != offset:
+            had = f"{current[2]} bytes of a {current[0]}" if current else "nothing"
+            if current is not None:
+                current[1].close()
+            raise RpcError(
+                INVALID_PARAMS,
+                f"artifact {path!r}: a {kind} chunk at offset {offset}, but {had} received "
+                "(start again at offset 0)",
+            )
+        return current[1]
+
+    def _keep(
+        self, path: str, kind: str, mime: str | None, spool: BinaryIO, work: Path
+    ) -> ArtifactRef:
+        """Store the finished upload; sizes and MIME types are worked out as ``local`` does."""
+        if kind == "file":
+            key = self._store.put_stream(spool)
+            size = spool.tell()
+            guessed = mimetypes.guess_type(PurePosixPath(path).name)[0]
+            return ArtifactRef(
+                key=key, mime=mime or guessed or "application/octet-stream", size_bytes=size
+            )
+        tree = work / "tree"
+        tree.mkdir()
+        try:
+            with tarfile.open(fileobj=spool, mode="r:") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    name = PurePosixPath(member.name)
+                    if name.is_absolute() or ".." in name.parts:
+                        raise RpcError(
+                            INVALID_PARAMS,
+                            f"artifact {path!r}: unsafe tar member {member.name!r}",
+                        )
+                # The data filter refuses links leading out of the tree and devices.
+                tar.extractall(tree, members=members, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise RpcError(
+                INVALID_PARAMS, f"artifact {path!r}: cannot unpack the tar: {e}"
+            ) from None
+        size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file())
+        return ArtifactRef(key=self._store.put_tree(tree), mime="inode/directory", size_bytes=size)
+
+
+def _sweep_uploads(folder: Path) -> None:
+    """Remove uploads a killed greenloop process left behind (named ``<pid>-<step id>``)."""
+    if not folder.is_dir():
+        return
+    for upload in folder.iterdir():
+        if not pid_alive(upload.name.split("-", 1)[0]):
+            shutil.rmtree(upload, ignore_errors=True)
 
 
 def _params(model: type[_Model], params: Any) -> _Model:

@@ -82,6 +82,42 @@ class StepRecord:
     cached: bool
 
 
+@dataclass
+class RemoteStats:
+    """What one run exchanged with a remote cache (see :mod:`greenloop.store.remote`)."""
+
+    run_id: str
+    url: str
+    """The remote's URL with any credentials removed."""
+    mode: str
+    """``read`` or ``readwrite``."""
+    recorded_at: float
+    """When the run's client closed (unix seconds)."""
+    lookups: int = 0
+    """Local misses the remote was asked about."""
+    hits: int = 0
+    """Lookups the remote answered with a usable, verified entry."""
+    errors: int = 0
+    """Requests that failed or returned data that did not check out."""
+    published: int = 0
+    """Cache entries written to the remote."""
+    blobs_uploaded: int = 0
+    """Blobs sent with PUT (those the server already had are not counted)."""
+    bytes_uploaded: int = 0
+    """Body bytes sent, blobs and entry documents."""
+    blobs_downloaded: int = 0
+    """Blobs received, verified and stored."""
+    bytes_downloaded: int = 0
+    """Body bytes received, including any that failed verification."""
+    warning: str | None = None
+    """The one warning the run printed about the remote, if any."""
+
+    @property
+    def misses(self) -> int:
+        """Lookups the remote could not answer (including failed ones)."""
+        return self.lookups - self.hits
+
+
 _SCHEMA_V1 = """
 CREATE TABLE cache_entries (
     key        TEXT PRIMARY KEY,
@@ -122,6 +158,21 @@ CREATE TABLE refs (
     name       TEXT PRIMARY KEY,
     digest     TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE remote_stats (
+    run_id           TEXT PRIMARY KEY,
+    url              TEXT NOT NULL,
+    mode             TEXT NOT NULL,
+    recorded_at      REAL NOT NULL,
+    lookups          INTEGER NOT NULL,
+    hits             INTEGER NOT NULL,
+    errors           INTEGER NOT NULL,
+    published        INTEGER NOT NULL,
+    blobs_uploaded   INTEGER NOT NULL,
+    bytes_uploaded   INTEGER NOT NULL,
+    blobs_downloaded INTEGER NOT NULL,
+    bytes_downloaded INTEGER NOT NULL,
+    warning          TEXT
 );
 """
 
@@ -358,6 +409,46 @@ class Index:
             for run_id, key, label, status, exit_code, duration_s, cached in rows
         ]
 
+    # -- remote cache statistics ---------------------------------------------
+
+    def record_remote_stats(self, stats: RemoteStats) -> None:
+        """Insert or replace what run ``stats.run_id`` exchanged with its remote cache."""
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO remote_stats ({_REMOTE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stats.run_id,
+                    stats.url,
+                    stats.mode,
+                    stats.recorded_at,
+                    stats.lookups,
+                    stats.hits,
+                    stats.errors,
+                    stats.published,
+                    stats.blobs_uploaded,
+                    stats.bytes_uploaded,
+                    stats.blobs_downloaded,
+                    stats.bytes_downloaded,
+                    stats.warning,
+                ),
+            )
+
+    def remote_stats(self, run_ids: list[str]) -> list[RemoteStats]:
+        """The remote statistics recorded for ``run_ids`` (runs without a remote have none)."""
+        out: list[RemoteStats] = []
+        # SQLite caps bound parameters per statement; ask in slices.
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT {_REMOTE_COLUMNS} FROM remote_stats WHERE run_id IN ({marks})"
+                " ORDER BY recorded_at DESC",
+                tuple(chunk),
+            )
+            out.extend(_remote_stats_from_row(row) for row in rows)
+        return out
+
     # -- plumbing ------------------------------------------------------------
 
     @contextmanager
@@ -401,6 +492,10 @@ class Index:
 
 
 _ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy"
+_REMOTE_COLUMNS = (
+    "run_id, url, mode, recorded_at, lookups, hits, errors, published,"
+    " blobs_uploaded, bytes_uploaded, blobs_downloaded, bytes_downloaded, warning"
+)
 
 
 def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
@@ -440,6 +535,26 @@ def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
         key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy
+    )
+
+
+def _remote_stats_from_row(row: tuple[Any, ...]) -> RemoteStats:
+    run_id, url, mode, recorded_at, lookups, hits, errors, published, *moved, warning = row
+    blobs_up, bytes_up, blobs_down, bytes_down = (int(n) for n in moved)
+    return RemoteStats(
+        run_id=run_id,
+        url=url,
+        mode=mode,
+        recorded_at=float(recorded_at),
+        lookups=int(lookups),
+        hits=int(hits),
+        errors=int(errors),
+        published=int(published),
+        blobs_uploaded=blobs_up,
+        bytes_uploaded=bytes_up,
+        blobs_downloaded=blobs_down,
+        bytes_downloaded=bytes_down,
+        warning=warning,
     )
 
 

@@ -1,0 +1,562 @@
+"""The HTTP client behind :mod:`greenloop.store.remote`: lookups, uploads, verification.
+
+See :mod:`greenloop.store.remote` for the protocol, what travels and how
+failures are handled. The HTTP library is imported on the first request, not
+with this module: importing it costs ~80 ms, and a run whose every step is a
+local hit never talks to the remote at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from pydantic import ValidationError
+
+from greenloop._version import __version__
+from greenloop.store.digests import CHUNK_SIZE, is_digest
+from greenloop.store.errors import StoreError
+from greenloop.store.index import CacheEntry, RemoteStats
+from greenloop.store.remote import (
+    DEFAULT_JOBS,
+    DEFAULT_TIMEOUT_S,
+    ENTRY_FORMAT,
+    RemoteEntry,
+    RemoteMode,
+    Warn,
+    ac_key,
+    check_mode,
+)
+from greenloop.store.store import Store
+from greenloop.store.trees import read_manifest
+
+if TYPE_CHECKING:
+    import httpx
+
+_CONNECT_TIMEOUT_S = 5.0
+_MAX_ENTRY_BYTES = 4 << 20
+"""Entry documents are a few KB; a larger body is refused rather than read."""
+_SPOOL_BYTES = CHUNK_SIZE
+"""Blobs up to this size are verified in memory; larger ones go through a temp file."""
+
+
+class _Unavailable(Exception):
+    """The server cannot be used for the rest of the run (down, slow, 5xx, auth refused)."""
+
+
+class _WritesRefused(Exception):
+    """The server answers reads but refuses our uploads."""
+
+
+class _Untrusted(Exception):
+    """The server answered with data that does not check out; this lookup is a miss."""
+
+
+class _Incomplete(Exception):
+    """An entry refers to a blob the server no longer has (evicted); a quiet miss."""
+
+
+class HttpRemoteCache:
+    """A remote cache client over the Bazel HTTP protocol; implements the engine's ``RemoteCache``.
+
+    Lookups run on the caller's thread with blob downloads fanned out over a
+    small pool; publishing is queued and runs in the background, so a step
+    never waits for its upload, and :meth:`close` waits for the queue to drain.
+    """
+
+    url: str
+    """The server's base URL with any credentials removed (safe to print)."""
+    mode: RemoteMode
+    """``read`` or ``readwrite``."""
+
+    def __init__(
+        self,
+        store: Store,
+        url: str,
+        *,
+        mode: RemoteMode = "readwrite",
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        jobs: int = DEFAULT_JOBS,
+        warn: Warn | None = None,
+    ) -> None:
+        """Prepare a client for ``url`` (``http(s)://[user:pass@]host[:port][/instance]``).
+
+        Raises :class:`ValueError` for a URL, mode or timeout that cannot work;
+        nothing is sent (or even imported) until the first lookup or publish.
+        """
+        self.url, self._basic = _split_url(url)
+        self.mode = check_mode(mode)
+        if not timeout > 0:
+            raise ValueError(f"remote cache timeout must be positive: {timeout!r}")
+        self._store = store
+        self._token = token or None
+        self._timeout = timeout
+        self._jobs = max(1, jobs)
+        self._warn = warn or _print_warning
+        self._client: httpx.Client | None = None
+        self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="greenloop-remote")
+        # One publisher thread: entries upload in commit order, and two entries
+        # sharing blobs never race to upload the same one.
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="greenloop-publish")
+        self._lock = threading.Lock()
+        self._stats = RemoteStats(run_id="", url=self.url, mode=self.mode, recorded_at=0.0)
+        self._run_id: str | None = None
+        self._warned = False
+        self._down: str | None = None
+        self._writes_off = False
+        self._on_server: set[str] = set()
+        self._corrupt: set[str] = set()
+        self._tmp: Path | None = None
+        self._closed = False
+
+    # -- the engine's RemoteCache interface ----------------------------------
+
+    def lookup(self, key: str) -> CacheEntry | None:
+        """Fetch entry ``key`` and its objects into the local store and return it; None on a miss.
+
+        Never raises: a failing or lying server reads as a miss (with one
+        warning per run).
+        """
+        if self._closed or not is_digest(key):
+            return None
+        self._count("lookups")
+        if self._down is not None:
+            return None
+        try:
+            document = self._get_entry(key)
+            if document is None:
+                return None
+            trees = self._fetch(document.roots())
+            entry = self._import(document, trees)
+        except _Incomplete:
+            return None
+        except _Unavailable as e:
+            self._fail(str(e), down=True)
+            return None
+        except (_Untrusted, StoreError, OSError) as e:
+            self._fail(f"entry {key[:12]} rejected ({e})")
+            return None
+        except Exception as e:  # the contract: a remote problem is never the run's problem
+            self._fail(f"lookup failed ({type(e).__name__}: {e})")
+            return None
+        self._count("hits")
+        return entry
+
+    def publish(self, entry: CacheEntry) -> None:
+        """Queue ``entry`` and the objects it references for upload; returns at once.
+
+        Does nothing in ``read`` mode, after :meth:`close`, or for an entry
+        whose snapshot is not a store tree (a docker image tag).
+        """
+        if self._closed or self.mode == "read":
+            return
+        try:
+            document = self._document(entry)
+            if document is not None:
+                self._publisher.submit(self._upload, document)
+        except ValidationError:
+            return  # an executor's own artifact keys: nothing another machine could use
+        except RuntimeError:
+            return  # closed while we were preparing; the run is over
+        except Exception as e:  # an upload problem must never fail the run
+            self._fail(f"publish failed ({type(e).__name__}: {e})")
+
+    def close(self) -> None:
+        """Wait for queued uploads, release connections and record this run's statistics."""
+        if self._closed:
+            return
+        self._closed = True
+        self._publisher.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._run_id is not None:
+            try:
+                self._store.index.record_remote_stats(replace(self.stats, recorded_at=time.time()))
+            except StoreError as e:
+                self._fail(f"could not record remote cache statistics ({e})")
+
+    # -- extras ------------------------------------------------------------------
+
+    def bind_run(self, run_id: object) -> None:
+        """Record this client's statistics under run ``run_id`` when it closes."""
+        self._run_id = str(run_id)
+        with self._lock:
+            self._stats.run_id = self._run_id
+
+    @property
+    def stats(self) -> RemoteStats:
+        """A copy of what this client has exchanged with the server so far."""
+        with self._lock:
+            return replace(self._stats)
+
+    # -- lookup ------------------------------------------------------------------
+
+    def _get_entry(self, key: str) -> RemoteEntry | None:
+        body = bytearray()
+        try:
+            with self._get(f"ac/{ac_key(key)}") as chunks:
+                if chunks is None:
+                    return None
+                for chunk in chunks:
+                    body += chunk
+                    if len(body) > _MAX_ENTRY_BYTES:
+                        raise _Untrusted(f"entry document larger than {_MAX_ENTRY_BYTES} bytes")
+        finally:
+            self._count("bytes_downloaded", len(body))
+        try:
+            document = RemoteEntry.model_validate_json(bytes(body))
+        except ValidationError as e:
+            raise _Untrusted(f"invalid entry document: {_first_error(e)}") from e
+        if document.key != key:
+            raise _Untrusted("the entry document names another key")
+        return document
+
+    def _fetch(self, roots: list[str]) -> set[str]:
+        """Download ``roots`` and the blobs of those that are trees; return the trees."""
+        self._parallel(self._download, [d for d in roots if not self._store.has(d)])
+        trees: set[str] = set()
+        blobs: dict[str, None] = {}
+        for root in roots:
+            inside = self._tree_blobs(root)
+            if inside is not None:
+                trees.add(root)
+                blobs.update(dict.fromkeys(inside))
+        self._parallel(self._download, [d for d in blobs if not self._store.has(d)])
+        return trees
+
+    def _download(self, digest: str) -> None:
+        h = hashlib.sha256()
+        received = 0
+        small = bytearray()
+        try:
+            with ExitStack() as stack:
+                chunks = stack.enter_context(self._get(f"cas/{digest}"))
+                if chunks is None:
+                    raise _Incomplete(digest)
+                spill: IO[bytes] | None = None
+                for chunk in chunks:
+                    h.update(chunk)
+                    received += len(chunk)
+                    if spill is None and received <= _SPOOL_BYTES:
+                        small += chunk
+                        continue
+                    if spill is None:
+                        # Deleted when the stack closes, stored or not.
+                        spill = stack.enter_context(
+                            tempfile.NamedTemporaryFile(dir=self._tempdir())
+                        )
+                        spill.write(small)
+                        small.clear()
+                    spill.write(chunk)
+                if h.hexdigest() != digest:
+                    with self._lock:
+                        self._corrupt.add(digest)
+                    raise _Untrusted(f"blob {digest[:12]} does not match its hash")
+                if spill is None:
+                    stored = self._store.put_bytes(bytes(small))
+                else:
+                    spill.flush()
+                    stored = self._store.put_file(Path(spill.name))
+                if stored != digest:  # the temp file changed under us
+                    raise _Untrusted(f"blob {digest[:12]} changed while being stored")
+        finally:
+            self._count("bytes_downloaded", received)
+        self._count("blobs_downloaded")
+        with self._lock:
+            self._on_server.add(digest)
+
+    def _import(self, document: RemoteEntry, trees: set[str]) -> CacheEntry:
+        tree = document.snapshot_tree
+        if tree not in trees:
+            raise _Untrusted("its snapshot is not a tree")
+        existing = self._store.get_ref(document.snapshot)
+        if existing is not None and existing != tree:
+            # Never repoint a local snapshot: entries here may boot from it.
+            raise _Untrusted(f"snapshot {document.snapshot!r} already names another tree here")
+        self._store.set_ref(document.snapshot, tree)
+        now = time.time()
+        entry = CacheEntry(
+            key=document.key,
+            snapshot=document.snapshot,
+            executor=document.executor,
+            tree=document.tree,
+            artifacts=list(document.artifacts),
+            # A clock ahead of ours (or a lie) must not stretch a ttl policy.
+            created_at=min(document.created_at, now),
+            last_used=now,
+            policy=document.policy,
+        )
+        self._store.index.put_entry(entry)
+        return entry
+
+    # -- publish -----------------------------------------------------------------
+
+    def _document(self, entry: CacheEntry) -> RemoteEntry | None:
+        tree = self._store.get_ref(entry.snapshot)
+        if tree is None or not self._store.is_tree(tree):
+            return None
+        return RemoteEntry(
+            greenloop_remote_entry=ENTRY_FORMAT,
+            key=entry.key,
+            snapshot=entry.snapshot,
+            snapshot_tree=tree,
+            executor=entry.executor,
+            tree=entry.tree,
+            artifacts=entry.artifacts,
+            created_at=entry.created_at,
+            policy=entry.policy,
+        )
+
+    def _upload(self, document: RemoteEntry) -> None:
+        if self._down is not None or self._writes_off:
+            return
+        try:
+            self._parallel(self._ensure_on_server, self._closure(document.roots()))
+            # The entry goes last, so whoever can read it finds its blobs.
+            body = document.model_dump_json().encode()
+            self._put(f"ac/{ac_key(document.key)}", body, len(body), entry=True)
+            self._count("published")
+        except _Unavailable as e:
+            self._fail(str(e), down=True)
+        except _WritesRefused as e:
+            self._fail(str(e), writes=True)
+        except Exception as e:  # an upload problem must never fail the run
+            self._fail(f"publish failed ({type(e).__name__}: {e})")
+
+    def _closure(self, roots: list[str]) -> list[str]:
+        out: dict[str, None] = {}
+        for root in roots:
+            out[root] = None
+            out.update(dict.fromkeys(self._tree_blobs(root) or []))
+        with self._lock:
+            return [d for d in out if d not in self._on_server]
+
+    def _ensure_on_server(self, digest: str) -> None:
+        if self._writes_off:
+            raise _WritesRefused("uploads refused earlier")
+        with self._lock:
+            if digest in self._on_server:
+                return
+            suspect = digest in self._corrupt
+        path = f"cas/{digest}"
+        # A blob the server once served corrupt is rewritten without asking:
+        # HEAD would say it exists and leave the damage in place forever.
+        if not suspect and self._head(path):
+            with self._lock:
+                self._on_server.add(digest)
+            return
+        with self._store.open_blob(digest) as fh:
+            self._put(path, fh, os.fstat(fh.fileno()).st_size)
+        self._count("blobs_uploaded")
+        with self._lock:
+            self._on_server.add(digest)
+            self._corrupt.discard(digest)
+
+    # -- HTTP --------------------------------------------------------------------
+    # Every request goes through these three, which turn the HTTP library's
+    # errors into ours: _Unavailable when the server cannot be used, _Untrusted
+    # when what it sent cannot be decoded.
+
+    @contextmanager
+    def _get(self, path: str) -> Iterator[Iterator[bytes] | None]:
+        """Stream ``GET path``: yields the body's chunks, or None for a 404."""
+        import httpx
+
+        client = self._http()
+        try:
+            with client.stream("GET", path) as resp:
+                if resp.status_code == 404:
+                    yield None
+                    return
+                _check_read(resp.status_code, "GET", path)
+                yield resp.iter_bytes(CHUNK_SIZE)
+        except httpx.TransportError as e:
+            raise _Unavailable(_describe(e)) from e
+        except httpx.DecodingError as e:
+            raise _Untrusted(f"undecodable body for GET /{path}: {e}") from e
+
+    def _head(self, path: str) -> bool:
+        """Whether the server has ``path``."""
+        import httpx
+
+        try:
+            status = self._http().head(path).status_code
+        except httpx.TransportError as e:
+            raise _Unavailable(_describe(e)) from e
+        if status == 404:
+            return False
+        _check_read(status, "HEAD", path)
+        return True
+
+    def _put(self, path: str, content: bytes | BinaryIO, size: int, *, entry: bool = False) -> None:
+        """Upload ``size`` bytes of ``content`` to ``path``."""
+        import httpx
+
+        client = self._http()
+        try:
+            resp = client.put(
+                path,
+                content=content,
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+            )
+        except httpx.TransportError as e:
+            raise _Unavailable(_describe(e)) from e
+        if resp.status_code in (200, 201, 204):
+            self._count("bytes_uploaded", size)
+            return
+        if resp.status_code >= 500:
+            raise _Unavailable(f"HTTP {resp.status_code} for PUT /{path}")
+        hint = ""
+        if entry and resp.status_code == 400:
+            hint = " (bazel-remote? start it with --disable_http_ac_validation)"
+        raise _WritesRefused(f"upload refused: HTTP {resp.status_code} for PUT /{path}{hint}")
+
+    def _http(self) -> httpx.Client:
+        if self._down is not None:
+            raise _Unavailable(self._down)
+        with self._lock:
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    def _new_client(self) -> httpx.Client:
+        import ssl
+
+        import httpx
+
+        headers = {"User-Agent": f"greenloop/{__version__}"}
+        auth = None
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        elif self._basic is not None:
+            auth = httpx.BasicAuth(*self._basic)
+        # trust_env keeps the standard knobs working: SSL_CERT_FILE/SSL_CERT_DIR
+        # for a private CA, and HTTPS_PROXY/NO_PROXY. A plain-http remote never
+        # does TLS, so it gets an empty (fail-closed) context instead of paying
+        # ~20 ms to load a CA bundle.
+        verify: ssl.SSLContext | bool = True
+        if self.url.startswith("http://"):
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        limit = self._jobs + 2
+        return httpx.Client(
+            base_url=self.url + "/",
+            auth=auth,
+            headers=headers,
+            verify=verify,
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT_S)),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            follow_redirects=False,
+            trust_env=True,
+        )
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _tree_blobs(self, digest: str) -> list[str] | None:
+        """The blobs of tree ``digest``, or None when the object is not a tree."""
+        # One parse per tree, and only a few bytes read of a blob that is not
+        # one (is_tree + get_tree would parse a tree twice).
+        with self._store.open_blob(digest) as fh:
+            entries = read_manifest(fh)
+        if entries is None:
+            return None
+        return [e.blob for e in entries if e.blob is not None]
+
+    def _parallel(self, work: Callable[[str], None], items: Iterable[str]) -> None:
+        todo = list(items)
+        if len(todo) <= 1:
+            for item in todo:
+                work(item)
+            return
+        futures = [self._pool.submit(work, item) for item in todo]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        # A dead server outranks a bad blob: it decides whether to keep trying.
+        for kind in (_Unavailable, _WritesRefused, _Untrusted, _Incomplete):
+            for error in errors:
+                if isinstance(error, kind):
+                    raise error
+        if errors:
+            raise errors[0]
+
+    def _tempdir(self) -> Path:
+        with self._lock:
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="greenloop-remote-"))
+            return self._tmp
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self._stats, name, getattr(self._stats, name) + amount)
+
+    def _fail(self, message: str, *, down: bool = False, writes: bool = False) -> None:
+        suffix = "using the local cache only" if down else "treated as a miss"
+        if writes:
+            suffix = "not uploading for the rest of the run"
+        line = " ".join(f"remote cache {self.url}: {message}; {suffix}".split())
+        with self._lock:
+            self._stats.errors += 1
+            if down and self._down is None:
+                self._down = message
+            if writes:
+                self._writes_off = True
+            first = not self._warned
+            self._warned = True
+            if first:
+                self._stats.warning = line
+        if first:
+            self._warn(line)
+
+
+def _split_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(base URL without credentials, query or fragment; basic-auth pair from the URL or None)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a malformed port
+    except ValueError as e:
+        raise ValueError(f"invalid remote cache URL {url!r}: {e}") from e
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in url.strip():
+        raise ValueError(f"remote cache URL must be http:// or https:// with a host: {url!r}")
+    host = parts.netloc.rpartition("@")[2]
+    base = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+    basic = None
+    if parts.username is not None or parts.password is not None:
+        basic = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return base, basic
+
+
+def _check_read(status: int, method: str, path: str) -> None:
+    if status == 200:
+        return
+    if status in (401, 403):
+        raise _Unavailable(f"credentials refused (HTTP {status})")
+    raise _Unavailable(f"HTTP {status} for {method} /{path}")
+
+
+def _print_warning(line: str) -> None:
+    print(f"greenloop: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _describe(error: Exception) -> str:
+    detail = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {detail}"
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(document)"
+    return f"{where}: {first['msg']}"
