@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +38,21 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / ".greenloop").mkdir(parents=True)
     return root
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``greenloop ARGS`` in ``cwd`` as a real process (``env`` adds to the environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "greenloop", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=input,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def write_pipeline(root: Path, body: str) -> Path:

@@ -12,19 +12,7 @@ import pytest
 
 from greenloop import __version__
 from greenloop.protocol.schema import WIRE_TYPES
-from tests.conftest import write_pipeline
-
-
-def cli(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenloop", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=input,
-        env=os.environ,
-    )
+from tests.conftest import cli, write_pipeline
 
 
 def test_help_lists_every_command_and_version(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from greenloop.executors.docker import DockerExecutor
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 from tests.docker_image import IMAGE, ensure_image
 from tests.test_run import logs, run, statuses
 
@@ -176,19 +175,6 @@ def test_gc_removes_snapshot_tags_nothing_references(
     assert orphan not in tags and live in tags and "greenloop-snap:other-store" in tags
     client.images.get(IMAGE)  # the base image was not collected with the orphans
     client.images.remove("greenloop-snap:other-store")
-
-
-def cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenloop", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_missing_engine_is_a_setup_error(project: Path) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from greenloop.store.remote import (
     ac_key,
     open_remote,
 )
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 from tests.test_remote_server import NginxServer, require_nginx
 
 CHAIN = """
@@ -66,8 +64,6 @@ def run(
         RunOptions(),
         remote=remote.cache if remote else None,
     )
-    if remote is not None:
-        remote.cache.bind_run(the_run.run_id)
     return the_run.execute(), events
 
 
@@ -514,17 +510,6 @@ def test_configuration_from_the_environment(store: Store, monkeypatch: pytest.Mo
     monkeypatch.setenv("GREENLOOP_REMOTE_CACHE_TIMEOUT", "soon")
     with pytest.raises(ValueError):
         open_remote(store)
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenloop", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-    )
 
 
 def test_cli_flags_env_and_stats(nginx: NginxServer, chain: Path, tmp_path: Path) -> None:

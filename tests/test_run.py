@@ -14,7 +14,7 @@ from greenloop.plugins.registry import Executors
 from greenloop.protocol import BuildEvent, StepLog
 from greenloop.sdk.loader import load
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 
 
 def run(store: Store, root: Path, name: str = "ci", **options: object) -> tuple[RunResult, list]:
@@ -221,17 +221,6 @@ def test_history_records_runs(store: Store, project: Path) -> None:
     runs = store.index.runs()
     assert [r.status for r in runs] == ["passed", "passed"]
     assert runs[0].cached == 1 and runs[1].cached == 0
-
-
-def cli(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenloop", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **kwargs,  # type: ignore[call-overload]
-    )
 
 
 def test_cli_run_exit_codes_and_json(project: Path) -> None:

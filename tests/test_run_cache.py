@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from greenloop.store import Store
-from tests.conftest import write_pipeline
-from tests.test_run import cli, logs, run, statuses
+from tests.conftest import cli, write_pipeline
+from tests.test_run import logs, run, statuses
 
 
 def test_forks_see_the_parent_but_not_each_other(store: Store, project: Path) -> None:

@@ -121,8 +121,6 @@ def run(
         hooks=registry.hooks(),
         remote=remote,
     )
-    if remote is not None:
-        remote.bind_run(the_run.run_id)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         the_run.cancel()

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from greenloop._fs import fsync_dir, write_atomically
 from greenloop.protocol import BuildResult, PointerFormatError, PublishedArtifact, SetupError
 from greenloop.store import Store
 
@@ -58,7 +59,7 @@ class Publisher:
             identity=meta.identity,
             published_at=int(time.time()),
         )
-        _write_atomically(self.pointer, record.render().encode())
+        write_atomically(self.pointer, record.render().encode())
         self._prune(keep={version.name})
         return record
 
@@ -93,27 +94,4 @@ def _swap_symlink(link: Path, target: Path) -> None:
         temporary.unlink()
     os.symlink(target.name, temporary)  # relative, so the pair can move together
     os.replace(temporary, link)
-    _fsync_dir(link.parent)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(link.parent)

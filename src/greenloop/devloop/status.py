@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from greenloop._fs import pid_alive, write_atomically
 from greenloop.devloop.loop import Listener, Verdict
 from greenloop.protocol import SetupError, Severity, TreeState
 
@@ -79,32 +79,11 @@ def read_status(root: Path) -> WatchStatus | None:
 
 def write_status(root: Path, status: WatchStatus) -> None:
     """Replace the status file atomically, so readers see the old or the new one, never a mix."""
-    target = root / STATUS_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".watch.json.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(status.model_dump_json(indent=2) + "\n")
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    write_atomically(
+        root / STATUS_FILE,
+        (status.model_dump_json(indent=2) + "\n").encode(),
+        prefix=".watch.json.",
+    )
 
 
 def liveness(status: WatchStatus | None, now: float | None = None) -> str:

@@ -58,6 +58,10 @@ class RemoteCache(Protocol):
     Failures never propagate: a remote that is down, slow or lying reads as a miss.
     """
 
+    def bind_run(self, run_id: UUID) -> None:
+        """The run this client serves, for its statistics."""
+        ...
+
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for ``key`` from the remote, imported into the local store, or None."""
         ...
@@ -129,6 +133,8 @@ class Run:
         self._emit_to = emit
         self._hooks = list(hooks or [])
         self._remote = remote
+        if remote is not None:
+            remote.bind_run(self.run_id)
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
         self._archives = ArchiveRegistry(store)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import mimetypes
 import os
 import socket
 import tarfile
@@ -28,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from greenloop.executors._process import pid_alive
+from greenloop._fs import pid_alive
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -42,6 +41,7 @@ from greenloop.protocol import (
     StepResult,
 )
 from greenloop.store import Store
+from greenloop.store.artifacts import store_artifact
 
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
@@ -256,23 +256,7 @@ class DockerExecutor:
                     spool.seek(0)
                     with tarfile.open(fileobj=spool, mode="r|") as tar:
                         tar.extractall(tmp, filter="data")
-                local = Path(tmp) / path.name
-                if local.is_dir():
-                    size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
-                    refs.append(
-                        ArtifactRef(
-                            key=self.store.put_tree(local), mime="inode/directory", size_bytes=size
-                        )
-                    )
-                else:
-                    mime = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
-                    refs.append(
-                        ArtifactRef(
-                            key=self.store.put_file(local),
-                            mime=mime,
-                            size_bytes=local.stat().st_size,
-                        )
-                    )
+                refs.append(store_artifact(self.store, Path(tmp) / path.name))
         return refs, ""
 
     def _remove_image(self, tag: str) -> bool:

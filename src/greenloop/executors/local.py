@@ -9,7 +9,6 @@ host (PATH and HOME are passed through); only the step's files are private.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
-from greenloop.executors._process import pid_alive
+from greenloop._fs import pid_alive
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -32,6 +31,7 @@ from greenloop.protocol import (
     StepResult,
 )
 from greenloop.store import Store
+from greenloop.store.artifacts import store_artifact
 
 _PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
 EXIT_TIMEOUT = 124
@@ -98,19 +98,9 @@ class LocalExecutor:
         refs: list[ArtifactRef] = []
         for declared in request.step.artifacts:
             path = _inside(workdir, declared)
-            if path.is_dir() and not path.is_symlink():
-                tree = self.store.put_tree(path)
-                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-                refs.append(ArtifactRef(key=tree, mime="inode/directory", size_bytes=size))
-            elif path.is_file():
-                mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-                refs.append(
-                    ArtifactRef(
-                        key=self.store.put_file(path), mime=mime, size_bytes=path.stat().st_size
-                    )
-                )
-            else:
+            if not path.exists():
                 return [], declared
+            refs.append(store_artifact(self.store, path))
         return refs, ""
 
 

@@ -42,7 +42,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from greenloop.executors._process import pid_alive
+from greenloop._fs import pid_alive
 from greenloop.plugins.jsonrpc import (
     INVALID_PARAMS,
     Connection,
@@ -63,6 +63,7 @@ from greenloop.protocol.executor import (
 )
 from greenloop.protocol.ir import CommandStep
 from greenloop.store import Store
+from greenloop.store.artifacts import store_artifact
 
 StdioKind = Literal["executor", "hook", "formatter"]
 
@@ -715,8 +716,7 @@ class ArtifactUploads:
             raise RpcError(
                 INVALID_PARAMS, f"artifact {path!r}: cannot unpack the tar: {e}"
             ) from None
-        size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file())
-        return ArtifactRef(key=self._store.put_tree(tree), mime="inode/directory", size_bytes=size)
+        return store_artifact(self._store, tree)
 
 
 def _sweep_uploads(folder: Path) -> None:

@@ -14,13 +14,13 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
+from greenloop._fs import write_atomically
 from greenloop.store.errors import StoreError
 
 MARKER_NAME = "GREENLOOP_STORE"
@@ -109,19 +109,10 @@ def _is_empty(root: Path) -> bool:
 
 
 def _write_marker(marker: Path) -> None:
+    # Several processes may initialise at once; every one writes the same bytes,
+    # so whichever rename lands last is as good as the first.
     body = json.dumps({"greenloop_store": FORMAT_VERSION}) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=marker.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # Several processes may initialise at once; every one writes the same
-        # bytes, so whichever rename lands last is as good as the first.
-        os.replace(tmp, marker)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(marker, body.encode(), prefix=TEMP_PREFIX)
 
 
 def _check_marker(marker: Path) -> None:

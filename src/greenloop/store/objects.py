@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from greenloop._fs import fsync_dir
 from greenloop.store.digests import (
     CHUNK_SIZE,
     check_digest,
@@ -191,19 +192,9 @@ def _seal(fh: BinaryIO) -> None:
 def _publish(tmp: str, final: Path) -> None:
     final.parent.mkdir(exist_ok=True)  # a streamed object's shard may not exist yet
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
     # Without this the rename itself may not survive a crash, leaving an index
     # entry that points at an object the disk never recorded.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)
 
 
 def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:

@@ -191,8 +191,6 @@ class HttpRemoteCache:
             except StoreError as e:
                 self._fail(f"could not record remote cache statistics ({e})")
 
-    # -- extras ------------------------------------------------------------------
-
     def bind_run(self, run_id: object) -> None:
         """Record this client's statistics under run ``run_id`` when it closes."""
         self._run_id = str(run_id)
