@@ -183,15 +183,14 @@ def _probe(kind: PluginKind, name: str, path: Path, shadow: str, *, timeout: flo
 
 def hooks() -> list[Hook]:
     """One instance of every hook found (entry points first, then executables)."""
-    from greenloop.plugins import stdio
-
-    made: list[Hook] = []
     in_process = _entry_points("hook")
-    for name in sorted(in_process):
-        made.append(load("hook", name)())
-    for name, paths in sorted(_executables("hook").items()):
-        if name not in in_process:
-            made.append(stdio.StdioHook(name, paths[0]))
+    made: list[Hook] = [load("hook", name)() for name in sorted(in_process)]
+    executables = {n: p for n, p in _executables("hook").items() if n not in in_process}
+    if executables:
+        # Only now: a run without stdio hooks never pays for the stdio host.
+        from greenloop.plugins import stdio
+
+        made.extend(stdio.StdioHook(name, paths[0]) for name, paths in sorted(executables.items()))
     return made
 
 
