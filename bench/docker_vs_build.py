@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.docker_image import IMAGE, ensure_image  # noqa: E402
+from tests.docker_image import IMAGE, ensure_image
 
 STEPS = [
     "mkdir -p /out && echo one > /out/1",
@@ -41,7 +41,7 @@ def _project(root: Path, salt: str) -> None:
     for i in range(10):
         (root / f"src{i}.txt").write_text(f"{salt} source {i}\n" * 50)
     (root / ".greenloop").mkdir()
-    chain = "    s = gl.sh({!r}, label='s0', cache=gl.forever())\n".format(STEPS[0])
+    chain = f"    s = gl.sh({STEPS[0]!r}, label='s0', cache=gl.forever())\n"
     for i, step in enumerate(STEPS[1:], start=1):
         chain += f"    s = s.sh({step!r}, label='s{i}', cache=gl.forever())\n"
     (root / ".greenloop" / "pipeline.py").write_text(
@@ -57,8 +57,9 @@ def _project(root: Path, salt: str) -> None:
 
 def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - started
 
 
@@ -96,8 +97,12 @@ def main() -> None:
     print(f"docker build, fully cached    {med['db_warm'] * 1000:8.1f} ms")
     print(f"greenloop docker, cold        {med['gl_cold'] * 1000:8.1f} ms")
     print(f"greenloop docker, fully cached{med['gl_warm'] * 1000:8.1f} ms")
-    print(f"ratio cold   (greenloop/build) {med['gl_cold'] / med['db_cold']:6.2f}x  (target <= 1.1)")
-    print(f"ratio cached (greenloop/build) {med['gl_warm'] / med['db_warm']:6.2f}x  (target <= 1.0)")
+    print(
+        f"ratio cold   (greenloop/build) {med['gl_cold'] / med['db_cold']:6.2f}x  (target <= 1.1)"
+    )
+    print(
+        f"ratio cached (greenloop/build) {med['gl_warm'] / med['db_warm']:6.2f}x  (target <= 1.0)"
+    )
 
 
 if __name__ == "__main__":

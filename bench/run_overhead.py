@@ -77,7 +77,10 @@ def _greenloop(root: Path, cache: Path, *args: str) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "greenloop", "run", "ci", "--format", "plain", *args],
-        cwd=root, env=env, check=True, stdout=subprocess.DEVNULL,
+        cwd=root,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
 
@@ -124,7 +127,9 @@ def main() -> None:
     # The marginal cost of a step: ten steps against one, minus the nine extra commands.
     marginal = (med(cold_j1) - med(single) - med(direct) * (steps - 1) / steps) / (steps - 1)
     print(f"greenloop cold, 1 step     {med(single) * 1000:7.1f} ms   (start-up, pack, one step)")
-    print(f"cold overhead per step     {marginal * 1000:7.1f} ms   (target <= 30 ms; marginal, -j 1)")
+    print(
+        f"cold overhead per step     {marginal * 1000:7.1f} ms   (target <= 30 ms; marginal, -j 1)"
+    )
     print(f"  incl. start-up share     {amortized * 1000:7.1f} ms   ((cold - sh) / steps)")
     print(f"cached / cold              {med(cached) / med(cold):7.2f}x")
 
