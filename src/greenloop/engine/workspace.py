@@ -19,6 +19,7 @@ from pathlib import Path
 from uuid import UUID
 
 from greenloop.engine.files import project_files
+from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 
 _READ = 1 << 20
@@ -75,9 +76,15 @@ def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
         return None
     info.mode = 0o755 if st.st_mode & 0o111 else 0o644
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        info.size = os.fstat(f.fileno()).st_size
-        tar.addfile(info, _Hashing(f, h))
+    try:
+        with path.open("rb") as f:
+            info.size = os.fstat(f.fileno()).st_size
+            tar.addfile(info, _Hashing(f, h))
+    except FileNotFoundError:
+        return None  # deleted while we were packing
+    except OSError as e:
+        # Unreadable, or it shrank while being copied: the archive cannot be trusted.
+        raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
     return h.hexdigest()
 
 
