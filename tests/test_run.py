@@ -173,6 +173,19 @@ def test_independent_steps_run_in_parallel(store: Store, project: Path) -> None:
     assert result.status == "passed", statuses(result)
 
 
+def test_background_processes_end_with_their_step(store: Store, project: Path) -> None:
+    marker = project.parent / "daemon-alive"
+    write_pipeline(
+        project,
+        f'@gl.pipeline("ci")\ndef ci():\n'
+        f'    gl.sh("(sleep 2; touch {marker}) > /dev/null 2>&1 & echo started", label="bg")\n',
+    )
+    result, events = run(store, project)
+    assert result.status == "passed" and logs(events, "bg") == ["started"]
+    time.sleep(3)  # long enough for the background job to have finished, had it survived
+    assert not marker.exists()
+
+
 def test_timeout_fails_the_step(store: Store, project: Path) -> None:
     write_pipeline(
         project,

@@ -9,6 +9,7 @@ host (PATH and HOME are passed through); only the step's files are private.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -200,6 +201,10 @@ def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) ->
                 _kill(proc)
                 host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
                 code = EXIT_TIMEOUT
+    # A step ends with its command: whatever it left running in the background goes too
+    # (it would hold the output pipes open and outlive the sandbox it runs in).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     for pump in pumps:
         pump.join(timeout=5)
     return code
