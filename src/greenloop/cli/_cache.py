@@ -19,8 +19,12 @@ def cache() -> None:
 
 
 @cache.command()
-def path() -> None:
+@json_option
+def path(as_json: bool) -> None:
     """Print where the store lives (set GREENLOOP_CACHE_DIR to move it)."""
+    if as_json:
+        echo_json({"path": str(default_root())})
+        return
     click.echo(str(default_root()))
 
 
@@ -160,16 +164,19 @@ def verify(as_json: bool) -> None:
 
 @cache.command("clean")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def clean_command(yes: bool) -> None:
+@json_option
+def clean_command(yes: bool, as_json: bool) -> None:
     """Delete the whole store (refuses if the folder is not a greenloop store)."""
     root = default_root()
-    if not root.exists():
-        click.echo(f"nothing to clean at {root}")
-        return
-    if not yes:
-        click.confirm(f"delete the greenloop store at {root}?", abort=True)
-    try:
-        clean(root)
-    except StoreError as e:
-        fail(str(e))
-    click.echo(f"deleted {root}")
+    deleted = root.exists()
+    if deleted:
+        if not yes:
+            click.confirm(f"delete the greenloop store at {root}?", abort=True)
+        try:
+            clean(root)
+        except StoreError as e:
+            fail(str(e))
+    if as_json:
+        echo_json({"path": str(root), "deleted": deleted})
+    else:
+        click.echo(f"deleted {root}" if deleted else f"nothing to clean at {root}")

@@ -179,7 +179,8 @@ def pipelines(pipeline_file: Path | None, as_json: bool) -> None:
     help="Starter to write (default: detected from the project's files).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing pipeline file.")
-def init(template: str | None, force: bool) -> None:
+@json_option
+def init(template: str | None, force: bool, as_json: bool) -> None:
     """Write a starter .greenloop/pipeline.py for the project in this directory."""
     root = Path.cwd()
     chosen = template or _templates.detect(root)
@@ -187,6 +188,9 @@ def init(template: str | None, force: bool) -> None:
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite it")
     _templates.write(root, chosen)
+    if as_json:
+        echo_json({"path": str(target), "template": chosen})
+        return
     click.echo(f"wrote {target} ({chosen} template); run it with `greenloop run ci`")
 
 
