@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from greenloop._fs import pid_alive
 from greenloop.devloop import checkers as checkers_module
 from greenloop.devloop.config import Format, load_config
 from greenloop.devloop.oneshot import check_once
@@ -22,6 +23,7 @@ from tests.test_devloop_helpers import (
     node_bin,
     python_env,
     python_project,
+    wait_until,
     write,
 )
 
@@ -108,6 +110,41 @@ def test_a_checker_that_fails_without_diagnostics_is_red_not_green(tmp_path: Pat
     assert (only.source, only.code, only.path) == ("greenloop", "checker-failed", str(tmp_path))
     assert "exited with status 3" in only.message
     assert "config file is corrupt" in only.message
+
+
+def test_a_checker_that_hangs_is_killed_at_its_timeout_and_the_tree_is_red(
+    tmp_path: Path,
+) -> None:
+    root, pids = tmp_path / "proj", tmp_path / "pids"
+    pids.mkdir()
+    # A leader that starts a helper in its process group, says something, then hangs.
+    hang = (
+        f"sleep 300 & echo $! > {pids}/helper; echo $$ > {pids}/leader; "
+        "echo 'still waiting for the lock' >&2; wait"
+    )
+    write(
+        root,
+        {
+            "notes.txt": "fine\n",
+            "greenloop.toml": f"""\
+                kinds = []
+                [checkers.hang]
+                command = ["sh", "-c", "{hang}"]
+                timeout_s = 0.5
+                """,
+        },
+    )
+    done = cli("check", "--json", cwd=root)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = CheckResult.model_validate_json(done.stdout)
+    assert result.state is TreeState.RED
+    (only,) = result.diagnostics
+    assert (only.source, only.code, only.path) == ("greenloop", "checker-timeout", str(root))
+    assert only.message.startswith("hang did not finish within its timeout of 0.5s")
+    assert "still waiting for the lock" in only.message
+    assert "checkers.hang.timeout_s" in only.message
+    started = [int((pids / name).read_text()) for name in ("leader", "helper")]
+    wait_until(lambda: not any(pid_alive(pid) for pid in started), what="the group to die")
 
 
 TODO_CHECKER = """

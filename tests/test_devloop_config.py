@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
-from greenloop.devloop.config import Config, ConfigError, Format, Kind, Role, load_config
+from greenloop.devloop.config import (
+    DEFAULT_CHECKER_TIMEOUT_S,
+    Config,
+    ConfigError,
+    Format,
+    Kind,
+    Role,
+    load_config,
+)
 from greenloop.devloop.detect import detect_kinds, mypy_supports_json, python_type_checker
 from greenloop.devloop.identity import build_identity, host_triple
 from greenloop.devloop.ignores import Ignores
@@ -59,6 +67,8 @@ def test_greenloop_toml_is_read_and_a_string_command_is_split(tmp_path: Path) ->
             "[tool.greenloop]\nprofiel = 'dev'\n",
             "'tool.greenloop.profiel'",
         ),
+        ("greenloop.toml", "[checkers.own]\ntimeout = 5\n", "'checkers.own.timeout'"),
+        ("greenloop.toml", "timeout_s = 5\n", "'timeout_s'"),
     ],
 )
 def test_unknown_keys_are_errors_naming_the_key(
@@ -78,6 +88,27 @@ def test_bad_values_name_the_key(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "debounce_ms" in message
     assert "profile" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("checker_timeout_s = 0\n", "checker_timeout_s"),
+        ("checker_timeout_s = -5\n", "checker_timeout_s"),
+        ("checker_timeout_s = true\n", "checker_timeout_s"),
+        ("checker_timeout_s = inf\n", "checker_timeout_s"),
+        ("checker_timeout_s = nan\n", "checker_timeout_s"),
+        ("[checkers.own]\ntimeout_s = 0\n", "checkers.own.timeout_s"),
+        ("[checkers.own]\ntimeout_s = false\n", "checkers.own.timeout_s"),
+        ("[checkers.own]\ntimeout_s = 'soon'\n", "checkers.own.timeout_s"),
+        ("[checkers.own]\ntimeout_s = 1e9\n", "checkers.own.timeout_s"),
+    ],
+)
+def test_bad_timeouts_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    (tmp_path / "greenloop.toml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert f"{key}: " in str(caught.value)
 
 
 def test_settings_in_two_places_are_refused(tmp_path: Path) -> None:
@@ -151,6 +182,22 @@ def test_settings_disable_override_and_add_checkers(
     assert checkers["own"].role is Role.AUTHORITATIVE
     assert checkers["own"].format is Format.GNU
     assert checkers["own"].source == "own"
+
+
+def test_checker_timeouts_default_globally_and_per_checker(tmp_path: Path) -> None:
+    (tmp_path / "greenloop.toml").write_text(
+        "[checkers.own]\ncommand = ['true']\n[checkers.quick]\ncommand = ['true']\n"
+        "timeout_s = 0.25\n"
+    )
+    checkers = {c.name: c.timeout_s for c in resolve_checkers(tmp_path, load_config(tmp_path))}
+    assert checkers == {"own": DEFAULT_CHECKER_TIMEOUT_S, "quick": 0.25}
+    assert DEFAULT_CHECKER_TIMEOUT_S == 600
+    (tmp_path / "greenloop.toml").write_text(
+        "checker_timeout_s = 30\n[checkers.own]\ncommand = ['true']\n"
+        "[checkers.quick]\ncommand = ['true']\ntimeout_s = 0.25\n"
+    )
+    checkers = {c.name: c.timeout_s for c in resolve_checkers(tmp_path, load_config(tmp_path))}
+    assert checkers == {"own": 30, "quick": 0.25}
 
 
 def test_only_advisory_checkers_is_a_setup_error(tmp_path: Path) -> None:

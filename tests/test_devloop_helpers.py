@@ -210,9 +210,17 @@ class Background:
 
     def wait_event(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
         """The next JSON line whose ``kind`` is ``kind``."""
-        line = self.wait_line(lambda text: _kind(text) == kind, timeout)
+        line = self.wait_line(lambda text: event_kind(text) == kind, timeout)
         event: dict[str, Any] = json.loads(line)
         return event
+
+    def rest(self) -> list[str]:
+        """Once the process has exited: the stdout lines no ``wait_line`` has taken yet."""
+        self._reader.join(TIMEOUT)
+        lines = []
+        while not self.lines.empty():
+            lines.append(self.lines.get_nowait())
+        return lines
 
     def stop(self) -> int:
         """SIGTERM it and wait for it to exit; its exit status."""
@@ -230,7 +238,8 @@ class Background:
                 stream.close()
 
 
-def _kind(line: str) -> str | None:
+def event_kind(line: str) -> str | None:
+    """The ``kind`` of a JSON-lines event, None for any other line."""
     try:
         value = json.loads(line)
     except ValueError:

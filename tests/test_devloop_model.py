@@ -205,3 +205,55 @@ def test_duplicate_diagnostics_are_reported_once() -> None:
     model = Model()
     model.apply(full(mypy(diag(), diag())))
     assert len(model.diagnostics) == 1
+
+
+def test_an_incomplete_authoritative_report_is_never_decisive() -> None:
+    model = Model()
+    stopped = CheckerReport("mypy", Role.AUTHORITATIVE, (), complete=False)
+    assert not full(stopped).decisive
+    assert edges(model.apply(full(stopped))) == []
+    assert model.tree is TreeState.UNKNOWN
+    # With its timeout error, as the runner reports it: red, and no file is vouched green.
+    timeout = diag("/proj", source="greenloop")
+    timed_out = CheckerReport("mypy", Role.AUTHORITATIVE, (timeout,), complete=False)
+    assert edges(model.apply(full(timed_out, ruff()))) == ["became_red"]
+    states = {v.path: v.state for v in model.snapshot()}
+    assert states == {"/proj": FileState.RED, A: FileState.UNCHECKED, B: FileState.UNCHECKED}
+
+
+def test_early_advisory_errors_turn_red_with_their_file_verdicts_first() -> None:
+    model = Model()
+    model.apply(full(mypy(), ruff(), n=1))
+    model.invalidate()
+    events = model.early(ruff(diag(source="ruff")))
+    assert [(type(e).__name__, getattr(e, "path", None)) for e in events] == [
+        ("FileVerdict", A),
+        ("BecameRed", None),
+    ]
+    assert isinstance(events[0], FileVerdict) and events[0].state is FileState.RED
+    assert model.tree is TreeState.RED
+    # The round then ends with the advisory error standing: still red, no second edge.
+    assert edges(model.apply(full(mypy(), ruff(diag(source="ruff")), n=2))) == []
+    assert model.tree is TreeState.RED
+
+
+def test_early_reports_can_only_make_red() -> None:
+    model = Model()
+    # A clean advisory report, or an authoritative one, waits for the whole round.
+    assert model.early(ruff()) == []
+    assert model.early(mypy(diag())) == []
+    assert model.early(ruff(diag(severity=Severity.WARNING, source="ruff"))) == []
+    assert model.tree is TreeState.UNKNOWN
+    assert model.diagnostics == []
+    # Early red, then a round where the advisory errors are gone: green is earned there only.
+    assert edges(model.early(ruff(diag(source="ruff")))) == ["became_red"]
+    assert edges(model.apply(full(mypy(), ruff(), n=3))) == ["became_green"]
+    assert model.identity == identity(3)
+
+
+def test_early_red_on_a_red_tree_updates_verdicts_without_an_edge() -> None:
+    model = Model()
+    model.apply(full(mypy(diag(B))))
+    events = model.early(ruff(diag(source="ruff")))
+    assert edges(events) == []
+    assert [e.path for e in events if isinstance(e, FileVerdict)] == [A]

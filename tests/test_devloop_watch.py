@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -30,7 +31,7 @@ from greenloop.devloop.status import (
     write_status,
 )
 from greenloop.devloop.watcher import ChangeFilter, Watcher
-from greenloop.protocol import StateEvent, TreeState
+from greenloop.protocol import BecameRed, StateEvent, TreeState
 from tests.test_devloop_helpers import (
     PY_GREEN,
     PY_RED,
@@ -38,6 +39,7 @@ from tests.test_devloop_helpers import (
     Background,
     cli,
     custom_checker,
+    event_kind,
     python_env,
     python_project,
     wait_until,
@@ -409,4 +411,125 @@ def test_watch_text_mode_prints_timestamped_verdicts(tmp_path: Path) -> None:
         assert re.fullmatch(r"\[\+ *\d+\.\d{3}s\] GREEN — 0 errors, 0 warnings .*", green)
     finally:
         assert proc.stop() == 130
+        proc.close()
+
+
+# --- early red from advisory checkers -------------------------------------------------
+
+GATED_AUTHORITATIVE = """
+import os, pathlib, sys, time
+state = pathlib.Path(sys.argv[1])
+run = len(list(state.glob("started-*")))
+(state / "pid.tmp").write_text(str(os.getpid()))
+os.replace(state / "pid.tmp", state / f"started-{run}")  # never seen half-written
+deadline = time.monotonic() + 300  # a guard, so a failed test leaves nothing behind for long
+while not (state / "gate").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+(state / f"finished-{run}").write_text("")
+"""
+"""Authoritative and clean, but finishes only once the test creates ``STATE/gate``."""
+
+
+def _early_red_project(tmp_path: Path) -> tuple[Path, Path]:
+    # The checkers keep their markers outside the tree, so writing them is no change.
+    root, state = tmp_path / "proj", tmp_path / "state"
+    state.mkdir()
+    write(
+        root,
+        {
+            "bad_check.py": BAD_CHECKER,
+            "gated.py": GATED_AUTHORITATIVE,
+            "a.txt": "BAD\n",
+            "greenloop.toml": f"""\
+                kinds = []
+                [checkers.lint]
+                command = ["{sys.executable}", "bad_check.py"]
+                role = "advisory"
+                [checkers.types]
+                command = ["{sys.executable}", "gated.py", "{state}"]
+                """,
+        },
+    )
+    return root, state
+
+
+def _authoritative_running(state: Path, run: int) -> bool:
+    started = state / f"started-{run}"
+    return (
+        started.exists()
+        and pid_alive(int(started.read_text()))
+        and not (state / f"finished-{run}").exists()
+    )
+
+
+def test_advisory_errors_turn_the_tree_red_before_the_authoritative_checker_ends(
+    tmp_path: Path,
+) -> None:
+    root, state = _early_red_project(tmp_path)
+    recorder = _Recorder()
+    stop = threading.Event()
+    loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any(e.kind == "became_red" for e in recorder.seen), what="early red")
+        # The gate is still shut: the authoritative checker is running, no round has ended.
+        assert _authoritative_running(state, 0)
+        assert recorder.verdicts == []
+        with recorder.lock:
+            early = list(recorder.seen)
+        assert [(e.kind, getattr(e, "path", None)) for e in early] == [
+            ("file_verdict", str(root / "a.txt")),
+            ("became_red", None),
+        ]
+        red = early[-1]
+        assert isinstance(red, BecameRed)
+        assert [(d.source, d.line) for d in red.diagnostics] == [("lint", 1)]
+
+        (state / "gate").write_text("")
+        wait_until(lambda: recorder.verdicts, what="the round's verdict")
+        (verdict,) = recorder.verdicts
+        # The advisory error stands, so the completed round keeps the tree red: no new edge.
+        assert verdict.tree is TreeState.RED
+        assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
+
+        # Fixed: the advisory checker is clean at once, but green waits for the authoritative one.
+        (state / "gate").unlink()
+        (root / "a.txt").write_text("good\n")
+        wait_until(lambda: _authoritative_running(state, 1), what="the second round")
+        assert loop.model.tree is TreeState.RED
+        assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
+        (state / "gate").write_text("")
+        wait_until(lambda: len(recorder.verdicts) == 2, what="the second verdict")
+        assert recorder.verdicts[1].tree is TreeState.GREEN
+        kinds = [e.kind for e in recorder.seen if e.kind != "file_verdict"]
+        assert kinds == ["became_red", "became_green"]
+    finally:
+        stop.set()
+        (state / "gate").write_text("")
+        thread.join(TIMEOUT)
+
+
+def test_watch_json_prints_became_red_while_the_authoritative_checker_runs(
+    tmp_path: Path,
+) -> None:
+    root, state = _early_red_project(tmp_path)
+    proc = Background("watch", "--json", cwd=root)
+    try:
+        red = proc.wait_event("became_red")
+        assert _authoritative_running(state, 0)
+        assert [d["source"] for d in red["diagnostics"]] == ["lint"]
+        (state / "gate").write_text("")
+        wait_until(
+            lambda: (read_status(root) or WatchStatus.model_construct()).checks == 1,
+            what="the round to end",
+        )
+        assert (state / "finished-0").exists()
+        status = read_status(root)
+        assert status is not None and status.verdict == TreeState.RED
+        assert proc.stop() == 130
+        kinds = [event_kind(line) for line in [*proc.seen, *proc.rest()]]
+        assert [k for k in kinds if k != "file_verdict"] == ["became_red"]
+    finally:
+        (state / "gate").write_text("")
         proc.close()

@@ -14,7 +14,8 @@ name          command                                                     role
 ============  ==========================================================  =============
 
 A checker whose program is missing is a :class:`~greenloop.protocol.SetupError`,
-never a silent green.
+never a silent green. Every checker has a timeout (``checkers.NAME.timeout_s``,
+else ``checker_timeout_s``); the runner kills one that exceeds it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenloop.devloop.config import (
+    DEFAULT_CHECKER_TIMEOUT_S,
     PYPROJECT,
     CheckerSettings,
     Config,
@@ -53,7 +55,8 @@ class Checker:
 
     ``cache_guard`` protects an incremental cache greenloop owns (mypy's);
     ``builtin`` is True for greenloop's own command line, whose program may be
-    asked ``--version`` (anything else is identified by its bytes instead).
+    asked ``--version`` (anything else is identified by its bytes instead);
+    ``timeout_s`` is how long it may run before its process group is killed.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Checker:
     source: str
     cache_guard: CacheGuard | None = None
     builtin: bool = False
+    timeout_s: float = DEFAULT_CHECKER_TIMEOUT_S
 
     @property
     def program(self) -> str:
@@ -212,6 +216,11 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
         source=override.source or (default.source if default else name),
         cache_guard=guard,
         builtin=default is not None and override.command is None,
+        timeout_s=(
+            override.timeout_s
+            if override.timeout_s is not None
+            else config.settings.checker_timeout_s
+        ),
     )
 
 

@@ -23,6 +23,12 @@ CONFIG_FILE = "greenloop.toml"
 PYPROJECT = "pyproject.toml"
 """The Python project file whose ``[tool.greenloop]`` table also holds settings."""
 
+DEFAULT_CHECKER_TIMEOUT_S = 600.0
+"""Seconds a checker may run before it is killed and the tree is red (``checker_timeout_s``)."""
+
+MAX_CHECKER_TIMEOUT_S = 86_400.0
+"""The longest timeout accepted: a day is far past any real check, and "never" is not offered."""
+
 
 class ConfigError(SetupError):
     """The greenloop config is unreadable or invalid; the message names the file and key."""
@@ -71,6 +77,18 @@ class CheckerSettings(BaseModel):
     role: Role | None = None
     source: str | None = Field(default=None, description="Diagnostic source (default: NAME).")
     install: str | None = Field(default=None, description="How to install the program.")
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_CHECKER_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Seconds before the checker is killed (default: checker_timeout_s).",
+    )
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _no_bool(cls, v: object) -> object:
+        return _reject_bool(v)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -100,8 +118,27 @@ class Settings(BaseModel):
         default_factory=list, description="Extra gitignore-style patterns the dev loop skips."
     )
     debounce_ms: int = Field(default=120, ge=0, le=60_000)
+    checker_timeout_s: float = Field(
+        default=DEFAULT_CHECKER_TIMEOUT_S,
+        gt=0,
+        le=MAX_CHECKER_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Seconds any checker may run before it is killed and the tree is red.",
+    )
     target: TargetTriple | None = Field(default=None, description="Default: the host triple.")
     profile: Profile = Profile.DEV
+
+    @field_validator("checker_timeout_s", mode="before")
+    @classmethod
+    def _no_bool(cls, v: object) -> object:
+        return _reject_bool(v)
+
+
+def _reject_bool(v: object) -> object:
+    # TOML `true` would otherwise pass as 1.0 seconds, which nobody means.
+    if isinstance(v, bool):
+        raise ValueError("must be a number of seconds")
+    return v
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,27 @@ changes. A batch that arrives while a round is running cancels that round
 always describes the latest tree. Settings are re-read every round; a broken
 setting or a vanished program turns the tree red with a ``greenloop``
 diagnostic instead of stopping the loop.
+
+An advisory checker that finishes with errors while the authoritative ones
+still run turns the tree red at once (:meth:`Model.early
+<greenloop.devloop.model.Model.early>`), so a fast linter's verdict is not held
+back by a slow type checker; the round's final verdict follows when it ends.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from greenloop.devloop.config import Role
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
+from greenloop.devloop.runner import ReportFn
 from greenloop.devloop.watcher import ChangeFilter, Watcher
 from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
 
@@ -28,8 +35,20 @@ UNSETTLED_RETRIES = 3
 
 _POLL_S = 0.05
 
-CheckFn = Callable[[Path, Setup, threading.Event, DigestCache], RoundResult | None]
-"""How the loop runs one round (``check_round``; tests may substitute their own)."""
+
+class CheckFn(Protocol):
+    """How the loop runs one round (``check_round``; tests may substitute their own)."""
+
+    def __call__(
+        self,
+        root: Path,
+        setup: Setup,
+        cancel: threading.Event,
+        digests: DigestCache,
+        *,
+        on_report: ReportFn | None = None,
+    ) -> RoundResult | None:
+        """Check the tree once; None when cancelled. ``on_report`` hears each checker finish."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +69,11 @@ class Listener:
         """A round starts because of ``changed`` (empty for the first round)."""
 
     def events(self, events: list[StateEvent]) -> None:
-        """The model emitted ``events`` (file verdicts that changed, then any edge)."""
+        """The model emitted ``events`` (file verdicts that changed, then any edge).
+
+        Mostly when a round finishes, just before :meth:`verdict`; also mid-round
+        when an advisory checker's errors turn the tree red before the rest is done.
+        """
 
     def verdict(self, verdict: Verdict) -> None:
         """A round finished with ``verdict``."""
@@ -117,10 +140,14 @@ class WatchLoop:
         self._listener.checking(changed)
         cancel = threading.Event()
         box: list[RoundResult | Exception | None] = []
+        # Reports of checkers already done, handed to this thread: only it touches the model.
+        finished: queue.SimpleQueue[CheckerReport] = queue.SimpleQueue()
 
         def work() -> None:
             try:
-                box.append(self._check(self.root, setup, cancel, self._digests))
+                box.append(
+                    self._check(self.root, setup, cancel, self._digests, on_report=finished.put)
+                )
             except Exception as e:  # handed back to the loop's thread
                 box.append(e)
 
@@ -135,7 +162,10 @@ class WatchLoop:
                 newer |= batch
                 cancel.set()
                 self.model.invalidate()
+            elif not cancel.is_set():
+                self._early(finished)
         worker.join()
+        # Reports still queued are part of the round's result, which is applied whole below.
         if newer:
             return frozenset(newer)
         result = box[0] if box else None
@@ -148,6 +178,17 @@ class WatchLoop:
             return "done"
         self._finish(result.round, changed, result.duration_ms)
         return "done" if result.settled else "unsettled"
+
+    def _early(self, finished: queue.SimpleQueue[CheckerReport]) -> None:
+        while True:
+            try:
+                report = finished.get_nowait()
+            except queue.Empty:
+                return
+            # The model decides what an unfinished round may say (advisory errors only).
+            events = self.model.early(report)
+            if events:
+                self._listener.events(events)
 
     def _finish(self, the_round: Round, changed: frozenset[str], duration_ms: int) -> None:
         events = self.model.apply(the_round)

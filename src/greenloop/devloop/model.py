@@ -13,6 +13,11 @@ The rules:
   checker configured reported (ran to the end) for one state of the tree whose
   build identity is known, and nobody reported an error. Advisory checkers can
   never make it green; a tree that has never had a decisive round is never green.
+  A checker stopped at its timeout reports an error and is not complete, so it
+  can never help a round be decisive.
+* An advisory checker that finishes with errors while the authoritative ones
+  still run may be folded in at once (:meth:`Model.early`): the tree turns red
+  without waiting for the round, which then settles the verdict as usual.
 * A change to the tree (:meth:`Model.invalidate`) takes green away until the next
   decisive round, so every green has its own ``BecameGreen`` and build identity.
 """
@@ -38,11 +43,21 @@ from greenloop.protocol import (
 
 @dataclass(frozen=True)
 class CheckerReport:
-    """A checker that ran to the end, and everything it said."""
+    """A checker that finished (or was stopped at its timeout), and everything it said.
+
+    ``complete`` is False for a checker stopped before it ran to the end: its
+    errors count, but it vouches for nothing, so its round is not decisive.
+    """
 
     checker: str
     role: Role
     diagnostics: tuple[Diagnostic, ...] = ()
+    complete: bool = True
+
+    @property
+    def has_errors(self) -> bool:
+        """True when any of its diagnostics is an error (which makes the tree red)."""
+        return any(d.severity is Severity.ERROR for d in self.diagnostics)
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,7 @@ class Round:
     """What the checkers found about one state of the tree.
 
     ``authoritative`` names every authoritative checker configured: the round is
-    decisive only when each of them has a report here. ``files`` lists the
+    decisive only when each of them has a complete report here. ``files`` lists the
     project's files (absolute) when the round covered the whole tree; None for a
     partial round that only updates what it mentions. ``identity`` is the build
     identity of the tree the checkers saw, None when it is not known (then the
@@ -65,7 +80,7 @@ class Round:
     @property
     def decisive(self) -> bool:
         """True when this round may turn the tree green."""
-        reported = {r.checker for r in self.reports if r.role is Role.AUTHORITATIVE}
+        reported = {r.checker for r in self.reports if r.role is Role.AUTHORITATIVE and r.complete}
         return (
             bool(self.authoritative)
             and self.authoritative <= reported
@@ -134,6 +149,19 @@ class Model:
             self._tree = TreeState.UNKNOWN
             self._identity = None
         return events
+
+    def early(self, report: CheckerReport) -> list[StateEvent]:
+        """Fold in an advisory checker that finished while its round still runs.
+
+        Its errors turn the tree red now: the file verdicts of the files it
+        flagged, then ``BecameRed`` if the tree was not red already. Returns the
+        events. Clean and authoritative reports are ignored here: they wait for
+        the whole round (:meth:`apply`), the only place green can be earned.
+        """
+        if report.role is not Role.ADVISORY or not report.has_errors:
+            return []
+        # A partial round without an identity: it may make the tree red, never green.
+        return self.apply(Round(reports=(report,), authoritative=frozenset()))
 
     def snapshot(self) -> list[FileVerdict]:
         """The current verdict of every file (level-triggered: safe to resend any time)."""

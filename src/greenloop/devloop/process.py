@@ -2,7 +2,8 @@
 
 Checkers spawn helpers (cargo runs rustc, npx runs node); killing only the
 direct child would leave those running, so every checker starts in a new
-session and is stopped with ``killpg``.
+session and is stopped with ``killpg`` — when the round is cancelled, when the
+loop stops, and when the checker outlives its timeout.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 _GRACE_S = 2.0
 """How long a checker gets to exit after SIGTERM before SIGKILL."""
+
+_POLL_S = 0.05
+"""How often a running checker is looked at for cancellation and its deadline."""
 
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
@@ -32,16 +37,29 @@ class Completed:
     stderr: str
 
 
+@dataclass(frozen=True)
+class TimedOut:
+    """A checker still running after ``timeout_s``: its group was killed; what it had printed."""
+
+    timeout_s: float
+    stdout: str
+    stderr: str
+
+
 def run(
     argv: Sequence[str],
     cwd: Path,
     cancel: threading.Event,
     env: Mapping[str, str] | None = None,
-) -> Completed | None:
+    timeout_s: float | None = None,
+) -> Completed | TimedOut | None:
     """Run ``argv`` in ``cwd``; None when ``cancel`` was set first (the group is then killed).
 
-    Raises ``OSError`` when the program cannot be started.
+    After ``timeout_s`` seconds (None: no limit) the whole process group is
+    killed and :class:`TimedOut` returned. Raises ``OSError`` when the program
+    cannot be started.
     """
+    started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -59,8 +77,16 @@ def run(
                 _kill_group(proc)
                 _drain(proc)
                 return None
+            wait = _POLL_S
+            if timeout_s is not None:
+                left = started + timeout_s - time.monotonic()
+                if left <= 0:
+                    _kill_group(proc)
+                    out, err = _drain(proc)
+                    return TimedOut(timeout_s, _text(out), _text(err))
+                wait = min(wait, left)
             try:
-                out, err = proc.communicate(timeout=0.05)
+                out, err = proc.communicate(timeout=wait)
                 break
             except subprocess.TimeoutExpired:
                 continue
@@ -70,9 +96,7 @@ def run(
     if cancel.is_set():
         # Killed from elsewhere (kill_all) while stopping: its output is not a verdict.
         return None
-    return Completed(
-        proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    )
+    return Completed(proc.returncode, _text(out), _text(err))
 
 
 def kill_all() -> None:
@@ -93,14 +117,20 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=_GRACE_S)
 
 
-def _drain(proc: subprocess.Popen[bytes]) -> None:
+def _drain(proc: subprocess.Popen[bytes]) -> tuple[bytes | None, bytes | None]:
+    # communicate() keeps what earlier timed-out calls already read, so this is all of it.
     try:
-        proc.communicate(timeout=_GRACE_S)
+        return proc.communicate(timeout=_GRACE_S)
     except (subprocess.TimeoutExpired, ValueError):
         # A helper that escaped the group still holds the pipes; stop reading them.
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+        return None, None
+
+
+def _text(data: bytes | None) -> str:
+    return data.decode("utf-8", "replace") if data else ""
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

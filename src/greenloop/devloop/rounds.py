@@ -18,7 +18,7 @@ from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.identity import build_identity
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.model import Round
-from greenloop.devloop.runner import run_checkers
+from greenloop.devloop.runner import ReportFn, run_checkers
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,22 @@ class RoundResult:
 
 
 def check_round(
-    root: Path, setup: Setup, cancel: threading.Event, digests: DigestCache
+    root: Path,
+    setup: Setup,
+    cancel: threading.Event,
+    digests: DigestCache,
+    *,
+    on_report: ReportFn | None = None,
 ) -> RoundResult | None:
-    """Run every checker once over the whole tree; None when cancelled."""
+    """Run every checker once over the whole tree; None when cancelled.
+
+    ``on_report`` hears of each checker's report as soon as that checker is
+    done, before the round ends (see :func:`~greenloop.devloop.runner.run_checkers`).
+    """
     started = time.monotonic()
     before = build_identity(root, setup.config, checkers=setup.checkers, digests=digests)
     files = Ignores(root, setup.config.settings.ignore).files()
-    reports = run_checkers(root, setup.checkers, cancel)
+    reports = run_checkers(root, setup.checkers, cancel, on_report)
     if reports is None:
         return None
     duration_ms = int((time.monotonic() - started) * 1000)

@@ -2,8 +2,10 @@
 
 A checker that exits unsuccessfully without reporting an error it could be
 parsed for still makes the tree red: the runner adds an error naming the
-checker, its exit status and the end of its output. Nothing is ever assumed
-green because its output could not be read.
+checker, its exit status and the end of its output. A checker still running at
+its timeout has its process group killed and gets an error naming the checker
+and the timeout, in an incomplete report. Nothing is ever assumed green because
+its output could not be read or never came.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from greenloop.devloop import process
@@ -24,13 +26,21 @@ from greenloop.protocol import Diagnostic, SetupError, Severity
 _TAIL_LINES = 12
 """How much of a failing checker's output its synthetic diagnostic quotes."""
 
+ReportFn = Callable[[CheckerReport], None]
+"""Told about each checker's report as soon as that checker is done (from its own thread)."""
+
 
 def run_checkers(
-    root: Path, checkers: Sequence[Checker], cancel: threading.Event
+    root: Path,
+    checkers: Sequence[Checker],
+    cancel: threading.Event,
+    on_report: ReportFn | None = None,
 ) -> list[CheckerReport] | None:
     """Run every checker at once; their reports, or None when ``cancel`` stopped the round.
 
-    Raises :class:`SetupError` when a program cannot be started.
+    ``on_report`` hears of each report the moment its checker is done, while
+    the others may still run (never after ``cancel`` is set). Raises
+    :class:`SetupError` when a program cannot be started.
     """
     reports: dict[str, CheckerReport] = {}
     failures: list[Exception] = []
@@ -44,6 +54,8 @@ def run_checkers(
             return
         if report is not None:
             reports[checker.name] = report
+            if on_report is not None and not cancel.is_set():
+                on_report(report)
 
     threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in checkers]
     for thread in threads:
@@ -58,15 +70,21 @@ def run_checkers(
 
 
 def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> CheckerReport | None:
-    """Run one checker to the end and read its output; None when cancelled."""
+    """Run one checker to the end (or its timeout) and read its output; None when cancelled."""
     if checker.cache_guard is not None:
         checker.cache_guard.prepare(root)
     try:
-        done = process.run(checker.argv, root, cancel, env=_environment())
+        done = process.run(
+            checker.argv, root, cancel, env=_environment(), timeout_s=checker.timeout_s
+        )
     except OSError as e:
         raise SetupError(f"checker {checker.name!r} could not start {checker.program}: {e}") from e
     if done is None:
         return None
+    if isinstance(done, process.TimedOut):
+        # Whatever it printed before the kill may be half a record: only the timeout is told.
+        diagnostic = _timeout(root, checker, done)
+        return CheckerReport(checker.name, checker.role, (diagnostic,), complete=False)
     base = _cargo_workspace(root, checker) if checker.format is Format.CARGO_JSON else root
     diagnostics = parse(checker.format, done.stdout, done.stderr, base, checker.source)
     if done.returncode != 0 and not any(d.severity is Severity.ERROR for d in diagnostics):
@@ -85,13 +103,12 @@ def _environment() -> dict[str, str]:
 
 
 def _failure(root: Path, checker: Checker, done: process.Completed) -> Diagnostic:
-    output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-_TAIL_LINES:]
     how = (
         f"was killed by signal {-done.returncode}"
         if done.returncode < 0
         else f"exited with status {done.returncode}"
     )
-    detail = " | ".join(line.strip() for line in output if line.strip()) or "no output"
+    detail = _tail(done.stdout, done.stderr)
     return Diagnostic(
         path=str(root),
         line=1,
@@ -101,6 +118,28 @@ def _failure(root: Path, checker: Checker, done: process.Completed) -> Diagnosti
         message=f"{checker.name} {how} without an error greenloop could read: {detail}",
         source="greenloop",
     )
+
+
+def _timeout(root: Path, checker: Checker, done: process.TimedOut) -> Diagnostic:
+    return Diagnostic(
+        path=str(root),
+        line=1,
+        col=1,
+        severity=Severity.ERROR,
+        code="checker-timeout",
+        message=(
+            f"{checker.name} did not finish within its timeout of {done.timeout_s:g}s and was "
+            f"stopped (its whole process group killed); last output: "
+            f"{_tail(done.stdout, done.stderr)}. If it needs longer, raise "
+            f"`checkers.{checker.name}.timeout_s` or `checker_timeout_s`"
+        ),
+        source="greenloop",
+    )
+
+
+def _tail(stdout: str, stderr: str) -> str:
+    output = (stderr.strip() or stdout.strip()).splitlines()[-_TAIL_LINES:]
+    return " | ".join(line.strip() for line in output if line.strip()) or "no output"
 
 
 def _cargo_workspace(root: Path, checker: Checker) -> Path:
