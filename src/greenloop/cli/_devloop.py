@@ -34,6 +34,7 @@ from greenloop.devloop.status import (
     status_sections,
 )
 from greenloop.protocol import (
+    BecameRed,
     BuildResult,
     Diagnostic,
     Failed,
@@ -308,6 +309,15 @@ class _TextPrinter(Listener):
 
     def __init__(self) -> None:
         self._started = time.monotonic()
+
+    def early(self, events: list[StateEvent]) -> None:
+        # An advisory checker turned the tree red before the round ended: say so now.
+        for event in events:
+            if isinstance(event, BecameRed):
+                elapsed = time.monotonic() - self._started
+                click.echo(f"[+{elapsed:8.3f}s] RED (early; the authoritative check goes on)")
+                for diagnostic in event.diagnostics:
+                    click.echo(f"  {diagnostic.render()}")
 
     def verdict(self, verdict: Verdict) -> None:
         elapsed = time.monotonic() - self._started

@@ -75,6 +75,10 @@ class Listener:
         when an advisory checker's errors turn the tree red before the rest is done.
         """
 
+    def early(self, events: list[StateEvent]) -> None:
+        """``events`` arrived mid-round from an advisory checker; by default like any others."""
+        self.events(events)
+
     def verdict(self, verdict: Verdict) -> None:
         """A round finished with ``verdict``."""
 
@@ -188,7 +192,7 @@ class WatchLoop:
             # The model decides what an unfinished round may say (advisory errors only).
             events = self.model.early(report)
             if events:
-                self._listener.events(events)
+                self._listener.early(events)
 
     def _finish(self, the_round: Round, changed: frozenset[str], duration_ms: int) -> None:
         events = self.model.apply(the_round)
@@ -229,6 +233,11 @@ class FanOut(Listener):
         """Tell every listener about ``events``."""
         for listener in self._listeners:
             listener.events(events)
+
+    def early(self, events: list[StateEvent]) -> None:
+        """Tell every listener about mid-round ``events``."""
+        for listener in self._listeners:
+            listener.early(events)
 
     def verdict(self, verdict: Verdict) -> None:
         """Tell every listener a round finished."""

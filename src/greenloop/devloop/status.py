@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenloop._fs import pid_alive, write_atomically
 from greenloop.devloop.loop import Listener, Verdict
-from greenloop.protocol import SetupError, Severity, TreeState
+from greenloop.protocol import BecameRed, SetupError, Severity, StateEvent, TreeState
 
 STATUS_FILE = ".greenloop/watch.json"
 """Where the watcher reports itself, relative to the project root."""
@@ -266,6 +266,18 @@ class StatusListener(Listener):
     def checking(self, changed: frozenset[str]) -> None:
         """A round started."""
         self._writer.update(activity="checking")
+
+    def early(self, events: list[StateEvent]) -> None:
+        """An advisory checker turned the tree red mid-round: the file says red at once."""
+        for event in events:
+            if isinstance(event, BecameRed):
+                counts = Counter(d.severity for d in event.diagnostics)
+                self._writer.update(
+                    verdict=TreeState.RED,
+                    errors=counts[Severity.ERROR],
+                    warnings=counts[Severity.WARNING],
+                    diagnostics=len(event.diagnostics),
+                )
 
     def verdict(self, verdict: Verdict) -> None:
         """A round finished: record its verdict and counts."""
