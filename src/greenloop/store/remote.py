@@ -21,17 +21,27 @@ snapshot ref (for the ``local`` executor, whose snapshots are store trees) and
 its artifacts. Entries whose snapshot is not a store tree -- the ``docker``
 executor's image tags, which live in one machine's engine -- are never
 published: a child on another machine would boot from an image it does not
-have. Lookups fetch eagerly: the entry's snapshot tree and artifacts are in
-the local store before :meth:`HttpRemoteCache.lookup` returns, since the
-engine may hand the snapshot to a child step right away and the store has no
-hook to fetch objects on demand.
+have.
+
+Lookups fetch lazily where that is safe. Before
+:meth:`HttpRemoteCache.lookup` reports a hit, the entry's artifacts (read by
+the run's caller, possibly after the client has closed) and its snapshot's
+manifest are in the local store, and the server has answered ``HEAD`` for
+each of the snapshot's other blobs. Those blobs are downloaded only if a step
+boots from the snapshot: the client is the store's fetcher
+(:meth:`~greenloop.store.Store.set_fetcher`) while it is open. A fully cached
+run therefore downloads no snapshot content at all.
 
 Failure is never fatal. A server that is down, slow or refuses us turns every
 later request into a local miss for the rest of the run; one that lies (bytes
 that do not match their hash, an invalid entry document) makes that lookup a
-miss. Either way the run prints one warning line, once. Nothing reaches the
-local store unverified: each blob is checked against its digest before it is
-stored, and each entry document is validated before it is used.
+miss. Either way the run prints one warning line, once. The exception is a
+snapshot blob fetched on demand: by then the step that owns the snapshot was
+reported cached, so when the blob cannot be had the read raises
+:class:`~greenloop.store.StoreError` and the step that needed it fails with
+that message. Nothing reaches the local store unverified: each blob is
+checked against its digest before it is stored, and each entry document is
+validated before it is used.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ local hit never talks to the remote at all.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -25,10 +26,12 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 
+from greenloop._fs import write_atomically
 from greenloop._version import __version__
 from greenloop.store.digests import CHUNK_SIZE, is_digest
 from greenloop.store.errors import StoreError
 from greenloop.store.index import CacheEntry, RemoteStats
+from greenloop.store.layout import TEMP_PREFIX
 from greenloop.store.remote import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,
@@ -50,6 +53,18 @@ _MAX_ENTRY_BYTES = 4 << 20
 """Entry documents are a few KB; a larger body is refused rather than read."""
 _SPOOL_BYTES = CHUNK_SIZE
 """Blobs up to this size are verified in memory; larger ones go through a temp file."""
+REFUSED_FILE = "remote-refused.json"
+"""In the store directory: blobs each remote served corrupt, and when."""
+REFUSED_FOR_S = 7 * 86400.0
+"""How long a refused blob makes this machine miss entries that need it.
+
+A snapshot blob is fetched after its entry was reported a hit, so a corrupt
+one fails a step, and a lookup that trusted ``HEAD`` again would fail the next
+run the same way. Remembering the refusal makes that entry a miss instead:
+the step is rebuilt, and its upload rewrites the blob (in ``readwrite``
+mode), which heals the server. The expiry lets a ``read``-mode machine try
+again once someone else has healed it.
+"""
 
 
 class _Unavailable(Exception):
@@ -74,6 +89,10 @@ class HttpRemoteCache:
     Lookups run on the caller's thread with blob downloads fanned out over a
     small pool; publishing is queued and runs in the background, so a step
     never waits for its upload, and :meth:`close` waits for the queue to drain.
+
+    While open, the client is its store's fetcher (:meth:`Store.set_fetcher`):
+    a hit's snapshot blobs stay on the server until a step boots from that
+    snapshot, and are downloaded, verified and stored then.
     """
 
     url: str
@@ -118,17 +137,23 @@ class HttpRemoteCache:
         self._down: str | None = None
         self._writes_off = False
         self._on_server: set[str] = set()
-        self._corrupt: set[str] = set()
+        self._corrupt: set[str] = set(self._refused())
+        self._inflight: dict[str, threading.Event] = {}
+        self._worker = threading.local()
         self._tmp: Path | None = None
         self._closed = False
+        store.set_fetcher(self._provide)
 
     # -- the engine's RemoteCache interface ----------------------------------
 
     def lookup(self, key: str) -> CacheEntry | None:
-        """Fetch entry ``key`` and its objects into the local store and return it; None on a miss.
+        """Import entry ``key`` into the local store and return it; None on a miss.
 
-        Never raises: a failing or lying server reads as a miss (with one
-        warning per run).
+        The entry's artifacts and its snapshot's manifest are downloaded and
+        verified now; the snapshot's other blobs only once the server has
+        confirmed it holds them, and they are fetched when a step boots from
+        the snapshot. Never raises: a failing or lying server reads as a miss
+        (with one warning per run).
         """
         if self._closed or not is_digest(key):
             return None
@@ -139,8 +164,8 @@ class HttpRemoteCache:
             document = self._get_entry(key)
             if document is None:
                 return None
-            trees = self._fetch(document.roots())
-            entry = self._import(document, trees)
+            self._fetch(document)
+            entry = self._import(document)
         except _Incomplete:
             return None
         except _Unavailable as e:
@@ -175,10 +200,16 @@ class HttpRemoteCache:
             self._fail(f"publish failed ({type(e).__name__}: {e})")
 
     def close(self) -> None:
-        """Wait for queued uploads, release connections and record this run's statistics."""
+        """Wait for queued uploads, release connections and record this run's statistics.
+
+        The store stops fetching through this client: an object still on the
+        server is then read as absent (see :meth:`Store.set_fetcher`).
+        """
         if self._closed:
             return
         self._closed = True
+        if self._store.fetcher == self._provide:
+            self._store.set_fetcher(None)
         self._publisher.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         if self._client is not None:
@@ -225,20 +256,87 @@ class HttpRemoteCache:
             raise _Untrusted("the entry document names another key")
         return document
 
-    def _fetch(self, roots: list[str]) -> set[str]:
-        """Download ``roots`` and the blobs of those that are trees; return the trees."""
+    def _fetch(self, document: RemoteEntry) -> None:
+        """Bring in what a hit must have at once; make sure the server has the rest.
+
+        Artifacts (and the rarely used ``tree``) come whole: the engine hands
+        them to its caller, which may read them after the run, when this
+        client is closed. The snapshot is only needed if a child step runs,
+        so its manifest comes now (the ref must name a stored tree, and it
+        proves the snapshot is one) and its blobs are merely checked with
+        ``HEAD``: a blob the server has lost makes this lookup a quiet miss,
+        as an eager download would, instead of failing a child step later.
+        """
+        roots = document.roots()
         self._parallel(self._download, [d for d in roots if not self._store.has(d)])
-        trees: set[str] = set()
-        blobs: dict[str, None] = {}
-        for root in roots:
-            inside = self._tree_blobs(root)
-            if inside is not None:
-                trees.add(root)
-                blobs.update(dict.fromkeys(inside))
-        self._parallel(self._download, [d for d in blobs if not self._store.has(d)])
-        return trees
+        snapshot = self._tree_blobs(document.snapshot_tree)
+        if snapshot is None:
+            raise _Untrusted("its snapshot is not a tree")
+        needed: dict[str, None] = {}
+        for root in [*(a.key for a in document.artifacts), document.tree]:
+            if root is not None:
+                needed.update(dict.fromkeys(self._tree_blobs(root) or []))
+        self._parallel(self._download, [d for d in needed if not self._store.has(d)])
+        deferred = [d for d in snapshot if d not in needed and not self._store.has(d)]
+        self._parallel(self._check_on_server, deferred)
+
+    def _check_on_server(self, digest: str) -> None:
+        with self._lock:
+            if digest in self._corrupt:
+                raise _Untrusted(f"blob {digest[:12]} was served corrupt before")
+            if digest in self._on_server:
+                return
+        if not self._head(f"cas/{digest}"):
+            raise _Incomplete(digest)
+        with self._lock:
+            self._on_server.add(digest)
+
+    def _provide(self, digests: list[str]) -> None:
+        """The store's fetcher: download objects a read found absent (see :class:`Store`)."""
+        what = f"blob {digests[0]}" if len(digests) == 1 else f"{len(digests)} blobs"
+        try:
+            if self._closed:
+                raise StoreError(f"remote cache {self.url} was closed at the end of its run")
+            self._parallel(self._download, digests)
+        except _Unavailable as e:
+            self._fail(f"{e}, fetching {what}", down=True, fatal=True)
+            raise StoreError(f"remote cache {self.url} is unavailable: {e}") from e
+        except _Incomplete as e:
+            self._fail(f"blob {e} is no longer on the server", fatal=True)
+            raise StoreError(f"remote cache {self.url} no longer has blob {e}") from e
+        except _Untrusted as e:
+            self._fail(f"{e}; refused", fatal=True)
+            raise StoreError(f"remote cache {self.url} served bad data: {e}; refused") from e
+        except StoreError:
+            raise
+        except Exception as e:  # whatever it was, the read fails with a StoreError
+            self._fail(f"fetching {what} failed ({type(e).__name__}: {e})", fatal=True)
+            raise StoreError(f"remote cache {self.url}: {type(e).__name__}: {e}") from e
 
     def _download(self, digest: str) -> None:
+        """Download and store blob ``digest``, unless another thread is already at it."""
+        while True:
+            with self._lock:
+                if digest in self._corrupt:
+                    # It would only be refused again; the first refusal was reported.
+                    raise _Untrusted(f"blob {digest[:12]} does not match its hash")
+                running = self._inflight.get(digest)
+                if running is None:
+                    done = self._inflight[digest] = threading.Event()
+                    break
+            running.wait()
+            if self._store.has(digest):
+                return
+            # That download failed; try ours, which reports its own error.
+        try:
+            if not self._store.has(digest):
+                self._download_now(digest)
+        finally:
+            with self._lock:
+                del self._inflight[digest]
+            done.set()
+
+    def _download_now(self, digest: str) -> None:
         h = hashlib.sha256()
         received = 0
         small = bytearray()
@@ -265,6 +363,7 @@ class HttpRemoteCache:
                 if h.hexdigest() != digest:
                     with self._lock:
                         self._corrupt.add(digest)
+                        self._remember_refused(digest, refused=True)
                     raise _Untrusted(f"blob {digest[:12]} does not match its hash")
                 if spill is None:
                     stored = self._store.put_bytes(bytes(small))
@@ -279,10 +378,8 @@ class HttpRemoteCache:
         with self._lock:
             self._on_server.add(digest)
 
-    def _import(self, document: RemoteEntry, trees: set[str]) -> CacheEntry:
+    def _import(self, document: RemoteEntry) -> CacheEntry:
         tree = document.snapshot_tree
-        if tree not in trees:
-            raise _Untrusted("its snapshot is not a tree")
         existing = self._store.get_ref(document.snapshot)
         if existing is not None and existing != tree:
             # Never repoint a local snapshot: entries here may boot from it.
@@ -364,7 +461,9 @@ class HttpRemoteCache:
         self._count("blobs_uploaded")
         with self._lock:
             self._on_server.add(digest)
-            self._corrupt.discard(digest)
+            if suspect:
+                self._corrupt.discard(digest)
+                self._remember_refused(digest, refused=False)
 
     # -- HTTP --------------------------------------------------------------------
     # Every request goes through these three, which turn the HTTP library's
@@ -477,11 +576,13 @@ class HttpRemoteCache:
 
     def _parallel(self, work: Callable[[str], None], items: Iterable[str]) -> None:
         todo = list(items)
-        if len(todo) <= 1:
+        # A pool thread that waited on work queued behind it could deadlock
+        # the pool (an upload reading a lazy object fetches it, say).
+        if len(todo) <= 1 or getattr(self._worker, "busy", False):
             for item in todo:
                 work(item)
             return
-        futures = [self._pool.submit(work, item) for item in todo]
+        futures = [self._pool.submit(self._as_worker, work, item) for item in todo]
         errors = [e for e in (f.exception() for f in futures) if e is not None]
         # A dead server outranks a bad blob: it decides whether to keep trying.
         for kind in (_Unavailable, _WritesRefused, _Untrusted, _Incomplete):
@@ -490,6 +591,56 @@ class HttpRemoteCache:
                     raise error
         if errors:
             raise errors[0]
+
+    def _as_worker(self, work: Callable[[str], None], item: str) -> None:
+        self._worker.busy = True
+        try:
+            work(item)
+        finally:
+            self._worker.busy = False
+
+    def _refused(self) -> list[str]:
+        """The blobs this server served corrupt to this store lately (see :data:`REFUSED_FILE`)."""
+        cutoff = time.time() - REFUSED_FOR_S
+        return [d for d, when in self._read_refused().get(self.url, {}).items() if when > cutoff]
+
+    def _read_refused(self) -> dict[str, dict[str, float]]:
+        try:
+            raw = json.loads((self._store.root / REFUSED_FILE).read_bytes())
+        except (OSError, ValueError):
+            return {}  # none yet, or damaged: forgetting costs at most one more failed step
+        if not isinstance(raw, dict):
+            return {}
+        return {
+            url: {
+                d: float(when)
+                for d, when in blobs.items()
+                if is_digest(d) and isinstance(when, int | float)
+            }
+            for url, blobs in raw.items()
+            if isinstance(url, str) and isinstance(blobs, dict)
+        }
+
+    def _remember_refused(self, digest: str, *, refused: bool) -> None:
+        # Called under self._lock, which serialises this process's writers;
+        # another process racing us can lose one record, which costs one
+        # more failed step, never a wrong result.
+        try:
+            data = self._read_refused()
+            mine = data.setdefault(self.url, {})
+            if refused:
+                mine[digest] = time.time()
+            elif mine.pop(digest, None) is None:
+                return
+            cutoff = time.time() - REFUSED_FOR_S
+            kept = {
+                url: {d: when for d, when in blobs.items() if when > cutoff}
+                for url, blobs in data.items()
+            }
+            body = json.dumps({u: b for u, b in kept.items() if b}, indent=1, sort_keys=True)
+            write_atomically(self._store.root / REFUSED_FILE, body.encode(), prefix=TEMP_PREFIX)
+        except OSError:
+            pass
 
     def _tempdir(self) -> Path:
         with self._lock:
@@ -501,10 +652,20 @@ class HttpRemoteCache:
         with self._lock:
             setattr(self._stats, name, getattr(self._stats, name) + amount)
 
-    def _fail(self, message: str, *, down: bool = False, writes: bool = False) -> None:
+    def _fail(
+        self, message: str, *, down: bool = False, writes: bool = False, fatal: bool = False
+    ) -> None:
+        """Count a problem and print the run's one warning line if it is the first.
+
+        ``down`` gives the server up for the rest of the run, ``writes`` stops
+        uploads, and ``fatal`` says the step that needed an object fails (a
+        lazy fetch), rather than that a lookup missed.
+        """
         suffix = "using the local cache only" if down else "treated as a miss"
         if writes:
             suffix = "not uploading for the rest of the run"
+        if fatal:
+            suffix = "the step that needed it fails" + ("; " + suffix if down else "")
         line = " ".join(f"remote cache {self.url}: {message}; {suffix}".split())
         with self._lock:
             self._stats.errors += 1

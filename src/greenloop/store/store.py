@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from greenloop.store.digests import digest_file
+from greenloop.store.digests import digest_file, is_digest
 from greenloop.store.errors import StoreError
 from greenloop.store.gc import GcReport, collect_garbage
 from greenloop.store.index import Index
@@ -23,12 +24,29 @@ from greenloop.store.trees import (
     read_manifest,
 )
 
+Fetcher = Callable[[list[str]], None]
+"""Brings absent objects into a store on demand (see :meth:`Store.set_fetcher`).
+
+It receives digests none of which is stored, and returns once every one of
+them is -- each put with :meth:`Store.put_bytes` or :meth:`Store.put_file`
+after its bytes were checked against its digest -- or raises
+:class:`StoreError` saying why it could not.
+"""
+
 
 class Store:
     """A content-addressed store with a SQLite index, rooted at one directory.
 
     Safe to share between processes: object writes are atomic renames and the
     index is SQLite in WAL mode. Obtain one with :meth:`open`.
+
+    Objects may be *lazy*: a cache entry imported from a remote cache can name
+    objects that are not here yet. The read paths (:meth:`open_blob`,
+    :meth:`read_bytes`, :meth:`blob_path`, :meth:`get_tree`,
+    :meth:`materialize`) ask the :data:`Fetcher` set with :meth:`set_fetcher`
+    for an absent object before giving up; :meth:`has`, :meth:`is_tree`,
+    :meth:`verify`, :meth:`gc` and the write paths only ever look at what is
+    on this disk.
     """
 
     root: Path
@@ -41,6 +59,7 @@ class Store:
         self.root = root
         self.index = index
         self._objects = ObjectDir(root / OBJECTS_DIR)
+        self._fetcher: Fetcher | None = None
 
     @classmethod
     def open(cls, root: Path | None = None) -> Store:
@@ -85,19 +104,31 @@ class Store:
         return self._objects.put_stream(stream)
 
     def has(self, digest: str) -> bool:
-        """True when the object ``digest`` is stored."""
+        """True when the object ``digest`` is stored on this disk (never fetches)."""
         return self._objects.has(digest)
 
     def blob_path(self, digest: str) -> Path:
         """The on-disk path of object ``digest``, for reading only.
 
-        Raises :class:`StoreError` if it is not stored. Never write to it: copy
-        it instead (objects are shared by every entry that has the same bytes).
+        Fetches it if absent (see :meth:`set_fetcher`); raises
+        :class:`StoreError` if it is not stored and cannot be fetched. Never
+        write to it: copy it instead (objects are shared by every entry that
+        has the same bytes).
         """
+        try:
+            return self._objects.existing_path(digest)
+        except StoreError:
+            if not self._fetch_absent([digest]):
+                raise
         return self._objects.existing_path(digest)
 
     def open_blob(self, digest: str) -> BinaryIO:
-        """Open object ``digest`` for binary reading; the caller closes it."""
+        """Open object ``digest`` for reading (fetched if absent); the caller closes it."""
+        try:
+            return self._objects.open(digest)
+        except StoreError:
+            if not self._fetch_absent([digest]):
+                raise
         return self._objects.open(digest)
 
     def read_bytes(self, digest: str) -> bytes:
@@ -130,9 +161,13 @@ class Store:
         return self.put_bytes(encode_manifest(canonical))
 
     def get_tree(self, digest: str) -> list[TreeEntry]:
-        """The entries of tree ``digest``, sorted by path; :class:`StoreError` if not a tree."""
+        """The entries of tree ``digest``, sorted by path; :class:`StoreError` if not a tree.
+
+        Fetches the manifest if absent, not the blobs it lists.
+        """
+        data = self.read_bytes(digest)
         try:
-            return decode_manifest(self.read_bytes(digest))
+            return decode_manifest(data)
         except StoreError as exc:
             raise StoreError(f"{digest} is not a tree: {exc}") from exc
 
@@ -149,15 +184,114 @@ class Store:
         Files are written as copies, never hardlinks, so nothing done in
         ``dest`` can alter the store. See
         :func:`~greenloop.store.materialize.materialize_entries` for how
-        existing content and path safety are handled.
+        existing content and path safety are handled. Absent objects are
+        fetched first, all in one request to the fetcher, so nothing is
+        written to ``dest`` when one of them cannot be had.
         """
-        materialize_entries(self.get_tree(tree), dest, self.open_blob)
+        entries = self.get_tree(tree)
+        # One stat per blob, a few percent of copying it: the price of failing
+        # before writing anything, with every absent blob known at once.
+        self._fetch_absent([e.blob for e in entries if e.blob is not None])
+        materialize_entries(entries, dest, self.open_blob)
+
+    # -- lazy objects ----------------------------------------------------------
+
+    def set_fetcher(self, fetcher: Fetcher | None) -> None:
+        """Fetch absent objects with ``fetcher`` from now on (None: never fetch).
+
+        The remote cache client sets itself here while it is open, so objects
+        of entries it imported without downloading them arrive when something
+        first reads them. Only the read paths use it; see the class docstring.
+        """
+        self._fetcher = fetcher
+
+    @property
+    def fetcher(self) -> Fetcher | None:
+        """The fetcher :meth:`set_fetcher` installed, or None."""
+        return self._fetcher
+
+    def _fetch_absent(self, digests: Iterable[str]) -> bool:
+        """Fetch those of ``digests`` not stored; False when none was absent.
+
+        When an absent object cannot be had, every cache entry whose objects
+        include it is dropped before :class:`StoreError` is raised: such an
+        entry can no longer be reproduced here, and as a hit it would fail
+        each later run the same way, while as a miss the next run rebuilds it.
+        """
+        absent = [d for d in dict.fromkeys(digests) if not self.has(d)]
+        if not absent:
+            return False
+        fetcher = self._fetcher
+        reason = "no remote cache is configured to fetch it from"
+        if fetcher is not None:
+            try:
+                fetcher(absent)
+            except StoreError as exc:
+                reason = str(exc)
+            else:
+                reason = "the fetcher returned without storing it"
+            absent = [d for d in absent if not self.has(d)]
+            if not absent:
+                return True
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        message = f"object {absent[0]}{more} is not in the store at {self.root}: {reason}"
+        dropped = self._drop_entries_needing(set(absent))
+        if dropped == 1:
+            message += "; dropped the cache entry that needs it, so the next run rebuilds that step"
+        elif dropped:
+            message += (
+                f"; dropped {dropped} cache entries that need it, "
+                "so the next run rebuilds those steps"
+            )
+        raise StoreError(message)
+
+    def _drop_entries_needing(self, absent: set[str]) -> int:
+        # Only what is on this disk is read: fetching is what just failed. A
+        # chain's snapshots list their ancestors' blobs too, so a broken chain
+        # goes at once, not one step per failed run.
+        listed: dict[str, frozenset[str]] = {}
+        doomed: list[str] = []
+        dropped = 0
+        try:
+            named = {name: digest for name, (digest, _) in self.index.refs().items()}
+            for entry in self.index.entries():
+                roots = [
+                    named.get(entry.snapshot, entry.snapshot),
+                    entry.tree,
+                    *(a.key for a in entry.artifacts),
+                ]
+                for root in roots:
+                    if root is None or not is_digest(root):
+                        continue
+                    if root not in listed:
+                        listed[root] = self._local_tree_blobs(root)
+                    if root in absent or not absent.isdisjoint(listed[root]):
+                        doomed.append(entry.key)
+                        break
+            for key in doomed:
+                self.index.delete_entry(key)
+                dropped += 1
+        except (StoreError, OSError):
+            pass  # the read's own error is the one worth reporting
+        return dropped
+
+    def _local_tree_blobs(self, digest: str) -> frozenset[str]:
+        """The blobs tree ``digest`` lists, if it is a tree stored here (empty otherwise)."""
+        try:
+            with open(self._objects.path_for(digest), "rb") as fh:
+                entries = read_manifest(fh)
+        except FileNotFoundError:
+            return frozenset()
+        return frozenset(e.blob for e in entries or () if e.blob is not None)
 
     # -- refs ------------------------------------------------------------------
 
     def set_ref(self, name: str, digest: str) -> None:
         """Name object ``digest`` (typically a snapshot tree) ``name``; gc keeps it while
-        a cache entry's snapshot names it (or for the grace period)."""
+        a cache entry's snapshot names it (or for the grace period).
+
+        ``digest`` must be stored here (a tree's blobs need not be: they can be lazy).
+        """
         if not self.has(digest):
             raise StoreError(f"cannot point ref {name!r} at missing object {digest}")
         self.index.set_ref(name, digest)
