@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -112,35 +112,9 @@ def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
         fail(str(e))
     except OSError as e:
         fail(f"cannot take the watcher slot in {root}: {e}")
-    stop = threading.Event()
-    lost = threading.Event()
-
-    def on_lost() -> None:
-        lost.set()
-        stop.set()
-
-    writer = StatusWriter(lock, on_lost)
-    printer = _JsonPrinter() if as_json else _TextPrinter()
-    loop = WatchLoop(
-        root, setup, FanOut(printer, StatusListener(writer)), stop, debounce_ms=debounce_ms
-    )
     names = ", ".join(c.name for c in setup.checkers)
     click.echo(f"greenloop: watching {root} with {names} (Ctrl-C to stop)", err=True)
-    signalled = threading.Event()
-    try:
-        with _signals_set(stop, signalled):
-            writer.start()
-            loop.run()
-    except OSError as e:
-        fail(f"watching {root} failed: {e}")
-    finally:
-        stop.set()
-        process.kill_all()
-        writer.stop()
-        lock.release()
-    if lost.is_set():
-        fail("another watcher took over this tree")
-    sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
+    _watch_until_stopped(root, setup, lock, as_json=as_json, debounce_ms=debounce_ms)
 
 
 @click.command()
@@ -199,7 +173,53 @@ def dev(
     except SetupError as e:
         store.close()
         fail(str(e))
+    except OSError as e:
+        store.close()
+        fail(f"cannot take the watcher slot in {root}: {e}")
     state = LiveState()
+    builds = DevBuilds(
+        store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
+    )
+    try:
+        server = serve(state, host, port)
+    except OSError as e:
+        lock.release()
+        store.close()
+        fail(f"cannot serve on {host}:{port}: {e}")
+    click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+
+    def stop_serving() -> None:
+        builds.stop()
+        server.stop()
+        store.close()
+
+    _watch_until_stopped(
+        root,
+        setup,
+        lock,
+        as_json=as_json,
+        extra=builds,
+        on_start=builds.start,
+        on_stop=stop_serving,
+    )
+
+
+def _watch_until_stopped(
+    root: Path,
+    setup: Setup,
+    lock: WatchLock,
+    *,
+    as_json: bool,
+    debounce_ms: int | None = None,
+    extra: Listener | None = None,
+    on_start: Callable[[], None] = lambda: None,
+    on_stop: Callable[[], None] = lambda: None,
+) -> NoReturn:
+    """Run the watch loop, with its status file, until Ctrl-C, SIGTERM or a takeover; exit.
+
+    Exit 130 when signalled, 0 when the loop ends by itself, 2 when another watcher
+    took the tree over or watching failed. Every checker process group is killed.
+    """
     stop, lost, signalled = threading.Event(), threading.Event(), threading.Event()
 
     def on_lost() -> None:
@@ -208,32 +228,21 @@ def dev(
 
     writer = StatusWriter(lock, on_lost)
     printer: Listener = _JsonPrinter() if as_json else _TextPrinter()
-    builds = DevBuilds(
-        store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
-    )
-    loop = WatchLoop(root, setup, FanOut(printer, StatusListener(writer), builds), stop)
-    try:
-        server = serve(state, host, port)
-    except OSError as e:
-        lock.release()
-        store.close()
-        fail(f"cannot serve on {host}:{port}: {e}")
-    click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+    listeners = [printer, StatusListener(writer), *([extra] if extra is not None else [])]
+    loop = WatchLoop(root, setup, FanOut(*listeners), stop, debounce_ms=debounce_ms)
     try:
         with _signals_set(stop, signalled):
             writer.start()
-            builds.start()
+            on_start()
             loop.run()
     except OSError as e:
         fail(f"watching {root} failed: {e}")
     finally:
         stop.set()
         process.kill_all()
-        builds.stop()
-        server.stop()
+        on_stop()
         writer.stop()
         lock.release()
-        store.close()
     if lost.is_set():
         fail("another watcher took over this tree")
     sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
