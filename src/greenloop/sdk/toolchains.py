@@ -55,12 +55,21 @@ python = Toolchain(
     name="python",
     image="python:3.12-slim",
     lockfiles=("requirements*.txt", "pyproject.toml", "poetry.lock", "uv.lock"),
-    install_cmd=("python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt"),
+    # `python -m pip` rather than .venv/bin/pip: a script's shebang names the sandbox
+    # it was installed in, which a later step does not share.
+    install_cmd=(
+        "python3 -m venv .venv && if [ -f requirements.txt ]; then"
+        " .venv/bin/python -m pip install -q -r requirements.txt;"
+        " elif [ -f pyproject.toml ] || [ -f setup.py ]; then"
+        " .venv/bin/python -m pip install -q .; fi"
+        " && .venv/bin/python -m pip install -q pytest ruff"
+    ),
     build_cmd=".venv/bin/python -m compileall -q .",
     test_cmd=".venv/bin/python -m pytest -q",
     lint_cmd=".venv/bin/python -m ruff check .",
 )
-"""Python: a virtualenv in the workspace, pytest and ruff."""
+"""Python: a virtualenv in the workspace with the project (or requirements.txt), pytest and
+ruff installed into it."""
 
 rust = Toolchain(
     name="rust",
