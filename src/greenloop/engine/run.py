@@ -107,7 +107,6 @@ class RunResult:
     status: RunStatus
     steps: dict[str, StepOutcome]
     duration_s: float
-    workspace: Workspace | None = None
 
 
 class Run:
@@ -229,7 +228,7 @@ class Run:
             )
         )
         self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=veto))
-        return RunResult(self.run_id, status, outcomes, duration, workspace)
+        return RunResult(self.run_id, status, outcomes, duration)
 
     def _schedule(
         self, workspace: Workspace, archive_id: UUID, outcomes: dict[str, StepOutcome]

@@ -33,13 +33,6 @@ class Workspace:
     archive: str
     files: dict[str, str]
 
-    def tree_hash(self) -> str:
-        """One digest over every (path, content) pair."""
-        h = hashlib.sha256()
-        for path, digest in sorted(self.files.items()):
-            h.update(f"{len(path)}:{path}{digest}".encode())
-        return h.hexdigest()
-
 
 def pack(root: Path, store: Store) -> Workspace:
     """Pack the project at ``root`` into a deterministic tar stored in ``store``."""
