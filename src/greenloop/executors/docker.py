@@ -28,13 +28,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from greenloop._fs import pid_alive
+from greenloop.executors._conclude import conclude
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
     CommandStep,
     ExecutorInput,
     Hit,
-    MissBuildAs,
     Pipeline,
     SetupError,
     SnapshotRef,
@@ -178,22 +178,16 @@ class DockerExecutor:
         try:
             self._inject(container, request, host)
             code = self._start_and_wait(container, request, host)
-            if code != 0:
-                return StepResult(exit_code=code, committed_snapshot=None, artifacts=[])
-            artifacts, missing = self._collect(container, request)
-            if missing:
-                host.log(request.step_id, "stderr", f"greenloop: artifact not found: {missing}")
-                return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
-            committed = None
-            if isinstance(request.cache_lookup, MissBuildAs):
-                repository, _, tag = request.cache_lookup.tag.partition(":")
+
+            def commit(snapshot: str) -> None:
+                repository, _, tag = snapshot.partition(":")
                 container.commit(
                     repository=repository,
                     tag=tag or "latest",
                     changes=[f"LABEL {LABEL}.store={self._store_id}"],
                 )
-                committed = request.cache_lookup.tag
-            return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
+
+            return conclude(request, host, code, lambda: self._collect(container, request), commit)
         finally:
             # Already gone is fine; the next run's leftover sweep is the backstop.
             with contextlib.suppress(Exception):

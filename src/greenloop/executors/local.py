@@ -22,12 +22,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import pid_alive
+from greenloop.executors._conclude import conclude
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
     ExecutorInput,
     Hit,
-    MissBuildAs,
     SnapshotRef,
     StepResult,
 )
@@ -58,21 +58,15 @@ class LocalExecutor:
             workdir = _inside(rootfs, request.workdir)
             injected = self._boot(request, host, rootfs, workdir)
             code = _execute(request, host, rootfs, workdir)
-            if code != 0:
-                return StepResult(exit_code=code, committed_snapshot=None, artifacts=[])
-            artifacts, missing = self._collect(request, workdir)
-            if missing:
-                host.log(request.step_id, "stderr", f"greenloop: artifact not found: {missing}")
-                return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
-            committed = None
-            if isinstance(request.cache_lookup, MissBuildAs):
+
+            def commit(tag: str) -> None:
                 # The workspace is laid over every child anyway, so it stays out of the
                 # snapshot: snapshots hold only what steps made, and deleted sources
                 # can never come back from a cached parent.
                 tree = self.store.put_tree(rootfs, exclude=injected.__contains__)
-                self.store.set_ref(request.cache_lookup.tag, tree)
-                committed = request.cache_lookup.tag
-            return StepResult(exit_code=0, committed_snapshot=committed, artifacts=artifacts)
+                self.store.set_ref(tag, tree)
+
+            return conclude(request, host, code, lambda: self._collect(request, workdir), commit)
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
 
