@@ -1,12 +1,19 @@
 """The publisher: make a servable build the latest green, atomically.
 
-Two things move on a servable :class:`BuildResult` and nothing moves otherwise:
+Two things move on a servable :class:`BuildResult`, together, and nothing moves
+otherwise: ``.greenloop/latest-green`` (the v1 pointer) and ``--out DIR`` (the
+artifact). Both are fixed symlinks through one switch, ``.greenloop/current``::
 
-* ``.greenloop/latest-green`` — the v1 pointer — rewritten by temp file, fsync,
-  rename and a directory fsync, so a crash leaves the old pointer or the new one;
-* ``--out DIR`` — a symlink to a complete, versioned copy of the artifact
-  (``.DIR.<tree>`` beside it), swapped by renaming a new symlink over the old,
-  so a reader of ``DIR`` sees the old tree or the new one, never a mix.
+    .greenloop/sites/<tree>/…                 each artifact, materialized once, complete
+    .greenloop/publish/<stamp>/latest-green   the pointer of one publish (written, fsynced)
+    .greenloop/publish/<stamp>/site -> ../../sites/<tree>
+    .greenloop/current -> publish/<stamp>     swapped by one rename + directory fsync
+    .greenloop/latest-green -> current/latest-green
+    DIR -> .greenloop/current/site
+
+So a crash at any moment leaves the old pointer and the old tree, or the new
+pointer and the new tree — never a pointer that disagrees with ``DIR``, never a
+half-written file or tree — and a reader of ``DIR`` sees one tree or the other.
 """
 
 from __future__ import annotations
@@ -21,16 +28,19 @@ from greenloop._fs import fsync_dir, write_atomically
 from greenloop.protocol import BuildResult, PointerFormatError, PublishedArtifact, SetupError
 from greenloop.store import Store
 
-POINTER = Path(".greenloop") / "latest-green"
-DEFAULT_OUT = Path(".greenloop") / "out"
+STATE = Path(".greenloop")
+POINTER = STATE / "latest-green"
+DEFAULT_OUT = STATE / "out"
+_KEEP = 2  # the current publish and the one before: a reader may still be walking it
 
 
 class Publisher:
-    """Publishes servable builds of the project at ``root`` into ``out``."""
+    """Publishes servable builds of the project at ``root``; ``out`` always shows the latest."""
 
     def __init__(self, store: Store, root: Path, out: Path | None = None) -> None:
         self.store = store
         self.root = root
+        self.state = (root / STATE).absolute()
         self.out = (out if out is not None else root / DEFAULT_OUT).absolute()
         self.pointer = root / POINTER
         if self.out.exists() and not self.out.is_symlink():
@@ -47,34 +57,53 @@ class Publisher:
         if not result.servable or result.artifact is None:
             return None
         meta = result.artifact
-        version = self.out.parent / f".{self.out.name}.{meta.tree[:16]}"
-        if not version.exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
-            self.store.materialize(meta.tree, staging)
-            os.replace(staging, version)
-        _swap_symlink(self.out, version)
+        site = self._site(meta.tree)
         record = PublishedArtifact(
             input_hash=meta.input_hash,
             artifact=meta.tree,
             identity=meta.identity,
             published_at=int(time.time()),
         )
-        write_atomically(self.pointer, record.render().encode())
-        self._prune(keep={version.name})
+        publishes = self.state / "publish"
+        publishes.mkdir(parents=True, exist_ok=True)
+        stamp = Path(tempfile.mkdtemp(prefix=f"{time.time_ns()}-", dir=publishes))
+        stamp.chmod(0o755)  # mkdtemp makes it private; the published site is for everyone
+        os.symlink(os.path.relpath(site, stamp), stamp / "site")
+        write_atomically(stamp / "latest-green", record.render().encode())
+        _link(self.pointer, Path("current") / "latest-green")
+        _link(self.out, self.state / "current" / "site")
+        _link(self.state / "current", stamp.relative_to(self.state))  # the one switch
+        self._prune(publishes, current=stamp)
         return record
 
     def current(self) -> Path | None:
-        """The folder ``out`` points at now, or None before the first publish."""
-        return self.out.resolve() if self.out.is_symlink() else None
+        """The folder ``out`` shows now, or None before the first publish."""
+        return self.out.resolve() if self.out.is_dir() else None
 
-    def _prune(self, keep: set[str]) -> None:
-        # Keep the one before the current too: a reader may still be walking it.
-        versions = sorted(
-            self.out.parent.glob(f".{self.out.name}.*"), key=lambda p: p.stat().st_mtime
-        )
-        stale = [v for v in versions if v.name not in keep][:-1]
-        for old in stale:
-            shutil.rmtree(old, ignore_errors=True)
+    def _site(self, tree: str) -> Path:
+        """The artifact ``tree`` materialized in full (only once per tree)."""
+        sites = self.state / "sites"
+        site = sites / tree[:32]
+        if not site.is_dir():
+            sites.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=sites))
+            staging.chmod(0o755)
+            self.store.materialize(tree, staging)
+            os.replace(staging, site)
+            fsync_dir(sites)
+        return site
+
+    def _prune(self, publishes: Path, current: Path) -> None:
+        ordered = sorted((p for p in publishes.iterdir() if p.is_dir()), key=lambda p: p.name)
+        earlier = [p for p in ordered if p != current]
+        keep = [*earlier[len(earlier) - (_KEEP - 1) :], current]
+        for old in ordered:
+            if old not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+        used = {(p / "site").resolve() for p in keep}
+        for site in (self.state / "sites").iterdir():
+            if site.resolve() not in used:
+                shutil.rmtree(site, ignore_errors=True)
 
 
 def read_pointer(root: Path) -> tuple[PublishedArtifact | None, str | None]:
@@ -88,10 +117,12 @@ def read_pointer(root: Path) -> tuple[PublishedArtifact | None, str | None]:
         return None, f"ignoring corrupt {path}: {e}"
 
 
-def _swap_symlink(link: Path, target: Path) -> None:
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` by renaming a new link over it (atomic)."""
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
     temporary = link.parent / f".{link.name}.link-{os.getpid()}"
-    if temporary.is_symlink():
-        temporary.unlink()
-    os.symlink(target.name, temporary)  # relative, so the pair can move together
+    temporary.unlink(missing_ok=True)
+    os.symlink(target, temporary)
     os.replace(temporary, link)
     fsync_dir(link.parent)
