@@ -84,6 +84,7 @@ def test_publish_moves_pointer_and_out_only_when_servable(store: Store, project:
     assert (out / "index.html").read_text() == "<h1>v1</h1>"
     pointer = (project / POINTER).read_bytes()
     assert PublishedArtifact.parse(pointer) == record
+    assert store.put_tree(out.resolve()) == record.artifact  # --out is what the pointer names
     assert read_pointer(project) == (record, None)
 
     (project / "page.html").unlink()
