@@ -147,6 +147,8 @@ class WatchLoop:
         # Reports of checkers already done, handed to this thread: only it touches the model.
         finished: queue.SimpleQueue[CheckerReport] = queue.SimpleQueue()
 
+        done = threading.Event()
+
         def work() -> None:
             try:
                 box.append(
@@ -154,11 +156,14 @@ class WatchLoop:
                 )
             except Exception as e:  # handed back to the loop's thread
                 box.append(e)
+            finally:
+                done.set()
+                watcher.wake()  # the verdict should not wait for the next poll
 
         worker = threading.Thread(target=work, name="greenloop-check", daemon=True)
         worker.start()
         newer: set[str] = set()
-        while worker.is_alive():
+        while not done.is_set():
             if self._stop.is_set():
                 cancel.set()
             batch = watcher.next_batch(_POLL_S)

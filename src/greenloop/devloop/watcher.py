@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +24,9 @@ _MAX_HOLD_MS = 2_000
 """A never-quiet stream of changes is still checked after this long (or ten quiet windows)."""
 
 _READY_TIMEOUT_MS = 200
+
+_STEP_MS = 20
+"""How long watchfiles waits for quiet before handing events over."""
 """How often the watch thread wakes with no events (its first wake means "watching")."""
 
 
@@ -112,23 +116,37 @@ class Watcher:
         self._raise_failure()
 
     def next_batch(self, timeout: float) -> frozenset[str]:
-        """The next batch of really-changed paths, or an empty set when none came in time."""
+        """The next batch of really-changed paths, or an empty set when none came in time.
+
+        A batch ends once the debounce window has passed with no further event (or
+        after at most ``_MAX_HOLD_MS`` of a stream that never goes quiet), so a burst
+        of writes is one batch, and the verdict waits no longer than the window.
+        """
         try:
             raw = self._raw.get(timeout=timeout)
         except queue.Empty:
             return frozenset()
         if isinstance(raw, BaseException):
             raise raw
-        # Drain whatever else already arrived: one check for everything pending.
-        while True:
+        if not raw:
+            return frozenset()  # a wake-up, not a change
+        now = time.monotonic()
+        quiet_until, hold_until = now + self._debounce_ms / 1000, now + _MAX_HOLD_MS / 1000
+        while (left := min(quiet_until, hold_until) - time.monotonic()) > 0:
             try:
-                more = self._raw.get_nowait()
+                more = self._raw.get(timeout=left)
             except queue.Empty:
                 break
             if isinstance(more, BaseException):
                 raise more
-            raw |= more
+            if more:
+                raw |= more
+                quiet_until = time.monotonic() + self._debounce_ms / 1000
         return self._filter.changed(raw)
+
+    def wake(self) -> None:
+        """Make a waiting :meth:`next_batch` return (empty) now."""
+        self._raw.put(set())
 
     def _raise_failure(self) -> None:
         try:
@@ -144,9 +162,9 @@ class Watcher:
             for batch in watchfiles.watch(
                 self._filter.root,
                 watch_filter=lambda _change, path: self._filter.relevant(path),
-                # watchfiles' `step` is the quiet window that ends a batch; its `debounce`
-                # only caps how long a never-quiet stream is held back.
-                step=max(self._debounce_ms, 1),
+                # A short step hands events over promptly; the debounce window itself
+                # is timed in next_batch, so the verdict waits for it once, not twice.
+                step=max(min(self._debounce_ms, _STEP_MS), 1),
                 debounce=max(self._debounce_ms * 10, _MAX_HOLD_MS),
                 stop_event=self._stop,
                 rust_timeout=_READY_TIMEOUT_MS,

@@ -1,0 +1,167 @@
+"""A checker killed with SIGKILL mid-check: the watcher survives, says red, then recovers.
+
+The checker is a real process that records its pid outside the watched tree
+(so recording it is no change) and then waits on a gate file, also outside the
+tree, giving the test a window in which it is certainly running. Killing it
+from outside must never read as a clean run: the round is red with a
+``greenloop`` ``checker-failed`` diagnostic, and the next change, once the gate
+is open, is checked to green by the same watcher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from greenloop._fs import pid_alive
+from greenloop.devloop.loop import Listener, Verdict, WatchLoop
+from greenloop.devloop.rounds import Setup
+from greenloop.protocol import StateEvent, TreeState
+from tests.test_devloop_helpers import TIMEOUT, Background, event_kind, wait_until, write
+
+GATED_CHECKER = """
+import os, pathlib, sys, time
+state = pathlib.Path(sys.argv[1])
+run = len(list(state.glob("started-*")))
+(state / "pid.tmp").write_text(str(os.getpid()))
+os.replace(state / "pid.tmp", state / f"started-{run}")  # never seen half-written
+deadline = time.monotonic() + 300  # a guard, so a failed test leaves nothing behind for long
+while not (state / "gate").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+(state / f"finished-{run}").write_text("")
+"""
+"""Authoritative, clean and silent, but finishes only while ``STATE/gate`` exists."""
+
+
+def _project(tmp_path: Path) -> tuple[Path, Path]:
+    # The state folder sits beside the tree: pid files and the gate are never a change.
+    root, state = tmp_path / "proj", tmp_path / "state"
+    state.mkdir()
+    write(
+        root,
+        {
+            "gated.py": GATED_CHECKER,
+            "a.txt": "one\n",
+            "greenloop.toml": f"""\
+                kinds = []
+                [checkers.gated]
+                command = ["{sys.executable}", "gated.py", "{state}"]
+                """,
+        },
+    )
+    return root, state
+
+
+def _running_pid(state: Path, run: int) -> int | None:
+    """The pid of checker run ``run`` while it is alive and has not finished, else None."""
+    started = state / f"started-{run}"
+    if not started.exists() or (state / f"finished-{run}").exists():
+        return None
+    pid = int(started.read_text())
+    return pid if pid_alive(pid) else None
+
+
+def _kill_running_checker(state: Path, run: int) -> int:
+    """SIGKILL checker run ``run`` once it is certainly running; its pid."""
+    wait_until(lambda: _running_pid(state, run) is not None, what=f"checker run {run} to start")
+    pid = _running_pid(state, run)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # Waited on by the runner's own Popen, so it soon stops existing even as a zombie.
+    wait_until(lambda: not pid_alive(pid), what="the killed checker to be gone")
+    return pid
+
+
+class _Recorder(Listener):
+    def __init__(self) -> None:
+        self.rounds: list[frozenset[str]] = []
+        self.verdicts: list[Verdict] = []
+        self.seen: list[StateEvent] = []
+        self.lock = threading.Lock()
+
+    def checking(self, changed: frozenset[str]) -> None:
+        with self.lock:
+            self.rounds.append(changed)
+
+    def events(self, events: list[StateEvent]) -> None:
+        with self.lock:
+            self.seen.extend(events)
+
+    def verdict(self, verdict: Verdict) -> None:
+        with self.lock:
+            self.verdicts.append(verdict)
+
+    def edges(self) -> list[str]:
+        with self.lock:
+            return [e.kind for e in self.seen if e.kind != "file_verdict"]
+
+
+def test_a_checker_killed_mid_check_makes_the_round_red_and_the_loop_recovers(
+    tmp_path: Path,
+) -> None:
+    root, state = _project(tmp_path)
+    recorder = _Recorder()
+    stop = threading.Event()
+    loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        # Green first, so the kill has a green to take away.
+        (state / "gate").write_text("")
+        wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
+        assert recorder.verdicts[0].tree is TreeState.GREEN
+
+        (state / "gate").unlink()
+        (root / "a.txt").write_text("two\n")
+        _kill_running_checker(state, 1)
+        wait_until(lambda: len(recorder.verdicts) == 2, what="the killed round's verdict")
+        killed = recorder.verdicts[1]
+        assert killed.tree is TreeState.RED
+        (failure,) = killed.diagnostics
+        assert (failure.source, failure.code) == ("greenloop", "checker-failed")
+        assert "gated was killed by signal 9" in failure.message
+        assert thread.is_alive()
+        assert recorder.edges() == ["became_green", "became_red"]
+
+        (state / "gate").write_text("")
+        (root / "a.txt").write_text("three\n")
+        wait_until(lambda: len(recorder.verdicts) == 3, what="the recovery verdict")
+        assert recorder.verdicts[2].tree is TreeState.GREEN
+        assert recorder.verdicts[2].diagnostics == []
+        assert recorder.rounds == [frozenset(), {"a.txt"}, {"a.txt"}]
+        assert recorder.edges() == ["became_green", "became_red", "became_green"]
+    finally:
+        stop.set()
+        (state / "gate").write_text("")
+        thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def test_watch_json_survives_a_killed_checker_and_turns_green_again(tmp_path: Path) -> None:
+    root, state = _project(tmp_path)
+    proc = Background("watch", "--json", "--debounce-ms", "100", cwd=root)
+    try:
+        # The very first round is the one killed: never green before or for it.
+        pid = _kill_running_checker(state, 0)
+        red = proc.wait_event("became_red")
+        assert [(d["source"], d["code"]) for d in red["diagnostics"]] == [
+            ("greenloop", "checker-failed")
+        ]
+        assert f"killed by signal {int(signal.SIGKILL)}" in red["diagnostics"][0]["message"]
+        assert proc.proc.poll() is None, "the watcher died with its checker"
+        assert not pid_alive(pid)
+
+        (state / "gate").write_text("")
+        (root / "a.txt").write_text("two\n")
+        green = proc.wait_event("became_green")
+        assert green["identity"]["source_tree"]
+        assert (state / "finished-1").exists()
+        assert proc.stop() == 130
+        kinds = [event_kind(line) for line in [*proc.seen, *proc.rest()]]
+        assert [k for k in kinds if k != "file_verdict"] == ["became_red", "became_green"]
+    finally:
+        (state / "gate").write_text("")
+        proc.close()
