@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from greenloop._fs import fsync_dir, write_atomically
@@ -99,11 +100,24 @@ class Publisher:
         keep = [*earlier[len(earlier) - (_KEEP - 1) :], current]
         for old in ordered:
             if old not in keep:
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
         used = {(p / "site").resolve() for p in keep}
         for site in (self.state / "sites").iterdir():
             if site.resolve() not in used:
-                shutil.rmtree(site, ignore_errors=True)
+                _discard(site)
+
+
+def _discard(folder: Path) -> None:
+    """Delete ``folder`` so that a crash midway never leaves a partial one under its name.
+
+    It is renamed out of the way first: a folder named for a tree is always complete.
+    """
+    trash = folder.with_name(f".trash-{uuid.uuid4().hex}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def read_pointer(root: Path) -> tuple[PublishedArtifact | None, str | None]:
