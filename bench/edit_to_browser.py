@@ -42,20 +42,11 @@ from typing import Any
 from greenloop.devloop.rounds import Setup
 from greenloop.protocol import BuildResult, Compiled
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.browser import CHROMIUM_ARGS
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "site"
 TARGET_OVERHEAD_MS = 100.0
-# The flags tests/browser.py launches Debian's chromium with (a container has no
-# sandbox, GPU or /dev/shm to spare).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Failure guards, never measurements.
 TIMEOUT_S = 60.0
 # Every page load notes when its DOM was ready, in the same clock as time.time().

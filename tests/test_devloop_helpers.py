@@ -258,3 +258,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: st
 
 def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
+
+
+GATED_CHECKER = """
+import os, pathlib, sys, time
+state = pathlib.Path(sys.argv[1])
+run = len(list(state.glob("started-*")))
+(state / "pid.tmp").write_text(str(os.getpid()))
+os.replace(state / "pid.tmp", state / f"started-{run}")  # never seen half-written
+deadline = time.monotonic() + 300  # a guard, so a failed test leaves nothing behind for long
+while not (state / "gate").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+(state / f"finished-{run}").write_text("")
+"""
+"""A clean, silent checker script (argv[1] = a state folder outside the tree): it records
+``started-N`` with its pid, then finishes only while ``STATE/gate`` exists."""

@@ -20,20 +20,14 @@ from greenloop._fs import pid_alive
 from greenloop.devloop.loop import Listener, Verdict, WatchLoop
 from greenloop.devloop.rounds import Setup
 from greenloop.protocol import StateEvent, TreeState
-from tests.test_devloop_helpers import TIMEOUT, Background, event_kind, wait_until, write
-
-GATED_CHECKER = """
-import os, pathlib, sys, time
-state = pathlib.Path(sys.argv[1])
-run = len(list(state.glob("started-*")))
-(state / "pid.tmp").write_text(str(os.getpid()))
-os.replace(state / "pid.tmp", state / f"started-{run}")  # never seen half-written
-deadline = time.monotonic() + 300  # a guard, so a failed test leaves nothing behind for long
-while not (state / "gate").exists() and time.monotonic() < deadline:
-    time.sleep(0.02)
-(state / f"finished-{run}").write_text("")
-"""
-"""Authoritative, clean and silent, but finishes only while ``STATE/gate`` exists."""
+from tests.test_devloop_helpers import (
+    GATED_CHECKER,
+    TIMEOUT,
+    Background,
+    event_kind,
+    wait_until,
+    write,
+)
 
 
 def _project(tmp_path: Path) -> tuple[Path, Path]:

@@ -32,6 +32,7 @@ from greenloop.devloop.status import (
 )
 from greenloop.devloop.watcher import ChangeFilter, Watcher
 from greenloop.protocol import BecameRed, StateEvent, TreeState
+from tests.test_devloop_helpers import GATED_CHECKER as GATED_AUTHORITATIVE
 from tests.test_devloop_helpers import (
     PY_GREEN,
     PY_RED,
@@ -415,19 +416,6 @@ def test_watch_text_mode_prints_timestamped_verdicts(tmp_path: Path) -> None:
 
 
 # --- early red from advisory checkers -------------------------------------------------
-
-GATED_AUTHORITATIVE = """
-import os, pathlib, sys, time
-state = pathlib.Path(sys.argv[1])
-run = len(list(state.glob("started-*")))
-(state / "pid.tmp").write_text(str(os.getpid()))
-os.replace(state / "pid.tmp", state / f"started-{run}")  # never seen half-written
-deadline = time.monotonic() + 300  # a guard, so a failed test leaves nothing behind for long
-while not (state / "gate").exists() and time.monotonic() < deadline:
-    time.sleep(0.02)
-(state / f"finished-{run}").write_text("")
-"""
-"""Authoritative and clean, but finishes only once the test creates ``STATE/gate``."""
 
 
 def _early_red_project(tmp_path: Path) -> tuple[Path, Path]:
