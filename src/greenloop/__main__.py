@@ -1,5 +1,5 @@
 """``python -m greenloop``."""
 
-from greenloop.cli import main
+from greenloop._entry import main
 
 main()

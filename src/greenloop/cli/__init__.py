@@ -28,6 +28,7 @@ _COMMANDS = {
     "watch": "greenloop.cli._devloop:watch",
     "status": "greenloop.cli._devloop:status",
     "dev": "greenloop.cli._devloop:dev",
+    "daemon": "greenloop.cli._daemon:daemon",
 }
 
 

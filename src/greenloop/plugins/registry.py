@@ -61,7 +61,16 @@ class PluginInfo:
 
 
 def _entry_points(kind: PluginKind) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUPS[kind])}
+    return {ep.name: ep for ep in _installed()[GROUPS[kind]]}
+
+
+@functools.cache
+def _installed() -> dict[str, tuple[EntryPoint, ...]]:
+    # One scan of the installed distributions per process, not one per lookup: a
+    # run looks up three kinds. A plugin installed later is seen by the next
+    # command (the daemon restarts itself when site-packages changes).
+    found = entry_points()
+    return {group: tuple(found.select(group=group)) for group in GROUPS.values()}
 
 
 def search_path() -> list[Path]:

@@ -1,0 +1,476 @@
+"""The daemon process: imports greenloop once, then forks a child per command.
+
+One thread, one ``selectors`` loop over the listening socket, each client's
+connection and each child's pidfd, so forking never races another thread.
+A child becomes what a fresh ``greenloop`` process would be: its own process
+group, the client's stdio, cwd, environment, umask and argv; it runs the
+command line and exits with its status, which the daemon sends back.
+
+The daemon declines a command (the client then runs it itself) once any file
+it imported has changed on disk, finishes what is running, and re-executes
+itself so the next command gets the new code. It exits after
+``idle_timeout`` seconds without a command, or on ``stop`` / SIGTERM (after
+the commands in flight end).
+
+    python -m greenloop.daemon.server [--idle-timeout SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import fcntl
+import gc
+import importlib
+import io
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from greenloop._version import __version__
+from greenloop.daemon import DaemonPaths, identity
+from greenloop.daemon.client import FORWARDED
+from greenloop.daemon.wire import frame, unframe
+
+DEFAULT_IDLE_TIMEOUT = 3 * 3600.0
+
+# What a command may import: everything but the user's pipeline file. Forked
+# children share these pages, so preloading much costs little.
+PRELOAD = (
+    "greenloop.cli",
+    "greenloop.cli._pipeline",
+    "greenloop.cli._cache",
+    "greenloop.cli._devloop",
+    "greenloop.cli._plugins",
+    "greenloop.cli._schema",
+    "greenloop.cli.formatters",
+    "greenloop.engine.run",
+    "greenloop.executors.local",
+    "greenloop.executors.docker",
+    "greenloop.sdk",
+    "greenloop.protocol",
+    "docker",
+    "rich.console",
+)
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this interpreter's lock."""
+
+
+@dataclass
+class _Command:
+    pid: int
+    pidfd: int
+    conn: socket.socket | None
+    buffer: bytes = b""
+
+
+class Server:
+    """One daemon: its socket, its children and its counters."""
+
+    def __init__(self, where: DaemonPaths, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        self.where = where
+        self.idle_timeout = idle_timeout
+        self.started_at = time.time()
+        self.served = 0
+        self._commands: dict[int, _Command] = {}
+        self._stopping = False
+        self._restart = False
+        self._listener: socket.socket | None = None
+        self._lock_fd = -1
+        self._stamps: dict[str, int] = {}
+        self._selector = selectors.DefaultSelector()
+        # Signals wake the loop through this pair instead of interrupting it mid-fork.
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    def serve(self) -> None:
+        """Preload, listen, and fork commands until stopped or idle (``AlreadyRunning``
+        when another daemon serves this interpreter)."""
+        self._lock_fd = self._take_lock()
+        try:
+            _preload()
+            self._stamps = _stamps(_imported_files())
+            self._listen()
+            self._loop()
+        finally:
+            if self._listener is not None:
+                self._close_listener()
+            self._selector.close()
+            os.close(self._lock_fd)
+        if self._restart:
+            os.execv(sys.executable, sys.orig_argv)
+
+    # -- setup ----------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        folder = self.where.folder
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise SystemExit(
+                f"greenloop daemon: {folder} must be a folder only you can use (mode 700); "
+                "fix it or set GREENLOOP_DAEMON_DIR"
+            )
+        fd = os.open(self.where.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(self.where.socket) from None
+        return fd
+
+    def _listen(self) -> None:
+        _unlink(self.where.socket)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.where.socket)
+        os.chmod(self.where.socket, 0o600)
+        listener.listen(64)
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ, "accept")
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_activity = time.monotonic()
+        while True:
+            if self._stopping and self._listener is not None:
+                self._close_listener()  # new commands now run in their own process
+            if not self._commands:
+                if self._stopping:
+                    return
+                idle = time.monotonic() - last_activity
+                if idle >= self.idle_timeout:
+                    return
+                timeout: float | None = self.idle_timeout - idle
+            else:
+                timeout = None
+            events = self._selector.select(timeout)
+            for key, _ in events:
+                self._dispatch(key.data)
+            if events:
+                last_activity = time.monotonic()
+
+    def _dispatch(self, what: Any) -> None:
+        if what == "accept":
+            assert self._listener is not None
+            conn, _ = self._listener.accept()
+            self._accept(conn)
+        elif what == "wake":
+            self._wake_r.recv(4096)
+        elif what[0] == "exited":
+            self._reap(what[1])
+        else:
+            self._from_client(what[1])
+
+    def _accept(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        fds: list[int] = []
+        try:
+            if _peer_uid(conn) != os.getuid():
+                conn.close()
+                return
+            request, fds = _receive(conn)
+            if "run" in request and len(fds) == 3:
+                fds, handed = [], fds
+                self._run(conn, request["run"], handed)
+                return
+            if "status" in request:
+                _send(conn, self.status())
+            elif "stop" in request:
+                self._stopping = True
+                _send(conn, {"stopping": os.getpid()})
+        except (OSError, ValueError, KeyError, EOFError, TypeError):
+            pass
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+
+    def status(self) -> dict[str, Any]:
+        """What ``greenloop daemon status`` shows."""
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "version": __version__,
+            "python": sys.executable,
+            "identity": identity(),
+            "socket": self.where.socket,
+            "started_at": self.started_at,
+            "served": self.served,
+            "in_flight": len(self._commands),
+            "idle_timeout": self.idle_timeout,
+        }
+
+    def _run(self, conn: socket.socket, run: dict[str, Any], fds: list[int]) -> None:
+        """Fork the command (the parent owns ``fds`` and ``conn`` from here)."""
+        try:
+            if run.get("identity") != identity():
+                # Another interpreter or other Python settings: the client runs it itself.
+                with contextlib.suppress(OSError):
+                    _send(conn, {"fallback": "the daemon serves other Python settings"})
+                conn.close()
+                return
+            if _stamps(self._stamps) != self._stamps:
+                self._stopping = self._restart = True
+                with contextlib.suppress(OSError):
+                    _send(conn, {"fallback": "greenloop's code changed on disk; restarting"})
+                conn.close()
+                return
+            try:
+                pid = os.fork()
+            except OSError:
+                conn.close()
+                return
+            if pid == 0:
+                self._child(conn, run, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        # Both sides set the group, so a signal forwarded at once still finds it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        command = _Command(pid, os.pidfd_open(pid), conn)
+        self._commands[pid] = command
+        conn.setblocking(False)
+        with contextlib.suppress(OSError):
+            _send(conn, {"started": pid})
+        self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
+        self._selector.register(conn, selectors.EVENT_READ, ("client", command))
+
+    def _reap(self, command: _Command) -> None:
+        _, status = os.waitpid(command.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        self._selector.unregister(command.pidfd)
+        os.close(command.pidfd)
+        del self._commands[command.pid]
+        self.served += 1
+        if command.conn is not None:
+            self._selector.unregister(command.conn)
+            with contextlib.suppress(OSError):
+                command.conn.setblocking(True)
+                _send(command.conn, {"exit": 128 - code if code < 0 else code})
+            command.conn.close()
+
+    def _from_client(self, command: _Command) -> None:
+        assert command.conn is not None
+        try:
+            data = command.conn.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            # The client is gone (killed, or its terminal closed): stop its command
+            # the way greenloop stops on SIGTERM, cleanly.
+            self._selector.unregister(command.conn)
+            command.conn.close()
+            command.conn = None
+            _signal_group(command.pid, signal.SIGTERM)
+            return
+        try:
+            messages, command.buffer = unframe(command.buffer + data)
+        except (ValueError, EOFError, TypeError):
+            messages, command.buffer = [], b""
+        for message in messages:
+            if message.get("signal") in FORWARDED:
+                _signal_group(command.pid, message["signal"])
+
+    def _close_listener(self) -> None:
+        assert self._listener is not None
+        self._selector.unregister(self._listener)
+        self._listener.close()
+        self._listener = None
+        _unlink(self.where.socket)
+
+    # -- the child --------------------------------------------------------------
+
+    def _child(self, conn: socket.socket, run: dict[str, Any], fds: list[int]) -> NoReturn:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            self._drop_inherited(conn)
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            _become(run)
+            code = _run_cli()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(BaseException):
+                atexit._run_exitfuncs()
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def _drop_inherited(self, conn: socket.socket) -> None:
+        """Close the daemon's descriptors in a child. Closing a copy sends nothing:
+        the daemon's own connections, socket and lock stay as they are."""
+        signal.set_wakeup_fd(-1)
+        self._selector.close()
+        for sock in (conn, self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        for other in self._commands.values():
+            os.close(other.pidfd)
+            if other.conn is not None:
+                other.conn.close()
+        os.close(self._lock_fd)
+
+
+def _become(run: dict[str, Any]) -> None:
+    """Turn the forked child into the process the client would have started."""
+    os.chdir(run["cwd"])
+    os.umask(int(run["umask"]))
+    os.environ.clear()
+    os.environ.update(run["env"])
+    time.tzset()
+    tempfile.tempdir = None  # cached from the daemon's own environment
+    sys.argv = list(run["argv"])
+    sys.path[0] = run["path0"]
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.stdin = _stream(0, "r", sys.__stdin__)
+    sys.stdout = _stream(1, "w", sys.__stdout__)
+    sys.stderr = _stream(2, "w", sys.__stderr__)
+
+
+def _stream(fd: int, mode: str, like: io.TextIOWrapper | None) -> io.TextIOWrapper:
+    """A standard stream on ``fd`` buffered as CPython would set it up at start-up."""
+    # The daemon's own stream says whether Python started with -u / PYTHONUNBUFFERED.
+    unbuffered = mode == "w" and like is not None and like.write_through
+    raw = open(fd, mode + "b", buffering=0 if unbuffered else -1, closefd=False)  # noqa: SIM115
+    return io.TextIOWrapper(
+        raw,
+        encoding=like.encoding if like else None,
+        errors=like.errors if like else None,
+        line_buffering=mode == "w" and (fd == 2 or os.isatty(fd)),
+        write_through=unbuffered,
+    )
+
+
+def _run_cli() -> int:
+    from greenloop.cli import main
+
+    try:
+        main()
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return 0
+
+
+def _preload() -> None:
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from pydantic import BaseModel
+
+    from greenloop import protocol
+    from greenloop.plugins import registry
+
+    for name in protocol.__all__:
+        getattr(protocol, name)
+    # Models with forward references finish building on first use: do it now,
+    # once, rather than in every child.
+    models = BaseModel.__subclasses__()
+    while models:
+        model = models.pop()
+        models.extend(model.__subclasses__())
+        if model.__module__.startswith("greenloop.") and not model.__pydantic_complete__:
+            model.model_rebuild()
+    registry.available("executor")  # the scan of installed entry points
+    gc.collect()
+    gc.freeze()  # children then leave the shared pages alone
+
+
+def _imported_files() -> list[str]:
+    """What can change a command's code: greenloop's own modules (edited in place
+    in a development install) and every import folder (installing, upgrading or
+    removing a package changes its folder's listing)."""
+    files = {
+        getattr(module, "__file__", None)
+        for name, module in list(sys.modules.items())
+        if name == "greenloop" or name.startswith("greenloop.")
+    }
+    return sorted({f for f in files if f} | {p for p in sys.path[1:] if p})
+
+
+def _stamps(files: Any) -> dict[str, int]:
+    stamps = {}
+    for path in files:
+        with contextlib.suppress(OSError):
+            stamps[path] = os.stat(path).st_mtime_ns
+    return stamps
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    buffer, fds = b"", []
+    try:
+        while True:
+            chunk, got, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+            fds += got
+            if not chunk:
+                raise ValueError("connection closed before the request ended")
+            messages, buffer = unframe(buffer + chunk)
+            if messages:
+                return messages[0], fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+    conn.sendall(frame(message))
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a daemon in this process (``greenloop daemon start`` runs this detached)."""
+    parser = argparse.ArgumentParser(prog="python -m greenloop.daemon.server")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
+    args = parser.parse_args(argv)
+    try:
+        Server(DaemonPaths(), idle_timeout=args.idle_timeout).serve()
+    except AlreadyRunning as e:
+        print(f"greenloop daemon: already running at {e}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
