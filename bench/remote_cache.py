@@ -135,7 +135,7 @@ def timed_run(
 
 def cli_run(store: Path, project: Path, url: str) -> float:
     """Seconds a `greenloop run` process takes with the remote, store at ``store``."""
-    env = {**os.environ, "GREENLOOP_CACHE_DIR": str(store)}
+    env = {**os.environ, "GREENLOOP_CACHE_DIR": str(store), "GREENLOOP_NO_DAEMON": "1"}
     cmd = [sys.executable, "-m", "greenloop", "run", "--format", "plain", "--remote-cache", url]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)

@@ -69,7 +69,8 @@ def _env(**extra: str) -> dict[str, str]:
     # Bytecode caching on, as on a developer's machine: otherwise every run
     # recompiles greenloop and its dependencies and measures the compiler.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    return {**env, **extra}
+    # Each run in its own process, even if a `greenloop daemon` happens to run.
+    return {**env, "GREENLOOP_NO_DAEMON": "1", **extra}
 
 
 def _greenloop(root: Path, cache: Path, *args: str) -> float:
