@@ -110,11 +110,16 @@ class WatchLoop:
 
     def run(self) -> None:
         """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
-        changes = self._changes
-        watcher = Watcher(changes, self._debounce_ms, self._stop)
+        watcher = Watcher(self._changes, self._debounce_ms, self._stop)
         # Watch first, then record the tree: an edit in between is seen, never lost.
         watcher.start()
-        changes.prime()
+        try:
+            self._watch(watcher)
+        finally:
+            watcher.close()
+
+    def _watch(self, watcher: Watcher) -> None:
+        self._changes.prime()
         pending: frozenset[str] | None = frozenset()
         unsettled = 0
         while not self._stop.is_set():
@@ -140,6 +145,7 @@ class WatchLoop:
             return "done"
         if setup.config.settings.ignore != self._setup.config.settings.ignore:
             self._changes.ignores = Ignores(self.root, setup.config.settings.ignore)
+            watcher.rescan()  # a folder no longer ignored needs a watch
         self._setup = setup
         self._listener.checking(changed)
         cancel = threading.Event()
