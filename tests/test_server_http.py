@@ -243,3 +243,11 @@ def test_stop_closes_the_port_even_with_a_socket_open(state: LiveState) -> None:
         server.stop()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=5):
         pass
+
+
+def test_connections_are_tcp_with_nodelay(server: DevServer) -> None:
+    # asyncio sets TCP_NODELAY on accepted connections only when the listening socket
+    # says IPPROTO_TCP; without it each keep-alive response waited on a delayed ACK.
+    listening = server._socket
+    assert listening.proto == socket.IPPROTO_TCP
+    assert listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
