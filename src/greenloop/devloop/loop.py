@@ -110,16 +110,11 @@ class WatchLoop:
 
     def run(self) -> None:
         """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
-        watcher = Watcher(self._changes, self._debounce_ms, self._stop)
+        changes = self._changes
+        watcher = Watcher(changes, self._debounce_ms, self._stop)
         # Watch first, then record the tree: an edit in between is seen, never lost.
         watcher.start()
-        try:
-            self._watch(watcher)
-        finally:
-            watcher.close()
-
-    def _watch(self, watcher: Watcher) -> None:
-        self._changes.prime()
+        changes.prime()
         pending: frozenset[str] | None = frozenset()
         unsettled = 0
         while not self._stop.is_set():
@@ -145,7 +140,6 @@ class WatchLoop:
             return "done"
         if setup.config.settings.ignore != self._setup.config.settings.ignore:
             self._changes.ignores = Ignores(self.root, setup.config.settings.ignore)
-            watcher.rescan()  # a folder no longer ignored needs a watch
         self._setup = setup
         cancel = threading.Event()
         box: list[RoundResult | Exception | None] = []

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import watchfiles
 
-from greenloop.devloop import inotify
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.inotify import Inotify
 
 _MAX_HOLD_MS = 2_000
 """A never-quiet stream of changes is still checked after this long (or ten quiet windows)."""
@@ -28,10 +26,8 @@ _MAX_HOLD_MS = 2_000
 _READY_TIMEOUT_MS = 200
 
 _STEP_MS = 20
-"""How often watchfiles (the fallback where there is no inotify) looks for changes."""
-
-_STOP_CHECK_S = 1.0
-"""How long an inotify wait may go on before it looks at the stop event (close() is at once)."""
+"""How long watchfiles waits for quiet before handing events over."""
+"""How often the watch thread wakes with no events (its first wake means "watching")."""
 
 
 class ChangeFilter:
@@ -102,12 +98,7 @@ def _parents(rel: str) -> list[str]:
 
 
 class Watcher:
-    """A background thread turning file events into batches of really-changed paths.
-
-    On Linux the thread sleeps in inotify until the kernel reports a change, so
-    a save is seen at once and an idle watcher does not wake at all; elsewhere
-    it runs watchfiles, which looks for changes every ``_STEP_MS``.
-    """
+    """A background thread turning file events into batches of really-changed paths."""
 
     def __init__(self, changes: ChangeFilter, debounce_ms: int, stop: threading.Event) -> None:
         self._filter = changes
@@ -115,11 +106,7 @@ class Watcher:
         self._stop = stop
         self._raw: queue.Queue[set[str] | BaseException] = queue.Queue()
         self._ready = threading.Event()
-        self._inotify: Inotify | None = None
-        self._rescan = False
-        self._closing = False
-        target = self._watch_inotify if inotify.available() else self._watch
-        self._thread = threading.Thread(target=target, name="greenloop-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="greenloop-watch", daemon=True)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start watching; returns once events are being recorded (or raises ``OSError``)."""
@@ -127,20 +114,6 @@ class Watcher:
         if not self._ready.wait(timeout):
             raise OSError(f"the file watcher did not start within {timeout:g}s")
         self._raise_failure()
-
-    def close(self) -> None:
-        """Stop watching; the inotify thread ends at once (watchfiles' when ``stop`` is set)."""
-        self._closing = True
-        source = self._inotify
-        if source is not None:
-            source.interrupt()
-
-    def rescan(self) -> None:
-        """Look for folders to watch again (after the ignore settings changed)."""
-        source = self._inotify
-        if source is not None:
-            self._rescan = True
-            source.interrupt()
 
     def next_batch(self, timeout: float) -> frozenset[str]:
         """The next batch of really-changed paths, or an empty set when none came in time.
@@ -159,8 +132,6 @@ class Watcher:
             return frozenset()  # a wake-up, not a change
         now = time.monotonic()
         quiet_until, hold_until = now + self._debounce_ms / 1000, now + _MAX_HOLD_MS / 1000
-        # Each wait is a timed lock wait on the queue (no polling): it ends at the
-        # first new event or when the quiet period since the last one is over.
         while (left := min(quiet_until, hold_until) - time.monotonic()) > 0:
             try:
                 more = self._raw.get(timeout=left)
@@ -185,35 +156,6 @@ class Watcher:
         if isinstance(raw, BaseException):
             raise raw
         self._raw.put(raw)
-
-    def _skip_dir(self, rel: str) -> bool:
-        return self._filter.ignores.ignored(rel, is_dir=True)
-
-    def _watch_inotify(self) -> None:
-        try:
-            source = self._inotify = Inotify(self._filter.root, self._skip_dir)
-        except OSError:
-            # Out of inotify watches or descriptors, say: watchfiles may still manage.
-            self._watch()
-            return
-        self._ready.set()
-        try:
-            while not (self._stop.is_set() or self._closing):
-                # Blocks until the kernel has events; the timeout only bounds how long
-                # a stop that nobody announced with close() goes unnoticed.
-                paths = source.wait(_STOP_CHECK_S)
-                if self._rescan:
-                    # The round that follows a settings change checks the whole tree
-                    # anyway, so the folders newly watched are not reported as changes.
-                    self._rescan = False
-                    source.rescan()
-                relevant = {p for p in paths if self._filter.relevant(p)}
-                if relevant:
-                    self._raw.put(relevant)
-        except Exception as e:  # handed to the consumer, which reports it
-            self._raw.put(e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {e}"))
-        finally:
-            source.close()
 
     def _watch(self) -> None:
         try:
