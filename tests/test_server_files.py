@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from greenloop.server.files import Found, NeedsSlash, content_type, lookup
-from greenloop.server.inject import CLIENT_PATH, client_script, holding_page, inject
+from greenloop.server.inject import (
+    CLIENT_PATH,
+    client_script,
+    client_version,
+    holding_page,
+    inject,
+)
 from tests.test_server_support import page, write_site
 
 
@@ -95,8 +101,9 @@ def test_content_types(name: str, expected: str) -> None:
 def test_inject_goes_before_the_last_body_end() -> None:
     html = b"<html><body><!-- </body> --><p>x</p></BODY >\n</html>"
     out = inject(html, "abc")
-    tag = f'<script src="{CLIENT_PATH}" data-greenloop-artifact="abc"></script>'.encode()
-    assert out == b"<html><body><!-- </body> --><p>x</p>" + tag + b"</BODY >\n</html>"
+    tag = f'<script src="{CLIENT_PATH}?v={client_version()}" data-greenloop-artifact="abc">'
+    tag += "</script>"
+    assert out == b"<html><body><!-- </body> --><p>x</p>" + tag.encode() + b"</BODY >\n</html>"
 
 
 def test_inject_appends_without_a_body_end() -> None:

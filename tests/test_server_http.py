@@ -15,6 +15,7 @@ import pytest
 
 from greenloop.protocol.devloop import BecameRed
 from greenloop.server import DevServer, LiveState, serve
+from greenloop.server.inject import client_script, client_url, client_version
 from tests.test_server_support import (
     diagnostic,
     failed_result,
@@ -110,7 +111,7 @@ def test_directories_map_to_index_html_with_the_script(
         response = httpx.get(server.url + path)
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/html; charset=utf-8"
-        tag = f'<script src="/__greenloop/client.js" data-greenloop-artifact="{tree}"></script>'
+        tag = f'<script src="{client_url()}" data-greenloop-artifact="{tree}"></script>'
         assert response.text == page(title).replace("</body>", tag + "</body>")
 
 
@@ -123,7 +124,7 @@ def test_a_directory_without_slash_redirects(server: DevServer, site: Path) -> N
 
 def test_html_without_body_gets_the_script_appended(server: DevServer, site: Path) -> None:
     text = httpx.get(server.url + "fragment.html").text
-    assert text.startswith('<p>no body tag</p><script src="/__greenloop/client.js"')
+    assert text.startswith('<p>no body tag</p><script src="/__greenloop/client.js?v=')
 
 
 def test_no_store_on_every_kind_of_response(server: DevServer, site: Path) -> None:
@@ -140,6 +141,17 @@ def test_no_store_on_every_kind_of_response(server: DevServer, site: Path) -> No
     assert [r.status_code for r in responses] == [200, 200, 200, 404, 405, 200, 200, 404]
     for response in responses:
         assert response.headers["cache-control"] == "no-store", response.url
+
+
+def test_the_script_may_be_kept_only_under_its_own_content_hash(server: DevServer) -> None:
+    versioned = httpx.get(server.url.rstrip("/") + client_url())
+    assert versioned.content == client_script()
+    assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert client_version() == hashlib.sha256(client_script()).hexdigest()[:16]
+    # Another version (an old page's tag) still gets today's script, but not to keep.
+    stale = httpx.get(server.url + "__greenloop/client.js?v=0000000000000000")
+    assert stale.content == client_script()
+    assert stale.headers["cache-control"] == "no-store"
 
 
 def test_head_sends_headers_only(server: DevServer, site: Path) -> None:
@@ -243,3 +255,11 @@ def test_stop_closes_the_port_even_with_a_socket_open(state: LiveState) -> None:
         server.stop()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=5):
         pass
+
+
+def test_connections_are_tcp_with_nodelay(server: DevServer) -> None:
+    # asyncio sets TCP_NODELAY on accepted connections only when the listening socket
+    # says IPPROTO_TCP; without it each keep-alive response waited on a delayed ACK.
+    listening = server._socket
+    assert listening.proto == socket.IPPROTO_TCP
+    assert listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

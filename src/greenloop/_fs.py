@@ -7,11 +7,14 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, data: bytes, *, prefix: str | None = None) -> None:
+def write_atomically(
+    path: Path, data: bytes, *, prefix: str | None = None, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so readers see the old bytes or the new, never a mix.
 
     Temp file in the same directory, fsync, rename, then fsync the directory so
-    the rename itself survives a crash.
+    the rename itself survives a crash. ``durable=False`` skips both fsyncs, for
+    files whose loss in a power cut does not matter (readers still never see a mix).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.tmp-", dir=path.parent)
@@ -19,12 +22,14 @@ def write_atomically(path: Path, data: bytes, *, prefix: str | None = None) -> N
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

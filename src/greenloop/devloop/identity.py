@@ -76,11 +76,14 @@ def build_identity(
     *,
     checkers: Sequence[Checker] | None = None,
     digests: DigestCache | None = None,
+    files: Sequence[str] | None = None,
 ) -> BuildIdentity:
     """The identity of the tree at ``root`` under ``config`` right now.
 
     ``checkers`` default to the resolved ones (a missing program hashes as
-    absent); ``digests`` lets a long-lived caller skip re-hashing settled files.
+    absent); ``digests`` lets a long-lived caller skip re-hashing settled files;
+    ``files`` is the project's file list when the caller has just taken it
+    (``Ignores(root, settings.ignore).files()``), so it is not listed twice.
     """
     digests = digests or DigestCache()
     if checkers is None:
@@ -90,7 +93,9 @@ def build_identity(
             checkers = []
     settings = config.settings
     return BuildIdentity(
-        source_tree=source_tree_hash(root, Ignores(root, settings.ignore).files(), digests),
+        source_tree=source_tree_hash(
+            root, files if files is not None else Ignores(root, settings.ignore).files(), digests
+        ),
         lockfiles=_files_hash("lockfiles", root, _lockfile_names(root), digests),
         toolchain=_toolchain_hash(root, checkers, digests),
         config=_config_hash(config),

@@ -141,7 +141,6 @@ class WatchLoop:
         if setup.config.settings.ignore != self._setup.config.settings.ignore:
             self._changes.ignores = Ignores(self.root, setup.config.settings.ignore)
         self._setup = setup
-        self._listener.checking(changed)
         cancel = threading.Event()
         box: list[RoundResult | Exception | None] = []
         # Reports of checkers already done, handed to this thread: only it touches the model.
@@ -162,6 +161,10 @@ class WatchLoop:
 
         worker = threading.Thread(target=work, name="greenloop-check", daemon=True)
         worker.start()
+        # Told once the checkers are on their way: a listener's own work (the status
+        # file) then overlaps the round instead of delaying it. Every event of this
+        # round still comes after, from this thread.
+        self._listener.checking(changed)
         newer: set[str] = set()
         while not done.is_set():
             if self._stop.is_set():

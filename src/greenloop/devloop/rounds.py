@@ -59,8 +59,12 @@ def check_round(
     done, before the round ends (see :func:`~greenloop.devloop.runner.run_checkers`).
     """
     started = time.monotonic()
-    before = build_identity(root, setup.config, checkers=setup.checkers, digests=digests)
+    # One listing serves the identity before and the round's file list; the identity
+    # after lists again, since a file created or deleted meanwhile must show.
     files = Ignores(root, setup.config.settings.ignore).files()
+    before = build_identity(
+        root, setup.config, checkers=setup.checkers, digests=digests, files=files
+    )
     reports = run_checkers(root, setup.checkers, cancel, on_report)
     if reports is None:
         return None

@@ -78,11 +78,16 @@ def read_status(root: Path) -> WatchStatus | None:
 
 
 def write_status(root: Path, status: WatchStatus) -> None:
-    """Replace the status file atomically, so readers see the old or the new one, never a mix."""
+    """Replace the status file atomically, so readers see the old or the new one, never a mix.
+
+    Not fsynced: it is rewritten every second, a crash makes it stale anyway (the
+    heartbeat says so), and an fsync here sat on the path from a save to its check.
+    """
     write_atomically(
         root / STATUS_FILE,
         (status.model_dump_json(indent=2) + "\n").encode(),
         prefix=".watch.json.",
+        durable=False,
     )
 
 

@@ -25,9 +25,10 @@ _MAX_HOLD_MS = 2_000
 
 _READY_TIMEOUT_MS = 200
 
-_STEP_MS = 20
-"""How long watchfiles waits for quiet before handing events over."""
-"""How often the watch thread wakes with no events (its first wake means "watching")."""
+_STEP_MS = 10
+"""How often watchfiles looks for events: it hands a batch over after one step
+with none, so a change waits at most about this long beyond the debounce window.
+Each look is a few microseconds of Rust; the idle cost stays far below 1% CPU."""
 
 
 class ChangeFilter:
@@ -103,6 +104,7 @@ class Watcher:
     def __init__(self, changes: ChangeFilter, debounce_ms: int, stop: threading.Event) -> None:
         self._filter = changes
         self._debounce_ms = debounce_ms
+        self._step_ms = max(min(debounce_ms, _STEP_MS), 1)
         self._stop = stop
         self._raw: queue.Queue[set[str] | BaseException] = queue.Queue()
         self._ready = threading.Event()
@@ -131,7 +133,10 @@ class Watcher:
         if not raw:
             return frozenset()  # a wake-up, not a change
         now = time.monotonic()
-        quiet_until, hold_until = now + self._debounce_ms / 1000, now + _MAX_HOLD_MS / 1000
+        # watchfiles hands a batch over only after a whole step without events: that
+        # much of the quiet window has already passed.
+        quiet_until = now + max(self._debounce_ms - self._step_ms, 0) / 1000
+        hold_until = now + _MAX_HOLD_MS / 1000
         while (left := min(quiet_until, hold_until) - time.monotonic()) > 0:
             try:
                 more = self._raw.get(timeout=left)
@@ -164,7 +169,7 @@ class Watcher:
                 watch_filter=lambda _change, path: self._filter.relevant(path),
                 # A short step hands events over promptly; the debounce window itself
                 # is timed in next_batch, so the verdict waits for it once, not twice.
-                step=max(min(self._debounce_ms, _STEP_MS), 1),
+                step=self._step_ms,
                 debounce=max(self._debounce_ms * 10, _MAX_HOLD_MS),
                 stop_event=self._stop,
                 rust_timeout=_READY_TIMEOUT_MS,

@@ -8,7 +8,7 @@ arrives (or answered with the holding page before the first green build).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -29,7 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from greenloop.server.events import events_endpoint
 from greenloop.server.files import Found, NeedsSlash, content_type, is_html, lookup, open_file
-from greenloop.server.inject import client_script, holding_page, inject
+from greenloop.server.inject import (
+    CLIENT_PATH,
+    client_script,
+    client_version,
+    holding_page,
+    inject,
+)
 from greenloop.server.messages import status_document
 from greenloop.server.state import LiveState
 
@@ -47,6 +53,13 @@ def create_app(state: LiveState) -> Starlette:
     async def client(request: Request) -> Response:
         return Response(client_script(), media_type="text/javascript; charset=utf-8")
 
+    def cacheable(scope: Scope) -> bool:
+        # Only the script under its own content hash: the same URL can never name
+        # different bytes, so the browser keeping it can never show a stale script.
+        return scope["path"] == CLIENT_PATH and scope.get("query_string") == (
+            b"v=" + client_version().encode()
+        )
+
     async def reserved(request: Request) -> Response:
         return Response("not found\n", status_code=404, media_type="text/plain")
 
@@ -62,12 +75,12 @@ def create_app(state: LiveState) -> Starlette:
     return Starlette(
         routes=[
             Route("/__greenloop/status", status),
-            Route("/__greenloop/client.js", client),
+            Route(CLIENT_PATH, client),
             WebSocketRoute("/__greenloop/events", events_endpoint(state)),
             Route("/__greenloop/{rest:path}", reserved),
             Route("/{path:path}", artifact),
         ],
-        middleware=[Middleware(_NoStore)],
+        middleware=[Middleware(_NoStore, cacheable=cacheable)],
         # The 500 page is sent outside every middleware, so it says no-store itself.
         exception_handlers={500: _internal_error},
     )
@@ -126,27 +139,33 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_IMMUTABLE = b"public, max-age=31536000, immutable"
+
+
 class _NoStore:
     """Adds ``Cache-Control: no-store`` to every HTTP response, errors included.
 
     A cached page or script could outlive the build it came from; the browser
-    must ask again every time.
+    must ask again every time. The one exception is what ``cacheable`` says
+    can never change under its URL (the content-hashed live-reload script).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, cacheable: Callable[[Scope], bool]) -> None:
         self.app = app
+        self._cacheable = cacheable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        policy = _IMMUTABLE if self._cacheable(scope) else b"no-store"
 
         async def send_no_store(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"
                 ]
-                headers.append((b"cache-control", b"no-store"))
+                headers.append((b"cache-control", policy))
                 message = {**message, "headers": headers}
             await send(message)
 
