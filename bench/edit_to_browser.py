@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greenloop.cli._devloop import DEV_DEBOUNCE_MS
 from greenloop.devloop.rounds import Setup
 from greenloop.protocol import BuildResult, Compiled
 
@@ -166,7 +167,11 @@ def measure(edits: int, chromium: str) -> tuple[list[Sample], int]:
 
     with tempfile.TemporaryDirectory(prefix="greenloop-bench-") as scratch:
         site = copy_site(Path(scratch))
-        debounce_ms = Setup.load(site).config.settings.debounce_ms
+        settings = Setup.load(site).config.settings
+        # What `greenloop dev` waits: the settings' window if set, else dev's default.
+        debounce_ms = (
+            settings.debounce_ms if "debounce_ms" in settings.model_fields_set else DEV_DEBOUNCE_MS
+        )
         pages = site / "pages.py"
         original = pages.read_text()
         dev = Dev(site, Path(scratch) / "cache")
