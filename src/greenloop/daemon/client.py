@@ -66,8 +66,8 @@ def forward(argv: list[str]) -> int | None:
     None when no daemon serves this interpreter, it declines (its code changed on
     disk), or ``$GREENLOOP_NO_DAEMON`` is set.
     """
-    if os.environ.get(NO_DAEMON_ENV) or argv[1:2] == ["daemon"]:
-        return None
+    if os.environ.get(NO_DAEMON_ENV) or argv[1:2] == ["daemon"] or not hasattr(os, "getuid"):
+        return None  # (no getuid: not a POSIX system, so no daemon either)
     sock = connect()
     if sock is None:
         return None
