@@ -46,8 +46,9 @@ class DaemonPaths:
         self.folder = os.environ.get(DAEMON_DIR_ENV) or os.path.join(
             os.environ.get("TMPDIR") or "/tmp", f"greenloop-daemon-{os.getuid()}"
         )
+        self.identity = identity()
         # A short name for the file; the daemon checks the full identity itself.
-        name = os.path.join(self.folder, f"daemon-{zlib.crc32(identity().encode()):08x}")
+        name = os.path.join(self.folder, f"daemon-{zlib.crc32(self.identity.encode()):08x}")
         self.socket = f"{name}.sock"
         self.lock = f"{name}.lock"
         self.log = f"{name}.log"

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 
-from greenloop.daemon import NO_DAEMON_ENV, DaemonPaths, identity
+from greenloop.daemon import NO_DAEMON_ENV, DaemonPaths
 from greenloop.daemon.wire import frame, unframe
 
 TYPE_CHECKING = False  # not typing's: this module must import fast
@@ -35,12 +35,12 @@ class DaemonGone(Exception):
     """The daemon closed the connection before saying how the command ended."""
 
 
-def connect(timeout: float | None = None) -> socket.socket | None:
-    """A connection to this interpreter's daemon, or None when none is listening."""
+def connect(where: DaemonPaths, timeout: float | None = None) -> socket.socket | None:
+    """A connection to the daemon at ``where``, or None when none is listening."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(DaemonPaths().socket)
+        sock.connect(where.socket)
     except OSError:
         sock.close()
         return None
@@ -49,7 +49,7 @@ def connect(timeout: float | None = None) -> socket.socket | None:
 
 def ask(request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
     """Send a control request (``status``, ``stop``); the daemon's answer, or None."""
-    sock = connect(timeout)
+    sock = connect(DaemonPaths(), timeout)
     if sock is None:
         return None
     with sock:
@@ -68,7 +68,8 @@ def forward(argv: list[str]) -> int | None:
     """
     if os.environ.get(NO_DAEMON_ENV) or argv[1:2] == ["daemon"] or not hasattr(os, "getuid"):
         return None  # (no getuid: not a POSIX system, so no daemon either)
-    sock = connect()
+    where = DaemonPaths()
+    sock = connect(where)
     if sock is None:
         return None
     request = {
@@ -78,7 +79,7 @@ def forward(argv: list[str]) -> int | None:
             "env": dict(os.environ),
             "umask": _umask(),
             "path0": sys.path[0],
-            "identity": identity(),
+            "identity": where.identity,
         }
     }
     with sock:

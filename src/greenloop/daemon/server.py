@@ -33,11 +33,12 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from greenloop._version import __version__
-from greenloop.daemon import DaemonPaths, identity
+from greenloop.daemon import DaemonPaths
 from greenloop.daemon.client import FORWARDED
 from greenloop.daemon.wire import frame, unframe
 
@@ -210,7 +211,7 @@ class Server:
             "pid": os.getpid(),
             "version": __version__,
             "python": sys.executable,
-            "identity": identity(),
+            "identity": self.where.identity,
             "socket": self.where.socket,
             "started_at": self.started_at,
             "served": self.served,
@@ -221,17 +222,12 @@ class Server:
     def _run(self, conn: socket.socket, run: dict[str, Any], fds: list[int]) -> None:
         """Fork the command (the parent owns ``fds`` and ``conn`` from here)."""
         try:
-            if run.get("identity") != identity():
-                # Another interpreter or other Python settings: the client runs it itself.
-                with contextlib.suppress(OSError):
-                    _send(conn, {"fallback": "the daemon serves other Python settings"})
-                conn.close()
+            if run.get("identity") != self.where.identity:
+                _decline(conn, "the daemon serves other Python settings")
                 return
             if _stamps(self._stamps) != self._stamps:
                 self._stopping = self._restart = True
-                with contextlib.suppress(OSError):
-                    _send(conn, {"fallback": "greenloop's code changed on disk; restarting"})
-                conn.close()
+                _decline(conn, "greenloop's code changed on disk; restarting")
                 return
             try:
                 pid = os.fork()
@@ -416,7 +412,7 @@ def _imported_files() -> list[str]:
     return sorted({f for f in files if f} | {p for p in sys.path[1:] if p})
 
 
-def _stamps(files: Any) -> dict[str, int]:
+def _stamps(files: Iterable[str]) -> dict[str, int]:
     stamps = {}
     for path in files:
         with contextlib.suppress(OSError):
@@ -449,6 +445,13 @@ def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
     conn.sendall(frame(message))
+
+
+def _decline(conn: socket.socket, reason: str) -> None:
+    """Tell the client to run the command itself, and hang up."""
+    with contextlib.suppress(OSError):
+        _send(conn, {"fallback": reason})
+    conn.close()
 
 
 def _unlink(path: str) -> None:
