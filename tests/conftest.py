@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,15 @@ def cli(
         input=input,
         env={**os.environ, **(env or {})},
     )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` (a guard, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
 
 
 def write_pipeline(root: Path, body: str) -> Path:

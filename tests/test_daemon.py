@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 import greenloop.daemon.wire
 from greenloop._fs import pid_alive
-from tests.conftest import cli, write_pipeline
+from tests.conftest import cli, wait_until, write_pipeline
 
 GREENLOOP = [sys.executable, "-m", "greenloop"]
 
@@ -29,13 +28,6 @@ def _status(cwd: Path) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     status: dict[str, Any] = json.loads(result.stdout)
     return status
-
-
-def _wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 def _pid_gone(pid: int) -> bool:
@@ -126,21 +118,23 @@ def test_each_command_gets_its_own_folder(daemon: dict[str, Any], tmp_path: Path
     assert _status(tmp_path)["served"] == 2
 
 
-def test_ctrl_c_reaches_the_command(daemon: dict[str, Any], project: Path) -> None:
+def _sleeping_run(project: Path, **popen: Any) -> tuple[subprocess.Popen[str], int]:
+    """``greenloop run`` of one step that sleeps; the client and, once it runs, the step's pid."""
     marker = project.parent / "started"
     write_pipeline(
         project,
         f'@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo $$ > {marker}; exec sleep 60")\n',
     )
-    proc = subprocess.Popen(
-        [*GREENLOOP, "run", "--format", "plain"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    run = [*GREENLOOP, "run", "--format", "plain"]
+    proc = subprocess.Popen(run, cwd=project, text=True, **popen)
+    wait_until(
+        lambda: marker.exists() and marker.read_text().strip(), what="the step to start", timeout=60
     )
-    _wait_for(lambda: marker.exists() and marker.read_text().strip(), "the step to start")
-    step = int(marker.read_text())
+    return proc, int(marker.read_text())
+
+
+def test_ctrl_c_reaches_the_command(daemon: dict[str, Any], project: Path) -> None:
+    proc, step = _sleeping_run(project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
@@ -150,20 +144,11 @@ def test_ctrl_c_reaches_the_command(daemon: dict[str, Any], project: Path) -> No
 
 
 def test_a_killed_client_stops_its_command(daemon: dict[str, Any], project: Path) -> None:
-    marker = project.parent / "started"
-    write_pipeline(
-        project,
-        f'@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo $$ > {marker}; exec sleep 60")\n',
-    )
-    proc = subprocess.Popen(
-        [*GREENLOOP, "run"], cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    _wait_for(lambda: marker.exists() and marker.read_text().strip(), "the step to start")
-    step = int(marker.read_text())
+    proc, step = _sleeping_run(project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.kill()
     proc.wait()
-    _wait_for(lambda: _pid_gone(step), "the step to be stopped")
-    _wait_for(lambda: _status(project)["in_flight"] == 0, "the command to end")
+    wait_until(lambda: _pid_gone(step), what="the step to be stopped", timeout=60)
+    wait_until(lambda: _status(project)["in_flight"] == 0, what="the command to end", timeout=60)
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
     assert cli("run", cwd=project).returncode == 0
     assert _status(project)["served"] == 2
@@ -179,7 +164,9 @@ def test_changed_code_is_never_run_stale(daemon: dict[str, Any], project: Path) 
         # The daemon declines (the command runs in its own process, correctly)...
         assert cli("run", cwd=project).returncode == 0
         # ...and comes back with the new code, its counters fresh.
-        _wait_for(lambda: _status(project).get("served") == 0, "the daemon to restart")
+        wait_until(
+            lambda: _status(project).get("served") == 0, what="the daemon to restart", timeout=60
+        )
         assert _status(project)["pid"] == daemon["pid"]  # it re-executes itself in place
         assert cli("run", cwd=project).returncode == 0
         assert _status(project)["served"] == 1
@@ -215,5 +202,5 @@ def test_an_idle_daemon_exits(tmp_path: Path) -> None:
     started = json.loads(
         cli("daemon", "start", "--idle-timeout", "0.5", "--json", cwd=tmp_path).stdout
     )
-    _wait_for(lambda: _pid_gone(started["pid"]), "the idle daemon to exit")
+    wait_until(lambda: _pid_gone(started["pid"]), what="the idle daemon to exit", timeout=60)
     assert not Path(started["socket"]).exists()

@@ -13,6 +13,7 @@ from greenloop.devloop import checkers as checkers_module
 from greenloop.devloop.config import Format, load_config
 from greenloop.devloop.oneshot import check_once
 from greenloop.protocol import CheckResult, Severity, TreeState
+from tests.conftest import wait_until
 from tests.test_devloop_helpers import (
     PY_GREEN,
     PY_RED,
@@ -23,7 +24,6 @@ from tests.test_devloop_helpers import (
     node_bin,
     python_env,
     python_project,
-    wait_until,
     write,
 )
 

@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from greenloop.devloop.loop import Listener, Verdict
+from greenloop.protocol import StateEvent
+
 VENV_BIN = Path(sys.executable).parent
 NODE_TOOLS = Path(
     os.environ.get("GREENLOOP_TEST_NODE_TOOLS")
@@ -247,13 +250,31 @@ def event_kind(line: str) -> str | None:
     return value.get("kind") if isinstance(value, dict) else None
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` (a guard, not a measurement)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.05)
+class Recorder(Listener):
+    """Keeps every round, verdict and event a watch loop reports (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.rounds: list[frozenset[str]] = []
+        self.verdicts: list[Verdict] = []
+        self.seen: list[StateEvent] = []
+        self.lock = threading.Lock()
+
+    def checking(self, changed: frozenset[str]) -> None:
+        with self.lock:
+            self.rounds.append(changed)
+
+    def events(self, events: list[StateEvent]) -> None:
+        with self.lock:
+            self.seen.extend(events)
+
+    def verdict(self, verdict: Verdict) -> None:
+        with self.lock:
+            self.verdicts.append(verdict)
+
+    def edges(self) -> list[str]:
+        """The kinds of the edge events so far (file verdicts left out)."""
+        with self.lock:
+            return [e.kind for e in self.seen if e.kind != "file_verdict"]
 
 
 def _existing(path: Path) -> str | None:

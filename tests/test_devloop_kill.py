@@ -17,15 +17,16 @@ import threading
 from pathlib import Path
 
 from greenloop._fs import pid_alive
-from greenloop.devloop.loop import Listener, Verdict, WatchLoop
+from greenloop.devloop.loop import WatchLoop
 from greenloop.devloop.rounds import Setup
-from greenloop.protocol import StateEvent, TreeState
+from greenloop.protocol import TreeState
+from tests.conftest import wait_until
 from tests.test_devloop_helpers import (
     GATED_CHECKER,
     TIMEOUT,
     Background,
+    Recorder,
     event_kind,
-    wait_until,
     write,
 )
 
@@ -69,35 +70,11 @@ def _kill_running_checker(state: Path, run: int) -> int:
     return pid
 
 
-class _Recorder(Listener):
-    def __init__(self) -> None:
-        self.rounds: list[frozenset[str]] = []
-        self.verdicts: list[Verdict] = []
-        self.seen: list[StateEvent] = []
-        self.lock = threading.Lock()
-
-    def checking(self, changed: frozenset[str]) -> None:
-        with self.lock:
-            self.rounds.append(changed)
-
-    def events(self, events: list[StateEvent]) -> None:
-        with self.lock:
-            self.seen.extend(events)
-
-    def verdict(self, verdict: Verdict) -> None:
-        with self.lock:
-            self.verdicts.append(verdict)
-
-    def edges(self) -> list[str]:
-        with self.lock:
-            return [e.kind for e in self.seen if e.kind != "file_verdict"]
-
-
 def test_a_checker_killed_mid_check_makes_the_round_red_and_the_loop_recovers(
     tmp_path: Path,
 ) -> None:
     root, state = _project(tmp_path)
-    recorder = _Recorder()
+    recorder = Recorder()
     stop = threading.Event()
     loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
     thread = threading.Thread(target=loop.run, daemon=True)

@@ -18,7 +18,7 @@ import pytest
 
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.loop import Listener, Verdict, WatchLoop
+from greenloop.devloop.loop import WatchLoop
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import (
     LOCK_FILE,
@@ -31,19 +31,20 @@ from greenloop.devloop.status import (
     write_status,
 )
 from greenloop.devloop.watcher import ChangeFilter, Watcher
-from greenloop.protocol import BecameRed, StateEvent, TreeState
+from greenloop.protocol import BecameRed, TreeState
+from tests.conftest import wait_until
 from tests.test_devloop_helpers import GATED_CHECKER as GATED_AUTHORITATIVE
 from tests.test_devloop_helpers import (
     PY_GREEN,
     PY_RED,
     TIMEOUT,
     Background,
+    Recorder,
     cli,
     custom_checker,
     event_kind,
     python_env,
     python_project,
-    wait_until,
     write,
 )
 
@@ -126,26 +127,6 @@ def test_a_burst_of_writes_is_one_batch(tmp_path: Path, watcher: Watcher) -> Non
 # --- the loop: one check per batch, none for non-changes ----------------------------
 
 
-class _Recorder(Listener):
-    def __init__(self) -> None:
-        self.rounds: list[frozenset[str]] = []
-        self.verdicts: list[Verdict] = []
-        self.seen: list[StateEvent] = []
-        self.lock = threading.Lock()
-
-    def checking(self, changed: frozenset[str]) -> None:
-        with self.lock:
-            self.rounds.append(changed)
-
-    def events(self, events: list[StateEvent]) -> None:
-        with self.lock:
-            self.seen.extend(events)
-
-    def verdict(self, verdict: Verdict) -> None:
-        with self.lock:
-            self.verdicts.append(verdict)
-
-
 BAD_CHECKER = """
 import pathlib
 for path in sorted(pathlib.Path(".").glob("*.txt")):
@@ -165,7 +146,7 @@ def test_loop_checks_once_per_burst_and_never_for_a_same_content_save(tmp_path: 
             "b.txt": "ok\n",
         },
     )
-    recorder = _Recorder()
+    recorder = Recorder()
     stop = threading.Event()
     loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=600)
     thread = threading.Thread(target=loop.run, daemon=True)
@@ -370,7 +351,7 @@ def test_a_change_during_a_check_cancels_it_and_the_verdict_is_for_the_new_tree(
             "greenloop.toml": custom_checker("gate", "gate.py"),
         },
     )
-    recorder = _Recorder()
+    recorder = Recorder()
     stop = threading.Event()
     loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=100)
     thread = threading.Thread(target=loop.run, daemon=True)
@@ -454,7 +435,7 @@ def test_advisory_errors_turn_the_tree_red_before_the_authoritative_checker_ends
     tmp_path: Path,
 ) -> None:
     root, state = _early_red_project(tmp_path)
-    recorder = _Recorder()
+    recorder = Recorder()
     stop = threading.Event()
     loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
     thread = threading.Thread(target=loop.run, daemon=True)
