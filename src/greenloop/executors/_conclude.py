@@ -1,11 +1,38 @@
-"""How every built-in executor turns a finished command into a :class:`StepResult`."""
+"""How every built-in executor waits for a step's command and turns its end into a
+:class:`StepResult`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from greenloop.plugins.spec import Host
 from greenloop.protocol import ArtifactRef, ExecutorInput, MissBuildAs, StepResult
+
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 130
+
+
+def await_exit(
+    poll: Callable[[], int | None], stop: Callable[[], None], request: ExecutorInput, host: Host
+) -> int:
+    """The command's exit code; ``EXIT_CANCELLED`` once the step is cancelled, or
+    ``EXIT_TIMEOUT`` (logged) past its timeout, after ``stop`` has killed it.
+
+    ``poll`` waits a short while for the command and returns its code, or None
+    while it still runs, so cancellation and the deadline are looked at between polls.
+    """
+    timeout = request.step.timeout_seconds
+    deadline = time.monotonic() + timeout if timeout else None
+    while (code := poll()) is None:
+        if host.cancelled(request.step_id):
+            stop()
+            return EXIT_CANCELLED
+        if deadline is not None and time.monotonic() > deadline:
+            stop()
+            host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
+            return EXIT_TIMEOUT
+    return code
 
 
 def conclude(

@@ -22,13 +22,12 @@ import socket
 import tarfile
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from greenloop._fs import pid_alive
-from greenloop.executors._conclude import conclude
+from greenloop.executors._conclude import await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -43,8 +42,6 @@ from greenloop.protocol import (
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
 
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
 LABEL = "greenloop"
 SNAPSHOT_REPO = "greenloop-snap"
 RUN_REPO = "greenloop-run"
@@ -216,20 +213,12 @@ class DockerExecutor:
             target=lambda: outcome.update(code=container.wait()["StatusCode"]), daemon=True
         )
         waiter.start()
-        timeout = request.step.timeout_seconds
-        deadline = time.monotonic() + timeout if timeout else None
-        code: int | None = None
-        while code is None:
+
+        def poll() -> int | None:
             waiter.join(timeout=0.1)
-            if not waiter.is_alive():
-                code = outcome.get("code", 1)
-            elif host.cancelled(request.step_id):
-                _stop(container)
-                code = EXIT_CANCELLED
-            elif deadline is not None and time.monotonic() > deadline:
-                _stop(container)
-                host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
-                code = EXIT_TIMEOUT
+            return None if waiter.is_alive() else outcome.get("code", 1)
+
+        code = await_exit(poll, lambda: _stop(container), request, host)
         pump.join(timeout=5)
         return code
 

@@ -17,12 +17,11 @@ import stat
 import subprocess
 import tarfile
 import threading
-import time
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import pid_alive
-from greenloop.executors._conclude import conclude
+from greenloop.executors._conclude import await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -35,8 +34,6 @@ from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
 
 _PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
 
 
 class LocalExecutor:
@@ -181,20 +178,14 @@ def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) ->
     ]
     for pump in pumps:
         pump.start()
-    timeout = request.step.timeout_seconds
-    deadline = time.monotonic() + timeout if timeout else None
-    code: int | None = None
-    while code is None:
+
+    def poll() -> int | None:
         try:
-            code = proc.wait(timeout=0.05)
+            return proc.wait(timeout=0.05)
         except subprocess.TimeoutExpired:
-            if host.cancelled(request.step_id):
-                _kill(proc)
-                code = EXIT_CANCELLED
-            elif deadline is not None and time.monotonic() > deadline:
-                _kill(proc)
-                host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
-                code = EXIT_TIMEOUT
+            return None
+
+    code = await_exit(poll, lambda: _kill(proc), request, host)
     # A step ends with its command: whatever it left running in the background goes too
     # (it would hold the output pipes open and outlive the sandbox it runs in).
     with contextlib.suppress(ProcessLookupError, PermissionError):
