@@ -18,7 +18,7 @@ import pytest
 
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.loop import WatchLoop
+from greenloop.devloop.loop import Verdict, WatchLoop
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import (
     LOCK_FILE,
@@ -167,6 +167,89 @@ def test_loop_checks_once_per_burst_and_never_for_a_same_content_save(tmp_path: 
     finally:
         stop.set()
         thread.join(TIMEOUT)
+
+
+STAMPED_CHECKER = (
+    BAD_CHECKER
+    + """
+import time
+with open("runs.log", "a") as log:
+    log.write(f"{time.monotonic()}\\n")
+"""
+)
+"""BAD_CHECKER that also logs when each run started (monotonic clocks are system-wide)."""
+
+WINDOW_S = 4.0
+"""Long, so that "within the window" never depends on how loaded the machine is."""
+
+
+class _Stamped(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdict_at: list[float] = []
+
+    def verdict(self, verdict: Verdict) -> None:
+        self.verdict_at.append(time.monotonic())
+        super().verdict(verdict)
+
+
+@pytest.fixture
+def stamped(tmp_path: Path) -> Iterator[tuple[Path, _Stamped]]:
+    write(
+        tmp_path,
+        {
+            ".gitignore": "*.log\n",
+            "bad_check.py": STAMPED_CHECKER,
+            "greenloop.toml": custom_checker("bad", "bad_check.py"),
+            "a.txt": "ok\n",
+        },
+    )
+    recorder = _Stamped()
+    stop = threading.Event()
+    debounce_ms = int(WINDOW_S * 1000)
+    loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=debounce_ms)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
+        yield tmp_path, recorder
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+
+
+def _runs(root: Path) -> list[float]:
+    log = root / "runs.log"
+    return [float(line) for line in log.read_text().split()] if log.exists() else []
+
+
+def test_checking_starts_inside_the_window_and_the_verdict_waits_for_its_end(
+    stamped: tuple[Path, _Stamped],
+) -> None:
+    root, recorder = stamped
+    written = time.monotonic()
+    (root / "a.txt").write_text("BAD\n")
+    wait_until(lambda: len(recorder.verdicts) == 2, what="the edit's verdict")
+    started = _runs(root)[1]
+    assert written + WINDOW_S / 4 <= started < written + WINDOW_S  # settled, then checked early
+    assert recorder.verdict_at[1] >= written + WINDOW_S  # yet the verdict waited out the window
+    assert recorder.verdicts[1].tree is TreeState.RED
+
+
+def test_a_change_inside_the_window_supersedes_the_early_check(
+    stamped: tuple[Path, _Stamped],
+) -> None:
+    root, recorder = stamped
+    written = time.monotonic()
+    (root / "a.txt").write_text("BAD\n")
+    wait_until(lambda: len(_runs(root)) == 2, what="the early check")
+    (root / "a.txt").write_text("ok again\n")
+    assert time.monotonic() < written + WINDOW_S, "the test itself came too late"
+    wait_until(lambda: len(recorder.verdicts) == 2, what="the verdict for the last write")
+    assert len(_runs(root)) == 3
+    assert recorder.rounds == [frozenset(), {"a.txt"}, {"a.txt"}]
+    assert recorder.verdicts[1].tree is TreeState.GREEN
+    assert "became_red" not in recorder.edges()  # the red tree in between was never reported
 
 
 # --- greenloop watch as a process ----------------------------------------------------

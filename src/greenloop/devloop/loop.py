@@ -7,8 +7,13 @@ always describes the latest tree. Settings are re-read every round; a broken
 setting or a vanished program turns the tree red with a ``greenloop``
 diagnostic instead of stopping the loop.
 
+A round starts as soon as the watcher hands a batch over, which is before the
+debounce window has closed (see :mod:`greenloop.devloop.watcher`). Whatever it
+says is held until the window closes, so a checker's time hides inside the
+window, and a change before then supersedes the round like any other.
+
 An advisory checker that finishes with errors while the authoritative ones
-still run turns the tree red at once (:meth:`Model.early
+still run turns the tree red as soon as the window has closed (:meth:`Model.early
 <greenloop.devloop.model.Model.early>`), so a fast linter's verdict is not held
 back by a slow type checker; the round's final verdict follows when it ends.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -166,15 +172,20 @@ class WatchLoop:
         # round still comes after, from this thread.
         self._listener.checking(changed)
         newer: set[str] = set()
-        while not done.is_set():
+        # The round may have started before the debounce window closed: what it
+        # says is held until then, and a change before then supersedes it.
+        while not (done.is_set() and (cancel.is_set() or self._quiet(watcher))):
             if self._stop.is_set():
                 cancel.set()
-            batch = watcher.next_batch(_POLL_S)
+            wait = _POLL_S
+            if done.is_set():
+                wait = min(wait, watcher.quiet_at - time.monotonic())
+            batch = watcher.next_batch(max(wait, 0))
             if batch:
                 newer |= batch
                 cancel.set()
                 self.model.invalidate()
-            elif not cancel.is_set():
+            elif not cancel.is_set() and self._quiet(watcher):
                 self._early(finished)
         worker.join()
         # Reports still queued are part of the round's result, which is applied whole below.
@@ -190,6 +201,10 @@ class WatchLoop:
             return "done"
         self._finish(result.round, changed, result.duration_ms)
         return "done" if result.settled else "unsettled"
+
+    @staticmethod
+    def _quiet(watcher: Watcher) -> bool:
+        return time.monotonic() >= watcher.quiet_at
 
     def _early(self, finished: queue.SimpleQueue[CheckerReport]) -> None:
         while True:
