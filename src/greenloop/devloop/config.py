@@ -117,7 +117,12 @@ class Settings(BaseModel):
     ignore: list[str] = Field(
         default_factory=list, description="Extra gitignore-style patterns the dev loop skips."
     )
-    debounce_ms: int = Field(default=120, ge=0, le=60_000)
+    debounce_ms: int = Field(
+        default=120,
+        ge=0,
+        le=60_000,
+        description="Quiet time ending a burst of changes; checkers start after a quarter of it.",
+    )
     checker_timeout_s: float = Field(
         default=DEFAULT_CHECKER_TIMEOUT_S,
         gt=0,
