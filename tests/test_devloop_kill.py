@@ -4,8 +4,9 @@ The checker is a real process that records its pid outside the watched tree
 (so recording it is no change) and then waits on a gate file, also outside the
 tree, giving the test a window in which it is certainly running. Killing it
 from outside must never read as a clean run: the round is red with a
-``greenloop`` ``checker-failed`` diagnostic, and the next change, once the gate
-is open, is checked to green by the same watcher.
+``greenloop`` ``checker-failed`` diagnostic, and the watcher checks again by
+itself, after a delay that doubles while the checker keeps crashing, until a
+run completes (once the gate is open) and turns the tree green.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from greenloop._fs import pid_alive
-from greenloop.devloop.loop import WatchLoop
+from greenloop.devloop.loop import CRASH_RETRY_S, WatchLoop
 from greenloop.devloop.rounds import Setup
 from greenloop.protocol import TreeState
 from tests.conftest import wait_until
@@ -70,9 +74,13 @@ def _kill_running_checker(state: Path, run: int) -> int:
     return pid
 
 
-def test_a_checker_killed_mid_check_makes_the_round_red_and_the_loop_recovers(
-    tmp_path: Path,
-) -> None:
+def _started_at(state: Path, run: int) -> float:
+    return (state / f"started-{run}").stat().st_mtime
+
+
+@pytest.fixture
+def watching(tmp_path: Path) -> Iterator[tuple[Path, Path, Recorder, threading.Thread]]:
+    """A watch loop on the gated project, already green (the gate is then closed)."""
     root, state = _project(tmp_path)
     recorder = Recorder()
     stop = threading.Event()
@@ -80,35 +88,61 @@ def test_a_checker_killed_mid_check_makes_the_round_red_and_the_loop_recovers(
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     try:
-        # Green first, so the kill has a green to take away.
         (state / "gate").write_text("")
         wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
         assert recorder.verdicts[0].tree is TreeState.GREEN
-
         (state / "gate").unlink()
-        (root / "a.txt").write_text("two\n")
-        _kill_running_checker(state, 1)
-        wait_until(lambda: len(recorder.verdicts) == 2, what="the killed round's verdict")
-        killed = recorder.verdicts[1]
-        assert killed.tree is TreeState.RED
-        (failure,) = killed.diagnostics
-        assert (failure.source, failure.code) == ("greenloop", "checker-failed")
-        assert "gated was killed by signal 9" in failure.message
-        assert thread.is_alive()
-        assert recorder.edges() == ["became_green", "became_red"]
-
-        (state / "gate").write_text("")
-        (root / "a.txt").write_text("three\n")
-        wait_until(lambda: len(recorder.verdicts) == 3, what="the recovery verdict")
-        assert recorder.verdicts[2].tree is TreeState.GREEN
-        assert recorder.verdicts[2].diagnostics == []
-        assert recorder.rounds == [frozenset(), {"a.txt"}, {"a.txt"}]
-        assert recorder.edges() == ["became_green", "became_red", "became_green"]
+        yield root, state, recorder, thread
     finally:
         stop.set()
         (state / "gate").write_text("")
         thread.join(TIMEOUT)
     assert not thread.is_alive()
+
+
+def test_a_killed_checker_makes_the_round_red_and_retries_back_off_until_green(
+    watching: tuple[Path, Path, Recorder, threading.Thread],
+) -> None:
+    root, state, recorder, thread = watching
+    (root / "a.txt").write_text("two\n")
+    _kill_running_checker(state, 1)
+    wait_until(lambda: len(recorder.verdicts) == 2, what="the killed round's verdict")
+    killed = recorder.verdicts[1]
+    assert killed.tree is TreeState.RED
+    (failure,) = killed.diagnostics
+    assert (failure.source, failure.code) == ("greenloop", "checker-failed")
+    assert "gated was killed by signal 9" in failure.message
+    assert thread.is_alive()
+    assert recorder.edges() == ["became_green", "became_red"]
+    # No change comes: the loop retries by itself, and the retry is killed too.
+    _kill_running_checker(state, 2)
+    wait_until(lambda: len(recorder.verdicts) == 3, what="the killed retry's verdict")
+    assert recorder.verdicts[2].tree is TreeState.RED
+    (state / "gate").write_text("")
+    wait_until(lambda: len(recorder.verdicts) == 4, what="the second retry's verdict")
+    assert recorder.verdicts[3].tree is TreeState.GREEN
+    assert recorder.verdicts[3].diagnostics == []
+    assert recorder.rounds == [frozenset(), {"a.txt"}, frozenset(), frozenset()]
+    assert recorder.edges() == ["became_green", "became_red", "became_green"]
+    # Each retry waited at least its delay after the crash before it, and the delay doubled.
+    first, _ = CRASH_RETRY_S
+    assert _started_at(state, 2) - _started_at(state, 1) >= first
+    assert _started_at(state, 3) - _started_at(state, 2) >= 2 * first
+
+
+def test_a_hung_checker_is_stopped_at_its_timeout_and_retried(
+    watching: tuple[Path, Path, Recorder, threading.Thread],
+) -> None:
+    root, state, recorder, _ = watching
+    config = root / "greenloop.toml"
+    config.write_text(config.read_text() + "timeout_s = 0.5\n")
+    wait_until(lambda: len(recorder.verdicts) == 2, what="the hung round's verdict")
+    (failure,) = recorder.verdicts[1].diagnostics
+    assert (failure.source, failure.code) == ("greenloop", "checker-timeout")
+    (state / "gate").write_text("")
+    wait_until(lambda: len(recorder.verdicts) == 3, what="the retry's verdict")
+    assert recorder.verdicts[2].tree is TreeState.GREEN
+    assert recorder.rounds == [frozenset(), {"greenloop.toml"}, frozenset()]
 
 
 def test_watch_json_survives_a_killed_checker_and_turns_green_again(tmp_path: Path) -> None:
@@ -124,9 +158,7 @@ def test_watch_json_survives_a_killed_checker_and_turns_green_again(tmp_path: Pa
         assert f"killed by signal {int(signal.SIGKILL)}" in red["diagnostics"][0]["message"]
         assert proc.proc.poll() is None, "the watcher died with its checker"
         assert not pid_alive(pid)
-
-        (state / "gate").write_text("")
-        (root / "a.txt").write_text("two\n")
+        (state / "gate").write_text("")  # no change needed: the retry turns it green
         green = proc.wait_event("became_green")
         assert green["identity"]["source_tree"]
         assert (state / "finished-1").exists()

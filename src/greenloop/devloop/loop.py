@@ -5,7 +5,9 @@ changes. A batch that arrives while a round is running cancels that round
 (its checkers' process groups are killed) and starts a new one, so a verdict
 always describes the latest tree. Settings are re-read every round; a broken
 setting or a vanished program turns the tree red with a ``greenloop``
-diagnostic instead of stopping the loop.
+diagnostic instead of stopping the loop. A round in which a checker crashed
+(died of a signal) or hung (hit its timeout) is red, and the tree is checked
+again after a delay that doubles while that keeps happening (``CRASH_RETRY_S``).
 
 A round starts as soon as the watcher hands a batch over, which is before the
 debounce window has closed (see :mod:`greenloop.devloop.watcher`). Whatever it
@@ -38,6 +40,10 @@ from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, Tre
 
 UNSETTLED_RETRIES = 3
 """Rounds re-run at once while the tree changes under the checkers without a file event."""
+
+CRASH_RETRY_S = (1.0, 60.0)
+"""After a round in which a checker crashed or hung, the tree is checked again after
+the first delay, doubling after each such round in a row up to the second."""
 
 _POLL_S = 0.05
 
@@ -72,7 +78,7 @@ class Listener:
     """Receives what the loop does; every method is a no-op unless overridden."""
 
     def checking(self, changed: frozenset[str]) -> None:
-        """A round starts because of ``changed`` (empty for the first round)."""
+        """A round starts because of ``changed`` (empty for the first round and for re-checks)."""
 
     def events(self, events: list[StateEvent]) -> None:
         """The model emitted ``events`` (file verdicts that changed, then any edge).
@@ -123,20 +129,33 @@ class WatchLoop:
         changes.prime()
         pending: frozenset[str] | None = frozenset()
         unsettled = 0
+        crashes = 0  # rounds in a row in which a checker crashed
+        retry_at: float | None = None
         while not self._stop.is_set():
             if pending is None:
-                batch = watcher.next_batch(_POLL_S * 2)
+                wait = _POLL_S * 2
+                if retry_at is not None:
+                    wait = max(min(wait, retry_at - time.monotonic()), 0)
+                batch = watcher.next_batch(wait)
                 if batch:
                     self.model.invalidate()
-                    pending, unsettled = batch, 0
+                    pending, unsettled, retry_at = batch, 0, None
+                elif retry_at is not None and time.monotonic() >= retry_at:
+                    pending, retry_at = frozenset(), None
                 continue
             outcome = self._round(pending, watcher)
             if isinstance(outcome, frozenset):
                 pending, unsettled = outcome, 0  # superseded by newer changes
-            elif outcome == "unsettled" and unsettled < UNSETTLED_RETRIES:
+                continue
+            pending = None
+            if outcome == "crashed":
+                first, most = CRASH_RETRY_S
+                retry_at = time.monotonic() + min(first * 2**crashes, most)
+                crashes += 1
+                continue
+            crashes = 0
+            if outcome == "unsettled" and unsettled < UNSETTLED_RETRIES:
                 pending, unsettled = frozenset(), unsettled + 1
-            else:
-                pending = None
 
     def _round(self, changed: frozenset[str], watcher: Watcher) -> frozenset[str] | str:
         try:
@@ -200,6 +219,8 @@ class WatchLoop:
         if result is None or self._stop.is_set():
             return "done"
         self._finish(result.round, changed, result.duration_ms)
+        if any(report.crashed for report in result.round.reports):
+            return "crashed"
         return "done" if result.settled else "unsettled"
 
     @staticmethod

@@ -47,12 +47,15 @@ class CheckerReport:
 
     ``complete`` is False for a checker stopped before it ran to the end: its
     errors count, but it vouches for nothing, so its round is not decisive.
+    ``crashed`` is True for one that died of a signal or hung past its timeout,
+    so that running it again may well say something else.
     """
 
     checker: str
     role: Role
     diagnostics: tuple[Diagnostic, ...] = ()
     complete: bool = True
+    crashed: bool = False
 
     @property
     def has_errors(self) -> bool:

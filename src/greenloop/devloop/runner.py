@@ -84,12 +84,21 @@ def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> Checke
     if isinstance(done, process.TimedOut):
         # Whatever it printed before the kill may be half a record: only the timeout is told.
         diagnostic = _timeout(root, checker, done)
-        return CheckerReport(checker.name, checker.role, (diagnostic,), complete=False)
+        return CheckerReport(
+            checker.name, checker.role, (diagnostic,), complete=False, crashed=True
+        )
     base = _cargo_workspace(root, checker) if checker.format is Format.CARGO_JSON else root
     diagnostics = parse(checker.format, done.stdout, done.stderr, base, checker.source)
     if done.returncode != 0 and not any(d.severity is Severity.ERROR for d in diagnostics):
         diagnostics.append(_failure(root, checker, done))
-    return CheckerReport(checker.name, checker.role, tuple(sorted_diagnostics(diagnostics)))
+    killed = done.returncode < 0  # by a signal nobody here sent: cancelling returns None
+    return CheckerReport(
+        checker.name,
+        checker.role,
+        tuple(sorted_diagnostics(diagnostics)),
+        complete=not killed,
+        crashed=killed,
+    )
 
 
 def _environment() -> dict[str, str]:
