@@ -11,6 +11,8 @@ name          command                                                     role
 ``mypy``      ``mypy -O json`` (text format before mypy 1.11)             authoritative
 ``pyright``   ``pyright --outputjson`` (when the project configures it)   authoritative
 ``tsc``       ``tsc --noEmit --pretty false``                             authoritative
+``pyright-    ``pyright-langserver --stdio``, kept warm between rounds     advisory
+lsp``         (only when ``[checkers.pyright-lsp]`` asks for it)
 ============  ==========================================================  =============
 
 A checker whose program is missing is a :class:`~greenloop.protocol.SetupError`,
@@ -120,12 +122,20 @@ def _tsc(root: Path, program: str, config: Config) -> tuple[list[str], Format]:
     return ["--noEmit", "--pretty", "false"], Format.TSC
 
 
+def _language_server(root: Path, program: str, config: Config) -> tuple[list[str], Format]:
+    return ["--stdio"], Format.LSP
+
+
 BUILTINS: dict[str, _Default] = {
     "cargo": _Default("cargo", Role.AUTHORITATIVE, "rustc", Format.CARGO_JSON, _cargo),
     "ruff": _Default("ruff", Role.ADVISORY, "ruff", Format.RUFF_JSON, _ruff),
     "mypy": _Default("mypy", Role.AUTHORITATIVE, "mypy", Format.MYPY_JSON, _mypy),
     "pyright": _Default("pyright", Role.AUTHORITATIVE, "pyright", Format.PYRIGHT_JSON, _pyright),
     "tsc": _Default("tsc", Role.AUTHORITATIVE, "tsc", Format.TSC, _tsc),
+    # Not detected: a resident node process is the user's call (`[checkers.pyright-lsp]`).
+    "pyright-lsp": _Default(
+        "pyright-langserver", Role.ADVISORY, "pyright", Format.LSP, _language_server
+    ),
 }
 """The checkers greenloop knows, by name."""
 
@@ -215,7 +225,8 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
         role=override.role or (default.role if default else Role.AUTHORITATIVE),
         source=override.source or (default.source if default else name),
         cache_guard=guard,
-        builtin=default is not None and override.command is None,
+        # A language server has no `--version` to ask: it is identified by its bytes.
+        builtin=default is not None and override.command is None and fmt is not Format.LSP,
         timeout_s=(
             override.timeout_s
             if override.timeout_s is not None

@@ -54,7 +54,11 @@ class Role(StrEnum):
 
 
 class Format(StrEnum):
-    """How a checker's output is parsed into diagnostics."""
+    """How a checker's output is parsed into diagnostics.
+
+    ``lsp`` is not an output: the checker is a language server on stdio, kept
+    running between rounds (see :mod:`greenloop.devloop.lsp`).
+    """
 
     CARGO_JSON = "cargo-json"
     RUFF_JSON = "ruff-json"
@@ -62,6 +66,7 @@ class Format(StrEnum):
     PYRIGHT_JSON = "pyright-json"
     TSC = "tsc"
     GNU = "gnu"
+    LSP = "lsp"
 
 
 class CheckerSettings(BaseModel):

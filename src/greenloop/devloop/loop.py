@@ -32,6 +32,7 @@ from typing import Protocol
 from greenloop.devloop.config import Role
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
 from greenloop.devloop.runner import ReportFn
@@ -59,6 +60,7 @@ class CheckFn(Protocol):
         digests: DigestCache,
         *,
         on_report: ReportFn | None = None,
+        servers: LanguageServers | None = None,
     ) -> RoundResult | None:
         """Check the tree once; None when cancelled. ``on_report`` hears each checker finish."""
 
@@ -119,9 +121,14 @@ class WatchLoop:
         self._check = check
         self._digests = DigestCache()
         self._changes = ChangeFilter(Ignores(root, setup.config.settings.ignore), self._digests)
+        self._servers = LanguageServers()
 
     def run(self) -> None:
         """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
+        with self._servers:
+            self._run()
+
+    def _run(self) -> None:
         changes = self._changes
         watcher = Watcher(changes, self._debounce_ms, self._stop)
         # Watch first, then record the tree: an edit in between is seen, never lost.
@@ -176,7 +183,14 @@ class WatchLoop:
         def work() -> None:
             try:
                 box.append(
-                    self._check(self.root, setup, cancel, self._digests, on_report=finished.put)
+                    self._check(
+                        self.root,
+                        setup,
+                        cancel,
+                        self._digests,
+                        on_report=finished.put,
+                        servers=self._servers,
+                    )
                 )
             except Exception as e:  # handed back to the loop's thread
                 box.append(e)

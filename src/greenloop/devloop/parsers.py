@@ -232,6 +232,29 @@ def pyright_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diag
     return found
 
 
+def lsp_diagnostics(items: list[Any], path: str, source: str) -> list[Diagnostic]:
+    """LSP ``Diagnostic`` objects about the file at ``path`` (0-based ranges, numeric severity)."""
+    found = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        start = _mapping(_mapping(item.get("range")).get("start"))
+        severity = item.get("severity")
+        found.append(
+            _diagnostic(
+                path,
+                _int(start.get("line"), 0) + 1,
+                _int(start.get("character"), 0) + 1,
+                Severity.from_lsp(severity) if isinstance(severity, int) else Severity.ERROR,
+                str(item.get("message", "")),
+                source,
+                Path(path).parent,
+                _text(item.get("code")),
+            )
+        )
+    return found
+
+
 _TSC_AT = re.compile(
     r"^(?P<path>.+?)\((?P<line>\d+),(?P<col>\d+)\): (?P<sev>error|warning|message) "
     r"(?P<code>TS\d+): (?P<msg>.*)$"

@@ -16,6 +16,7 @@ INSTALL_HINTS = {
     "ruff": "pip install ruff (in the project's .venv or on PATH)",
     "mypy": "pip install mypy (in the project's .venv or on PATH)",
     "pyright": "npm install --save-dev pyright (or pip install pyright)",
+    "pyright-langserver": "npm install --save-dev pyright (or pip install pyright)",
     "tsc": "npm install --save-dev typescript",
 }
 """How to get each built-in checker's program, shown when it is missing."""

@@ -17,6 +17,7 @@ from greenloop.devloop.config import Config, Role, load_config
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.identity import build_identity
 from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import Round
 from greenloop.devloop.runner import ReportFn, run_checkers
 
@@ -52,11 +53,13 @@ def check_round(
     digests: DigestCache,
     *,
     on_report: ReportFn | None = None,
+    servers: LanguageServers | None = None,
 ) -> RoundResult | None:
     """Run every checker once over the whole tree; None when cancelled.
 
     ``on_report`` hears of each checker's report as soon as that checker is
-    done, before the round ends (see :func:`~greenloop.devloop.runner.run_checkers`).
+    done, before the round ends; ``servers`` keeps language-server checkers warm
+    between rounds (see :func:`~greenloop.devloop.runner.run_checkers`).
     """
     started = time.monotonic()
     # One listing serves the identity before and the round's file list; the identity
@@ -65,7 +68,7 @@ def check_round(
     before = build_identity(
         root, setup.config, checkers=setup.checkers, digests=digests, files=files
     )
-    reports = run_checkers(root, setup.checkers, cancel, on_report)
+    reports = run_checkers(root, setup.checkers, cancel, on_report, files=files, servers=servers)
     if reports is None:
         return None
     duration_ms = int((time.monotonic() - started) * 1000)

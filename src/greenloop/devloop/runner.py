@@ -19,6 +19,7 @@ from pathlib import Path
 from greenloop.devloop import process
 from greenloop.devloop.checkers import Checker
 from greenloop.devloop.config import Format
+from greenloop.devloop.lsp import LanguageServers, ServerFailed
 from greenloop.devloop.model import CheckerReport, sorted_diagnostics
 from greenloop.devloop.parsers import parse
 from greenloop.protocol import Diagnostic, SetupError, Severity
@@ -35,19 +36,31 @@ def run_checkers(
     checkers: Sequence[Checker],
     cancel: threading.Event,
     on_report: ReportFn | None = None,
+    *,
+    files: Sequence[str] = (),
+    servers: LanguageServers | None = None,
 ) -> list[CheckerReport] | None:
     """Run every checker at once; their reports, or None when ``cancel`` stopped the round.
 
     ``on_report`` hears of each report the moment its checker is done, while
-    the others may still run (never after ``cancel`` is set). Raises
-    :class:`SetupError` when a program cannot be started.
+    the others may still run (never after ``cancel`` is set). Language-server
+    checkers are told about ``files`` (the project's, relative) and run in
+    ``servers``, which keeps them warm for the next round (None: started for
+    this round only). Raises :class:`SetupError` when a program cannot be started.
     """
+    if servers is None and any(c.format is Format.LSP for c in checkers):
+        with LanguageServers() as own:
+            return run_checkers(root, checkers, cancel, on_report, files=files, servers=own)
     reports: dict[str, CheckerReport] = {}
     failures: list[Exception] = []
 
     def work(checker: Checker) -> None:
         try:
-            report = run_checker(root, checker, cancel)
+            if checker.format is Format.LSP:
+                assert servers is not None
+                report = _run_server(root, checker, cancel, files, servers)
+            else:
+                report = run_checker(root, checker, cancel)
         except Exception as e:  # re-raised in the caller's thread below
             failures.append(e)
             cancel.set()
@@ -99,6 +112,35 @@ def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> Checke
         complete=not killed,
         crashed=killed,
     )
+
+
+def _run_server(
+    root: Path,
+    checker: Checker,
+    cancel: threading.Event,
+    files: Sequence[str],
+    servers: LanguageServers,
+) -> CheckerReport | None:
+    server = None
+    try:
+        server = servers.get(checker.argv, root, _environment())
+        diagnostics = server.check(files, checker.source, cancel, checker.timeout_s)
+    except ServerFailed as e:
+        if server is not None:
+            servers.discard(server)  # the next round starts a fresh one
+        failure = Diagnostic(
+            path=str(root),
+            line=1,
+            col=1,
+            severity=Severity.ERROR,
+            code="checker-failed",
+            message=f"{checker.name} (a language server) failed: {e}",
+            source="greenloop",
+        )
+        return CheckerReport(checker.name, checker.role, (failure,), complete=False, crashed=True)
+    if diagnostics is None:
+        return None
+    return CheckerReport(checker.name, checker.role, tuple(sorted_diagnostics(diagnostics)))
 
 
 def _environment() -> dict[str, str]:
