@@ -48,6 +48,9 @@ the first delay, doubling after each such round in a row up to the second."""
 
 _POLL_S = 0.05
 
+_IDLE_S = 1.0
+"""Longest idle wait for a batch: the watcher wakes the loop itself when it stops."""
+
 
 class CheckFn(Protocol):
     """How the loop runs one round (``check_round``; tests may substitute their own)."""
@@ -140,7 +143,7 @@ class WatchLoop:
         retry_at: float | None = None
         while not self._stop.is_set():
             if pending is None:
-                wait = _POLL_S * 2
+                wait = _IDLE_S
                 if retry_at is not None:
                     wait = max(min(wait, retry_at - time.monotonic()), 0)
                 batch = watcher.next_batch(wait)

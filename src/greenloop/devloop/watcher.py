@@ -203,3 +203,4 @@ class Watcher:
             self._raw.put(e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {e}"))
         finally:
             self._ready.set()
+            self.wake()  # stopped: a waiting next_batch need not sit out its timeout
