@@ -285,7 +285,10 @@ class LanguageServer:
             self._stderr.append(line.decode("utf-8", "replace").rstrip())
 
     def _describe(self, what: str) -> str:
-        code = self._proc.poll()
+        code = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            # Its output closes a moment before it is reaped: give the status that moment.
+            code = self._proc.wait(timeout=1 if self._failure == "exited" else 0)
         if code is not None:
             what += f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
         tail = " | ".join(line for line in self._stderr if line.strip())
