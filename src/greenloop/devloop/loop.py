@@ -27,7 +27,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from greenloop.devloop.config import Role
 from greenloop.devloop.digests import DigestCache
@@ -35,9 +34,9 @@ from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
-from greenloop.devloop.runner import ReportFn
+from greenloop.devloop.runner import tree_error
 from greenloop.devloop.watcher import ChangeFilter, Watcher
-from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
+from greenloop.protocol import Diagnostic, SetupError, StateEvent, TreeState
 
 UNSETTLED_RETRIES = 3
 """Rounds re-run at once while the tree changes under the checkers without a file event."""
@@ -50,22 +49,6 @@ _POLL_S = 0.05
 
 _IDLE_S = 1.0
 """Longest idle wait for a batch: the watcher wakes the loop itself when it stops."""
-
-
-class CheckFn(Protocol):
-    """How the loop runs one round (``check_round``; tests may substitute their own)."""
-
-    def __call__(
-        self,
-        root: Path,
-        setup: Setup,
-        cancel: threading.Event,
-        digests: DigestCache,
-        *,
-        on_report: ReportFn | None = None,
-        servers: LanguageServers | None = None,
-    ) -> RoundResult | None:
-        """Check the tree once; None when cancelled. ``on_report`` hears each checker finish."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +94,6 @@ class WatchLoop:
         stop: threading.Event,
         *,
         debounce_ms: int | None = None,
-        check: CheckFn = check_round,
     ) -> None:
         self.root = root
         self.model = Model()
@@ -121,7 +103,6 @@ class WatchLoop:
         self._debounce_ms = (
             debounce_ms if debounce_ms is not None else setup.config.settings.debounce_ms
         )
-        self._check = check
         self._digests = DigestCache()
         self._changes = ChangeFilter(Ignores(root, setup.config.settings.ignore), self._digests)
         self._servers = LanguageServers()
@@ -186,7 +167,7 @@ class WatchLoop:
         def work() -> None:
             try:
                 box.append(
-                    self._check(
+                    check_round(
                         self.root,
                         setup,
                         cancel,
@@ -266,15 +247,7 @@ class WatchLoop:
 
 
 def _setup_failure(root: Path, error: SetupError) -> Round:
-    diagnostic = Diagnostic(
-        path=str(root),
-        line=1,
-        col=1,
-        severity=Severity.ERROR,
-        code="setup",
-        message=str(error),
-        source="greenloop",
-    )
+    diagnostic = tree_error(root, "setup", str(error))
     report = CheckerReport("greenloop", Role.ADVISORY, (diagnostic,))
     return Round(reports=(report,), authoritative=frozenset())
 

@@ -128,19 +128,26 @@ def _run_server(
     except ServerFailed as e:
         if server is not None:
             servers.discard(server)  # the next round starts a fresh one
-        failure = Diagnostic(
-            path=str(root),
-            line=1,
-            col=1,
-            severity=Severity.ERROR,
-            code="checker-failed",
-            message=f"{checker.name} (a language server) failed: {e}",
-            source="greenloop",
+        failure = tree_error(
+            root, "checker-failed", f"{checker.name} (a language server) failed: {e}"
         )
         return CheckerReport(checker.name, checker.role, (failure,), complete=False, crashed=True)
     if diagnostics is None:
         return None
     return CheckerReport(checker.name, checker.role, tuple(sorted_diagnostics(diagnostics)))
+
+
+def tree_error(root: Path, code: str, message: str) -> Diagnostic:
+    """An error greenloop itself reports about the tree at ``root`` (source ``greenloop``)."""
+    return Diagnostic(
+        path=str(root),
+        line=1,
+        col=1,
+        severity=Severity.ERROR,
+        code=code,
+        message=message,
+        source="greenloop",
+    )
 
 
 def _environment() -> dict[str, str]:
@@ -160,31 +167,23 @@ def _failure(root: Path, checker: Checker, done: process.Completed) -> Diagnosti
         else f"exited with status {done.returncode}"
     )
     detail = _tail(done.stdout, done.stderr)
-    return Diagnostic(
-        path=str(root),
-        line=1,
-        col=1,
-        severity=Severity.ERROR,
-        code="checker-failed",
-        message=f"{checker.name} {how} without an error greenloop could read: {detail}",
-        source="greenloop",
+    return tree_error(
+        root,
+        "checker-failed",
+        f"{checker.name} {how} without an error greenloop could read: {detail}",
     )
 
 
 def _timeout(root: Path, checker: Checker, done: process.TimedOut) -> Diagnostic:
-    return Diagnostic(
-        path=str(root),
-        line=1,
-        col=1,
-        severity=Severity.ERROR,
-        code="checker-timeout",
-        message=(
+    return tree_error(
+        root,
+        "checker-timeout",
+        (
             f"{checker.name} did not finish within its timeout of {done.timeout_s:g}s and was "
             f"stopped (its whole process group killed); last output: "
             f"{_tail(done.stdout, done.stderr)}. If it needs longer, raise "
             f"`checkers.{checker.name}.timeout_s` or `checker_timeout_s`"
         ),
-        source="greenloop",
     )
 
 
