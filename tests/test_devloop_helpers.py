@@ -7,6 +7,7 @@ skips its tests, unless GREENLOOP_REQUIRE_CHECKERS=1 (CI), where it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -17,13 +18,14 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from greenloop.devloop.loop import Listener, Verdict
+from greenloop.devloop.loop import Listener, Verdict, WatchLoop
+from greenloop.devloop.rounds import Setup
 from greenloop.protocol import StateEvent
 
 VENV_BIN = Path(sys.executable).parent
@@ -275,6 +277,23 @@ class Recorder(Listener):
         """The kinds of the edge events so far (file verdicts left out)."""
         with self.lock:
             return [e.kind for e in self.seen if e.kind != "file_verdict"]
+
+
+@contextlib.contextmanager
+def looping(
+    root: Path, listener: Listener, debounce_ms: int
+) -> Iterator[tuple[WatchLoop, threading.Thread]]:
+    """A watch loop on ``root`` running in a thread; stopped, and its end awaited, on exit."""
+    stop = threading.Event()
+    loop = WatchLoop(root, Setup.load(root), listener, stop, debounce_ms=debounce_ms)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        yield loop, thread
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+    assert not thread.is_alive(), "the watch loop did not stop"
 
 
 def _existing(path: Path) -> str | None:

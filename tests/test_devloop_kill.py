@@ -21,16 +21,15 @@ from pathlib import Path
 import pytest
 
 from greenloop._fs import pid_alive
-from greenloop.devloop.loop import CRASH_RETRY_S, WatchLoop
-from greenloop.devloop.rounds import Setup
+from greenloop.devloop.loop import CRASH_RETRY_S
 from greenloop.protocol import TreeState
 from tests.conftest import wait_until
 from tests.test_devloop_helpers import (
     GATED_CHECKER,
-    TIMEOUT,
     Background,
     Recorder,
     event_kind,
+    looping,
     write,
 )
 
@@ -83,21 +82,15 @@ def watching(tmp_path: Path) -> Iterator[tuple[Path, Path, Recorder, threading.T
     """A watch loop on the gated project, already green (the gate is then closed)."""
     root, state = _project(tmp_path)
     recorder = Recorder()
-    stop = threading.Event()
-    loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        (state / "gate").write_text("")
-        wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
-        assert recorder.verdicts[0].tree is TreeState.GREEN
-        (state / "gate").unlink()
-        yield root, state, recorder, thread
-    finally:
-        stop.set()
-        (state / "gate").write_text("")
-        thread.join(TIMEOUT)
-    assert not thread.is_alive()
+    with looping(root, recorder, 100) as (_, thread):
+        try:
+            (state / "gate").write_text("")
+            wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
+            assert recorder.verdicts[0].tree is TreeState.GREEN
+            (state / "gate").unlink()
+            yield root, state, recorder, thread
+        finally:
+            (state / "gate").write_text("")
 
 
 def test_a_killed_checker_makes_the_round_red_and_retries_back_off_until_green(

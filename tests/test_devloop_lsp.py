@@ -6,23 +6,20 @@ import os
 import signal
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from greenloop.devloop.loop import WatchLoop
-from greenloop.devloop.rounds import Setup
 from greenloop.protocol import CheckResult, TreeState
 from tests.conftest import wait_until
 from tests.test_devloop_helpers import (
     PY_GREEN,
     PY_RED,
-    TIMEOUT,
     Recorder,
     cli,
     env_with,
+    looping,
     node_bin,
     python_env,
     python_project,
@@ -79,17 +76,10 @@ def test_check_runs_the_language_server_beside_the_other_checkers(lsp_project: P
 @pytest.fixture
 def watching(lsp_project: Path) -> Iterator[tuple[Path, Recorder]]:
     recorder = Recorder()
-    stop = threading.Event()
-    loop = WatchLoop(lsp_project, Setup.load(lsp_project), recorder, stop, debounce_ms=50)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
+    with looping(lsp_project, recorder, 50):
         wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
         assert recorder.verdicts[0].tree is TreeState.GREEN
         yield lsp_project, recorder
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
     wait_until(lambda: not _servers(lsp_project), what="the server to stop with the watcher")
 
 

@@ -18,8 +18,7 @@ import pytest
 
 from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.loop import Verdict, WatchLoop
-from greenloop.devloop.rounds import Setup
+from greenloop.devloop.loop import Verdict
 from greenloop.devloop.status import (
     LOCK_FILE,
     AlreadyWatching,
@@ -43,6 +42,7 @@ from tests.test_devloop_helpers import (
     cli,
     custom_checker,
     event_kind,
+    looping,
     python_env,
     python_project,
     write,
@@ -147,11 +147,7 @@ def test_loop_checks_once_per_burst_and_never_for_a_same_content_save(tmp_path: 
         },
     )
     recorder = Recorder()
-    stop = threading.Event()
-    loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=600)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
+    with looping(tmp_path, recorder, 600):
         wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
         assert recorder.verdicts[0].tree is TreeState.GREEN
         for i in range(20):
@@ -164,9 +160,6 @@ def test_loop_checks_once_per_burst_and_never_for_a_same_content_save(tmp_path: 
         assert recorder.rounds == [frozenset(), {"a.txt"}, {"b.txt"}]
         kinds = [e.kind for e in recorder.seen if e.kind != "file_verdict"]
         assert kinds == ["became_green", "became_red"]
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
 
 
 STAMPED_CHECKER = (
@@ -205,17 +198,9 @@ def stamped(tmp_path: Path) -> Iterator[tuple[Path, _Stamped]]:
         },
     )
     recorder = _Stamped()
-    stop = threading.Event()
-    debounce_ms = int(WINDOW_S * 1000)
-    loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=debounce_ms)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
+    with looping(tmp_path, recorder, int(WINDOW_S * 1000)):
         wait_until(lambda: len(recorder.verdicts) == 1, what="the first verdict")
         yield tmp_path, recorder
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
 
 
 def _runs(root: Path) -> list[float]:
@@ -435,11 +420,7 @@ def test_a_change_during_a_check_cancels_it_and_the_verdict_is_for_the_new_tree(
         },
     )
     recorder = Recorder()
-    stop = threading.Event()
-    loop = WatchLoop(tmp_path, Setup.load(tmp_path), recorder, stop, debounce_ms=100)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
+    with looping(tmp_path, recorder, 100):
         wait_until(lambda: list(tmp_path.glob("pid-*.run")), what="the slow check to start")
         (slow_pid,) = [int(p.stem.split("-")[1]) for p in tmp_path.glob("pid-*.run")]
         (tmp_path / "gate.txt").write_text("fast\n")
@@ -449,9 +430,6 @@ def test_a_change_during_a_check_cancels_it_and_the_verdict_is_for_the_new_tree(
         (verdict,) = recorder.verdicts
         assert verdict.tree is TreeState.GREEN
         assert verdict.changed == {"gate.txt"}
-    finally:
-        stop.set()
-        thread.join(TIMEOUT)
 
 
 def test_watch_text_mode_prints_timestamped_verdicts(tmp_path: Path) -> None:
@@ -519,47 +497,42 @@ def test_advisory_errors_turn_the_tree_red_before_the_authoritative_checker_ends
 ) -> None:
     root, state = _early_red_project(tmp_path)
     recorder = Recorder()
-    stop = threading.Event()
-    loop = WatchLoop(root, Setup.load(root), recorder, stop, debounce_ms=100)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: any(e.kind == "became_red" for e in recorder.seen), what="early red")
-        # The gate is still shut: the authoritative checker is running, no round has ended.
-        assert _authoritative_running(state, 0)
-        assert recorder.verdicts == []
-        with recorder.lock:
-            early = list(recorder.seen)
-        assert [(e.kind, getattr(e, "path", None)) for e in early] == [
-            ("file_verdict", str(root / "a.txt")),
-            ("became_red", None),
-        ]
-        red = early[-1]
-        assert isinstance(red, BecameRed)
-        assert [(d.source, d.line) for d in red.diagnostics] == [("lint", 1)]
+    with looping(root, recorder, 100) as (loop, _):
+        try:
+            wait_until(lambda: any(e.kind == "became_red" for e in recorder.seen), what="early red")
+            # The gate is still shut: the authoritative checker is running, no round has ended.
+            assert _authoritative_running(state, 0)
+            assert recorder.verdicts == []
+            with recorder.lock:
+                early = list(recorder.seen)
+            assert [(e.kind, getattr(e, "path", None)) for e in early] == [
+                ("file_verdict", str(root / "a.txt")),
+                ("became_red", None),
+            ]
+            red = early[-1]
+            assert isinstance(red, BecameRed)
+            assert [(d.source, d.line) for d in red.diagnostics] == [("lint", 1)]
 
-        (state / "gate").write_text("")
-        wait_until(lambda: recorder.verdicts, what="the round's verdict")
-        (verdict,) = recorder.verdicts
-        # The advisory error stands, so the completed round keeps the tree red: no new edge.
-        assert verdict.tree is TreeState.RED
-        assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
+            (state / "gate").write_text("")
+            wait_until(lambda: recorder.verdicts, what="the round's verdict")
+            (verdict,) = recorder.verdicts
+            # The advisory error stands, so the completed round keeps the tree red: no new edge.
+            assert verdict.tree is TreeState.RED
+            assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
 
-        # Fixed: the advisory checker is clean at once, but green waits for the authoritative one.
-        (state / "gate").unlink()
-        (root / "a.txt").write_text("good\n")
-        wait_until(lambda: _authoritative_running(state, 1), what="the second round")
-        assert loop.model.tree is TreeState.RED
-        assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
-        (state / "gate").write_text("")
-        wait_until(lambda: len(recorder.verdicts) == 2, what="the second verdict")
-        assert recorder.verdicts[1].tree is TreeState.GREEN
-        kinds = [e.kind for e in recorder.seen if e.kind != "file_verdict"]
-        assert kinds == ["became_red", "became_green"]
-    finally:
-        stop.set()
-        (state / "gate").write_text("")
-        thread.join(TIMEOUT)
+            # Fixed: the advisory checker is clean at once; green waits for the authoritative one.
+            (state / "gate").unlink()
+            (root / "a.txt").write_text("good\n")
+            wait_until(lambda: _authoritative_running(state, 1), what="the second round")
+            assert loop.model.tree is TreeState.RED
+            assert [e.kind for e in recorder.seen if e.kind != "file_verdict"] == ["became_red"]
+            (state / "gate").write_text("")
+            wait_until(lambda: len(recorder.verdicts) == 2, what="the second verdict")
+            assert recorder.verdicts[1].tree is TreeState.GREEN
+            kinds = [e.kind for e in recorder.seen if e.kind != "file_verdict"]
+            assert kinds == ["became_red", "became_green"]
+        finally:
+            (state / "gate").write_text("")
 
 
 def test_watch_json_prints_became_red_while_the_authoritative_checker_runs(
