@@ -78,6 +78,32 @@ def test_generic_template_runs_green_and_then_cached(tmp_path: Path) -> None:
     assert "cached" in steps.stdout
 
 
+def test_python_template_tests_the_current_sources_not_an_installed_copy(
+    tmp_path: Path,
+) -> None:
+    # Regression: the cached `pip install .` froze the sources of the day the lock
+    # files last changed, so a broken function still passed "python test".
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\n'
+        'build-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "calc-demo"\nversion = "0.1.0"\n'
+    )
+    (tmp_path / "src" / "calc").mkdir(parents=True)
+    source = tmp_path / "src" / "calc" / "__init__.py"
+    source.write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_calc.py").write_text(
+        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
+    assert cli("init", cwd=tmp_path).returncode == 0
+    green = cli("run", "--format", "plain", cwd=tmp_path)
+    assert green.returncode == 0, green.stdout + green.stderr
+    source.write_text("def add(a, b):\n    return a - b\n")
+    red = cli("run", "--format", "plain", cwd=tmp_path)
+    assert "python install cached" in red.stdout
+    assert red.returncode == 1 and "python test failed" in red.stdout, red.stdout
+
+
 def test_missing_pipeline_file_is_a_setup_error(tmp_path: Path) -> None:
     result = cli("run", cwd=tmp_path)
     assert result.returncode == 2 and "greenloop init" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -154,6 +155,37 @@ def test_fail_fast_cancels_running_steps(store: Store, project: Path) -> None:
     result, _ = run(store, project, fail_fast=True)
     assert statuses(result) == {"bad": "failed", "slow": "cancelled"}
     assert result.steps["slow"].duration_s < 25
+
+
+def test_fail_fast_is_a_failed_run_and_still_answers_from_the_cache(project: Path) -> None:
+    # Regression: --fail-fast exited 130 ("run cancelled"), called a step that was
+    # stopped "cancelled: chatty did not pass" and showed cache hits as cancelled.
+    write_pipeline(
+        project,
+        """
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("test ! -e go", label="bad")
+            chatty = gl.sh("echo started; if [ -e go ]; then sleep 30; fi", label="chatty")
+            chatty.sh("echo report", label="report")
+            gl.sh("echo warm", label="warm", cache=gl.forever())
+            gl.sh("echo new", label="new")
+        """,
+    )
+    assert cli("run", cwd=project).returncode == 0  # caches `warm`
+    (project / "go").write_text("")
+    result = cli("run", "--fail-fast", "-j", "2", "--json", cwd=project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    finished = {e["step"]: e for e in events if e["type"] == "step_finished"}
+    assert finished["bad"]["status"] == "failed"
+    assert finished["chatty"]["status"] == "cancelled"
+    assert finished["chatty"]["error"] == "stopped by --fail-fast: bad failed"
+    assert finished["report"]["status"] == "skipped"
+    assert finished["report"]["error"] == "chatty was cancelled"
+    assert finished["warm"]["status"] == "cached"
+    assert finished["new"]["status"] == "skipped"
+    assert [e["status"] for e in events if e["type"] == "run_finished"] == ["failed"]
 
 
 def test_independent_steps_run_in_parallel(store: Store, project: Path) -> None:

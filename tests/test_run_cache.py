@@ -82,6 +82,45 @@ def test_on_change_tracks_content_not_mtime(store: Store, project: Path) -> None
     assert statuses(added) == {"read": "passed"}
 
 
+def test_on_change_brace_sets_watch_every_alternative(store: Store, project: Path) -> None:
+    # Regression: "**/*.{ts,js}" matched nothing, so the lint step stayed cached
+    # while the code it lints broke.
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("cat src/*", label="lint", cache=gl.on_change("**/*.{ts,js}"))\n',
+    )
+    (project / "src").mkdir()
+    (project / "src" / "a.ts").write_text("ok\n")
+    (project / "src" / "b.js").write_text("ok\n")
+    run(store, project)
+    (project / "src" / "b.js").write_text("broken\n")
+    edited, events = run(store, project)
+    assert statuses(edited) == {"lint": "passed"}
+    assert "broken" in logs(events, "lint")
+
+
+def test_an_on_change_glob_matching_nothing_is_a_setup_error(project: Path) -> None:
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("true", label="lint", cache=gl.on_change("*.lock", "src/**/*.tss"))\n',
+    )
+    (project / "a.lock").write_text("")
+    result = cli("run", cwd=project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "step 'lint': on_change('src/**/*.tss') matches no file" in result.stderr
+    assert "optional=True" in result.stderr
+    assert json.loads(cli("runs", "--json", cwd=project).stdout) == []  # nothing ran
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("true", label="lint",\n'
+        '          cache=gl.on_change("*.lock", "src/**/*.tss", optional=True))\n',
+    )
+    assert cli("run", cwd=project).returncode == 0
+
+
 def test_a_failed_step_is_never_cached(store: Store, project: Path) -> None:
     flag = project.parent / "fail-once"
     flag.write_text("")

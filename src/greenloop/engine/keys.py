@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from greenloop.protocol import PROTOCOL_VERSION, CommandStep, Pipeline
+import pathspec
+
+from greenloop.protocol import PROTOCOL_VERSION, CommandStep, Pipeline, SetupError
 from greenloop.protocol.ir import CachePolicy, Compose, OnChange, Ttl
 
 
@@ -49,20 +51,71 @@ def fresh(policy: CachePolicy, created_at: float, now: float) -> bool:
     return True
 
 
+def check_watched(pipeline: Pipeline, files: dict[str, str]) -> None:
+    """Raise ``SetupError`` for an ``on_change`` glob (not marked optional) that matches no file."""
+    for step in pipeline.steps:
+        for policy in _on_change(step.cache):
+            if policy.optional:
+                continue
+            for glob in policy.globs:
+                if glob.startswith("!"):
+                    continue
+                spec = _spec([glob])
+                if not any(spec.match_file(path) for path in files):
+                    raise SetupError(
+                        f"step {step.key!r}: on_change({glob!r}) matches no file in the "
+                        "workspace, so the step would stay cached whatever changes; fix the "
+                        "pattern or mark it gl.on_change(..., optional=True)"
+                    )
+
+
+def expand_braces(glob: str) -> list[str]:
+    """``"*.{ts,js}"`` -> ``["*.ts", "*.js"]``, nested sets too; a glob without a set as is."""
+    depth, start = 0, -1
+    for i, char in enumerate(glob):
+        if char == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                options = _split_top_level(glob[start + 1 : i])
+                if len(options) < 2:
+                    continue  # "{x}" is no set, as in bash
+                head, tail = glob[:start], glob[i + 1 :]
+                return [e for option in options for e in expand_braces(head + option + tail)]
+    return [glob]
+
+
+def _split_top_level(body: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in body:
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += (char == "{") - (char == "}")
+        current += char
+    return [*parts, current]
+
+
+def _spec(globs: list[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines([e for g in globs for e in expand_braces(g)])
+
+
 def _watched(policy: CachePolicy | None, files: dict[str, str]) -> list[tuple[str, str]]:
     """(path, digest) of every workspace file an ``on_change`` policy watches."""
-    globs = _globs(policy)
+    globs = [g for p in _on_change(policy) for g in p.globs]
     if not globs:
         return []
-    import pathspec  # only on_change needs it
-
-    spec = pathspec.GitIgnoreSpec.from_lines(globs)
+    spec = _spec(globs)
     return [(path, digest) for path, digest in sorted(files.items()) if spec.match_file(path)]
 
 
-def _globs(policy: CachePolicy | None) -> list[str]:
+def _on_change(policy: CachePolicy | None) -> list[OnChange]:
     if isinstance(policy, OnChange):
-        return list(policy.globs)
+        return [policy]
     if isinstance(policy, Compose):
-        return [g for p in policy.policies for g in _globs(p)]
+        return [o for p in policy.policies for o in _on_change(p)]
     return []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 from uuid import UUID
 
-from greenloop.engine.keys import fresh, step_key
+from greenloop.engine.keys import check_watched, fresh, step_key
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook
 from greenloop.protocol import (
@@ -136,6 +136,9 @@ class Run:
             remote.bind_run(self.run_id)
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
+        # The step whose failure stopped the run under --fail-fast: running steps are
+        # then stopped like a cancel, but the run failed, it was not interrupted.
+        self._failed_first: str | None = None
         self._archives = ArchiveRegistry(store)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
@@ -165,6 +168,16 @@ class Run:
         """Stop running steps and start no more (safe to call from a signal handler)."""
         self._cancel.set()
 
+    def _stop_after_failure(self, key: str) -> None:
+        """``--fail-fast``: stop running steps; the steps not started yet run only as cache hits."""
+        if self._failed_first is None:
+            self._failed_first = key
+        self._cancel.set()
+
+    @property
+    def _interrupted(self) -> bool:
+        return self._cancel.is_set() and self._failed_first is None
+
     def preflight(self, steps: list[CommandStep]) -> None:
         """Load every executor the pipeline names; let those of ``steps`` check their setup.
 
@@ -186,9 +199,11 @@ class Run:
 
         Packs the workspace and plans first; :meth:`preflight` then checks the setup
         of the steps that will run (a fully cached run never touches an engine), and
-        its errors propagate before anything runs.
+        its errors propagate before anything runs, as does a ``SetupError`` for an
+        ``on_change`` glob that watches no file.
         """
         workspace = pack(self.root, self.store)
+        check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
         self.preflight(to_run)
         started = time.time()
@@ -209,7 +224,7 @@ class Run:
                 self._remote.close()
         if veto is not None:
             status: RunStatus = "failed"
-        elif self._cancel.is_set() and any(o.status == "cancelled" for o in outcomes.values()):
+        elif self._interrupted and any(o.status == "cancelled" for o in outcomes.values()):
             status = "cancelled"
         elif all(o.status in ("passed", "cached") for o in outcomes.values()):
             status = "passed"
@@ -243,10 +258,12 @@ class Run:
                         continue
                     del pending[key]
                     bad = [u for u in ups if outcomes[u].status not in ("passed", "cached")]
-                    if bad or self._cancel.is_set():
-                        status: StepStatus = "cancelled" if self._cancel.is_set() else "skipped"
-                        reason = f"{bad[0]} did not pass" if bad else "run cancelled"
-                        outcomes[key] = self._finish(step, status, error=reason)
+                    if bad:
+                        reason = f"{bad[0]} {_PAST[outcomes[bad[0]].status]}"
+                        outcomes[key] = self._finish(step, "skipped", error=reason)
+                        continue
+                    if self._interrupted:
+                        outcomes[key] = self._finish(step, "cancelled", error="run cancelled")
                         continue
                     if len(running) >= max(1, self.options.jobs):
                         pending[key] = step  # no free slot yet; try again next round
@@ -259,7 +276,7 @@ class Run:
                     key = running.pop(future)
                     outcomes[key] = future.result()
                     if outcomes[key].status == "failed" and self.options.fail_fast:
-                        self.cancel()
+                        self._stop_after_failure(key)
 
     def _step(
         self,
@@ -273,6 +290,10 @@ class Run:
         key = step_key(step, self.pipeline, name, parent_snapshot, workspace.files)
         decision, entry = self._decide(step, key, name)
         started = time.monotonic()
+        stopped = self._failed_first
+        if stopped is not None and not isinstance(decision, Hit):
+            # --fail-fast: what the cache answers is still known; nothing new runs.
+            return self._finish(step, "skipped", error=f"--fail-fast: {stopped} failed")
         if isinstance(decision, Hit) and entry is not None:
             self.store.index.touch_entry(key, time.time())
             self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
@@ -302,8 +323,13 @@ class Run:
             error = PluginError(plugin=name, kind="crashed", message=f"{type(e).__name__}: {e}")
             return self._finish(step, "failed", started=started, error=str(error))
         if result.exit_code != 0:
-            status: StepStatus = "cancelled" if self._cancel.is_set() else "failed"
-            return self._finish(step, status, exit_code=result.exit_code, started=started)
+            if not self._cancel.is_set():
+                return self._finish(step, "failed", exit_code=result.exit_code, started=started)
+            stopped = self._failed_first
+            reason = f"stopped by --fail-fast: {stopped} failed" if stopped else "run cancelled"
+            return self._finish(
+                step, "cancelled", exit_code=result.exit_code, started=started, error=reason
+            )
         snapshot = result.committed_snapshot
         if isinstance(decision, MissBuildAs):
             snapshot = snapshot or decision.tag
@@ -447,6 +473,15 @@ class Run:
                 if verdict is not None and verdict.veto and isinstance(event, RunStarted):
                     veto = veto or f"vetoed by hook {hook.name!r}: {verdict.veto}"
         return veto
+
+
+_PAST: dict[StepStatus, str] = {
+    "failed": "failed",
+    "cancelled": "was cancelled",
+    "skipped": "was skipped",
+    "passed": "passed",
+    "cached": "was cached",
+}
 
 
 def _topological(steps: list[CommandStep]) -> list[CommandStep]:

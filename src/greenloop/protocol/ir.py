@@ -38,6 +38,11 @@ class OnChange(_IR):
 
     kind: Literal["on_change"] = "on_change"
     globs: list[str] = Field(min_length=1)
+    optional: bool = Field(
+        default=False,
+        description="When false, a glob that matches no workspace file is an error: a "
+        "policy watching nothing would keep the step cached whatever changes.",
+    )
 
 
 class Compose(_IR):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import traceback
 import types
 from pathlib import Path
+from typing import NoReturn
 
 from greenloop.protocol.ir import IRDocument
 from greenloop.sdk import compiler as _compiler
@@ -43,14 +47,70 @@ def load(path: Path) -> IRDocument:
     """Execute the pipeline file at ``path`` and compile its pipelines.
 
     Any failure — a syntax error, a failing import, an exception in a pipeline
-    function, an invalid or cyclic graph — becomes a :class:`PipelineFileError`
-    that names the ``file:line`` of its cause.
+    function, ``sys.exit()``, ``os._exit()``, an invalid or cyclic graph —
+    becomes a :class:`PipelineFileError` that names the ``file:line`` of its
+    cause. On POSIX the file runs in a forked child, so nothing it does (exit,
+    ``chdir``, patching modules, printing) reaches the calling process; what it
+    prints goes to stderr, never into a command's stdout.
     """
     path = path.resolve()
     try:
         source = path.read_text()
     except OSError as e:
         raise PipelineFileError(f"cannot read pipeline file: {e.strerror}", str(path)) from None
+    if not hasattr(os, "fork"):
+        return IRDocument.model_validate_json(_compile_file(source, path))
+    return _load_in_child(source, path)
+
+
+def _load_in_child(source: str, path: Path) -> IRDocument:
+    """Compile the file in a forked child and read its answer from a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its outcome is asserted by the parent's tests
+        os.close(read_end)
+        _child(source, path, write_end)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answers:
+        answer = answers.read()
+    _, status = os.waitpid(pid, 0)
+    if not answer:
+        code = os.waitstatus_to_exitcode(status)
+        how = f"exit status {code}" if code >= 0 else f"signal {-code}"
+        raise PipelineFileError(
+            f"the pipeline file ended the process that loads it ({how}) before it was compiled; "
+            "a pipeline file must not call os._exit() or kill its process",
+            str(path),
+        )
+    kind, _, payload = answer.partition(b"\n")
+    if kind == b"ok":
+        return IRDocument.model_validate_json(payload)
+    error = json.loads(payload)
+    raise PipelineFileError(error["message"], error["where"])
+
+
+def _child(source: str, path: Path, write_end: int) -> NoReturn:
+    """Compile, write the answer (``ok`` or ``error``, a newline, JSON) to the pipe, and leave."""
+    # The file's prints (and its subprocesses') belong on stderr: stdout may be a
+    # command's JSON.
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        try:
+            message = b"ok\n" + _compile_file(source, path)
+        except PipelineFileError as e:
+            message = b"error\n" + json.dumps({"message": e.message, "where": e.where}).encode()
+        with os.fdopen(write_end, "wb") as out:
+            out.write(message)
+        sys.stderr.flush()
+    finally:
+        # Never run the parent's atexit handlers, finalizers or buffered output.
+        os._exit(0)
+
+
+def _compile_file(source: str, path: Path) -> bytes:
+    """Run the pipeline file in this process and return its IR document as JSON."""
     saved = list(_compiler._registry)
     _compiler._registry.clear()
     try:
@@ -64,11 +124,17 @@ def load(path: Path) -> IRDocument:
             raise PipelineFileError(str(e), e.where) from None
         except SyntaxError as e:
             raise PipelineFileError(f"syntax error: {e.msg}", f"{e.filename}:{e.lineno}") from None
-        except Exception as e:
+        except SystemExit as e:
+            raise PipelineFileError(
+                f"the pipeline file called sys.exit({e.code!r}); "
+                "a pipeline file defines pipelines and must not exit",
+                _blame(e, str(path)),
+            ) from None
+        except BaseException as e:
             raise PipelineFileError(f"{type(e).__name__}: {e}", _blame(e, str(path))) from None
         if not pipelines:
             raise PipelineFileError("no pipelines defined (use @greenloop.pipeline)", str(path))
-        return IRDocument(pipelines=pipelines)
+        return IRDocument(pipelines=pipelines).model_dump_json().encode()
     finally:
         _compiler._registry[:] = saved
 

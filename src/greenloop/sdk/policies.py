@@ -22,9 +22,15 @@ def ttl(duration: timedelta | float) -> Ttl:
     return Ttl(seconds=seconds)
 
 
-def on_change(*globs: str) -> OnChange:
-    """Cache until the content of workspace files matching any of ``globs`` changes."""
-    return OnChange(globs=list(globs))
+def on_change(*globs: str, optional: bool = False) -> OnChange:
+    """Cache until the content of workspace files matching any of ``globs`` changes.
+
+    Globs are gitignore-style with brace sets (``"src/**/*.{ts,tsx}"``). A glob that
+    matches no file in the workspace stops the run before anything runs, since the
+    step would stay cached whatever changed; ``optional=True`` allows that (say,
+    for lock files a project may not have).
+    """
+    return OnChange(globs=list(globs), optional=optional)
 
 
 def compose(*policies: CachePolicy) -> Compose:

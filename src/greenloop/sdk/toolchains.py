@@ -28,14 +28,15 @@ class Toolchain:
     def install(
         self, *, lockfile: str | None = None, command: str | None = None, image: str | None = None
     ) -> Chain:
-        """Install dependencies; cached until ``lockfile`` (default: the usual ones) changes."""
-        globs = (lockfile,) if lockfile else self.lockfiles
+        """Install dependencies; cached until ``lockfile`` (default: any usual one) changes."""
+        # The usual lock files are alternatives: a project has some of them, never all.
+        cache = on_change(lockfile) if lockfile else on_change(*self.lockfiles, optional=True)
         return sh(
             command or self.install_cmd,
             label=f"{self.name} install",
             key=f"{self.name}-install",
             image=image or self.image,
-            cache=on_change(*globs),
+            cache=cache,
         )
 
     def build(self, deps: Chain, command: str | None = None) -> Chain:
@@ -51,25 +52,46 @@ class Toolchain:
         return deps.sh(command or self.lint_cmd, label=f"{self.name} lint")
 
 
+# The project's own code is never installed into the cached venv: a cached install
+# would freeze the sources of the day the lock last changed, and every later test
+# would import that copy. The install step installs the project to get its
+# dependencies, then removes the project itself; the steps after it import the
+# current sources from the workspace (src layout or flat).
+_PYTHON_SOURCES = 'PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" '
+_PYTHON_PROJECT_NAME = (
+    ".venv/bin/python -c 'import tomllib; "
+    'print(tomllib.load(open("pyproject.toml", "rb"))["project"]["name"])\' 2>/dev/null'
+    " || .venv/bin/python setup.py --name"
+)
+
 python = Toolchain(
     name="python",
     image="python:3.12-slim",
-    lockfiles=("requirements*.txt", "pyproject.toml", "poetry.lock", "uv.lock"),
+    lockfiles=(
+        "requirements*.txt",
+        "pyproject.toml",
+        "setup.py",
+        "setup.cfg",
+        "poetry.lock",
+        "uv.lock",
+    ),
     # `python -m pip` rather than .venv/bin/pip: a script's shebang names the sandbox
     # it was installed in, which a later step does not share.
     install_cmd=(
         "python3 -m venv .venv && if [ -f requirements.txt ]; then"
         " .venv/bin/python -m pip install -q -r requirements.txt;"
         " elif [ -f pyproject.toml ] || [ -f setup.py ]; then"
-        " .venv/bin/python -m pip install -q .; fi"
+        " .venv/bin/python -m pip install -q . &&"
+        f' .venv/bin/python -m pip uninstall -q -y "$({_PYTHON_PROJECT_NAME})"; fi'
         " && .venv/bin/python -m pip install -q pytest ruff"
     ),
-    build_cmd=".venv/bin/python -m compileall -q .",
-    test_cmd=".venv/bin/python -m pytest -q",
+    build_cmd=_PYTHON_SOURCES + ".venv/bin/python -m compileall -q .",
+    test_cmd=_PYTHON_SOURCES + ".venv/bin/python -m pytest -q",
     lint_cmd=".venv/bin/python -m ruff check .",
 )
-"""Python: a virtualenv in the workspace with the project (or requirements.txt), pytest and
-ruff installed into it."""
+"""Python: a virtualenv in the workspace with the project's dependencies (from
+requirements.txt, or the project's own metadata), pytest and ruff; the steps after
+it import the project from the workspace's current sources, never an installed copy."""
 
 rust = Toolchain(
     name="rust",
