@@ -104,6 +104,39 @@ def test_python_template_tests_the_current_sources_not_an_installed_copy(
     assert red.returncode == 1 and "python test failed" in red.stdout, red.stdout
 
 
+@pytest.mark.parametrize("command", [["run", "ci"], ["render"], ["pipelines", "--json"]])
+def test_an_exiting_pipeline_file_is_exit_2_with_file_and_line(
+    project: Path, command: list[str]
+) -> None:
+    path = write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("false")\n    raise SystemExit(0)\n'
+    )
+    result = cli(*command, cwd=project)
+    assert result.returncode == 2, result.stdout
+    assert f"{path.resolve()}:6: the pipeline file called sys.exit(0)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["render"], ["pipelines", "--json"], ["run", "--json"], ["run", "--format", "json"]]
+)
+def test_a_pipeline_files_prints_go_to_stderr_never_into_json(
+    project: Path, command: list[str]
+) -> None:
+    write_pipeline(
+        project,
+        'print("hello from the file")\nimport os\nos.system("echo from a subprocess")\n'
+        '@gl.pipeline("ci")\ndef ci():\n    print("building")\n    gl.sh("true")\n',
+    )
+    result = cli(*command, cwd=project)
+    assert result.returncode == 0, result.stderr
+    if command[0] == "run":
+        assert all(json.loads(line) for line in result.stdout.splitlines())
+    else:
+        json.loads(result.stdout)
+    for text in ("hello from the file", "from a subprocess", "building"):
+        assert text in result.stderr and text not in result.stdout
+
+
 def test_missing_pipeline_file_is_a_setup_error(tmp_path: Path) -> None:
     result = cli("run", cwd=tmp_path)
     assert result.returncode == 2 and "greenloop init" in result.stderr

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from greenloop.engine.run import Run, RunOptions, RunResult
 from greenloop.plugins.registry import Executors
 from greenloop.protocol import BuildEvent, StepLog
@@ -186,6 +188,38 @@ def test_fail_fast_is_a_failed_run_and_still_answers_from_the_cache(project: Pat
     assert finished["warm"]["status"] == "cached"
     assert finished["new"]["status"] == "skipped"
     assert [e["status"] for e in events if e["type"] == "run_finished"] == ["failed"]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "terminal", "json"])
+def test_a_closed_stdout_ends_output_quietly_and_the_run_is_recorded(
+    project: Path, fmt: str
+) -> None:
+    # Regression: `greenloop run ci | head -3` died of BrokenPipeError in a
+    # formatter thread and the run stayed "running" for ever.
+    write_pipeline(
+        project,
+        """
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("for i in $(seq 1 3000); do echo line $i; done", label="chatty")
+            gl.sh("sleep 0.5; echo done > done.txt", label="later")
+        """,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "greenloop", "run", "--format", fmt],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    for _ in range(3):
+        process.stdout.readline()
+    process.stdout.close()  # what `| head -3` does
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+    runs = json.loads(cli("runs", "--json", cwd=project).stdout)
+    assert [r["status"] for r in runs] == ["passed"]
 
 
 def test_independent_steps_run_in_parallel(store: Store, project: Path) -> None:

@@ -107,6 +107,48 @@ def test_broken_pipeline_files_name_file_and_line(
     assert text in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("ending", "line", "text"),
+    [
+        ("    raise SystemExit(0)\n", 6, "called sys.exit(0)"),
+        ("    import sys\n    sys.exit()\n", 7, "called sys.exit(None)"),
+        (
+            "    import os\n    os._exit(0)\n",
+            None,
+            "ended the process that loads it (exit status 0)",
+        ),
+        (
+            "    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+            None,
+            "(signal 9)",
+        ),
+    ],
+)
+def test_a_pipeline_file_that_exits_is_an_error_not_an_empty_success(
+    project: Path, ending: str, line: int | None, text: str
+) -> None:
+    # Regression: `raise SystemExit(0)` made run, render and pipelines exit 0 with
+    # no step run.
+    path = write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("false")\n' + ending)
+    with pytest.raises(PipelineFileError) as err:
+        load(path)
+    assert err.value.where == (f"{path.resolve()}:{line}" if line else str(path.resolve()))
+    assert text in err.value.message
+
+
+def test_what_a_pipeline_file_does_stays_in_its_loader(project: Path) -> None:
+    path = write_pipeline(
+        project,
+        "import os\nos.chdir('/')\ngl.injected = True\n"
+        '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n',
+    )
+    here = Path.cwd()
+    assert load(path).pipeline("ci").steps[0].command == "true"
+    import greenloop as gl
+
+    assert Path.cwd() == here and not hasattr(gl, "injected")
+
+
 def test_file_without_pipelines_is_an_error(project: Path) -> None:
     with pytest.raises(PipelineFileError, match="no pipelines"):
         load(write_pipeline(project, "x = 1\n"))

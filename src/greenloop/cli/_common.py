@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 
 from greenloop.protocol import IRDocument
+from greenloop.protocol.ir import parse_document
 from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
 from greenloop.store import Store, StoreError
 
@@ -52,7 +53,7 @@ def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
 def load_ir(path: Path) -> IRDocument:
     """Load an IR JSON document (or exit 2 listing what is wrong with it, field by field)."""
     try:
-        return IRDocument.model_validate_json(path.read_bytes())
+        return parse_document(path.read_bytes())
     except OSError as e:
         fail(f"cannot read IR file {path}: {e.strerror}")
     except ValidationError as e:
@@ -62,6 +63,8 @@ def load_ir(path: Path) -> IRDocument:
             for err in e.errors()[:5]
         )
         fail(f"invalid IR in {path}: {problems}")
+    except ValueError as e:  # not JSON, or a key given twice
+        fail(f"invalid IR in {path}: {e}")
 
 
 def open_store() -> Store:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -23,7 +25,7 @@ from greenloop.cli._common import (
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
-from greenloop.protocol import IRDocument, PluginFailure, SetupError
+from greenloop.protocol import BuildEvent, IRDocument, PluginFailure, SetupError
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
 EXIT_FAILED = 1
@@ -116,7 +118,7 @@ def run(
         selected,
         root,
         registry.Executors(store),
-        formatter,
+        _until_output_closes(formatter),
         options,
         hooks=registry.hooks(),
         remote=remote,
@@ -141,6 +143,29 @@ def run(
     if result.status == "cancelled":
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0 if result.status == "passed" else EXIT_FAILED)
+
+
+def _until_output_closes(formatter: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:
+    """``formatter``, fallen silent once stdout is closed (``greenloop run | head``).
+
+    The run itself goes on to its end and is recorded; only its output stops.
+    """
+    closed = False
+
+    def emit(event: BuildEvent) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            formatter(event)
+        except BrokenPipeError:
+            closed = True
+            # Python flushes stdout again at exit; give it somewhere to go.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    return emit
 
 
 @click.command()

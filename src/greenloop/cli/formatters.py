@@ -78,7 +78,14 @@ class TerminalFormatter:
         # rich is imported here, not at module level: plain and json output never need it.
         from rich.console import Console
 
-        self._console = Console(file=stream, highlight=False, soft_wrap=True)
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # rich would exit the process; the caller decides what a closed
+                # output means (``greenloop run | head`` still finishes the run).
+                self.quiet = True
+                raise BrokenPipeError
+
+        self._console = _Console(file=stream, highlight=False, soft_wrap=True)
 
     def __call__(self, event: BuildEvent) -> None:
         """Print ``event`` in colour."""

@@ -8,7 +8,8 @@ an error, not a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -170,3 +171,31 @@ class IRDocument(_IR):
             if p.name == name:
                 return p
         raise KeyError(name)
+
+
+def parse_document(data: bytes | str) -> IRDocument:
+    """Parse an IR document from JSON text, stricter than JSON itself.
+
+    Raises ``ValueError`` for text that is not JSON, is nested absurdly deep, or
+    repeats a key in one object (JSON parsers silently keep the last one, so
+    ``"command": "a", "command": "b"`` would run ``b`` without a word), and
+    pydantic's ``ValidationError`` for JSON that is not a valid document.
+    """
+    try:
+        raw = json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    return IRDocument.model_validate(raw)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r} in one JSON object")
+        seen[key] = value
+    return seen
