@@ -76,6 +76,13 @@ def test_generic_template_runs_green_and_then_cached(tmp_path: Path) -> None:
     assert [r["status"] for r in runs] == ["passed", "passed"]
     steps = cli("runs", "--run", runs[0]["run_id"][:8], cwd=tmp_path)
     assert "cached" in steps.stdout
+    # Regression: the dashed id `runs --json` prints was refused.
+    dashed = cli("runs", "--run", runs[0]["run_id"], "--json", cwd=tmp_path)
+    assert dashed.returncode == 0, dashed.stderr
+    assert {s["status"] for s in json.loads(dashed.stdout)} == {"cached", "passed"}
+    assert cli("runs", "--run", runs[0]["run_id"].upper()[:13], cwd=tmp_path).returncode == 0
+    unknown = cli("runs", "--run", "zz", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no run with id 'zz'" in unknown.stderr
 
 
 def test_python_template_tests_the_current_sources_not_an_installed_copy(

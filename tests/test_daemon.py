@@ -101,7 +101,10 @@ def test_exit_codes_and_errors_come_back_unchanged(daemon: dict[str, Any], proje
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    1/0\n')
     broken = cli("run", cwd=project)
     usage = cli("run", "--no-such-option", cwd=project)
-    assert _status(project)["served"] >= 3
+    helped = cli("run", "--help", cwd=project)
+    assert _status(project)["served"] >= 4
+    # Regression: a forked --help read "Usage: python -m greenloop.daemon.greenloop".
+    assert helped.stdout.startswith("Usage: greenloop run [OPTIONS]"), helped.stdout
     assert failed.returncode == 1
     assert broken.returncode == 2
     assert f"{project.resolve()}/.greenloop/pipeline.py:5: ZeroDivisionError" in broken.stderr

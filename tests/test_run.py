@@ -222,6 +222,46 @@ def test_a_closed_stdout_ends_output_quietly_and_the_run_is_recorded(
     assert [r["status"] for r in runs] == ["passed"]
 
 
+def test_a_file_elsewhere_names_its_root_and_never_packs_the_store(tmp_path: Path) -> None:
+    # Regression: `-f FILE` outside .greenloop/ silently made the file's folder the
+    # root, and packed greenloop's own cache (here tmp_path/cache) into the steps.
+    (tmp_path / "ci.py").write_text(
+        'import greenloop as gl\n\n@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("find . -type f | sort", label="list")\n'
+    )
+    (tmp_path / "src.txt").write_text("mine")
+    assert cli("cache", "stats", cwd=tmp_path).returncode == 0  # creates the store
+    assert (tmp_path / "cache").is_dir()
+    result = cli("run", "-f", "ci.py", "--format", "plain", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"plan: 1 steps, 0 cached, 1 to run in {tmp_path.resolve()}" in result.stdout
+    listed = [line.split("│ ")[1] for line in result.stdout.splitlines() if "list │" in line]
+    assert listed == ["./ci.py", "./src.txt"]
+    assert "project root" in cli("run", "--help", cwd=tmp_path).stdout
+
+
+def test_an_artifact_leading_outside_the_step_is_named_as_such(project: Path) -> None:
+    # Regression: this read "plugin 'local' crashed: ValueError ...".
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("ln -s /etc out", label="esc", artifacts=["out/passwd"])\n',
+    )
+    result = cli("run", "--format", "plain", cwd=project)
+    assert result.returncode == 1
+    assert "esc │ greenloop: artifact path escapes the step's folder: out/passwd" in result.stdout
+    assert "crashed" not in result.stdout
+    path = write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true", artifacts=["../x"])\n'
+    )
+    declared = cli("run", cwd=project)
+    assert declared.returncode == 2
+    assert (
+        f"{path.resolve()}:5: invalid artifacts: artifact path '../x' escapes the step's folder"
+        in declared.stderr
+    )
+
+
 def test_independent_steps_run_in_parallel(store: Store, project: Path) -> None:
     # Each step waits for the other's marker file: only a parallel run can pass.
     write_pipeline(

@@ -14,4 +14,4 @@ def main() -> None:
         sys.exit(code)
     from greenloop.cli import main as cli
 
-    cli()
+    cli(prog_name="greenloop")

@@ -24,7 +24,9 @@ file_option = click.option(
     "pipeline_file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Pipeline file (default: the nearest .greenloop/pipeline.py).",
+    help="Pipeline file (default: the nearest .greenloop/pipeline.py). The project root "
+    "is the folder holding its .greenloop/ folder, or, for a file elsewhere, the file's "
+    "own folder; the plan line names it.",
 )
 
 

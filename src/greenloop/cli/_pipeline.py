@@ -229,9 +229,13 @@ def runs(limit: int, run_id: str | None, as_json: bool) -> None:
     try:
         records = store.index.runs(limit=limit if run_id is None else 10_000)
         if run_id is not None:
-            matches = [r for r in records if r.run_id.replace("-", "").startswith(run_id)]
-            if not matches:
+            # Ids are shown both ways: dashed in --json, twelve hex digits in the table.
+            wanted = run_id.replace("-", "").lower()
+            matches = [r for r in records if r.run_id.replace("-", "").startswith(wanted)]
+            if not matches or not wanted:
                 fail(f"no run with id {run_id!r}")
+            if len(matches) > 1:
+                fail(f"run id {run_id!r} is ambiguous: {len(matches)} runs start with it")
             steps = store.index.steps(matches[0].run_id)
             if as_json:
                 echo_json([s.__dict__ for s in steps])

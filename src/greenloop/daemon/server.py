@@ -366,7 +366,8 @@ def _run_cli() -> int:
     from greenloop.cli import main
 
     try:
-        main()
+        # Named outright: click would otherwise name the daemon's own module.
+        main(prog_name="greenloop")
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
             return e.code or 0

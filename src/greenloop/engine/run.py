@@ -399,7 +399,13 @@ class Run:
                     cached += 1
             predicted[step.key] = hit
         total = len(self.pipeline.steps)
-        summary = PlanSummary(run_id=self.run_id, steps=total, cached=cached, to_run=total - cached)
+        summary = PlanSummary(
+            run_id=self.run_id,
+            steps=total,
+            cached=cached,
+            to_run=total - cached,
+            root=str(self.root),
+        )
         return summary, [s for s in self.pipeline.steps if predicted[s.key] is None]
 
     def _finish(

@@ -35,19 +35,33 @@ class Workspace:
 
 
 def pack(root: Path, store: Store) -> Workspace:
-    """Pack the project at ``root`` into a deterministic tar stored in ``store``."""
+    """Pack the project at ``root`` into a deterministic tar stored in ``store``.
+
+    The store itself is never packed, even when it lies inside the project.
+    """
     files: dict[str, str] = {}
     tmp_dir = store.root / "tmp"
     tmp_dir.mkdir(exist_ok=True)
+    inside = _inside(store.root, root)
     with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=".tmp-ws-", suffix=".tar") as tmp:
         with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel in project_files(root):
+                if inside is not None and (rel + "/").startswith(inside):
+                    continue
                 digest = _add(tar, root / rel, rel)
                 if digest is not None:
                     files[rel] = digest
         tmp.flush()
         archive = store.put_file(Path(tmp.name))
     return Workspace(root=root, archive=archive, files=files)
+
+
+def _inside(folder: Path, root: Path) -> str | None:
+    """``folder`` as a ``rel/`` prefix when it lies inside ``root``, else None."""
+    try:
+        return folder.resolve().relative_to(root.resolve()).as_posix().rstrip("/") + "/"
+    except ValueError:
+        return None
 
 
 def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:

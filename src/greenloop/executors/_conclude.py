@@ -35,6 +35,13 @@ def await_exit(
     return code
 
 
+class ArtifactEscapeError(ValueError):
+    """A declared artifact leads outside the step's folder (through a symlink the step made)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"artifact path escapes the step's folder: {path}")
+
+
 def conclude(
     request: ExecutorInput,
     host: Host,
@@ -45,12 +52,17 @@ def conclude(
     """The step's result once its command exited with ``exit_code``.
 
     A failed command reports nothing else. A passed one must produce every declared
-    artifact (``collect`` returns the refs, or the first missing path) and, when the
+    artifact (``collect`` returns the refs, or the first missing path, and raises
+    :class:`ArtifactEscapeError` for one that leads outside the step) and, when the
     host asked for ``miss_build_as``, is committed to that tag by ``commit``.
     """
     if exit_code != 0:
         return StepResult(exit_code=exit_code, committed_snapshot=None, artifacts=[])
-    artifacts, missing = collect()
+    try:
+        artifacts, missing = collect()
+    except ArtifactEscapeError as e:
+        host.log(request.step_id, "stderr", f"greenloop: {e}")
+        return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])
     if missing:
         host.log(request.step_id, "stderr", f"greenloop: artifact not found: {missing}")
         return StepResult(exit_code=1, committed_snapshot=None, artifacts=[])

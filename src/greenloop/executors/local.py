@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import pid_alive
-from greenloop.executors._conclude import await_exit, conclude
+from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -89,7 +89,10 @@ class LocalExecutor:
     def _collect(self, request: ExecutorInput, workdir: Path) -> tuple[list[ArtifactRef], str]:
         refs: list[ArtifactRef] = []
         for declared in request.step.artifacts:
-            path = _inside(workdir, declared)
+            try:
+                path = _inside(workdir, declared)
+            except ValueError:
+                raise ArtifactEscapeError(declared) from None
             if not path.exists():
                 return [], declared
             refs.append(store_artifact(self.store, path))

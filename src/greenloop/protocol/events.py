@@ -34,6 +34,9 @@ class PlanSummary(_Event):
     steps: int
     cached: int
     to_run: int
+    root: str | None = Field(
+        default=None, description="The project folder the workspace is packed from."
+    )
 
 
 class StepStarted(_Event):

@@ -9,6 +9,7 @@ an error, not a silently ignored setting.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -81,6 +82,15 @@ class CommandStep(_IR):
         default_factory=list, description="Keys of steps that must finish first (ordering only)."
     )
     executor: str | None = None
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts_stay_inside(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = posixpath.normpath(path.lstrip("/") or ".").split("/")
+            if not path.strip() or parts[0] == ".." or parts == ["."]:
+                raise ValueError(f"artifact path {path!r} escapes the step's folder")
+        return paths
 
 
 class Pipeline(_IR):

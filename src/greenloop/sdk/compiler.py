@@ -113,7 +113,8 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(x) for x in err["loc"])
-            raise PipelineDefinitionError(f"invalid {field}: {err['msg']}", spec.where) from None
+            message = err["msg"].removeprefix("Value error, ")
+            raise PipelineDefinitionError(f"invalid {field}: {message}", spec.where) from None
     # Ordering edges may point at steps declared later (``.after``), so fill them last.
     return [
         resolved[id(spec)].model_copy(update={"depends_on": [t.resolved_key for t in spec.after]})
