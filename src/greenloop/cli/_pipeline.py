@@ -14,6 +14,7 @@ from types import FrameType
 import click
 
 from greenloop.cli import _templates
+from greenloop.cli._artifacts import check_out_dir, export_run_artifacts
 from greenloop.cli._common import (
     echo_json,
     fail,
@@ -23,13 +24,18 @@ from greenloop.cli._common import (
     load_pipelines,
 )
 from greenloop.cli._common import open_store as _open_store
-from greenloop.engine.run import Run, RunOptions
+from greenloop.engine import select
+from greenloop.engine.run import Run, RunOptions, RunResult
+from greenloop.engine.select import SelectionError
 from greenloop.plugins import registry
-from greenloop.protocol import BuildEvent, IRDocument, PluginFailure, SetupError
+from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, SetupError
+from greenloop.store import Store
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
 EXIT_FAILED = 1
+EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
+_PASSED = ("passed", "cached")
 
 
 @click.command()
@@ -72,6 +78,39 @@ EXIT_INTERRUPTED = 130
     show_default=True,
     help=f"read: only look entries up; readwrite: also upload (env {REMOTE_CACHE_MODE_ENV}).",
 )
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="KEY",
+    help="Run only this step (a key or a glob: 'test[*]'), with the chain it builds in; "
+    "repeatable.",
+)
+@click.option(
+    "--from",
+    "from_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Run this step and everything after it (with the chains they build in).",
+)
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Run the steps that did not pass in the last run of this pipeline (with their chains).",
+)
+@click.option(
+    "-e",
+    "--env",
+    "env_values",
+    multiple=True,
+    metavar="KEY=VAL",
+    help="Set an env value for every step (part of each step's cache key); repeatable.",
+)
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Export every declared artifact (cached steps' too) into DIR/<step key>/.",
+)
 def run(
     pipeline: str,
     pipeline_file: Path | None,
@@ -84,11 +123,17 @@ def run(
     as_json: bool,
     remote_url: str | None,
     remote_mode: str,
+    only: tuple[str, ...],
+    from_keys: tuple[str, ...],
+    failed: bool,
+    env_values: tuple[str, ...],
+    artifacts_dir: Path | None,
 ) -> None:
     """Run PIPELINE (default: ci) on the working tree.
 
     Exit 0 when every step passed or was cached, 1 when a step failed, 2 for a
-    broken pipeline file or setup problem, 130 when interrupted.
+    broken pipeline file or setup problem, 124 when the pipeline's timeout ran
+    out, 130 when interrupted.
     """
     if ir_file is not None:
         document, root = load_ir(ir_file), Path.cwd()
@@ -99,12 +144,21 @@ def run(
     except KeyError:
         names = ", ".join(p.name for p in document.pipelines)
         fail(f"no pipeline named {pipeline!r} (defined: {names})")
+    selected = selected.model_copy(update={"env": {**selected.env, **_env_values(env_values)}})
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
         formatter = registry.load("formatter", name)(sys.stdout)
     except PluginFailure as e:
         fail(e.error.message)
     store = _open_store()
+    if only or from_keys or failed:
+        try:
+            selected = _select(store, selected, only, from_keys, failed)
+        except SelectionError as e:
+            store.close()
+            fail(str(e))
+    if artifacts_dir is not None:
+        check_out_dir(artifacts_dir, store)
     try:
         remote = open_remote(store, remote_url or "", remote_mode)
     except ValueError as e:
@@ -128,6 +182,7 @@ def run(
         the_run.cancel()
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    result: RunResult | None = None
     try:
         result = the_run.execute()
     except SetupError as e:
@@ -139,10 +194,46 @@ def run(
             signal.signal(sig, handler)
         if remote is not None:
             remote.close()  # already done unless the run stopped early; records its stats
+        if artifacts_dir is not None and result is not None:
+            export_run_artifacts(store, selected, result, artifacts_dir)
         store.close()
     if result.status == "cancelled":
         sys.exit(EXIT_INTERRUPTED)
+    if result.timed_out:
+        sys.exit(EXIT_TIMEOUT)
     sys.exit(0 if result.status == "passed" else EXIT_FAILED)
+
+
+def _env_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            fail(f"-e {pair!r}: expected KEY=VALUE with KEY a variable name")
+        env[key] = value
+    return env
+
+
+def _select(
+    store: Store, pipeline: Pipeline, only: tuple[str, ...], froms: tuple[str, ...], failed: bool
+) -> Pipeline:
+    keys = select.matching(pipeline, only) | select.downstream(
+        pipeline, select.matching(pipeline, froms)
+    )
+    if failed:
+        runs = store.index.runs(limit=10_000)
+        last = next((r for r in runs if r.pipeline == pipeline.name), None)
+        if last is None:
+            raise select.SelectionError(f"--failed: pipeline {pipeline.name!r} has not run yet")
+        missed = {s.key for s in store.index.steps(last.run_id) if s.status not in _PASSED}
+        missed &= {s.key for s in pipeline.steps}
+        if not missed:
+            raise select.SelectionError(
+                f"--failed: every step passed in the last run of {pipeline.name!r} "
+                f"({last.run_id.replace('-', '')[:12]}, {last.status})"
+            )
+        keys |= missed
+    return select.subset(pipeline, keys)
 
 
 def _until_output_closes(formatter: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:
@@ -184,10 +275,25 @@ def render(pipeline: str | None, pipeline_file: Path | None) -> None:
 
 @click.command()
 @file_option
+@click.option("--steps", "with_steps", is_flag=True, help="List each pipeline's step keys.")
 @json_option
-def pipelines(pipeline_file: Path | None, as_json: bool) -> None:
+def pipelines(pipeline_file: Path | None, with_steps: bool, as_json: bool) -> None:
     """List the pipelines the pipeline file defines."""
     document, _ = load_pipelines(pipeline_file)
+    if with_steps:
+        listed = [
+            {"name": p.name, "steps": [{"key": s.key, "label": s.label} for s in p.steps]}
+            for p in document.pipelines
+        ]
+        if as_json:
+            echo_json(listed)
+            return
+        for pipeline in document.pipelines:
+            click.echo(pipeline.name)
+            for step in pipeline.steps:
+                after = f"  (in {step.builds_in})" if step.builds_in else ""
+                click.echo(f"  {step.key}{after}")
+        return
     rows = [{"name": p.name, "steps": len(p.steps)} for p in document.pipelines]
     if as_json:
         echo_json(rows)

@@ -107,6 +107,8 @@ class RunResult:
     status: RunStatus
     steps: dict[str, StepOutcome]
     duration_s: float
+    timed_out: bool = False
+    """The pipeline's own timeout ran out (the run is ``failed``)."""
 
 
 class Run:
@@ -136,9 +138,10 @@ class Run:
             remote.bind_run(self.run_id)
         self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
-        # The step whose failure stopped the run under --fail-fast: running steps are
-        # then stopped like a cancel, but the run failed, it was not interrupted.
-        self._failed_first: str | None = None
+        # Why the run stopped by itself (--fail-fast, the pipeline's timeout): running
+        # steps are stopped as on a cancel, but the run failed, it was not interrupted.
+        self._stop_reason: str | None = None
+        self._timed_out = False
         self._archives = ArchiveRegistry(store)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
@@ -168,15 +171,20 @@ class Run:
         """Stop running steps and start no more (safe to call from a signal handler)."""
         self._cancel.set()
 
-    def _stop_after_failure(self, key: str) -> None:
-        """``--fail-fast``: stop running steps; the steps not started yet run only as cache hits."""
-        if self._failed_first is None:
-            self._failed_first = key
+    def _stop(self, reason: str) -> None:
+        """Stop running steps; the steps not started yet are answered only from the cache."""
+        with self._lock:
+            if self._stop_reason is None and not self._cancel.is_set():
+                self._stop_reason = reason
         self._cancel.set()
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._stop(f"the pipeline's timeout ({self.pipeline.timeout_seconds:g}s)")
 
     @property
     def _interrupted(self) -> bool:
-        return self._cancel.is_set() and self._failed_first is None
+        return self._cancel.is_set() and self._stop_reason is None
 
     def preflight(self, steps: list[CommandStep]) -> None:
         """Load every executor the pipeline names; let those of ``steps`` check their setup.
@@ -212,12 +220,19 @@ class Run:
             RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
         )
         outcomes: dict[str, StepOutcome] = {}
+        timer = None
+        if self.pipeline.timeout_seconds is not None:
+            timer = threading.Timer(self.pipeline.timeout_seconds, self._time_out)
+            timer.daemon = True
+            timer.start()
         try:
             if veto is None:
                 archive_id = self._archives.register(workspace.archive)
                 self._emit(plan)
                 self._schedule(workspace, archive_id, outcomes)
         finally:
+            if timer is not None:
+                timer.cancel()
             self._archives.close()
             self._discard_run_scoped()
             if self._remote is not None:
@@ -242,8 +257,9 @@ class Run:
                 sum(o.status == "cached" for o in outcomes.values()),
             )
         )
-        self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=veto))
-        return RunResult(self.run_id, status, outcomes, duration)
+        error = veto or (f"timed out: {self._stop_reason} ran out" if self._timed_out else None)
+        self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=error))
+        return RunResult(self.run_id, status, outcomes, duration, self._timed_out)
 
     def _schedule(
         self, workspace: Workspace, archive_id: UUID, outcomes: dict[str, StepOutcome]
@@ -276,7 +292,7 @@ class Run:
                     key = running.pop(future)
                     outcomes[key] = future.result()
                     if outcomes[key].status == "failed" and self.options.fail_fast:
-                        self._stop_after_failure(key)
+                        self._stop(f"--fail-fast: {key} failed")
 
     def _step(
         self,
@@ -290,10 +306,10 @@ class Run:
         key = step_key(step, self.pipeline, name, parent_snapshot, workspace.files)
         decision, entry = self._decide(step, key, name)
         started = time.monotonic()
-        stopped = self._failed_first
+        stopped = self._stop_reason
         if stopped is not None and not isinstance(decision, Hit):
-            # --fail-fast: what the cache answers is still known; nothing new runs.
-            return self._finish(step, "skipped", error=f"--fail-fast: {stopped} failed")
+            # What the cache answers is still known; nothing new starts.
+            return self._finish(step, "skipped", error=f"not started: {stopped}")
         if isinstance(decision, Hit) and entry is not None:
             self.store.index.touch_entry(key, time.time())
             self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
@@ -325,8 +341,8 @@ class Run:
         if result.exit_code != 0:
             if not self._cancel.is_set():
                 return self._finish(step, "failed", exit_code=result.exit_code, started=started)
-            stopped = self._failed_first
-            reason = f"stopped by --fail-fast: {stopped} failed" if stopped else "run cancelled"
+            stopped = self._stop_reason
+            reason = f"stopped by {stopped}" if stopped else "run cancelled"
             return self._finish(
                 step, "cancelled", exit_code=result.exit_code, started=started, error=reason
             )

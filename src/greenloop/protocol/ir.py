@@ -100,6 +100,9 @@ class Pipeline(_IR):
     env: dict[str, str] = Field(default_factory=dict)
     default_image: str | None = None
     executor: str | None = None
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="The whole run's time limit; running out fails it (124)."
+    )
     steps: list[CommandStep]
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ class PipelineDef:
     default_image: str | None
     executor: str | None
     where: str
+    timeout: float | None = None
 
 
 _registry: list[PipelineDef] = []
@@ -37,18 +39,24 @@ def pipeline(
     env: dict[str, str] | None = None,
     default_image: str | None = None,
     executor: str | None = None,
+    timeout: timedelta | float | None = None,
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
     The function builds steps with ``sh``/``wait``; its return value is ignored,
-    every step it creates belongs to the pipeline.
+    every step it creates belongs to the pipeline. ``timeout`` (seconds or a
+    ``timedelta``) limits the whole run: when it runs out the running steps are
+    stopped and the run fails with exit code 124.
     """
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     where = _steps._caller()
 
     def register(fn: Callable[[], Any]) -> Callable[[], Any]:
         if any(p.name == name for p in _registry):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
-        _registry.append(PipelineDef(name, fn, dict(env or {}), default_image, executor, where))
+        _registry.append(
+            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, seconds)
+        )
         return fn
 
     return register
@@ -73,6 +81,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             env=definition.env,
             default_image=definition.default_image,
             executor=definition.executor,
+            timeout_seconds=definition.timeout,
             steps=steps,
         )
     except ValidationError as e:
