@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +13,7 @@ from greenloop.cli._common import echo_json, fail, json_option, open_store
 from greenloop.plugins.registry import Executors
 from greenloop.protocol import PluginFailure, SetupError
 from greenloop.store import Store, StoreError, clean, default_root
+from greenloop.store.transfer import TransferReport, export_cache, import_cache
 
 
 @click.group()
@@ -180,3 +183,47 @@ def clean_command(yes: bool, as_json: bool) -> None:
         echo_json({"path": str(root), "deleted": deleted})
     else:
         click.echo(f"deleted {root}" if deleted else f"nothing to clean at {root}")
+
+
+@cache.command("export")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@json_option
+def export_command(folder: Path, as_json: bool) -> None:
+    """Write every cache entry and the objects it needs into FOLDER (to carry to another
+    machine with no cache server between them; `greenloop cache import` reads it)."""
+    store = open_store()
+    try:
+        report = export_cache(store, folder)
+    except (StoreError, OSError) as e:
+        fail(f"cannot export the cache to {folder}: {e}")
+    finally:
+        store.close()
+    _transferred("exported", report, folder, as_json)
+
+
+@cache.command("import")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@json_option
+def import_command(folder: Path, as_json: bool) -> None:
+    """Bring the cache entries a `greenloop cache export` wrote into FOLDER into this store;
+    every object is verified against its hash, and entries already here are kept."""
+    store = open_store()
+    try:
+        report = import_cache(store, folder)
+    except (StoreError, OSError) as e:
+        fail(str(e))
+    finally:
+        store.close()
+    _transferred("imported", report, folder, as_json)
+
+
+def _transferred(verb: str, report: TransferReport, folder: Path, as_json: bool) -> None:
+    if as_json:
+        echo_json({"folder": str(folder), **dataclasses.asdict(report)})
+        return
+    click.echo(
+        f"{verb} {report.entries} entries ({report.objects} objects, {_size(report.bytes)}) "
+        f"{'to' if verb == 'exported' else 'from'} {folder}"
+    )
+    for line in report.skipped:
+        click.echo(f"  skipped {line}")
