@@ -11,7 +11,6 @@ import hashlib
 import os
 import stat
 import tarfile
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -37,9 +36,7 @@ class Workspace:
 def pack(root: Path, store: Store) -> Workspace:
     """Pack the project at ``root`` into a deterministic tar stored in ``store``."""
     files: dict[str, str] = {}
-    tmp_dir = store.root / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=".tmp-ws-", suffix=".tar") as tmp:
+    with store.scratch_file(suffix=".tar") as tmp:
         with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel in project_files(root):
                 digest = _add(tar, root / rel, rel)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -38,8 +39,25 @@ INDEX_NAME = "index.sqlite"
 TEMP_PREFIX = ".tmp-"
 """Prefix of every temporary file the store writes; gc and verify look for it."""
 
+_TEMP_WRITER = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-")
+
 CACHE_DIR_ENV = "GREENLOOP_CACHE_DIR"
 """Environment variable that overrides the default store location."""
+
+
+def temp_prefix() -> str:
+    """The prefix for a temp file this process writes in the store: ``.tmp-<pid>-``.
+
+    The pid tells gc and verify whether a temp file is a write in progress or a
+    killed writer's leftover.
+    """
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def temp_writer(name: str) -> int | None:
+    """The pid of the process that wrote temp file ``name`` (None: not recorded in it)."""
+    found = _TEMP_WRITER.match(name)
+    return int(found.group(1)) if found else None
 
 
 def default_root() -> Path:
@@ -112,7 +130,7 @@ def _write_marker(marker: Path) -> None:
     # Several processes may initialise at once; every one writes the same bytes,
     # so whichever rename lands last is as good as the first.
     body = json.dumps({"greenloop_store": FORMAT_VERSION}) + "\n"
-    write_atomically(marker, body.encode(), prefix=TEMP_PREFIX)
+    write_atomically(marker, body.encode(), prefix=temp_prefix())
 
 
 def _check_marker(marker: Path) -> None:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
-from greenloop._fs import fsync_dir
+from greenloop._fs import fsync_dir, pid_alive
 from greenloop.store.digests import (
     CHUNK_SIZE,
     check_digest,
@@ -28,7 +28,7 @@ from greenloop.store.digests import (
     is_digest,
 )
 from greenloop.store.errors import StoreError
-from greenloop.store.layout import TEMP_PREFIX
+from greenloop.store.layout import TEMP_PREFIX, temp_prefix, temp_writer
 
 _OBJECT_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 """Objects are read-only so that a careless writer through blob_path fails loudly."""
@@ -46,6 +46,13 @@ class ObjectFile:
     is_temp: bool
     size: int
     mtime: float
+    writer: int | None = None
+    """For a temp file, the pid of the process that writes it, when its name records one."""
+
+    @property
+    def abandoned(self) -> bool:
+        """A temp file whose writer is known to be gone (killed mid-write): never finished."""
+        return self.is_temp and self.writer is not None and not pid_alive(self.writer)
 
 
 class ObjectDir:
@@ -168,9 +175,16 @@ class ObjectDir:
             return final.is_file()
         return True
 
+    def scratch_file(self, suffix: str = "") -> IO[bytes]:
+        """A temp file on the objects' filesystem, deleted when closed.
+
+        Were its writer killed, gc and verify see it as that writer's leftover.
+        """
+        return tempfile.NamedTemporaryFile(dir=self.directory, prefix=temp_prefix(), suffix=suffix)
+
     def _temp_in(self, directory: Path) -> tuple[int, str]:
         directory.mkdir(exist_ok=True)
-        return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        return tempfile.mkstemp(prefix=temp_prefix(), dir=directory)
 
 
 @contextmanager
@@ -224,4 +238,5 @@ def _describe(entry: os.DirEntry[str], shard: str | None) -> ObjectFile | None:
     digest = None
     if shard is not None and len(shard) == 2 and not is_temp and is_digest(shard + entry.name):
         digest = shard + entry.name
-    return ObjectFile(Path(entry.path), digest, is_temp, st.st_size, st.st_mtime)
+    writer = temp_writer(entry.name) if is_temp else None
+    return ObjectFile(Path(entry.path), digest, is_temp, st.st_size, st.st_mtime, writer)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from greenloop.store.digests import digest_file, is_digest
 from greenloop.store.errors import StoreError
@@ -32,6 +33,18 @@ them is -- each put with :meth:`Store.put_bytes` or :meth:`Store.put_file`
 after its bytes were checked against its digest -- or raises
 :class:`StoreError` saying why it could not.
 """
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temp file in the store (see :meth:`Store.leftovers`)."""
+
+    path: str
+    """Where, relative to the store root."""
+    size: int
+    """Its size in bytes."""
+    in_progress: bool
+    """True unless its writer is known to be gone (then it is a killed write's leftover)."""
 
 
 class Store:
@@ -310,12 +323,13 @@ class Store:
         """Problems found in the object directory, sorted.
 
         Each item is either the digest of an object whose bytes do not hash to
-        its name, or the store-relative path of a stray file (a leftover
-        ``.tmp-`` file or a name that is not a digest). Temp files of writes in
-        progress in other processes are reported too; run it on a quiet store.
+        its name, or the store-relative path of a stray file (a name that is not
+        a digest). Temp files are no problem: see :meth:`leftovers`.
         """
         problems: list[str] = []
         for found in self._objects.scan():
+            if found.is_temp:
+                continue
             if found.digest is None:
                 problems.append(found.path.relative_to(self.root).as_posix())
                 continue
@@ -326,6 +340,25 @@ class Store:
             if actual != found.digest:
                 problems.append(found.digest)
         return sorted(problems)
+
+    def leftovers(self) -> list[Leftover]:
+        """The temp files in the object directory, sorted by path.
+
+        A temp file is a write in progress, or what a writer killed mid-write
+        left; it never becomes an object (renaming it is the write's last act),
+        and gc removes it.
+        """
+        found = [
+            Leftover(f.path.relative_to(self.root).as_posix(), f.size, not f.abandoned)
+            for f in self._objects.scan()
+            if f.is_temp
+        ]
+        return sorted(found, key=lambda leftover: leftover.path)
+
+    def scratch_file(self, suffix: str = "") -> IO[bytes]:
+        """A temp file on the store's filesystem, deleted when closed (gc sweeps a killed
+        writer's)."""
+        return self._objects.scratch_file(suffix)
 
     def gc(
         self,
@@ -340,7 +373,8 @@ class Store:
         store exceeds ``max_bytes``, the least recently used entries go until
         what remains referenced fits. Finally unreferenced objects and ``.tmp-``
         files older than ``grace`` are deleted; the grace period protects
-        objects a concurrent run has written but not yet recorded.
+        objects a concurrent run has written but not yet recorded. Temp files
+        whose writer is gone are deleted whatever their age.
         """
         return collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
