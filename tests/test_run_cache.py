@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from greenloop.store import Store
-from tests.conftest import cli, write_pipeline
+from tests.conftest import cli, wait_until, write_pipeline
 from tests.test_run import logs, run, statuses
 
 
@@ -149,6 +149,39 @@ def test_a_killed_run_leaves_no_partial_entry_and_the_next_run_recovers(project:
         assert store.verify() == []
         store.gc()
         assert store.leftovers() == []
+
+
+def test_a_killed_run_reads_as_interrupted_in_the_history(project: Path) -> None:
+    marker = project.parent / "step-pid"
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("echo $$ > {marker}.tmp && mv {marker}.tmp {marker}; sleep 60", label="slow")
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenloop", "run", "--format", "plain"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "GREENLOOP_NO_DAEMON": "1"},
+    )
+    wait_until(marker.exists, what="the step to start")
+
+    def history() -> list[str]:
+        listed = cli("runs", "--json", cwd=project)
+        assert listed.returncode == 0, listed.stderr
+        return [r["status"] for r in json.loads(listed.stdout)]
+
+    assert history() == ["running"]
+    proc.kill()  # greenloop, with no chance to record the run's end
+    proc.wait()
+    os.killpg(int(marker.read_text()), signal.SIGKILL)  # its step, a session of its own
+    assert history() == ["interrupted"]
+    text = cli("runs", cwd=project)
+    assert text.returncode == 0 and "interrupted" in text.stdout, text.stdout
 
 
 def test_invalid_ir_and_unknown_executor_are_setup_errors(project: Path) -> None:

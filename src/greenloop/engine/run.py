@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 from uuid import UUID
 
+from greenloop._fs import process_start
 from greenloop.engine.keys import fresh, step_key
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook
@@ -193,8 +194,10 @@ class Run:
         self.preflight(to_run)
         started = time.time()
         veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
+        # The process is recorded so that, were it killed, the run reads as interrupted.
+        me = os.getpid(), process_start(os.getpid())
         self.store.index.record_run(
-            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
+            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0, *me)
         )
         outcomes: dict[str, StepOutcome] = {}
         try:
@@ -225,6 +228,7 @@ class Run:
                 started + duration,
                 len(outcomes),
                 sum(o.status == "cached" for o in outcomes.values()),
+                *me,
             )
         )
         self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=veto))

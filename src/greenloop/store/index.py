@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from greenloop._fs import process_alive
 from greenloop.protocol.executor import ArtifactRef
 from greenloop.store.errors import StoreError
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).
     from greenloop.protocol.devloop import ArtifactMeta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The index schema this code reads and writes."""
 
 _BUSY_TIMEOUT_S = 30.0
@@ -56,6 +57,10 @@ class CacheEntry:
     """The cache policy that produced the entry, as JSON text."""
 
 
+INTERRUPTED = "interrupted"
+"""The status a run reads as when it is recorded ``running`` but its process is gone."""
+
+
 @dataclass
 class RunRecord:
     """One pipeline run, as shown by the history commands."""
@@ -63,10 +68,16 @@ class RunRecord:
     run_id: str
     pipeline: str
     status: str
+    """``running`` until it ends; ``interrupted`` when read after its process died."""
     started_at: float
     finished_at: float | None
     steps: int
     cached: int
+    pid: int | None = None
+    """The process running it (None: not recorded, so a ``running`` run stays so)."""
+    pid_start: str | None = None
+    """When that process started (:func:`greenloop._fs.process_start`), so a reused pid
+    is not taken for it."""
 
 
 @dataclass
@@ -176,9 +187,16 @@ CREATE TABLE remote_stats (
 );
 """
 
+# A run records its process, so one killed before it could record its end reads as such.
+_SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN pid_start TEXT
+"""
+
 # _MIGRATIONS[n] brings a schema at version n to version n + 1.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _run_script(conn, _SCHEMA_V1),
+    lambda conn: _run_script(conn, _SCHEMA_V2),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -338,13 +356,11 @@ class Index:
         """Insert or update a run (record it at start, then again when it finishes)."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO runs"
-                " (run_id, pipeline, status, started_at, finished_at, steps, cached)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET pipeline = excluded.pipeline,"
                 " status = excluded.status, started_at = excluded.started_at,"
                 " finished_at = excluded.finished_at, steps = excluded.steps,"
-                " cached = excluded.cached",
+                " cached = excluded.cached, pid = excluded.pid, pid_start = excluded.pid_start",
                 (
                     run.run_id,
                     run.pipeline,
@@ -353,6 +369,8 @@ class Index:
                     run.finished_at,
                     run.steps,
                     run.cached,
+                    run.pid,
+                    run.pid_start,
                 ),
             )
 
@@ -378,24 +396,16 @@ class Index:
             )
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
-        """The ``limit`` most recently started runs, newest first."""
+        """The ``limit`` most recently started runs, newest first.
+
+        A run recorded ``running`` whose process is gone (killed before it could
+        record its end) reads as ``interrupted``.
+        """
         rows = self._read(
-            "SELECT run_id, pipeline, status, started_at, finished_at, steps, cached"
-            " FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (limit,),
         )
-        return [
-            RunRecord(
-                run_id,
-                pipeline,
-                status,
-                float(started_at),
-                None if finished_at is None else float(finished_at),
-                steps,
-                cached,
-            )
-            for run_id, pipeline, status, started_at, finished_at, steps, cached in rows
-        ]
+        return [_run_from_row(row) for row in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The steps of run ``run_id`` in the order they were first recorded."""
@@ -492,6 +502,7 @@ class Index:
 
 
 _ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy"
+_RUN_COLUMNS = "run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start"
 _REMOTE_COLUMNS = (
     "run_id, url, mode, recorded_at, lookups, hits, errors, published,"
     " blobs_uploaded, bytes_uploaded, blobs_downloaded, bytes_downloaded, warning"
@@ -535,6 +546,23 @@ def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
         key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start = row
+    if status == "running" and pid is not None and not process_alive(pid, pid_start):
+        status = INTERRUPTED
+    return RunRecord(
+        run_id,
+        pipeline,
+        status,
+        float(started_at),
+        None if finished_at is None else float(finished_at),
+        steps,
+        cached,
+        pid,
+        pid_start,
     )
 
 
