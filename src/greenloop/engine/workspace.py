@@ -43,7 +43,8 @@ def pack(root: Path, store: Store) -> Workspace:
                 if digest is not None:
                     files[rel] = digest
         tmp.flush()
-        archive = store.put_file(Path(tmp.name))
+        # Executors read the archive by path, unchecked: make sure the stored copy is sound.
+        archive = store.put_file(Path(tmp.name), verify_existing=True)
     return Workspace(root=root, archive=archive, files=files)
 
 
