@@ -7,6 +7,7 @@ Executors read it in chunks through the host by :data:`ArchiveId`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -22,6 +23,7 @@ from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 
 _READ = 1 << 20
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,19 @@ def pack(root: Path, store: Store) -> Workspace:
     """Pack the project at ``root`` into a deterministic tar stored in ``store``."""
     files: dict[str, str] = {}
     with store.scratch_file(suffix=".tar") as tmp:
-        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in project_files(root):
-                digest = _add(tar, root / rel, rel)
-                if digest is not None:
-                    files[rel] = digest
-        tmp.flush()
+        try:
+            with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for rel in project_files(root):
+                    digest = _add(tar, root / rel, rel)
+                    if digest is not None:
+                        files[rel] = digest
+            tmp.flush()
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            raise SetupError(
+                f"cannot pack the workspace into the store at {store.root}: {e.strerror}"
+            ) from None
         # Executors read the archive by path, unchecked: make sure the stored copy is sound.
         archive = store.put_file(Path(tmp.name), verify_existing=True)
     return Workspace(root=root, archive=archive, files=files)
@@ -74,6 +83,8 @@ def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
     except FileNotFoundError:
         return None  # deleted while we were packing
     except OSError as e:
+        if e.errno in _FULL:
+            raise  # the archive's disk is full, not this file at fault
         # Unreadable, or it shrank while being copied: the archive cannot be trusted.
         raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
     return h.hexdigest()

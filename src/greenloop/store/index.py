@@ -9,6 +9,7 @@ forward on open.
 from __future__ import annotations
 
 import functools
+import shutil
 import sqlite3
 import threading
 import time
@@ -215,7 +216,7 @@ class Index:
                 path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store index {path}: {exc}") from exc
+            raise StoreError(f"cannot open the store index {path}: {_cause(exc, path)}") from exc
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
             _enable_wal(self._conn, path)
@@ -223,6 +224,9 @@ class Index:
             # commits, never corrupt the file -- an acceptable cost for a cache.
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open the store index {path}: {_cause(exc, path)}") from exc
         except BaseException:
             self._conn.close()
             raise
@@ -475,7 +479,9 @@ class Index:
                     raise
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(f"store index write failed ({self.path}): {exc}") from exc
+                raise StoreError(
+                    f"store index write failed ({self.path}): {_cause(exc, self.path)}"
+                ) from exc
 
     def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -483,7 +489,9 @@ class Index:
                 rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
                 return rows
             except sqlite3.Error as exc:
-                raise StoreError(f"store index read failed ({self.path}): {exc}") from exc
+                raise StoreError(
+                    f"store index read failed ({self.path}): {_cause(exc, self.path)}"
+                ) from exc
 
     def _migrate(self) -> None:
         # Fast path: an up-to-date index needs no write lock to open.
@@ -529,6 +537,23 @@ def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
         if str(mode).lower() != "wal":
             raise StoreError(f"the store index {path} cannot use WAL mode (got {mode!r})")
         return
+
+
+def _cause(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's complaint about ``path``, with the likely reason when it is a full disk.
+
+    SQLite reports a full disk as a mere "disk I/O error" when it cannot create
+    its WAL or shared-memory file, so the free space is looked at.
+    """
+    try:
+        full = shutil.disk_usage(path.parent).free < _FULL_BELOW
+    except OSError:
+        full = False
+    return f"{exc} (no space left on the disk it is on)" if full else str(exc)
+
+
+_FULL_BELOW = 1 << 20
+"""Free bytes under which a failing disk write is put down to a full disk."""
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

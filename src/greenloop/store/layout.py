@@ -72,8 +72,26 @@ def init_root(root: Path) -> None:
     """Make ``root`` a usable store, creating it if missing or empty.
 
     Raises :class:`StoreError` when ``root`` is not a directory, is a non-empty
-    directory without the marker, or was written by a newer greenloop.
+    directory without the marker, was written by a newer greenloop, or cannot be
+    created or written (a dangling symlink, a read-only or full disk, ``/proc``).
     """
+    try:
+        _init_root(root)
+    except OSError as exc:
+        where = exc.filename or root
+        raise StoreError(
+            f"cannot use {root} as the greenloop store: {where}: {exc.strerror or exc} "
+            f"(set {CACHE_DIR_ENV} to a folder greenloop may write)"
+        ) from exc
+
+
+def _init_root(root: Path) -> None:
+    if os.path.islink(root) and not root.exists():
+        raise StoreError(
+            f"cannot use {root} as the greenloop store: it is a symlink to "
+            f"{os.readlink(root)}, which does not exist (create that folder, or set "
+            f"{CACHE_DIR_ENV} to another)"
+        )
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is not a directory, so it cannot be a greenloop store")
     root.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,12 @@ class ObjectDir:
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its digest. Idempotent."""
+        try:
+            return self._put_bytes(data)
+        except OSError as exc:
+            raise StoreError(f"could not store an object in {self.directory}: {exc}") from exc
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
         final = self.path_for(digest)
         if self._reuse(final):
@@ -161,6 +167,12 @@ class ObjectDir:
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream`` in chunks; return its digest. Idempotent."""
+        try:
+            return self._put_stream(stream)
+        except OSError as exc:
+            raise StoreError(f"could not store an object in {self.directory}: {exc}") from exc
+
+    def _put_stream(self, stream: BinaryIO) -> str:
         # A stream can be read only once, so its digest (and therefore its
         # shard directory) is unknown until the end. The temp file lives in
         # objects/ itself -- the shards' parent, so still the same filesystem
