@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from greenloop.store import Store
-from greenloop.store.layout import TEMP_PREFIX
-from tests.conftest import cli, write_pipeline
+from tests.conftest import cli, wait_until, write_pipeline
 from tests.test_run import logs, run, statuses
 
 
@@ -186,11 +185,43 @@ def test_a_killed_run_leaves_no_partial_entry_and_the_next_run_recovers(project:
         leftovers = list((store.root / "sandboxes").iterdir())
         assert leftovers == []  # the killed run's sandbox was swept
         # The kill may land mid-write of an object: a temp file may remain (never a
-        # bad object), and gc sweeps it once its grace period is over.
-        strays = store.verify()
-        assert all(Path(p).name.startswith(TEMP_PREFIX) for p in strays), strays
-        store.gc(grace=timedelta(0))
+        # bad object), and gc sweeps it at once, its writer being gone.
         assert store.verify() == []
+        store.gc()
+        assert store.leftovers() == []
+
+
+def test_a_killed_run_reads_as_interrupted_in_the_history(project: Path) -> None:
+    marker = project.parent / "step-pid"
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("echo $$ > {marker}.tmp && mv {marker}.tmp {marker}; sleep 60", label="slow")
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenloop", "run", "--format", "plain"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "GREENLOOP_NO_DAEMON": "1"},
+    )
+    wait_until(marker.exists, what="the step to start")
+
+    def history() -> list[str]:
+        listed = cli("runs", "--json", cwd=project)
+        assert listed.returncode == 0, listed.stderr
+        return [r["status"] for r in json.loads(listed.stdout)]
+
+    assert history() == ["running"]
+    proc.kill()  # greenloop, with no chance to record the run's end
+    proc.wait()
+    os.killpg(int(marker.read_text()), signal.SIGKILL)  # its step, a session of its own
+    assert history() == ["interrupted"]
+    text = cli("runs", cwd=project)
+    assert text.returncode == 0 and "interrupted" in text.stdout, text.stdout
 
 
 def test_invalid_ir_and_unknown_executor_are_setup_errors(project: Path) -> None:
@@ -216,3 +247,78 @@ def test_invalid_ir_and_unknown_executor_are_setup_errors(project: Path) -> None
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("x", executor="nope")\n')
     result = cli("run", cwd=project)
     assert result.returncode == 2 and "no executor named 'nope'" in result.stderr
+
+
+DAMAGEABLE = """
+@gl.pipeline("ci")
+def ci():
+    base = gl.sh("printf 'exit 3\\\\n' > verdict.sh", label="base", cache=gl.forever())
+    mid = base.sh("echo more > more.txt", label="mid", cache=gl.forever())
+    mid.sh("sh verdict.sh", label="one")
+    mid.sh("sh verdict.sh", label="two")
+"""
+
+
+def _damage(store: Store, digest: str, data: bytes) -> None:
+    path = store.blob_path(digest)
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
+def _warnings(events: list) -> list[str]:
+    return logs(events, "greenloop")
+
+
+def test_a_damaged_blob_in_a_cached_snapshot_is_a_miss_not_a_wrong_green(
+    store: Store, project: Path
+) -> None:
+    write_pipeline(project, DAMAGEABLE)
+    first, _ = run(store, project)
+    assert statuses(first) == {"base": "passed", "mid": "passed", "one": "failed", "two": "failed"}
+    # The bytes a cached snapshot holds are changed on disk (same size, so only a
+    # hash can tell): 'exit 3' becomes 'exit 0', and the steps would pass.
+    verdict = hashlib.sha256(b"exit 3\n").hexdigest()
+    _damage(store, verdict, b"exit 0\n")
+
+    second, events = run(store, project)
+    assert statuses(second) == {"base": "passed", "mid": "passed", "one": "failed", "two": "failed"}
+    assert [o.exit_code for k, o in second.steps.items() if k in ("one", "two")] == [3, 3]
+    warnings = _warnings(events)
+    assert len(warnings) == 1, warnings  # both forks found it; the first one says so
+    assert verdict in warnings[0] and "does not match its hash" in warnings[0]
+    assert "running 'base', 'mid' again" in warnings[0]
+    assert store.verify() == []
+    third, _ = run(store, project)
+    assert statuses(third)["base"] == "cached" and statuses(third)["mid"] == "cached"
+
+
+def test_a_damaged_snapshot_manifest_is_a_miss(store: Store, project: Path) -> None:
+    write_pipeline(project, DAMAGEABLE)
+    run(store, project)
+    trees = [store.get_ref(e.snapshot) or "" for e in store.index.entries()]
+    [tree] = [t for t in trees if any(x.path.endswith("more.txt") for x in store.get_tree(t))]
+    manifest = store.read_bytes(tree)
+    _damage(store, tree, manifest.replace(b'"mode":420', b'"mode":493', 1))
+
+    again, events = run(store, project)
+    assert statuses(again) == {"base": "cached", "mid": "passed", "one": "failed", "two": "failed"}
+    assert len(_warnings(events)) == 1 and "running 'mid' again" in _warnings(events)[0]
+    assert store.verify() == []
+
+
+def test_a_damaged_workspace_archive_is_replaced_not_served(store: Store, project: Path) -> None:
+    write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("sh verdict.sh", label="check")\n'
+    )
+    (project / "verdict.sh").write_text("exit 3\n")
+    run(store, project)
+    [archive] = [
+        f
+        for f in (store.root / "objects").rglob("*")
+        if f.is_file() and b"exit 3" in f.read_bytes()
+    ]
+    archive.chmod(0o644)
+    archive.write_bytes(archive.read_bytes().replace(b"exit 3", b"exit 0"))
+    again, _ = run(store, project)
+    assert statuses(again) == {"check": "failed"}
+    assert store.verify() == []

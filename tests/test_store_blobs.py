@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.store import Store, StoreError, clean, default_root
+from greenloop.store import CacheEntry, Store, StoreError, clean, default_root
 from greenloop.store.digests import CHUNK_SIZE
+from greenloop.store.errors import CorruptObject
 
 
 @pytest.fixture
@@ -213,3 +214,43 @@ def test_clean_refuses_a_symlink(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="symlink"):
         clean(link)
     assert (root / "GREENLOOP_STORE").is_file()
+
+
+def test_a_damaged_object_fails_its_read_is_removed_and_takes_its_entries(
+    store: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.txt").write_bytes(b"sound bytes")
+    tree = store.put_tree(tmp_path / "tree")
+    blob = store.put_bytes(b"sound bytes")
+    other = store.put_bytes(b"another")
+    for key, snapshot in (("needs-it", tree), ("does-not", other)):
+        store.index.put_entry(CacheEntry(key, snapshot, "local", None, [], 1.0, 1.0, "{}"))
+    path = store.blob_path(blob)
+    path.chmod(0o644)
+    path.write_bytes(b"wrong bytes")  # same size: only the hash tells
+
+    with store.open_blob(blob) as fh:
+        assert fh.read(5) == b"wrong"  # a partial read cannot be checked yet
+    with pytest.raises(CorruptObject, match="does not match its hash") as caught:
+        store.read_bytes(blob)
+    assert caught.value.digest == blob and "dropped the cache entry" in str(caught.value)
+    assert not store.has(blob)
+    assert [e.key for e in store.index.entries()] == ["does-not"]
+    assert store.verify() == []
+    # A later reader of the removed object hears why it is gone.
+    with pytest.raises(CorruptObject):
+        store.materialize(tree, tmp_path / "out")
+    assert store.put_bytes(b"sound bytes") == blob and store.read_bytes(blob) == b"sound bytes"
+
+
+def test_storing_with_verify_existing_replaces_a_damaged_copy(store: Store, tmp_path: Path) -> None:
+    source = tmp_path / "archive.tar"
+    source.write_bytes(b"the archive")
+    digest = store.put_file(source)
+    path = store.blob_path(digest)
+    path.chmod(0o644)
+    path.write_bytes(b"the ARCHIVE")
+    assert store.put_file(source) == digest and path.read_bytes() == b"the ARCHIVE"
+    assert store.put_file(source, verify_existing=True) == digest
+    assert path.read_bytes() == b"the archive"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,6 +15,7 @@ import pytest
 
 from greenloop.protocol import ArtifactMeta, ArtifactRef, BuildIdentity, Profile
 from greenloop.store import CacheEntry, GcReport, Store
+from tests.conftest import cli, wait_until
 
 NO_GRACE = timedelta(0)
 
@@ -176,7 +180,62 @@ def test_verify_reports_corruption_and_strays(store: Store) -> None:
     path = store.blob_path(bad)
     path.chmod(0o644)
     path.write_bytes(b"flipped bits")
-    stray = store.root / "objects" / ".tmp-leftover"
+    stray = store.root / "objects" / "not-a-digest"
     stray.write_bytes(b"")
-    assert store.verify() == sorted([bad, "objects/.tmp-leftover"])
+    leftover = store.root / "objects" / ".tmp-leftover"
+    leftover.write_bytes(b"")
+    assert store.verify() == sorted([bad, "objects/not-a-digest"])
+    assert [x.path for x in store.leftovers()] == ["objects/.tmp-leftover"]
     assert store.read_bytes(good) == b"good"
+
+
+# A writer that streams an object from its stdin until it is killed mid-write.
+_WRITER = """
+import sys
+from pathlib import Path
+from greenloop.store import Store
+with Store.open(Path(sys.argv[1])) as store:
+    store.put_stream(sys.stdin.buffer)
+"""
+
+
+def test_a_killed_writers_temp_file_is_a_leftover_not_corruption(tmp_path: Path) -> None:
+    root = tmp_path / "cache"  # the store the CLI opens (GREENLOOP_CACHE_DIR)
+    with Store.open(root) as store:
+        kept = store.put_bytes(b"kept")
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(root)], stdin=subprocess.PIPE)
+    assert writer.stdin is not None
+    writer.stdin.write(b"x" * 3_000_000)
+    writer.stdin.flush()
+    temps = lambda: [p for p in (root / "objects").rglob(".tmp-*") if p.stat().st_size > 0]  # noqa: E731
+    wait_until(lambda: bool(temps()), what="the writer's temp file")
+    writer.kill()
+    writer.wait()
+    writer.stdin.close()
+    assert len(temps()) == 1
+
+    verify = cli("cache", "verify", "--json", cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["corrupt"] == []
+    assert [x["in_progress"] for x in report["leftovers"]] == [False]
+    text = cli("cache", "verify", cwd=tmp_path)
+    assert text.returncode == 0 and "left by a killed write" in text.stdout, text.stdout
+
+    # No grace is due to a write whose writer is gone: the default gc removes it now.
+    gc = cli("cache", "gc", "--json", cwd=tmp_path)
+    assert gc.returncode == 0, gc.stderr
+    assert json.loads(gc.stdout)["temp_files_removed"] == 1
+    assert temps() == []
+    with Store.open(root) as store:
+        assert store.read_bytes(kept) == b"kept" and store.leftovers() == []
+
+
+def test_gc_keeps_the_temp_file_of_a_live_writer(store: Store) -> None:
+    # Our own pid: a write in progress, which only the grace period ends.
+    with store.scratch_file() as scratch:
+        scratch.write(b"in progress")
+        scratch.flush()
+        assert [x.in_progress for x in store.leftovers()] == [True]
+        assert store.gc().temp_files_removed == 0
+        assert Path(scratch.name).exists()

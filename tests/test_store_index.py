@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from greenloop._fs import process_start
 from greenloop.protocol import ArtifactMeta, ArtifactRef, BuildIdentity, Profile
 from greenloop.store import CacheEntry, Index, RunRecord, StepRecord, Store, StoreError
-from greenloop.store.index import SCHEMA_VERSION
+from greenloop.store.index import _SCHEMA_V1, SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -116,6 +119,37 @@ def test_run_history_round_trip(index: Index) -> None:
         StepRecord("run-3", "test", "Test", "failed", 1, 2.5, False),
     ]
     assert index.steps("run-0") == []
+
+
+def test_a_running_run_whose_process_is_gone_reads_as_interrupted(index: Index) -> None:
+    me = os.getpid()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    index.record_run(RunRecord("live", "ci", "running", 1.0, None, 0, 0, me, process_start(me)))
+    index.record_run(RunRecord("dead", "ci", "running", 2.0, None, 0, 0, gone.pid, None))
+    # The pid runs, but it is another process now: it started at another time.
+    index.record_run(RunRecord("reused", "ci", "running", 3.0, None, 0, 0, me, "other-boot:1"))
+    index.record_run(RunRecord("ended", "ci", "passed", 4.0, 5.0, 0, 0, gone.pid, None))
+    index.record_run(RunRecord("unknown", "ci", "running", 5.0, None, 0, 0))
+    assert {r.run_id: r.status for r in index.runs()} == {
+        "live": "running",
+        "dead": "interrupted",
+        "reused": "interrupted",
+        "ended": "passed",
+        "unknown": "running",  # recorded by a greenloop that kept no pid: cannot tell
+    }
+
+
+def test_a_version_1_index_migrates_keeping_its_history(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V1)
+    conn.execute("INSERT INTO runs VALUES ('old', 'ci', 'passed', 1.0, 2.0, 3, 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Index(path) as idx:
+        assert idx.runs() == [RunRecord("old", "ci", "passed", 1.0, 2.0, 3, 1)]
 
 
 def test_index_persists_and_uses_wal(tmp_path: Path) -> None:

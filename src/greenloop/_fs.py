@@ -43,6 +43,33 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque token (None if it is gone or unknowable).
+
+    A pid alone is reused once its process exits; the pid with this token names one
+    process for good. Linux only: the boot id and the start time in clock ticks.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    # Field 22 of stat, counted after the parenthesised command name (fields 1 and 2).
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` (:func:`process_start`) runs.
+
+    With ``start`` None (not recorded, or not Linux) only the pid is checked.
+    """
+    if not pid_alive(pid):
+        return False
+    return start is None or process_start(pid) in (start, None)
+
+
 def pid_alive(pid: int | str) -> bool:
     """Whether process ``pid`` runs on this machine (a zombie or malformed pid does not)."""
     if isinstance(pid, str):

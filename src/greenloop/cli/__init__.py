@@ -7,11 +7,15 @@ step), 2 usage or setup error (bad pipeline file, missing program, bad input),
 
 from __future__ import annotations
 
+import errno
 import importlib
+import sys
+from typing import Any
 
 import click
 
 from greenloop._version import __version__
+from greenloop.cli._exit import fail
 
 # Subcommands load on demand: a cached `greenloop run` must not pay for the
 # imports of every other command.
@@ -32,9 +36,30 @@ _COMMANDS = {
 }
 
 
+# A disk that cannot take a write is the machine's state, not greenloop's bug:
+# a one-line error (exit 2) rather than a traceback.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a store failure or a disk that refuses writes is one line, exit 2."""
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno not in _DISK_ERRNOS:
+                raise
+            fail(f"{e.filename or 'a write'}: {e.strerror}")
+        except Exception as e:
+            # Only a command that used the store can raise its error, so its module
+            # is loaded then, and commands that never touch the store do not load it.
+            errors = sys.modules.get("greenloop.store.errors")
+            if errors is None or not isinstance(e, errors.StoreError):
+                raise
+            fail(str(e))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = _COMMANDS.get(cmd_name)

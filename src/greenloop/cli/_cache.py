@@ -121,7 +121,7 @@ def gc(max_age_days: float, max_size_mb: float | None, as_json: bool) -> None:
         return
     click.echo(
         f"removed {report.entries_removed} entries, {report.objects_removed} objects "
-        f"({report.bytes_freed / 1e6:.1f} MB)"
+        f"({report.bytes_freed / 1e6:.1f} MB), {report.temp_files_removed} temp files"
     )
     for name, removed in snapshots.items():
         click.echo(f"{name}: " + (f"removed {removed} snapshots" if removed >= 0 else "skipped"))
@@ -149,18 +149,30 @@ def _executor_gc(store: Store) -> dict[str, int]:
 @cache.command()
 @json_option
 def verify(as_json: bool) -> None:
-    """Check every stored object against its hash (exit 1 if any is corrupt)."""
+    """Check every stored object against its hash (exit 1 if any is corrupt).
+
+    Temp files a killed writer left are listed apart: they never became objects,
+    and `greenloop cache gc` removes them.
+    """
     store = open_store()
     try:
         bad = store.verify()
+        leftovers = store.leftovers()
     finally:
         store.close()
     if as_json:
-        echo_json({"corrupt": bad})
+        echo_json({"corrupt": bad, "leftovers": [dataclasses.asdict(x) for x in leftovers]})
     else:
         for digest in bad:
             click.echo(f"corrupt: {digest}")
+        for leftover in leftovers:
+            what = "a write in progress" if leftover.in_progress else "left by a killed write"
+            click.echo(f"leftover: {leftover.path} ({leftover.size} bytes, {what})")
         click.echo("store is intact" if not bad else f"{len(bad)} corrupt object(s)")
+        if leftovers:
+            click.echo(
+                f"{len(leftovers)} temp file(s) are not objects; `greenloop cache gc` removes them"
+            )
     if bad:
         raise SystemExit(1)
 

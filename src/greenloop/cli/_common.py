@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from greenloop.cli._exit import EXIT_SETUP as EXIT_SETUP
+from greenloop.cli._exit import fail as fail
 from greenloop.protocol import IRDocument
 from greenloop.protocol.ir import parse_document
 from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
 from greenloop.store import Store, StoreError
-
-EXIT_SETUP = 2
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 file_option = click.option(
@@ -28,12 +27,6 @@ file_option = click.option(
     "is the folder holding its .greenloop/ folder, or, for a file elsewhere, the file's "
     "own folder; the plan line names it.",
 )
-
-
-def fail(message: str, code: int = EXIT_SETUP) -> NoReturn:
-    """Print ``error: message`` to stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def echo_json(data: Any) -> None:

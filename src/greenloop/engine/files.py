@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pathspec
 
+from greenloop.protocol.errors import SetupError
+
 FIXED_IGNORES = (
     ".git/",
     ".greenloop/*",
@@ -26,7 +28,9 @@ def project_files(root: Path) -> list[str]:
     """Sorted posix paths of the project's files (regular files and symlinks) under ``root``.
 
     In a git work tree this is tracked plus untracked-not-ignored files; elsewhere
-    a walk that honours every ``.gitignore`` on the way down.
+    a walk that honours every ``.gitignore`` on the way down. A folder the walk
+    cannot read raises :class:`SetupError` naming it: leaving its files out would
+    run steps on part of the project.
     """
     fixed = pathspec.GitIgnoreSpec.from_lines(FIXED_IGNORES)
     listed = _git_files(root)
@@ -64,14 +68,17 @@ def _walk(root: Path) -> list[str]:
         directory, rules = stack.pop()
         rel_dir = directory.relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        gitignore = directory / ".gitignore"
-        if gitignore.is_file():
-            lines = gitignore.read_text(errors="replace").splitlines()
-            rules = [*rules, (rel_dir, pathspec.GitIgnoreSpec.from_lines(lines))]
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            continue
+            gitignore = directory / ".gitignore"
+            if gitignore.is_file():
+                lines = gitignore.read_text(errors="replace").splitlines()
+                rules = [*rules, (rel_dir, pathspec.GitIgnoreSpec.from_lines(lines))]
+        except OSError as e:
+            raise SetupError(
+                f"cannot read {e.filename or directory}: {e.strerror or e} (make it readable, "
+                "or leave it out of the project with a .gitignore above it)"
+            ) from None
         for entry in entries:
             rel = rel_dir + entry.name
             is_dir = entry.is_dir(follow_symlinks=False)

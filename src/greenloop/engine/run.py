@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 from uuid import UUID
 
+from greenloop._fs import process_start
 from greenloop.engine.keys import check_watched, fresh, step_key
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook
@@ -46,7 +47,7 @@ from greenloop.protocol import (
 )
 from greenloop.protocol.events import RunStatus, StepStatus
 from greenloop.protocol.ir import parents
-from greenloop.store import CacheEntry, RunRecord, StepRecord, Store
+from greenloop.store import CacheEntry, RunRecord, StepRecord, Store, StoreError
 
 DEFAULT_EXECUTOR = "local"
 _HOOKED = (RunStarted, RunFinished, StepStarted, StepFinished)
@@ -97,6 +98,8 @@ class StepOutcome:
     snapshot: str | None = None
     artifacts: list[ArtifactRef] = field(default_factory=list)
     error: str | None = None
+    cache_key: str | None = None
+    """For a cached step, the key of the cache entry that answered it."""
 
 
 @dataclass
@@ -148,6 +151,8 @@ class Run:
         self._with_children = {s.builds_in for s in pipeline.steps if s.builds_in}
         self._run_scoped: list[tuple[str, str]] = []
         self._lock = threading.Lock()
+        self._by_key = {s.key: s for s in pipeline.steps}
+        self._rebuilding = threading.RLock()
 
     # -- the Host interface executors call back into -------------------------------
 
@@ -216,8 +221,10 @@ class Run:
         self.preflight(to_run)
         started = time.time()
         veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
+        # The process is recorded so that, were it killed, the run reads as interrupted.
+        me = os.getpid(), process_start(os.getpid())
         self.store.index.record_run(
-            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0)
+            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0, *me)
         )
         outcomes: dict[str, StepOutcome] = {}
         timer = None
@@ -255,6 +262,7 @@ class Run:
                 started + duration,
                 len(outcomes),
                 sum(o.status == "cached" for o in outcomes.values()),
+                *me,
             )
         )
         error = veto or (f"timed out: {self._stop_reason} ran out" if self._timed_out else None)
@@ -300,6 +308,8 @@ class Run:
         workspace: Workspace,
         archive_id: UUID,
         outcomes: dict[str, StepOutcome],
+        *,
+        retry: bool = True,
     ) -> StepOutcome:
         name = self._executor_name(step)
         parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
@@ -313,9 +323,11 @@ class Run:
         if isinstance(decision, Hit) and entry is not None:
             self.store.index.touch_entry(key, time.time())
             self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
-            return self._finish(
+            outcome = self._finish(
                 step, "cached", exit_code=0, snapshot=entry.snapshot, artifacts=entry.artifacts
             )
+            outcome.cache_key = key
+            return outcome
         self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
         request = ExecutorInput(
             step=step,
@@ -335,6 +347,12 @@ class Run:
                 )
         except PluginFailure as e:
             return self._finish(step, "failed", started=started, error=str(e.error))
+        except StoreError as e:
+            if retry and self._rebuild_damaged(
+                step, parent_snapshot, e, workspace, archive_id, outcomes
+            ):
+                return self._step(step, workspace, archive_id, outcomes, retry=False)
+            return self._finish(step, "failed", started=started, error=str(e))
         except Exception as e:
             error = PluginError(plugin=name, kind="crashed", message=f"{type(e).__name__}: {e}")
             return self._finish(step, "failed", started=started, error=str(error))
@@ -372,6 +390,46 @@ class Run:
             snapshot=snapshot,
             artifacts=list(result.artifacts),
         )
+
+    def _rebuild_damaged(
+        self,
+        step: CommandStep,
+        booted_from: str | None,
+        error: StoreError,
+        workspace: Workspace,
+        archive_id: UUID,
+        outcomes: dict[str, StepOutcome],
+    ) -> bool:
+        """Run again the cached ancestors of ``step`` whose entries the store dropped as
+        it read them (a damaged or vanished object); True when ``step`` may be retried.
+
+        The store drops every entry that needs a bad object, so the cached steps
+        ``step`` boots from whose entries are gone are exactly those to rebuild,
+        topmost first, each on its freshly built parent.
+        """
+        if step.builds_in is None:
+            return False
+        with self._rebuilding:
+            if outcomes[step.builds_in].snapshot != booted_from:
+                return True  # a sibling found the damage first and rebuilt the parent
+            chain: list[CommandStep] = []
+            up: str | None = step.builds_in
+            while up is not None:
+                done = outcomes[up]
+                if done.cache_key is None or self.store.index.get_entry(done.cache_key):
+                    break
+                chain.append(self._by_key[up])
+                up = self._by_key[up].builds_in
+            if not chain:
+                return False
+            labels = ", ".join(repr(s.label) for s in reversed(chain))
+            self._emit_warning(f"greenloop: {error}; running {labels} again")
+            for ancestor in reversed(chain):
+                outcome = self._step(ancestor, workspace, archive_id, outcomes, retry=False)
+                outcomes[ancestor.key] = outcome
+                if outcome.status != "passed":
+                    return False
+            return True
 
     def _executor_name(self, step: CommandStep) -> str:
         return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR

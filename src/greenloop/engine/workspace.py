@@ -7,11 +7,11 @@ Executors read it in chunks through the host by :data:`ArchiveId`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import tarfile
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 
 _READ = 1 << 20
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,25 @@ def pack(root: Path, store: Store) -> Workspace:
     The store itself is never packed, even when it lies inside the project.
     """
     files: dict[str, str] = {}
-    tmp_dir = store.root / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
     inside = _inside(store.root, root)
-    with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix=".tmp-ws-", suffix=".tar") as tmp:
-        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in project_files(root):
-                if inside is not None and (rel + "/").startswith(inside):
-                    continue
-                digest = _add(tar, root / rel, rel)
-                if digest is not None:
-                    files[rel] = digest
-        tmp.flush()
-        archive = store.put_file(Path(tmp.name))
+    with store.scratch_file(suffix=".tar") as tmp:
+        try:
+            with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for rel in project_files(root):
+                    if inside is not None and (rel + "/").startswith(inside):
+                        continue
+                    digest = _add(tar, root / rel, rel)
+                    if digest is not None:
+                        files[rel] = digest
+            tmp.flush()
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            raise SetupError(
+                f"cannot pack the workspace into the store at {store.root}: {e.strerror}"
+            ) from None
+        # Executors read the archive by path, unchecked: make sure the stored copy is sound.
+        archive = store.put_file(Path(tmp.name), verify_existing=True)
     return Workspace(root=root, archive=archive, files=files)
 
 
@@ -90,6 +97,8 @@ def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
     except FileNotFoundError:
         return None  # deleted while we were packing
     except OSError as e:
+        if e.errno in _FULL:
+            raise  # the archive's disk is full, not this file at fault
         # Unreadable, or it shrank while being copied: the archive cannot be trusted.
         raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
     return h.hexdigest()

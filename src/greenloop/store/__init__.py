@@ -9,13 +9,14 @@ from greenloop.store.errors import StoreError
 from greenloop.store.gc import GcReport
 from greenloop.store.index import CacheEntry, Index, RunRecord, StepRecord
 from greenloop.store.layout import clean, default_root
-from greenloop.store.store import Store
+from greenloop.store.store import Leftover, Store
 from greenloop.store.trees import TreeEntry
 
 __all__ = [
     "CacheEntry",
     "GcReport",
     "Index",
+    "Leftover",
     "RunRecord",
     "StepRecord",
     "Store",

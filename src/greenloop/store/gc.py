@@ -7,6 +7,8 @@ names is dropped once older than the grace period.
 Unreferenced objects are deleted only once older than a grace period: a
 concurrent run writes its objects before it records the index entry that
 refers to them, and the grace period keeps those in-flight objects alive.
+Temp files go after the grace period too, or at once when the process whose
+pid their name records is gone (a killed writer's leftovers).
 """
 
 from __future__ import annotations
@@ -71,8 +73,13 @@ def collect_garbage(
 
     objects_removed = bytes_freed = temps_removed = 0
     for found in files:
-        garbage = found.is_temp or (found.digest is not None and found.digest not in live)
-        if not garbage or found.mtime > cutoff or not _remove_if_still_old(found, cutoff):
+        if found.abandoned:
+            # Its writer was killed: nobody will ever rename it, so no grace is due.
+            removed = _remove(found)
+        else:
+            garbage = found.is_temp or (found.digest is not None and found.digest not in live)
+            removed = garbage and found.mtime <= cutoff and _remove_if_still_old(found, cutoff)
+        if not removed:
             continue
         if found.is_temp:
             temps_removed += 1
@@ -124,6 +131,13 @@ def _remove_if_still_old(found: ObjectFile, cutoff: float) -> bool:
     try:
         if found.path.stat().st_mtime > cutoff:
             return False
+    except FileNotFoundError:
+        return False
+    return _remove(found)
+
+
+def _remove(found: ObjectFile) -> bool:
+    try:
         found.path.unlink()
     except FileNotFoundError:
         return False

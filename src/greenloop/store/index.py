@@ -9,6 +9,7 @@ forward on open.
 from __future__ import annotations
 
 import functools
+import shutil
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from greenloop._fs import process_alive
 from greenloop.protocol.executor import ArtifactRef
 from greenloop.store.errors import StoreError
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).
     from greenloop.protocol.devloop import ArtifactMeta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The index schema this code reads and writes."""
 
 _BUSY_TIMEOUT_S = 30.0
@@ -56,6 +58,10 @@ class CacheEntry:
     """The cache policy that produced the entry, as JSON text."""
 
 
+INTERRUPTED = "interrupted"
+"""The status a run reads as when it is recorded ``running`` but its process is gone."""
+
+
 @dataclass
 class RunRecord:
     """One pipeline run, as shown by the history commands."""
@@ -63,10 +69,16 @@ class RunRecord:
     run_id: str
     pipeline: str
     status: str
+    """``running`` until it ends; ``interrupted`` when read after its process died."""
     started_at: float
     finished_at: float | None
     steps: int
     cached: int
+    pid: int | None = None
+    """The process running it (None: not recorded, so a ``running`` run stays so)."""
+    pid_start: str | None = None
+    """When that process started (:func:`greenloop._fs.process_start`), so a reused pid
+    is not taken for it."""
 
 
 @dataclass
@@ -176,9 +188,16 @@ CREATE TABLE remote_stats (
 );
 """
 
+# A run records its process, so one killed before it could record its end reads as such.
+_SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE runs ADD COLUMN pid_start TEXT
+"""
+
 # _MIGRATIONS[n] brings a schema at version n to version n + 1.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _run_script(conn, _SCHEMA_V1),
+    lambda conn: _run_script(conn, _SCHEMA_V2),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -197,7 +216,7 @@ class Index:
                 path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store index {path}: {exc}") from exc
+            raise StoreError(f"cannot open the store index {path}: {_cause(exc, path)}") from exc
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
             _enable_wal(self._conn, path)
@@ -205,6 +224,9 @@ class Index:
             # commits, never corrupt the file -- an acceptable cost for a cache.
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open the store index {path}: {_cause(exc, path)}") from exc
         except BaseException:
             self._conn.close()
             raise
@@ -338,13 +360,11 @@ class Index:
         """Insert or update a run (record it at start, then again when it finishes)."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO runs"
-                " (run_id, pipeline, status, started_at, finished_at, steps, cached)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET pipeline = excluded.pipeline,"
                 " status = excluded.status, started_at = excluded.started_at,"
                 " finished_at = excluded.finished_at, steps = excluded.steps,"
-                " cached = excluded.cached",
+                " cached = excluded.cached, pid = excluded.pid, pid_start = excluded.pid_start",
                 (
                     run.run_id,
                     run.pipeline,
@@ -353,6 +373,8 @@ class Index:
                     run.finished_at,
                     run.steps,
                     run.cached,
+                    run.pid,
+                    run.pid_start,
                 ),
             )
 
@@ -378,24 +400,16 @@ class Index:
             )
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
-        """The ``limit`` most recently started runs, newest first."""
+        """The ``limit`` most recently started runs, newest first.
+
+        A run recorded ``running`` whose process is gone (killed before it could
+        record its end) reads as ``interrupted``.
+        """
         rows = self._read(
-            "SELECT run_id, pipeline, status, started_at, finished_at, steps, cached"
-            " FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (limit,),
         )
-        return [
-            RunRecord(
-                run_id,
-                pipeline,
-                status,
-                float(started_at),
-                None if finished_at is None else float(finished_at),
-                steps,
-                cached,
-            )
-            for run_id, pipeline, status, started_at, finished_at, steps, cached in rows
-        ]
+        return [_run_from_row(row) for row in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The steps of run ``run_id`` in the order they were first recorded."""
@@ -465,7 +479,9 @@ class Index:
                     raise
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(f"store index write failed ({self.path}): {exc}") from exc
+                raise StoreError(
+                    f"store index write failed ({self.path}): {_cause(exc, self.path)}"
+                ) from exc
 
     def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -473,7 +489,9 @@ class Index:
                 rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
                 return rows
             except sqlite3.Error as exc:
-                raise StoreError(f"store index read failed ({self.path}): {exc}") from exc
+                raise StoreError(
+                    f"store index read failed ({self.path}): {_cause(exc, self.path)}"
+                ) from exc
 
     def _migrate(self) -> None:
         # Fast path: an up-to-date index needs no write lock to open.
@@ -492,6 +510,7 @@ class Index:
 
 
 _ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy"
+_RUN_COLUMNS = "run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start"
 _REMOTE_COLUMNS = (
     "run_id, url, mode, recorded_at, lookups, hits, errors, published,"
     " blobs_uploaded, bytes_uploaded, blobs_downloaded, bytes_downloaded, warning"
@@ -520,6 +539,23 @@ def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
         return
 
 
+def _cause(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's complaint about ``path``, with the likely reason when it is a full disk.
+
+    SQLite reports a full disk as a mere "disk I/O error" when it cannot create
+    its WAL or shared-memory file, so the free space is looked at.
+    """
+    try:
+        full = shutil.disk_usage(path.parent).free < _FULL_BELOW
+    except OSError:
+        full = False
+    return f"{exc} (no space left on the disk it is on)" if full else str(exc)
+
+
+_FULL_BELOW = 1 << 20
+"""Free bytes under which a failing disk write is put down to a full disk."""
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT our open transaction; run statements one by one.
     for statement in script.split(";"):
@@ -535,6 +571,23 @@ def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
         key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start = row
+    if status == "running" and pid is not None and not process_alive(pid, pid_start):
+        status = INTERRUPTED
+    return RunRecord(
+        run_id,
+        pipeline,
+        status,
+        float(started_at),
+        None if finished_at is None else float(finished_at),
+        steps,
+        cached,
+        pid,
+        pid_start,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -38,8 +39,25 @@ INDEX_NAME = "index.sqlite"
 TEMP_PREFIX = ".tmp-"
 """Prefix of every temporary file the store writes; gc and verify look for it."""
 
+_TEMP_WRITER = re.compile(re.escape(TEMP_PREFIX) + r"([0-9]+)-")
+
 CACHE_DIR_ENV = "GREENLOOP_CACHE_DIR"
 """Environment variable that overrides the default store location."""
+
+
+def temp_prefix() -> str:
+    """The prefix for a temp file this process writes in the store: ``.tmp-<pid>-``.
+
+    The pid tells gc and verify whether a temp file is a write in progress or a
+    killed writer's leftover.
+    """
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def temp_writer(name: str) -> int | None:
+    """The pid of the process that wrote temp file ``name`` (None: not recorded in it)."""
+    found = _TEMP_WRITER.match(name)
+    return int(found.group(1)) if found else None
 
 
 def default_root() -> Path:
@@ -54,8 +72,26 @@ def init_root(root: Path) -> None:
     """Make ``root`` a usable store, creating it if missing or empty.
 
     Raises :class:`StoreError` when ``root`` is not a directory, is a non-empty
-    directory without the marker, or was written by a newer greenloop.
+    directory without the marker, was written by a newer greenloop, or cannot be
+    created or written (a dangling symlink, a read-only or full disk, ``/proc``).
     """
+    try:
+        _init_root(root)
+    except OSError as exc:
+        where = exc.filename or root
+        raise StoreError(
+            f"cannot use {root} as the greenloop store: {where}: {exc.strerror or exc} "
+            f"(set {CACHE_DIR_ENV} to a folder greenloop may write)"
+        ) from exc
+
+
+def _init_root(root: Path) -> None:
+    if os.path.islink(root) and not root.exists():
+        raise StoreError(
+            f"cannot use {root} as the greenloop store: it is a symlink to "
+            f"{os.readlink(root)}, which does not exist (create that folder, or set "
+            f"{CACHE_DIR_ENV} to another)"
+        )
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is not a directory, so it cannot be a greenloop store")
     root.mkdir(parents=True, exist_ok=True)
@@ -112,7 +148,7 @@ def _write_marker(marker: Path) -> None:
     # Several processes may initialise at once; every one writes the same bytes,
     # so whichever rename lands last is as good as the first.
     body = json.dumps({"greenloop_store": FORMAT_VERSION}) + "\n"
-    write_atomically(marker, body.encode(), prefix=TEMP_PREFIX)
+    write_atomically(marker, body.encode(), prefix=temp_prefix())
 
 
 def _check_marker(marker: Path) -> None:

@@ -5,21 +5,26 @@ Layout is ``objects/<first 2 hex>/<remaining 62 hex>``. Every write goes to a
 name, so a reader sees either no object or the whole object, never a prefix.
 Writers need no locks: two processes storing the same bytes rename identical
 files over each other.
+
+Every object read to its end is checked against its name on the way (the bytes
+are hashed as they pass, so it costs no second read): a damaged object is
+removed and the read fails with :class:`CorruptObject`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
-from greenloop._fs import fsync_dir
+from greenloop._fs import fsync_dir, pid_alive
 from greenloop.store.digests import (
     CHUNK_SIZE,
     check_digest,
@@ -27,8 +32,8 @@ from greenloop.store.digests import (
     digest_file,
     is_digest,
 )
-from greenloop.store.errors import StoreError
-from greenloop.store.layout import TEMP_PREFIX
+from greenloop.store.errors import CorruptObject, StoreError
+from greenloop.store.layout import TEMP_PREFIX, temp_prefix, temp_writer
 
 _OBJECT_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 """Objects are read-only so that a careless writer through blob_path fails loudly."""
@@ -46,6 +51,13 @@ class ObjectFile:
     is_temp: bool
     size: int
     mtime: float
+    writer: int | None = None
+    """For a temp file, the pid of the process that writes it, when its name records one."""
+
+    @property
+    def abandoned(self) -> bool:
+        """A temp file whose writer is known to be gone (killed mid-write): never finished."""
+        return self.is_temp and self.writer is not None and not pid_alive(self.writer)
 
 
 class ObjectDir:
@@ -71,17 +83,41 @@ class ObjectDir:
             raise StoreError(f"object {digest} is not in the store at {self.directory.parent}")
         return path
 
-    def open(self, digest: str) -> BinaryIO:
-        """Open the object ``digest`` for binary reading."""
+    def open(self, digest: str, on_corrupt: OnCorrupt | None = None) -> BinaryIO:
+        """Open the object ``digest`` for binary reading; the caller closes it.
+
+        A read that reaches the end checks the bytes against ``digest``: when
+        they differ the read raises :class:`CorruptObject`, after
+        ``on_corrupt`` (when given; else :meth:`discard_corrupt`) has dealt with
+        the object and said what was done.
+        """
         path = self.existing_path(digest)
         try:
-            return open(path, "rb")  # the caller owns and closes it
+            raw = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed with the reader
         except FileNotFoundError as exc:
             # A concurrent gc can remove an unreferenced object between the check and the open.
             raise StoreError(f"object {digest} disappeared while being opened") from exc
+        return io.BufferedReader(_Verifying(raw, digest, self, on_corrupt))
+
+    def discard_corrupt(self, digest: str) -> None:
+        """Remove object ``digest`` if its bytes do not hash to its name."""
+        path = self.path_for(digest)
+        try:
+            # Hashed again first: another process may have replaced it with a
+            # sound copy since our read, and that one stays.
+            if digest_file(path) != digest:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its digest. Idempotent."""
+        try:
+            return self._put_bytes(data)
+        except OSError as exc:
+            raise StoreError(f"could not store an object in {self.directory}: {exc}") from exc
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
         final = self.path_for(digest)
         if self._reuse(final):
@@ -94,14 +130,19 @@ class ObjectDir:
             _publish(tmp, final)
         return digest
 
-    def put_file(self, path: Path) -> str:
-        """Store the file at ``path`` in chunks; return its digest. Idempotent."""
+    def put_file(self, path: Path, *, verify_existing: bool = False) -> str:
+        """Store the file at ``path`` in chunks; return its digest. Idempotent.
+
+        ``verify_existing`` reads an already stored copy back and replaces it if
+        it is damaged (for an object used as it is stored, without a read
+        through :meth:`open`).
+        """
         try:
-            return self._put_file(path)
+            return self._put_file(path, verify_existing)
         except OSError as exc:
             raise StoreError(f"could not store {path}: {exc}") from exc
 
-    def _put_file(self, path: Path) -> str:
+    def _put_file(self, path: Path, verify_existing: bool) -> str:
         # The file is hashed first so that content already in the store costs
         # one read and no write or fsync -- the common case when re-storing a
         # workspace. The copy pass re-hashes, and a mismatch means the file
@@ -110,7 +151,9 @@ class ObjectDir:
             digest = digest_file(path)
             final = self.path_for(digest)
             if self._reuse(final):
-                return digest
+                if not verify_existing or digest_file(final) == digest:
+                    return digest
+                self.discard_corrupt(digest)
             fd, tmp = self._temp_in(final.parent)
             with _cleanup_on_error(tmp):
                 with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
@@ -124,6 +167,12 @@ class ObjectDir:
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream`` in chunks; return its digest. Idempotent."""
+        try:
+            return self._put_stream(stream)
+        except OSError as exc:
+            raise StoreError(f"could not store an object in {self.directory}: {exc}") from exc
+
+    def _put_stream(self, stream: BinaryIO) -> str:
         # A stream can be read only once, so its digest (and therefore its
         # shard directory) is unknown until the end. The temp file lives in
         # objects/ itself -- the shards' parent, so still the same filesystem
@@ -168,9 +217,63 @@ class ObjectDir:
             return final.is_file()
         return True
 
+    def scratch_file(self, suffix: str = "") -> IO[bytes]:
+        """A temp file on the objects' filesystem, deleted when closed.
+
+        Were its writer killed, gc and verify see it as that writer's leftover.
+        """
+        return tempfile.NamedTemporaryFile(dir=self.directory, prefix=temp_prefix(), suffix=suffix)
+
     def _temp_in(self, directory: Path) -> tuple[int, str]:
         directory.mkdir(exist_ok=True)
-        return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        return tempfile.mkstemp(prefix=temp_prefix(), dir=directory)
+
+
+OnCorrupt = Callable[[str], str]
+"""Deals with the damaged object of the digest it is given; returns what the failed read says."""
+
+
+class _Verifying(io.RawIOBase):
+    """An object's file that hashes what is read and, at its end, checks it."""
+
+    def __init__(
+        self, raw: io.FileIO, digest: str, objects: ObjectDir, on_corrupt: OnCorrupt | None
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._digest = digest
+        self._objects = objects
+        self._on_corrupt = on_corrupt
+        self._hash = hashlib.sha256()
+        self._verdict: str | None = None  # set at the end: "" when sound, else the error
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def readinto(self, buffer: Any) -> int:
+        if self._verdict:
+            raise CorruptObject(self._digest, self._verdict)
+        n = self._raw.readinto(buffer) or 0
+        if n:
+            self._hash.update(memoryview(buffer)[:n])
+        elif self._verdict is None:
+            self._verdict = "" if self._hash.hexdigest() == self._digest else self._damaged()
+            if self._verdict:
+                raise CorruptObject(self._digest, self._verdict)
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def _damaged(self) -> str:
+        if self._on_corrupt is not None:
+            return self._on_corrupt(self._digest)
+        self._objects.discard_corrupt(self._digest)
+        return f"object {self._digest} does not match its hash (damaged on disk); removed it"
 
 
 @contextmanager
@@ -224,4 +327,5 @@ def _describe(entry: os.DirEntry[str], shard: str | None) -> ObjectFile | None:
     digest = None
     if shard is not None and len(shard) == 2 and not is_temp and is_digest(shard + entry.name):
         digest = shard + entry.name
-    return ObjectFile(Path(entry.path), digest, is_temp, st.st_size, st.st_mtime)
+    writer = temp_writer(entry.name) if is_temp else None
+    return ObjectFile(Path(entry.path), digest, is_temp, st.st_size, st.st_mtime, writer)

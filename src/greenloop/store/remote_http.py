@@ -665,7 +665,9 @@ class HttpRemoteCache:
         if writes:
             suffix = "not uploading for the rest of the run"
         if fatal:
-            suffix = "the step that needed it fails" + ("; " + suffix if down else "")
+            suffix = "the cache entries that need it are dropped, so those steps run again" + (
+                "; " + suffix if down else ""
+            )
         line = " ".join(f"remote cache {self.url}: {message}; {suffix}".split())
         with self._lock:
             self._stats.errors += 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from greenloop.store.digests import digest_file, is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.errors import CorruptObject, StoreError
 from greenloop.store.gc import GcReport, collect_garbage
 from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
@@ -32,6 +34,18 @@ them is -- each put with :meth:`Store.put_bytes` or :meth:`Store.put_file`
 after its bytes were checked against its digest -- or raises
 :class:`StoreError` saying why it could not.
 """
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temp file in the store (see :meth:`Store.leftovers`)."""
+
+    path: str
+    """Where, relative to the store root."""
+    size: int
+    """Its size in bytes."""
+    in_progress: bool
+    """True unless its writer is known to be gone (then it is a killed write's leftover)."""
 
 
 class Store:
@@ -60,6 +74,11 @@ class Store:
         self.index = index
         self._objects = ObjectDir(root / OBJECTS_DIR)
         self._fetcher: Fetcher | None = None
+        # Objects this handle found damaged and removed, with what was said of each:
+        # a concurrent reader that then finds one absent reports the damage, not a
+        # mysteriously missing object.
+        self._damaged: dict[str, str] = {}
+        self._damage_lock = threading.Lock()
 
     @classmethod
     def open(cls, root: Path | None = None) -> Store:
@@ -95,9 +114,14 @@ class Store:
         """Store ``data``; return its SHA-256 hex digest."""
         return self._objects.put_bytes(data)
 
-    def put_file(self, path: Path) -> str:
-        """Store the file at ``path``, streamed in chunks; return its digest."""
-        return self._objects.put_file(path)
+    def put_file(self, path: Path, *, verify_existing: bool = False) -> str:
+        """Store the file at ``path``, streamed in chunks; return its digest.
+
+        ``verify_existing`` checks a copy already stored and replaces it when it
+        is damaged: for an object about to be read through :meth:`blob_path`,
+        which does not check.
+        """
+        return self._objects.put_file(path, verify_existing=verify_existing)
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream``, in chunks; return its digest."""
@@ -113,7 +137,8 @@ class Store:
         Fetches it if absent (see :meth:`set_fetcher`); raises
         :class:`StoreError` if it is not stored and cannot be fetched. Never
         write to it: copy it instead (objects are shared by every entry that
-        has the same bytes).
+        has the same bytes). Reading it so is not checked against ``digest``,
+        as :meth:`open_blob` is.
         """
         try:
             return self._objects.existing_path(digest)
@@ -123,13 +148,19 @@ class Store:
         return self._objects.existing_path(digest)
 
     def open_blob(self, digest: str) -> BinaryIO:
-        """Open object ``digest`` for reading (fetched if absent); the caller closes it."""
+        """Open object ``digest`` for reading (fetched if absent); the caller closes it.
+
+        A read to the end checks the bytes against ``digest``. A damaged object
+        is removed, with every cache entry that needs it, and the read raises
+        :class:`~greenloop.store.errors.CorruptObject`: as a miss, those steps
+        are rebuilt instead of running on wrong bytes.
+        """
         try:
-            return self._objects.open(digest)
+            return self._objects.open(digest, self._corrupt)
         except StoreError:
             if not self._fetch_absent([digest]):
                 raise
-        return self._objects.open(digest)
+        return self._objects.open(digest, self._corrupt)
 
     def read_bytes(self, digest: str) -> bytes:
         """The whole content of object ``digest``."""
@@ -233,17 +264,24 @@ class Store:
             absent = [d for d in absent if not self.has(d)]
             if not absent:
                 return True
+        with self._damage_lock:
+            for digest in absent:
+                if digest in self._damaged:
+                    raise CorruptObject(digest, self._damaged[digest])
         more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
         message = f"object {absent[0]}{more} is not in the store at {self.root}: {reason}"
-        dropped = self._drop_entries_needing(set(absent))
-        if dropped == 1:
-            message += "; dropped the cache entry that needs it, so the next run rebuilds that step"
-        elif dropped:
-            message += (
-                f"; dropped {dropped} cache entries that need it, "
-                "so the next run rebuilds those steps"
-            )
-        raise StoreError(message)
+        raise StoreError(message + _dropped(self._drop_entries_needing(set(absent))))
+
+    def _corrupt(self, digest: str) -> str:
+        """Remove damaged object ``digest`` and the cache entries needing it; say so."""
+        with self._damage_lock:
+            if digest not in self._damaged:
+                self._objects.discard_corrupt(digest)
+                self._damaged[digest] = (
+                    f"object {digest} in the store at {self.root} does not match its hash "
+                    "(damaged on disk); removed it"
+                ) + _dropped(self._drop_entries_needing({digest}))
+            return self._damaged[digest]
 
     def _drop_entries_needing(self, absent: set[str]) -> int:
         # Only what is on this disk is read: fetching is what just failed. A
@@ -310,12 +348,13 @@ class Store:
         """Problems found in the object directory, sorted.
 
         Each item is either the digest of an object whose bytes do not hash to
-        its name, or the store-relative path of a stray file (a leftover
-        ``.tmp-`` file or a name that is not a digest). Temp files of writes in
-        progress in other processes are reported too; run it on a quiet store.
+        its name, or the store-relative path of a stray file (a name that is not
+        a digest). Temp files are no problem: see :meth:`leftovers`.
         """
         problems: list[str] = []
         for found in self._objects.scan():
+            if found.is_temp:
+                continue
             if found.digest is None:
                 problems.append(found.path.relative_to(self.root).as_posix())
                 continue
@@ -326,6 +365,25 @@ class Store:
             if actual != found.digest:
                 problems.append(found.digest)
         return sorted(problems)
+
+    def leftovers(self) -> list[Leftover]:
+        """The temp files in the object directory, sorted by path.
+
+        A temp file is a write in progress, or what a writer killed mid-write
+        left; it never becomes an object (renaming it is the write's last act),
+        and gc removes it.
+        """
+        found = [
+            Leftover(f.path.relative_to(self.root).as_posix(), f.size, not f.abandoned)
+            for f in self._objects.scan()
+            if f.is_temp
+        ]
+        return sorted(found, key=lambda leftover: leftover.path)
+
+    def scratch_file(self, suffix: str = "") -> IO[bytes]:
+        """A temp file on the store's filesystem, deleted when closed (gc sweeps a killed
+        writer's)."""
+        return self._objects.scratch_file(suffix)
 
     def gc(
         self,
@@ -340,7 +398,8 @@ class Store:
         store exceeds ``max_bytes``, the least recently used entries go until
         what remains referenced fits. Finally unreferenced objects and ``.tmp-``
         files older than ``grace`` are deleted; the grace period protects
-        objects a concurrent run has written but not yet recorded.
+        objects a concurrent run has written but not yet recorded. Temp files
+        whose writer is gone are deleted whatever their age.
         """
         return collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
@@ -349,3 +408,12 @@ class Store:
     def size_bytes(self) -> int:
         """Total bytes of every file in the object directory."""
         return sum(found.size for found in self._objects.scan())
+
+
+def _dropped(count: int) -> str:
+    """The end of a message about an object, saying how many cache entries went with it."""
+    if count == 1:
+        return "; dropped the cache entry that needs it, so that step is rebuilt"
+    if count:
+        return f"; dropped {count} cache entries that need it, so those steps are rebuilt"
+    return ""

@@ -176,8 +176,10 @@ def read_manifest(fh: BinaryIO) -> list[TreeEntry] | None:
     """
     if fh.read(len(MANIFEST_PREFIX)) != MANIFEST_PREFIX:
         return None
+    # Read outside the try: a damaged object is an error of its own, not "no tree".
+    data = MANIFEST_PREFIX + fh.read()
     try:
-        return decode_manifest(MANIFEST_PREFIX + fh.read())
+        return decode_manifest(data)
     except StoreError:
         return None
 
