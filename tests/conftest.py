@@ -44,15 +44,22 @@ def project(tmp_path: Path) -> Path:
 
 
 def cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``greenloop ARGS`` in ``cwd`` as a real process (``env`` adds to the environment)."""
+    """Run ``greenloop ARGS`` in ``cwd`` as a real process (``env`` adds to the environment).
+
+    ``timeout`` is a guard against a hang, never a measurement.
+    """
     return subprocess.run(
         [sys.executable, "-m", "greenloop", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         input=input,
         env={**os.environ, **(env or {})},
     )
