@@ -6,7 +6,6 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -323,42 +322,3 @@ def init(template: str | None, force: bool, as_json: bool) -> None:
         echo_json({"path": str(target), "template": chosen})
         return
     click.echo(f"wrote {target} ({chosen} template); run it with `greenloop run ci`")
-
-
-@click.command()
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, help="How many runs.")
-@click.option("--run", "run_id", default=None, help="Show the steps of one run (id prefix).")
-@json_option
-def runs(limit: int, run_id: str | None, as_json: bool) -> None:
-    """List recent runs (newest first), or the steps of one run."""
-    store = _open_store()
-    try:
-        records = store.index.runs(limit=limit if run_id is None else 10_000)
-        if run_id is not None:
-            # Ids are shown both ways: dashed in --json, twelve hex digits in the table.
-            wanted = run_id.replace("-", "").lower()
-            matches = [r for r in records if r.run_id.replace("-", "").startswith(wanted)]
-            if not matches or not wanted:
-                fail(f"no run with id {run_id!r}")
-            if len(matches) > 1:
-                fail(f"run id {run_id!r} is ambiguous: {len(matches)} runs start with it")
-            steps = store.index.steps(matches[0].run_id)
-            if as_json:
-                echo_json([s.__dict__ for s in steps])
-                return
-            for s in steps:
-                code = "" if s.exit_code is None else f" exit {s.exit_code}"
-                click.echo(f"{s.status:<9} {s.duration_s:7.2f}s  {s.label}{code}")
-            return
-    finally:
-        store.close()
-    if as_json:
-        echo_json([r.__dict__ for r in records])
-        return
-    for r in records:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
-        took = f"{r.finished_at - r.started_at:.2f}s" if r.finished_at else "-"
-        click.echo(
-            f"{r.run_id.replace('-', '')[:12]}  {when}  {r.pipeline:<12} {r.status:<9} "
-            f"{took:>8}  {r.steps} steps, {r.cached} cached"
-        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pathspec
 
@@ -26,7 +27,18 @@ def step_key(
     files: dict[str, str],
 ) -> str:
     """The cache key of ``step`` given its parent's snapshot and the workspace file digests."""
-    fields = {
+    return digest(key_parts(step, pipeline, executor, parent_snapshot, files))
+
+
+def key_parts(
+    step: CommandStep,
+    pipeline: Pipeline,
+    executor: str,
+    parent_snapshot: str | None,
+    files: dict[str, str],
+) -> dict[str, Any]:
+    """What ``step``'s cache key is made of, as JSON-ready data (``explain`` compares them)."""
+    parts = {
         "protocol": PROTOCOL_VERSION,
         "executor": executor,
         "command": step.command,
@@ -39,7 +51,14 @@ def step_key(
         "policy": step.cache.model_dump(mode="json") if step.cache else None,
         "watched": _watched(step.cache, files),
     }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    # Tuples become lists, as they will when read back from the index.
+    loaded: dict[str, Any] = json.loads(json.dumps(parts))
+    return loaded
+
+
+def digest(parts: dict[str, Any]) -> str:
+    """The cache key made of ``parts``."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def fresh(policy: CachePolicy, created_at: float, now: float) -> bool:

@@ -8,6 +8,7 @@ step stops its dependents, and with ``fail_fast`` everything else.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -21,7 +22,8 @@ from typing import Literal, Protocol
 from uuid import UUID
 
 from greenloop._fs import process_start
-from greenloop.engine.keys import check_watched, fresh, step_key
+from greenloop.engine.keys import check_watched, digest, fresh, key_parts, step_key
+from greenloop.engine.logs import StepLogs
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook
 from greenloop.protocol import (
@@ -99,7 +101,9 @@ class StepOutcome:
     artifacts: list[ArtifactRef] = field(default_factory=list)
     error: str | None = None
     cache_key: str | None = None
-    """For a cached step, the key of the cache entry that answered it."""
+    """The step's cache key (for a cached step, that of the entry that answered it)."""
+    log: str | None = None
+    """The digest of the step's log in the store (a cached step's: the producing run's)."""
 
 
 @dataclass
@@ -146,6 +150,7 @@ class Run:
         self._stop_reason: str | None = None
         self._timed_out = False
         self._archives = ArchiveRegistry(store)
+        self._logs = StepLogs(store)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
         self._with_children = {s.builds_in for s in pipeline.steps if s.builds_in}
@@ -164,6 +169,7 @@ class Run:
         """Forward a step's output line as a ``StepLog`` event."""
         key = self._keys_by_id.get(step_id)
         if key is not None:
+            self._logs.add(key, stream, line)
             self._emit(StepLog(run_id=self.run_id, step=key, stream=stream, line=line))
 
     def cancelled(self, step_id: UUID) -> bool:
@@ -241,6 +247,7 @@ class Run:
             if timer is not None:
                 timer.cancel()
             self._archives.close()
+            self._logs.close()
             self._discard_run_scoped()
             if self._remote is not None:
                 self._remote.close()
@@ -313,21 +320,26 @@ class Run:
     ) -> StepOutcome:
         name = self._executor_name(step)
         parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
-        key = step_key(step, self.pipeline, name, parent_snapshot, workspace.files)
+        parts = key_parts(step, self.pipeline, name, parent_snapshot, workspace.files)
+        key = digest(parts)
         decision, entry = self._decide(step, key, name)
         started = time.monotonic()
         stopped = self._stop_reason
         if stopped is not None and not isinstance(decision, Hit):
             # What the cache answers is still known; nothing new starts.
-            return self._finish(step, "skipped", error=f"not started: {stopped}")
+            return self._finish(step, "skipped", key=key, error=f"not started: {stopped}")
         if isinstance(decision, Hit) and entry is not None:
             self.store.index.touch_entry(key, time.time())
             self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
-            outcome = self._finish(
-                step, "cached", exit_code=0, snapshot=entry.snapshot, artifacts=entry.artifacts
+            return self._finish(
+                step,
+                "cached",
+                exit_code=0,
+                snapshot=entry.snapshot,
+                artifacts=entry.artifacts,
+                key=key,
+                log=entry.log,
             )
-            outcome.cache_key = key
-            return outcome
         self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
         request = ExecutorInput(
             step=step,
@@ -346,23 +358,24 @@ class Run:
                     PluginError(plugin=name, kind="invalid_result", message=repr(result)[:200])
                 )
         except PluginFailure as e:
-            return self._finish(step, "failed", started=started, error=str(e.error))
+            return self._finish(step, "failed", started=started, key=key, error=str(e.error))
         except StoreError as e:
             if retry and self._rebuild_damaged(
                 step, parent_snapshot, e, workspace, archive_id, outcomes
             ):
                 return self._step(step, workspace, archive_id, outcomes, retry=False)
-            return self._finish(step, "failed", started=started, error=str(e))
+            return self._finish(step, "failed", started=started, key=key, error=str(e))
         except Exception as e:
             error = PluginError(plugin=name, kind="crashed", message=f"{type(e).__name__}: {e}")
-            return self._finish(step, "failed", started=started, error=str(error))
+            return self._finish(step, "failed", started=started, key=key, error=str(error))
         if result.exit_code != 0:
+            code = result.exit_code
             if not self._cancel.is_set():
-                return self._finish(step, "failed", exit_code=result.exit_code, started=started)
+                return self._finish(step, "failed", exit_code=code, started=started, key=key)
             stopped = self._stop_reason
             reason = f"stopped by {stopped}" if stopped else "run cancelled"
             return self._finish(
-                step, "cancelled", exit_code=result.exit_code, started=started, error=reason
+                step, "cancelled", exit_code=code, started=started, key=key, error=reason
             )
         snapshot = result.committed_snapshot
         if isinstance(decision, MissBuildAs):
@@ -378,8 +391,12 @@ class Run:
                     created_at=now,
                     last_used=now,
                     policy=step.cache.model_dump_json(),
+                    log=self._logs.seal(step.key),
                 )
                 self.store.index.put_entry(entry)
+                self.store.index.put_key_parts(
+                    self.pipeline.name, step.key, key, json.dumps(parts, sort_keys=True)
+                )
                 if self._remote is not None:
                     self._remote.publish(entry)
         return self._finish(
@@ -389,6 +406,7 @@ class Run:
             started=started,
             snapshot=snapshot,
             artifacts=list(result.artifacts),
+            key=key,
         )
 
     def _rebuild_damaged(
@@ -416,7 +434,8 @@ class Run:
             up: str | None = step.builds_in
             while up is not None:
                 done = outcomes[up]
-                if done.cache_key is None or self.store.index.get_entry(done.cache_key):
+                cached = done.status == "cached" and done.cache_key is not None
+                if not cached or self.store.index.get_entry(done.cache_key or ""):
                     break
                 chain.append(self._by_key[up])
                 up = self._by_key[up].builds_in
@@ -492,10 +511,23 @@ class Run:
         snapshot: str | None = None,
         artifacts: list[ArtifactRef] | None = None,
         error: str | None = None,
+        key: str | None = None,
+        log: str | None = None,
     ) -> StepOutcome:
         duration = time.monotonic() - started if started is not None else 0.0
+        if status != "cached":
+            log = self._logs.seal(step.key)
         outcome = StepOutcome(
-            step.key, step.label, status, exit_code, duration, snapshot, artifacts or [], error
+            step.key,
+            step.label,
+            status,
+            exit_code,
+            duration,
+            snapshot,
+            artifacts or [],
+            error,
+            key,
+            log,
         )
         self.store.index.record_step(
             StepRecord(
@@ -506,6 +538,10 @@ class Run:
                 exit_code,
                 duration,
                 status == "cached",
+                key,
+                log,
+                outcome.artifacts,
+                step.artifacts if outcome.artifacts else [],
             )
         )
         self._emit(

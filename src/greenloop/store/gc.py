@@ -1,8 +1,9 @@
 """Garbage collection: expire cache entries, then delete objects nothing refers to.
 
-The index is the only source of roots. An object is live when a cache entry
-or an artifact refers to it, directly, through a named ref (an executor's
-snapshot tag), or as a blob inside a referenced tree. A ref no cache entry
+The index is the only source of roots. An object is live when a cache entry,
+an artifact or a step of the run history (its log) refers to it, directly,
+through a named ref (an executor's snapshot tag), or as a blob inside a
+referenced tree. A ref no cache entry
 names is dropped once older than the grace period.
 Unreferenced objects are deleted only once older than a grace period: a
 concurrent run writes its objects before it records the index entry that
@@ -60,7 +61,7 @@ def collect_garbage(
 
     # Re-read the roots just before sweeping so that entries recorded by a
     # concurrent run while we were scanning are honoured too.
-    live = set(_artifact_roots(index, refs))
+    live = set(_artifact_roots(index, refs)) | index.step_logs()
     entries = index.entries()
     named = {entry.snapshot for entry in entries}
     for entry in entries:
@@ -158,7 +159,7 @@ class _References:
         # executor may well use a tree digest there; keeping it alive when it
         # names an object costs nothing and never loses a live snapshot.
         snapshot = self._named.get(entry.snapshot, entry.snapshot)
-        roots = [entry.tree, snapshot, *(a.key for a in entry.artifacts)]
+        roots = [entry.tree, snapshot, entry.log, *(a.key for a in entry.artifacts)]
         for root in roots:
             if root is not None:
                 out |= self.of_root(root)

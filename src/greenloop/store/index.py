@@ -9,13 +9,14 @@ forward on open.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).
     from greenloop.protocol.devloop import ArtifactMeta
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The index schema this code reads and writes."""
 
 _BUSY_TIMEOUT_S = 30.0
@@ -56,6 +57,8 @@ class CacheEntry:
     last_used: float
     policy: str
     """The cache policy that produced the entry, as JSON text."""
+    log: str | None = None
+    """The digest of the log the step printed when it produced the entry."""
 
 
 INTERRUPTED = "interrupted"
@@ -92,6 +95,14 @@ class StepRecord:
     exit_code: int | None
     duration_s: float
     cached: bool
+    cache_key: str | None = None
+    """The step's cache key in this run (None when it never got as far as one)."""
+    log: str | None = None
+    """The digest of its log: this run's, or for a cached step the producing run's."""
+    artifacts: list[ArtifactRef] = field(default_factory=list)
+    """The artifacts it declared, as stored."""
+    artifact_paths: list[str] = field(default_factory=list)
+    """The path each of ``artifacts`` was declared as."""
 
 
 @dataclass
@@ -194,10 +205,29 @@ ALTER TABLE runs ADD COLUMN pid INTEGER;
 ALTER TABLE runs ADD COLUMN pid_start TEXT
 """
 
+# Each step keeps its log, key and artifacts; each (pipeline, step) the parts of
+# its last key, so `greenloop explain` can say which input changed.
+_SCHEMA_V3 = """
+ALTER TABLE steps ADD COLUMN cache_key TEXT;
+ALTER TABLE steps ADD COLUMN log TEXT;
+ALTER TABLE steps ADD COLUMN artifacts TEXT;
+ALTER TABLE steps ADD COLUMN artifact_paths TEXT;
+ALTER TABLE cache_entries ADD COLUMN log TEXT;
+CREATE TABLE key_parts (
+    pipeline    TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    parts       TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (pipeline, step)
+)
+"""
+
 # _MIGRATIONS[n] brings a schema at version n to version n + 1.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _run_script(conn, _SCHEMA_V1),
     lambda conn: _run_script(conn, _SCHEMA_V2),
+    lambda conn: _run_script(conn, _SCHEMA_V3),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -255,13 +285,12 @@ class Index:
         """Insert or replace the cache entry ``e.key``."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO cache_entries"
-                " (key, snapshot, executor, tree, artifacts, created_at, last_used, policy)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO cache_entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot,"
                 " executor = excluded.executor, tree = excluded.tree,"
                 " artifacts = excluded.artifacts, created_at = excluded.created_at,"
-                " last_used = excluded.last_used, policy = excluded.policy",
+                " last_used = excluded.last_used, policy = excluded.policy,"
+                " log = excluded.log",
                 (
                     e.key,
                     e.snapshot,
@@ -271,6 +300,7 @@ class Index:
                     e.created_at,
                     e.last_used,
                     e.policy,
+                    e.log,
                 ),
             )
 
@@ -382,12 +412,12 @@ class Index:
         """Insert or update one step of a run; steps keep their first-recorded order."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO steps"
-                " (run_id, key, label, status, exit_code, duration_s, cached)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, key) DO UPDATE SET label = excluded.label,"
                 " status = excluded.status, exit_code = excluded.exit_code,"
-                " duration_s = excluded.duration_s, cached = excluded.cached",
+                " duration_s = excluded.duration_s, cached = excluded.cached,"
+                " cache_key = excluded.cache_key, log = excluded.log,"
+                " artifacts = excluded.artifacts, artifact_paths = excluded.artifact_paths",
                 (
                     step.run_id,
                     step.key,
@@ -396,6 +426,10 @@ class Index:
                     step.exit_code,
                     step.duration_s,
                     int(step.cached),
+                    step.cache_key,
+                    step.log,
+                    _artifact_refs().dump_json(step.artifacts).decode(),
+                    json.dumps(step.artifact_paths),
                 ),
             )
 
@@ -414,14 +448,33 @@ class Index:
     def steps(self, run_id: str) -> list[StepRecord]:
         """The steps of run ``run_id`` in the order they were first recorded."""
         rows = self._read(
-            "SELECT run_id, key, label, status, exit_code, duration_s, cached"
-            " FROM steps WHERE run_id = ? ORDER BY rowid",
-            (run_id,),
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
-        return [
-            StepRecord(run_id, key, label, status, exit_code, float(duration_s), bool(cached))
-            for run_id, key, label, status, exit_code, duration_s, cached in rows
-        ]
+        return [_step_from_row(row) for row in rows]
+
+    def step_logs(self) -> set[str]:
+        """The digest of every log the run history refers to (gc keeps them)."""
+        rows = self._read("SELECT DISTINCT log FROM steps WHERE log IS NOT NULL", ())
+        return {str(log) for (log,) in rows}
+
+    # -- the parts of each step's last cache key (for `greenloop explain`) -----
+
+    def put_key_parts(self, pipeline: str, step: str, key: str, parts: str) -> None:
+        """Remember ``parts`` (JSON) as what the last key of ``pipeline``'s ``step`` was made of."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO key_parts (pipeline, step, key, parts, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (pipeline, step) DO UPDATE SET"
+                " key = excluded.key, parts = excluded.parts, recorded_at = excluded.recorded_at",
+                (pipeline, step, key, parts, time.time()),
+            )
+
+    def key_parts(self, pipeline: str, step: str) -> tuple[str, str] | None:
+        """(key, parts JSON) last recorded for ``pipeline``'s ``step``, or None."""
+        rows = self._read(
+            "SELECT key, parts FROM key_parts WHERE pipeline = ? AND step = ?", (pipeline, step)
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     # -- remote cache statistics ---------------------------------------------
 
@@ -509,7 +562,11 @@ class Index:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-_ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy"
+_ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log"
+_STEP_COLUMNS = (
+    "run_id, key, label, status, exit_code, duration_s, cached, cache_key, log, artifacts,"
+    " artifact_paths"
+)
 _RUN_COLUMNS = "run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start"
 _REMOTE_COLUMNS = (
     "run_id, url, mode, recorded_at, lookups, hits, errors, published,"
@@ -564,13 +621,35 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
-    key, snapshot, executor, tree, artifacts, created_at, last_used, policy = row
+    key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log = row
     try:
         refs = _artifact_refs().validate_json(artifacts)
     except ValidationError as exc:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
-        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy
+        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy, log
+    )
+
+
+def _step_from_row(row: tuple[Any, ...]) -> StepRecord:
+    run_id, key, label, status, exit_code, duration_s, cached, cache_key, log, *stored = row
+    try:
+        refs = _artifact_refs().validate_json(stored[0]) if stored[0] else []
+        paths = [str(p) for p in json.loads(stored[1])] if stored[1] else []
+    except (ValidationError, ValueError, TypeError) as exc:
+        raise StoreError(f"step {key!r} of run {run_id} has corrupt artifacts: {exc}") from exc
+    return StepRecord(
+        run_id,
+        key,
+        label,
+        status,
+        exit_code,
+        float(duration_s),
+        bool(cached),
+        cache_key,
+        log,
+        refs,
+        paths,
     )
 
 
