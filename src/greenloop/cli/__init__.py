@@ -23,6 +23,7 @@ _COMMANDS = {
     "run": "greenloop.cli._pipeline:run",
     "render": "greenloop.cli._pipeline:render",
     "pipelines": "greenloop.cli._pipeline:pipelines",
+    "explain": "greenloop.cli._explain:explain",
     "init": "greenloop.cli._pipeline:init",
     "runs": "greenloop.cli._history:runs",
     "logs": "greenloop.cli._history:logs",

@@ -68,3 +68,14 @@ def open_store() -> Store:
         return Store.open()
     except StoreError as e:
         fail(str(e))
+
+
+def parse_env_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs from ``-e`` as a dict (exit 2 for a malformed one)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            fail(f"-e {pair!r}: expected KEY=VALUE with KEY a variable name")
+        env[key] = value
+    return env

@@ -21,6 +21,7 @@ from greenloop.cli._common import (
     json_option,
     load_ir,
     load_pipelines,
+    parse_env_values,
 )
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine import select
@@ -143,7 +144,7 @@ def run(
     except KeyError:
         names = ", ".join(p.name for p in document.pipelines)
         fail(f"no pipeline named {pipeline!r} (defined: {names})")
-    selected = selected.model_copy(update={"env": {**selected.env, **_env_values(env_values)}})
+    selected = selected.model_copy(update={"env": {**selected.env, **parse_env_values(env_values)}})
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
         formatter = registry.load("formatter", name)(sys.stdout)
@@ -201,16 +202,6 @@ def run(
     if result.timed_out:
         sys.exit(EXIT_TIMEOUT)
     sys.exit(0 if result.status == "passed" else EXIT_FAILED)
-
-
-def _env_values(pairs: tuple[str, ...]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not key.replace("_", "a").isalnum() or key[0].isdigit():
-            fail(f"-e {pair!r}: expected KEY=VALUE with KEY a variable name")
-        env[key] = value
-    return env
 
 
 def _select(

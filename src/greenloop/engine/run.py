@@ -48,7 +48,7 @@ from greenloop.protocol import (
     StepStarted,
 )
 from greenloop.protocol.events import RunStatus, StepStatus
-from greenloop.protocol.ir import parents
+from greenloop.protocol.ir import parents, topological
 from greenloop.store import CacheEntry, RunRecord, StepRecord, Store, StoreError
 
 DEFAULT_EXECUTOR = "local"
@@ -476,7 +476,7 @@ class Run:
         return the summary and the steps predicted to run."""
         predicted: dict[str, str | None] = {}  # key -> snapshot when predicted to hit
         cached = 0
-        for step in _topological(self.pipeline.steps):
+        for step in topological(self.pipeline.steps):
             name = self._executor_name(step)
             parent = predicted.get(step.builds_in) if step.builds_in else None
             hit = None
@@ -598,21 +598,3 @@ _PAST: dict[StepStatus, str] = {
     "passed": "passed",
     "cached": "was cached",
 }
-
-
-def _topological(steps: list[CommandStep]) -> list[CommandStep]:
-    by_key = {s.key: s for s in steps}
-    done: set[str] = set()
-    order: list[CommandStep] = []
-
-    def visit(step: CommandStep) -> None:
-        if step.key in done:
-            return
-        done.add(step.key)
-        for parent in parents(step):
-            visit(by_key[parent])
-        order.append(step)
-
-    for step in steps:
-        visit(step)
-    return order

@@ -137,6 +137,25 @@ def parents(step: CommandStep) -> list[str]:
     return ([step.builds_in] if step.builds_in else []) + list(step.depends_on)
 
 
+def topological(steps: list[CommandStep]) -> list[CommandStep]:
+    """``steps`` ordered so every step comes after the steps it waits for (file order otherwise)."""
+    by_key = {s.key: s for s in steps}
+    done: set[str] = set()
+    order: list[CommandStep] = []
+
+    def visit(step: CommandStep) -> None:
+        if step.key in done:
+            return
+        done.add(step.key)
+        for parent in parents(step):
+            visit(by_key[parent])
+        order.append(step)
+
+    for step in steps:
+        visit(step)
+    return order
+
+
 def find_cycle(steps: list[CommandStep]) -> list[str] | None:
     """A cycle among ``steps`` as a list of keys (first == last), or ``None``."""
     by_key = {s.key: s for s in steps}
