@@ -14,16 +14,18 @@ TEMPLATES = {
     "python": _HEADER
     + """
 @gl.pipeline("ci")
-def ci():
-    # Cached until the dependency files change; lint and test fork off it and run in parallel.
+def ci() -> None:
+    \"\"\"Lint and test; the dependency install is cached until its files change.\"\"\"
     deps = gl.python.install()
+    # lint and test fork off the install and run in parallel.
     gl.python.lint(deps)
     gl.python.test(deps)
 """,
     "rust": _HEADER
     + """
 @gl.pipeline("ci")
-def ci():
+def ci() -> None:
+    \"\"\"Clippy and the tests, after a cached `cargo fetch`.\"\"\"
     deps = gl.rust.install()
     gl.rust.lint(deps)
     gl.rust.test(deps)
@@ -31,7 +33,8 @@ def ci():
     "node": _HEADER
     + """
 @gl.pipeline("ci")
-def ci():
+def ci() -> None:
+    \"\"\"Lint, test and build, after a cached `npm ci`.\"\"\"
     deps = gl.node.install()
     gl.node.lint(deps)
     gl.node.test(deps)
@@ -40,12 +43,16 @@ def ci():
     "generic": _HEADER
     + """
 @gl.pipeline("ci")
-def ci():
+def ci() -> None:
+    \"\"\"Prepare once, then check the files; put the project's own commands here.\"\"\"
     setup = gl.sh("echo preparing", label="setup", cache=gl.forever())
     setup.sh("ls -la", label="list files")
-    setup.sh("test -n \\"$(ls)\\"", label="workspace is not empty")
+    setup.sh('test -n "$(ls)"', label="workspace is not empty")
 """,
 }
+"""Starter pipeline files. Each passes ruff (its defaults, and ``--select ALL`` but for
+INP001, as ``.greenloop/`` is no package, and CPY001, copyright notices), ``mypy
+--strict`` and pyright as written."""
 
 _GITIGNORE = (
     "# greenloop state; only the pipeline and config belong in git\n"
