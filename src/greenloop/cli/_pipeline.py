@@ -106,6 +106,21 @@ _PASSED = ("passed", "cached")
     help="Set an env value for every step (part of each step's cache key); repeatable.",
 )
 @click.option(
+    "--secret",
+    "secret_files",
+    multiple=True,
+    metavar="NAME=@FILE",
+    help="Read secret NAME from FILE (one trailing newline dropped); repeatable. By default "
+    "a secret is read from the variable of its name.",
+)
+@click.option(
+    "--secret-env",
+    "secret_vars",
+    multiple=True,
+    metavar="NAME=VAR",
+    help="Read secret NAME from the environment variable VAR; repeatable.",
+)
+@click.option(
     "--artifacts-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -127,6 +142,8 @@ def run(
     from_keys: tuple[str, ...],
     failed: bool,
     env_values: tuple[str, ...],
+    secret_files: tuple[str, ...],
+    secret_vars: tuple[str, ...],
     artifacts_dir: Path | None,
 ) -> None:
     """Run PIPELINE (default: ci) on the working tree.
@@ -176,6 +193,7 @@ def run(
         options,
         hooks=registry.hooks(),
         remote=remote,
+        secrets=_secret_values(selected, secret_files, secret_vars),
     )
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -202,6 +220,33 @@ def run(
     if result.timed_out:
         sys.exit(EXIT_TIMEOUT)
     sys.exit(0 if result.status == "passed" else EXIT_FAILED)
+
+
+def _secret_values(
+    pipeline: Pipeline, files: tuple[str, ...], variables: tuple[str, ...]
+) -> dict[str, str]:
+    """The value of every secret the pipeline reads that is given; the engine names the rest."""
+    given: dict[str, str] = {}
+    for pair in files:
+        name, sep, path = pair.partition("=@")
+        if not sep or not name or not path:
+            fail(f"--secret {pair!r}: expected NAME=@FILE (a value is never given inline)")
+        try:
+            given[name] = Path(path).expanduser().read_text().removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"--secret {name}: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+    for pair in variables:
+        name, sep, variable = pair.partition("=")
+        if not sep or not name or not variable:
+            fail(f"--secret-env {pair!r}: expected NAME=VARIABLE")
+        if variable not in os.environ:
+            fail(f"--secret-env {name}: the variable {variable} is not set")
+        given[name] = os.environ[variable]
+    wanted = {use.name for step in pipeline.steps for use in step.secrets}
+    for name in wanted - given.keys():
+        if name in os.environ:
+            given[name] = os.environ[name]
+    return {name: value for name, value in given.items() if name in wanted}
 
 
 def _select(

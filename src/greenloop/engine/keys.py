@@ -51,6 +51,10 @@ def key_parts(
         "policy": step.cache.model_dump(mode="json") if step.cache else None,
         "watched": _watched(step.cache, files),
     }
+    if step.secrets:
+        # Names only, never values (BuildKit's and Dagger's rule): a new token
+        # does not rerun a cached step.
+        parts["secrets"] = sorted((use.env, use.name) for use in step.secrets)
     # Tuples become lists, as they will when read back from the index.
     loaded: dict[str, Any] = json.loads(json.dumps(parts))
     return loaded

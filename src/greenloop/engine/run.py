@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,9 @@ from uuid import UUID
 from greenloop._fs import process_start
 from greenloop.engine.keys import check_watched, digest, fresh, key_parts, step_key
 from greenloop.engine.logs import StepLogs
+from greenloop.engine.secrets import Masker
+from greenloop.engine.secrets import for_step as secrets_for
+from greenloop.engine.secrets import missing as missing_secrets
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook
 from greenloop.protocol import (
@@ -131,6 +134,7 @@ class Run:
         options: RunOptions | None = None,
         hooks: list[Hook] | None = None,
         remote: RemoteCache | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -151,6 +155,8 @@ class Run:
         self._timed_out = False
         self._archives = ArchiveRegistry(store)
         self._logs = StepLogs(store)
+        self._secrets = dict(secrets or {})
+        self._masker = Masker(self._secrets)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
         self._with_children = {s.builds_in for s in pipeline.steps if s.builds_in}
@@ -169,6 +175,8 @@ class Run:
         """Forward a step's output line as a ``StepLog`` event."""
         key = self._keys_by_id.get(step_id)
         if key is not None:
+            if self._masker:
+                line = self._masker.mask(line)
             self._logs.add(key, stream, line)
             self._emit(StepLog(run_id=self.run_id, step=key, stream=stream, line=line))
 
@@ -221,6 +229,7 @@ class Run:
         its errors propagate before anything runs, as does a ``SetupError`` for an
         ``on_change`` glob that watches no file.
         """
+        missing_secrets(self.pipeline, self._secrets)
         workspace = pack(self.root, self.store)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
@@ -350,6 +359,7 @@ class Run:
             step_id=self._step_ids[step.key],
             cache_lookup=decision,
             parent_snapshot=parent_snapshot,
+            secrets=secrets_for(step, self._secrets),
         )
         try:
             result = self._executors(name).run(request, self)
@@ -515,6 +525,8 @@ class Run:
         log: str | None = None,
     ) -> StepOutcome:
         duration = time.monotonic() - started if started is not None else 0.0
+        if error is not None and self._masker:
+            error = self._masker.mask(error)
         if status != "cached":
             log = self._logs.seal(step.key)
         outcome = StepOutcome(

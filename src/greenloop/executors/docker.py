@@ -167,7 +167,7 @@ class DockerExecutor:
             command=["sh", "-c", _PRELUDE, "greenloop-step", request.step.command],
             entrypoint=[],
             working_dir=request.workdir,
-            environment=dict(request.env),
+            environment={**request.env, **request.secrets},
             labels=labels,
             stdin_open=False,
             tty=False,
@@ -178,10 +178,13 @@ class DockerExecutor:
 
             def commit(snapshot: str) -> None:
                 repository, _, tag = snapshot.partition(":")
+                # A commit keeps the container's environment in the image: blank the
+                # secrets' variables, so their values never land in a snapshot.
+                blanked = [f"ENV {name}=" for name in sorted(request.secrets)]
                 container.commit(
                     repository=repository,
                     tag=tag or "latest",
-                    changes=[f"LABEL {LABEL}.store={self._store_id}"],
+                    changes=[f"LABEL {LABEL}.store={self._store_id}", *blanked],
                 )
 
             return conclude(request, host, code, lambda: self._collect(container, request), commit)

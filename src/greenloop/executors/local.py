@@ -164,6 +164,7 @@ def _clear(path: Path) -> None:
 def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> int:
     env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
     env.update(request.env)
+    env.update(request.secrets)
     env["GREENLOOP_SANDBOX"] = str(rootfs)
     proc = subprocess.Popen(
         ["sh", "-c", request.step.command],

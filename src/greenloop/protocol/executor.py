@@ -97,6 +97,13 @@ class ExecutorInput(_Wire):
         description="Snapshot of the upstream step in this chain or of the fork parent. "
         "When set, the executor boots from it rather than from step.image.",
     )
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Secret values by the env variable the step reads them from: set them "
+        "in the command's environment like env, but never log, store, snapshot or echo "
+        "them. The host masks them in the step's output.",
+    )
 
 
 class StepResult(_Wire):

@@ -60,6 +60,15 @@ CachePolicy = Annotated[
 ]
 
 
+class SecretUse(_IR):
+    """A secret a step reads, by name: its value never enters the IR, a key or the store."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    env: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The variable the step reads it from."
+    )
+
+
 class CommandStep(_IR):
     """One shell step of a pipeline."""
 
@@ -82,6 +91,9 @@ class CommandStep(_IR):
         default_factory=list, description="Keys of steps that must finish first (ordering only)."
     )
     executor: str | None = None
+    secrets: list[SecretUse] = Field(
+        default_factory=list, description="Secrets the step reads (names, never values)."
+    )
 
     @field_validator("artifacts")
     @classmethod

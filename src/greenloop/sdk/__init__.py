@@ -2,6 +2,7 @@
 
 from greenloop.sdk.compiler import pipeline
 from greenloop.sdk.policies import compose, forever, on_change, ttl
+from greenloop.sdk.secrets import Secret, secret
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
@@ -9,6 +10,7 @@ __all__ = [
     "Chain",
     "Join",
     "PipelineDefinitionError",
+    "Secret",
     "Toolchain",
     "compose",
     "forever",
@@ -17,6 +19,7 @@ __all__ = [
     "pipeline",
     "python",
     "rust",
+    "secret",
     "sh",
     "ttl",
     "wait",

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from greenloop.protocol.ir import CommandStep, Pipeline
+from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse
 from greenloop.sdk import steps as _steps
 from greenloop.sdk.steps import PipelineDefinitionError, StepSpec, _slug, short_hash
 
@@ -118,6 +118,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 builds_in=parent.key if parent else None,
                 depends_on=[],
                 executor=spec.executor or (parent.executor if parent else None),
+                secrets=_inherited(parent.secrets if parent else [], spec.secrets),
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -160,3 +161,9 @@ def _where_of(message: str, specs: list[StepSpec]) -> str | None:
     if closing:
         return closing[-1]
     return named[-1].where if named else None
+
+
+def _inherited(parents: list[SecretUse], own: list[SecretUse]) -> list[SecretUse]:
+    """A chained step reads its parent's secrets too, as it gets its env; its own win."""
+    mine = {use.env for use in own}
+    return [*(use for use in parents if use.env not in mine), *own]

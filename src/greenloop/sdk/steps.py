@@ -12,10 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from greenloop.protocol.ir import CachePolicy
+from greenloop.protocol.ir import CachePolicy, SecretUse
+from greenloop.sdk.secrets import Secret
+
+Env = Mapping[str, "str | Secret"]
+"""A step's env: plain values, or :func:`~greenloop.sdk.secrets.secret` references."""
 
 
 class PipelineDefinitionError(Exception):
@@ -40,6 +45,7 @@ class StepSpec:
     artifacts: list[str]
     cache: CachePolicy | None
     executor: str | None
+    secrets: list[SecretUse]
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -78,7 +84,7 @@ def _add_step(
     label: str | None,
     key: str | None,
     image: str | None,
-    env: dict[str, str] | None,
+    env: Env | None,
     workdir: str | None,
     timeout: timedelta | float | None,
     artifacts: list[str] | None,
@@ -94,17 +100,21 @@ def _add_step(
         raise PipelineDefinitionError("a step needs a non-empty shell command string", where)
     if isinstance(timeout, timedelta):
         timeout = timeout.total_seconds()
+    given = dict(env or {})
+    plain = {k: v for k, v in given.items() if not isinstance(v, Secret)}
+    secrets = [SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)]
     spec = StepSpec(
         command=command,
         label=label,
         key=key,
         image=image,
-        env=dict(env or {}),
+        env=plain,
         workdir=workdir,
         timeout=timeout,
         artifacts=list(artifacts or []),
         cache=cache,
         executor=executor,
+        secrets=secrets,
         parent=parent,
         after=after,
         fork=fork,
@@ -127,7 +137,7 @@ class Chain:
         *,
         label: str | None = None,
         key: str | None = None,
-        env: dict[str, str] | None = None,
+        env: Env | None = None,
         workdir: str | None = None,
         timeout: timedelta | float | None = None,
         artifacts: list[str] | None = None,
@@ -176,7 +186,7 @@ class Join:
         label: str | None = None,
         key: str | None = None,
         image: str | None = None,
-        env: dict[str, str] | None = None,
+        env: Env | None = None,
         workdir: str | None = None,
         timeout: timedelta | float | None = None,
         artifacts: list[str] | None = None,
@@ -207,7 +217,7 @@ def sh(
     label: str | None = None,
     key: str | None = None,
     image: str | None = None,
-    env: dict[str, str] | None = None,
+    env: Env | None = None,
     workdir: str | None = None,
     timeout: timedelta | float | None = None,
     artifacts: list[str] | None = None,
