@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from greenloop.sdk import (
+        Cell,
         Chain,
         Join,
         PipelineDefinitionError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         Toolchain,
         compose,
         forever,
+        matrix,
         node,
         on_change,
         pipeline,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Cell",
     "Chain",
     "Join",
     "PipelineDefinitionError",
@@ -49,6 +52,7 @@ __all__ = [
     "__version__",
     "compose",
     "forever",
+    "matrix",
     "node",
     "on_change",
     "pipeline",

@@ -297,7 +297,14 @@ class Run:
                     if any(u in pending or u in running.values() for u in ups):
                         continue
                     del pending[key]
-                    bad = [u for u in ups if outcomes[u].status not in ("passed", "cached")]
+                    # A step after wait(..., continue_on_failure=True) needs only its
+                    # filesystem's parent to have passed.
+                    needed = [step.builds_in] if step.runs_after_failure and step.builds_in else []
+                    bad = [
+                        u
+                        for u in (needed if step.runs_after_failure else ups)
+                        if outcomes[u].status not in ("passed", "cached")
+                    ]
                     if bad:
                         reason = f"{bad[0]} {_PAST[outcomes[bad[0]].status]}"
                         outcomes[key] = self._finish(step, "skipped", error=reason)

@@ -73,8 +73,10 @@ class CommandStep(_IR):
     """One shell step of a pipeline."""
 
     key: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
-        description="Stable id: explicit, else the label's slug, else a short hash.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(\[[A-Za-z0-9_.\-]+=[A-Za-z0-9_.\-]+"
+        r"(,[A-Za-z0-9_.\-]+=[A-Za-z0-9_.\-]+)*\])?$",
+        description="Stable id: explicit, else the label's slug, else a short hash; a "
+        "matrix cell adds [axis=value,...].",
     )
     label: str
     command: str
@@ -93,6 +95,11 @@ class CommandStep(_IR):
     executor: str | None = None
     secrets: list[SecretUse] = Field(
         default_factory=list, description="Secrets the step reads (names, never values)."
+    )
+    runs_after_failure: bool = Field(
+        default=False,
+        description="Run once the steps in depends_on have finished, passed or not "
+        "(wait(..., continue_on_failure=True)).",
     )
 
     @field_validator("artifacts")

@@ -1,12 +1,14 @@
 """The pipeline DSL users import as ``import greenloop as gl``."""
 
 from greenloop.sdk.compiler import pipeline
+from greenloop.sdk.matrix import Cell, matrix
 from greenloop.sdk.policies import compose, forever, on_change, ttl
 from greenloop.sdk.secrets import Secret, secret
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
 __all__ = [
+    "Cell",
     "Chain",
     "Join",
     "PipelineDefinitionError",
@@ -14,6 +16,7 @@ __all__ = [
     "Toolchain",
     "compose",
     "forever",
+    "matrix",
     "node",
     "on_change",
     "pipeline",

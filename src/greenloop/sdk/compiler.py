@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse
 from greenloop.sdk import steps as _steps
+from greenloop.sdk.matrix import Cell
 from greenloop.sdk.steps import PipelineDefinitionError, StepSpec, _slug, short_hash
 
 DEFAULT_WORKDIR = "/workspace"
@@ -104,13 +105,15 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
         workdir = spec.workdir or (parent.workdir if parent else DEFAULT_WORKDIR)
         if not workdir.startswith("/"):
             workdir = f"{DEFAULT_WORKDIR}/{workdir}"
+        cell = Cell(spec.matrix) if spec.matrix is not None else None
+        label = spec.label or _default_label(spec.command)
         try:
             resolved[id(spec)] = CommandStep(
                 key=spec.resolved_key,
-                label=spec.label or _default_label(spec.command),
+                label=f"{label} {cell.suffix}" if cell else label,
                 command=spec.command,
                 image=None if parent else (spec.image or definition.default_image),
-                env={**(parent.env if parent else {}), **spec.env},
+                env={**(parent.env if parent else {}), **(cell.env if cell else {}), **spec.env},
                 workdir=workdir,
                 timeout_seconds=spec.timeout,
                 artifacts=spec.artifacts,
@@ -119,6 +122,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 depends_on=[],
                 executor=spec.executor or (parent.executor if parent else None),
                 secrets=_inherited(parent.secrets if parent else [], spec.secrets),
+                runs_after_failure=spec.after_failure,
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -133,18 +137,19 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
 
 
 def _key_for(spec: StepSpec, parent: CommandStep | None, occurrence: int, taken: set[str]) -> str:
+    suffix = Cell(spec.matrix).suffix if spec.matrix is not None else ""
     if spec.key is not None:
-        if spec.key in taken:
-            raise PipelineDefinitionError(f"duplicate step key {spec.key!r}", spec.where)
-        return spec.key
+        if spec.key + suffix in taken:
+            raise PipelineDefinitionError(f"duplicate step key {spec.key + suffix!r}", spec.where)
+        return spec.key + suffix
     base = _slug(spec.label) if spec.label else ""
     if base and spec.fork:
         base = f"{spec.fork}.{base}"
     if not base:
         base = short_hash(parent.key if parent else "", spec.command, str(occurrence))
-    key, n = base, 2
+    key, n = base + suffix, 2
     while key in taken:
-        key, n = f"{base}-{n}", n + 1
+        key, n = f"{base}-{n}{suffix}", n + 1
     return key
 
 

@@ -46,6 +46,10 @@ class StepSpec:
     cache: CachePolicy | None
     executor: str | None
     secrets: list[SecretUse]
+    matrix: dict[str, str] | None
+    """The matrix cell the step runs in (a chained step inherits its parent's)."""
+    after_failure: bool
+    """Run once the steps it waits for have finished, whether they passed or not."""
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -90,6 +94,8 @@ def _add_step(
     artifacts: list[str] | None,
     cache: CachePolicy | None,
     executor: str | None,
+    matrix: Mapping[str, str] | None = None,
+    after_failure: bool = False,
 ) -> Chain:
     where = _caller()
     if not _current:
@@ -115,6 +121,8 @@ def _add_step(
         cache=cache,
         executor=executor,
         secrets=secrets,
+        matrix=dict(matrix) if matrix is not None else (parent.matrix if parent else None),
+        after_failure=after_failure,
         parent=parent,
         after=after,
         fork=fork,
@@ -143,6 +151,7 @@ class Chain:
         artifacts: list[str] | None = None,
         cache: CachePolicy | None = None,
         executor: str | None = None,
+        matrix: Mapping[str, str] | None = None,
     ) -> Chain:
         """Run ``command`` after this step, booting from its filesystem snapshot."""
         return _add_step(
@@ -159,6 +168,7 @@ class Chain:
             artifacts=artifacts,
             cache=cache,
             executor=executor,
+            matrix=matrix,
         )
 
     def fork(self, label: str) -> Chain:
@@ -176,8 +186,9 @@ class Chain:
 class Join:
     """Ordering point after several chains; ``.sh()`` starts a fresh chain after all of them."""
 
-    def __init__(self, tails: list[StepSpec]) -> None:
+    def __init__(self, tails: list[StepSpec], continue_on_failure: bool = False) -> None:
         self._tails = tails
+        self._continue_on_failure = continue_on_failure
 
     def sh(
         self,
@@ -192,6 +203,7 @@ class Join:
         artifacts: list[str] | None = None,
         cache: CachePolicy | None = None,
         executor: str | None = None,
+        matrix: Mapping[str, str] | None = None,
     ) -> Chain:
         """Run ``command`` (from its image) once every joined chain has finished."""
         return _add_step(
@@ -199,6 +211,7 @@ class Join:
             None,
             list(self._tails),
             None,
+            after_failure=self._continue_on_failure,
             label=label,
             key=key,
             image=image,
@@ -208,6 +221,7 @@ class Join:
             artifacts=artifacts,
             cache=cache,
             executor=executor,
+            matrix=matrix,
         )
 
 
@@ -223,6 +237,7 @@ def sh(
     artifacts: list[str] | None = None,
     cache: CachePolicy | None = None,
     executor: str | None = None,
+    matrix: Mapping[str, str] | None = None,
 ) -> Chain:
     """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
     return _add_step(
@@ -239,15 +254,20 @@ def sh(
         artifacts=artifacts,
         cache=cache,
         executor=executor,
+        matrix=matrix,
     )
 
 
-def wait(*chains: Chain | Join) -> Join:
-    """Join ``chains``: whatever follows runs after all of them have finished."""
+def wait(*chains: Chain | Join, continue_on_failure: bool = False) -> Join:
+    """Join ``chains``: whatever follows runs after all of them have finished.
+
+    With ``continue_on_failure=True`` it runs even when some of them failed (a
+    report step); the run still fails.
+    """
     tails: list[StepSpec] = []
     for chain in chains:
         tails.extend(_tails(chain))
-    return Join(tails)
+    return Join(tails, continue_on_failure)
 
 
 def _tails(item: Chain | Join) -> list[StepSpec]:
