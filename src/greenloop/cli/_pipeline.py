@@ -108,6 +108,13 @@ def run(
     except ValueError as e:
         store.close()
         fail(str(e))
+    try:
+        hooks = registry.hooks()
+    except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET
+        if remote is not None:
+            remote.close()
+        store.close()
+        fail(str(e))
     options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
@@ -118,7 +125,7 @@ def run(
         registry.Executors(store),
         formatter,
         options,
-        hooks=registry.hooks(),
+        hooks=hooks,
         remote=remote,
     )
 
