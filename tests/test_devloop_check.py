@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,106 @@ def test_an_edit_that_keeps_size_and_mtime_cannot_fool_mypys_cache(
         calc.write_text(text)
         os.utime(calc, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
         assert check_once(root).state is state
+
+
+FLOOD_CHECKER = """
+import sys
+count = int(sys.argv[1])
+write = sys.stdout.write
+# Warnings first, over 100 files; the errors come last, in one file of their own.
+for i in range(count):
+    write(f"src/f{i % 100:03d}.py:{i + 1}:1: warning: a name that is not quite right [W1]\\n")
+for i in range(3):
+    write(f"src/late.py:{i + 1}:1: error: the real problem [E1]\\n")
+sys.exit(1)
+"""
+
+
+def test_a_flood_of_diagnostics_keeps_the_first_n_errors_first_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        {
+            "flood.py": FLOOD_CHECKER,
+            "greenloop.toml": (
+                f"kinds = []\nmax_diagnostics = 50\n[checkers.flood]\n"
+                f'command = ["{sys.executable}", "flood.py", "20000"]\n'
+            ),
+        },
+    )
+    done = cli("check", "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr
+    result = CheckResult.model_validate_json(done.stdout)
+    assert result.state is TreeState.RED
+    assert len(result.diagnostics) == 50
+    # The errors that make the tree red are listed, though they came last.
+    assert [
+        (Path(d.path).name, d.line) for d in result.diagnostics if d.severity is Severity.ERROR
+    ] == [
+        ("late.py", 1),
+        ("late.py", 2),
+        ("late.py", 3),
+    ]
+    assert result.omitted == {Severity.WARNING: 20000 - 47}
+
+    text = cli("check", cwd=tmp_path)
+    assert text.returncode == 1
+    lines = text.stdout.splitlines()
+    assert lines[-2].startswith("... and 19953 more not listed (19953 warning)")
+    assert lines[-1].startswith("RED — 3 errors, 20000 warnings (flood;")
+
+
+def test_errors_past_the_limit_still_make_the_tree_and_their_files_red(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "flood.py": FLOOD_CHECKER.replace("for i in range(3)", "for i in range(30)"),
+            "greenloop.toml": (
+                f"kinds = []\nmax_diagnostics = 10\n[checkers.flood]\n"
+                f'command = ["{sys.executable}", "flood.py", "5"]\n'
+            ),
+        },
+    )
+    done = cli("check", "--json", cwd=tmp_path)
+    assert done.returncode == 1
+    result = CheckResult.model_validate_json(done.stdout)
+    assert result.state is TreeState.RED
+    assert [d.severity for d in result.diagnostics] == [Severity.ERROR] * 10
+    assert result.omitted == {Severity.ERROR: 20, Severity.WARNING: 5}
+    # Not one greenloop "checker-failed": the checker's own errors explain its exit status.
+    assert all(d.source == "flood" for d in result.diagnostics)
+
+
+MEASURE_RSS = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_a_flood_of_diagnostics_is_read_as_a_stream(tmp_path: Path) -> None:
+    # 300,000 diagnostics, 23 MB of output: held in memory they took ~600 MB.
+    write(
+        tmp_path,
+        {
+            "flood.py": FLOOD_CHECKER,
+            "greenloop.toml": (
+                f"kinds = []\n[checkers.flood]\n"
+                f'command = ["{sys.executable}", "flood.py", "300000"]\n'
+            ),
+        },
+    )
+    greenloop = [sys.executable, "-m", "greenloop", "check"]
+    env = {**os.environ, "GREENLOOP_NO_DAEMON": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_RSS, *greenloop],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, max_rss_kb = (int(x) for x in done.stdout.split())
+    assert code == 1
+    assert max_rss_kb < 150_000, f"greenloop check peaked at {max_rss_kb / 1000:.0f} MB"

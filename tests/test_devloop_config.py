@@ -358,7 +358,7 @@ def test_gnu_format_with_and_without_column_severity_and_code() -> None:
         "lib.py:4:2: E999 something odd\n"
         "not a diagnostic line\n"
     )
-    found = gnu(out, "/abs/c.txt:1:1: note: on stderr\n", BASE, "lint")
+    found = list(gnu(out.splitlines(), ["/abs/c.txt:1:1: note: on stderr\n"], BASE, "lint"))
     assert [(d.path, d.line, d.col, d.severity, d.code) for d in found] == [
         ("/proj/src/a.c", 3, 7, Severity.WARNING, "-Wunused"),
         ("/proj/src/b.py", 10, 1, Severity.ERROR, "name-defined"),
@@ -374,7 +374,7 @@ def test_tsc_continuation_lines_and_global_errors() -> None:
         "  Property 'x' is missing in type 'A'.\n"
         "error TS5023: Unknown compiler option 'strictt'.\n"
     )
-    first, second = tsc(out, "", BASE, "tsc")
+    first, second = tsc(out.splitlines(keepends=True), [], BASE, "tsc")
     assert (first.path, first.line, first.col, first.code) == ("/proj/src/a.ts", 4, 9, "TS2322")
     assert first.message.endswith("Property 'x' is missing in type 'A'.")
     assert (second.path, second.line, second.code) == ("/proj/tsconfig.json", 1, "TS5023")
@@ -392,14 +392,14 @@ def test_cargo_spanless_summaries_are_dropped_but_spanless_errors_kept() -> None
         '{"reason":"build-finished","success":false}',
         "not json",
     ]
-    (only,) = cargo_json("\n".join(lines), "", BASE, "rustc")
+    (only,) = cargo_json(lines, [], BASE, "rustc")
     assert (only.path, only.code, only.severity) == ("/proj/Cargo.toml", "E0601", Severity.ERROR)
 
 
 def test_mypy_file_level_errors_are_clamped_to_line_1() -> None:
     out = '{"file": "a.py", "line": -1, "column": -1, "message": "m", "hint": null, '
     out += '"code": "misc", "severity": "error"}\n'
-    (only,) = mypy_json(out, "", BASE, "mypy")
+    (only,) = mypy_json([out], [], BASE, "mypy")
     assert (only.line, only.col) == (1, 1)
 
 

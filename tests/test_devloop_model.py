@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from greenloop.devloop.config import Role
-from greenloop.devloop.model import CheckerReport, Model, Round
+from greenloop.devloop.model import CheckerReport, Model, Omitted, Round
 from greenloop.protocol import (
     BecameGreen,
     BecameRed,
@@ -257,3 +257,22 @@ def test_early_red_on_a_red_tree_updates_verdicts_without_an_edge() -> None:
     events = model.early(ruff(diag(source="ruff")))
     assert edges(events) == []
     assert [e.path for e in events if isinstance(e, FileVerdict)] == [A]
+
+
+def test_omitted_errors_make_the_tree_and_their_file_red() -> None:
+    model = Model()
+    # Only warnings were kept; the errors in B were past the limit and only counted.
+    report = CheckerReport(
+        "mypy",
+        Role.AUTHORITATIVE,
+        (diag(A, Severity.WARNING),),
+        omitted=Omitted.of({(B, Severity.ERROR): 7, (A, Severity.WARNING): 3}),
+    )
+    assert report.has_errors
+    assert edges(model.apply(full(report))) == ["became_red"]
+    verdicts = {v.path: v.state for v in model.snapshot()}
+    assert verdicts == {A: FileState.GREEN, B: FileState.RED}
+    assert model.omitted == {Severity.ERROR: 7, Severity.WARNING: 3}
+    # The next round without them turns green again.
+    assert edges(model.apply(full(mypy(), n=1))) == ["became_green"]
+    assert model.omitted == {}

@@ -201,6 +201,9 @@ def test_peer_requests_get_answers_with_their_id(raw: Any) -> None:
         (b'{"jsonrpc": "2.0", "id": 1, "error": {"message": "no code"}}\n', INVALID_REQUEST),
         (b'{"jsonrpc": "2.0", "id": 999, "result": 1}\n', INVALID_REQUEST),
         (b"\xff\xfe\n", PARSE_ERROR),
+        # Found by the property test: these killed the reader and left calls waiting.
+        (b"[" * 5000 + b"\n", PARSE_ERROR),
+        (b'{"jsonrpc": "2.0", "id": ' + b"9" * 5000 + b', "result": 1}\n', PARSE_ERROR),
     ],
 )
 def test_garbage_fails_waiting_calls_and_is_answered(raw: Any, line: bytes, code: int) -> None:

@@ -31,7 +31,7 @@ from greenloop.protocol.events import (
 from greenloop.protocol.ir import CommandStep
 from greenloop.sdk.loader import load
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 
 _PLUGIN = r'''#!@PYTHON@
 """A test plugin that misbehaves on purpose; MODE says how."""
@@ -92,6 +92,8 @@ for line in sys.stdin:
     elif method == "hook.event":
         if MODE == "crash":
             os._exit(4)
+        if MODE == "hang":
+            time.sleep(600)
         vetoed = params["event"]["type"] == "run_started"
         answer(call_id, {"veto": "not on a Friday" if vetoed else None})
     elif method == "formatter.event":
@@ -345,6 +347,56 @@ def test_a_crashing_stdio_hook_does_not_stop_the_run(
     # Restarted a few times, then given up on: not one process per event.
     assert len(recorded_pids(plugin_dir, "fragile")) == 1 + stdio.StdioHook.max_restarts
     assert_no_leftovers(plugin_dir, "fragile")
+
+
+THREE_STEPS = """
+@gl.pipeline("ci")
+def ci():
+    gl.sh("echo 1", label="one").sh("echo 2", label="two").sh("echo 3", label="three")
+"""
+
+
+def test_a_hanging_stdio_hook_costs_one_budget_per_run_then_is_disabled(
+    store: Store, project: Path, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_plugin(plugin_dir, "hook", "sleepy", "hang")
+    write_pipeline(project, THREE_STEPS)
+    monkeypatch.setenv(stdio.HOOK_BUDGET_ENV, "1")
+    hooks = registry.hooks()
+    try:
+        result, events = run(store, project, hooks=hooks)
+    finally:
+        for hook in hooks:
+            if isinstance(hook, stdio.StdioHook):
+                hook.close()
+    assert result.status == "passed"
+    assert [logs(events, s) for s in ("one", "two", "three")] == [["1"], ["2"], ["3"]]
+    # Eight events (run and step starts and ends); the first one used up the
+    # budget, and the hook was neither restarted nor asked again.
+    [warning] = [line for line in logs(events, "greenloop") if "sleepy" in line]
+    assert "time budget of 1s" in warning and "disabled for the rest of the run" in warning
+    assert len(recorded_pids(plugin_dir, "sleepy")) == 1
+    assert_no_leftovers(plugin_dir, "sleepy")
+
+
+def test_a_hook_given_up_on_warns_once(store: Store, project: Path, plugin_dir: Path) -> None:
+    write_plugin(plugin_dir, "hook", "fragile", "crash")
+    write_pipeline(project, THREE_STEPS)
+    result, events = run(store, project, hooks=[registry.load("hook", "fragile")()])
+    assert result.status == "passed"
+    warnings = [line for line in logs(events, "greenloop") if "fragile" in line]
+    # One warning per start that crashed, the last saying it is given up on.
+    assert len(warnings) == 1 + stdio.StdioHook.max_restarts, warnings
+    assert "disabled for the rest of the run" in warnings[-1]
+    assert_no_leftovers(plugin_dir, "fragile")
+
+
+def test_a_bad_hook_budget_is_a_usage_error(project: Path, plugin_dir: Path) -> None:
+    write_plugin(plugin_dir, "hook", "friday")
+    write_pipeline(project, THREE_STEPS)
+    done = cli("run", cwd=project, env={stdio.HOOK_BUDGET_ENV: "soon", "GREENLOOP_NO_DAEMON": "1"})
+    assert done.returncode == 2
+    assert f"{stdio.HOOK_BUDGET_ENV} must be a positive number" in done.stderr, done.stderr
 
 
 def test_stdio_formatter_writes_what_the_plugin_renders(plugin_dir: Path) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -476,7 +479,7 @@ def test_docker_snapshots_stay_local(nginx: NginxServer, store: Store) -> None:
 
 def test_entry_documents_are_validated() -> None:
     good = {
-        "greenloop_remote_entry": 1,
+        "greenloop_remote_entry": 2,
         "key": "a" * 64,
         "snapshot": "greenloop-snap:x",
         "snapshot_tree": "b" * 64,
@@ -484,11 +487,13 @@ def test_entry_documents_are_validated() -> None:
         "artifacts": [{"key": "c" * 64, "mime": "text/plain", "size_bytes": 3}],
         "created_at": 1.0,
         "policy": "{}",
+        "max_object_bytes": 3,
     }
     assert RemoteEntry.model_validate(good).roots() == ["b" * 64, "c" * 64]
     for bad in (
-        {"greenloop_remote_entry": 2},
+        {"greenloop_remote_entry": 1},
         {"snapshot_tree": "../x"},
+        {"max_object_bytes": -1},
         {"artifacts": [{"key": "/etc/passwd", "mime": "x", "size_bytes": 1}]},
         {"created_at": float("inf")},
         {"surprise": True},
@@ -542,3 +547,125 @@ def test_cli_flags_env_and_stats(nginx: NginxServer, chain: Path, tmp_path: Path
 
 def nginx_statuses(server: NginxServer) -> set[int]:
     return {status for _, _, status in server.requests()}
+
+
+class HugeBodyServer(ThreadingHTTPServer):
+    """Serves another server's entries, but answers every blob with far too many bytes.
+
+    ``declared`` sends ``Content-Length: 10**10``; ``undeclared`` sends no length
+    and just streams. Either stops after 2 GB, so an unbounded client ends too.
+    """
+
+    def __init__(self, root: Path, declared: bool) -> None:
+        super().__init__(("127.0.0.1", 0), _HugeBodyHandler)
+        self.root, self.declared = root, declared
+        self.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _HugeBodyHandler(BaseHTTPRequestHandler):
+    server: HugeBodyServer
+
+    def do_GET(self) -> None:
+        path = self.server.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        if "/cas/" not in self.path:
+            data = path.read_bytes()
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if self.server.declared:
+            self.send_header("Content-Length", str(10**10))
+        self.end_headers()
+        self.close_connection = True
+        chunk = b"\0" * (1 << 20)
+        try:
+            for _ in range(2000):
+                self.wfile.write(chunk)
+        except OSError:
+            return  # the client hung up: what a bounded client does
+
+    def do_HEAD(self) -> None:
+        path = self.server.root / self.path.lstrip("/")
+        self.send_response(200 if path.is_file() else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length-1e10", "no-length"])
+def test_a_body_longer_than_its_object_is_refused_before_it_is_read(
+    nginx: NginxServer, stores: tuple[Store, Store], chain: Path, declared: bool
+) -> None:
+    store_a, store_b = stores
+    run(store_a, chain, Remote(store_a, nginx.url))
+    server = HugeBodyServer(nginx.root, declared)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = Remote(store_b, server.url, mode="read")
+        result, events = run(store_b, chain, remote)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses(result) == {"deps": "passed", "build": "passed", "smoke": "passed"}
+    assert logs(events, "smoke") == ["dep-v1", "source one"]
+    # The largest object here is 3 MB: no download may read much past that.
+    stats = remote.cache.stats
+    assert stats.bytes_downloaded < 8 * 3_100_000, stats
+    [warning] = remote.warnings
+    assert "is larger than" in warning and "treated as a miss" in warning, warning
+    assert store_b.verify() == []
+
+
+def test_an_entry_document_promising_a_huge_body_is_refused_unread(
+    stores: tuple[Store, Store], nginx: NginxServer, chain: Path
+) -> None:
+    store_a, store_b = stores
+    run(store_a, chain, Remote(store_a, nginx.url))
+    for doc in (nginx.root / "ac").iterdir():
+        doc.write_bytes(b" " * (5 << 20))
+    remote = Remote(store_b, nginx.url, mode="read")
+    result, _ = run(store_b, chain, remote)
+    assert statuses(result)["deps"] == "passed"
+    [warning] = remote.warnings
+    assert "entry document is larger than" in warning
+    assert remote.cache.stats.bytes_downloaded == 0  # refused on its Content-Length
+
+
+@pytest.fixture
+def unprivileged_dir() -> Iterator[Path]:
+    """A folder outside pytest's (root-only) tree that user ``nobody`` can reach."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run nginx as another user")
+    path = Path(tempfile.mkdtemp(prefix="greenloop-nginx-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_403_from_a_server_that_cannot_read_its_folder_is_not_called_credentials(
+    unprivileged_dir: Path, store: Store, chain: Path
+) -> None:
+    server = NginxServer(unprivileged_dir, binary=require_nginx(), user="nobody")
+    # A blob folder the server's user may not enter: nginx answers 403 for it.
+    (server.root / "cas").mkdir(parents=True)
+    with server:
+        (server.root / "cas").chmod(0o700)
+        os.chown(server.root / "cas", 0, 0)
+        remote = Remote(store, server.url)
+        result, _ = run(store, chain, remote)
+    assert result.status == "passed"
+    assert any(status == 403 for _, _, status in server.requests())
+    [warning] = remote.warnings
+    assert "refused (HTTP 403: credentials or server permissions)" in warning, warning
+    assert "credentials refused" not in warning

@@ -45,6 +45,10 @@ def require_nginx() -> str:
     return binary
 
 
+_AS_USER = ["setpriv", "--regid=nogroup", "--clear-groups"]
+"""The start of a command running the rest as another user (``--reuid=USER`` follows)."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now."""
     with socket.socket() as s:
@@ -54,7 +58,11 @@ def free_port() -> int:
 
 
 class NginxServer:
-    """nginx serving ``data/`` under ``directory`` with WebDAV PUT, on a free loopback port."""
+    """nginx serving ``data/`` under ``directory`` with WebDAV PUT, on a free loopback port.
+
+    With ``user``, nginx runs as that user (root only) and ``directory`` is
+    handed to it; every folder above ``directory`` must let that user through.
+    """
 
     def __init__(
         self,
@@ -64,6 +72,7 @@ class NginxServer:
         token: str | None = None,
         basic: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        user: str | None = None,
     ) -> None:
         self.directory = directory
         self.root = directory / "data"
@@ -72,6 +81,7 @@ class NginxServer:
         self.token = token
         self.basic = basic
         self.tls = tls
+        self.user = user
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -87,8 +97,14 @@ class NginxServer:
         for _ in range(5):
             self.port = free_port()
             conf = self._write_conf()
+            # Run as another user: root reads and writes every folder, a real server does not.
+            drop = [] if self.user is None else [*_AS_USER, f"--reuid={self.user}"]
+            if self.user is not None:
+                shutil.chown(self.directory, self.user)
+                for path in self.directory.rglob("*"):
+                    shutil.chown(path, self.user)
             self.proc = subprocess.Popen(
-                [self.binary, "-p", str(self.directory), "-c", str(conf), "-e", "error.log"],
+                [*drop, self.binary, "-p", str(self.directory), "-c", str(conf), "-e", "error.log"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -36,7 +36,6 @@ from greenloop.devloop.status import (
 from greenloop.protocol import (
     BecameRed,
     BuildResult,
-    Diagnostic,
     Failed,
     SetupError,
     Severity,
@@ -85,7 +84,11 @@ def check(root: Path, as_json: bool) -> None:
     else:
         for diagnostic in result.diagnostics:
             click.echo(diagnostic.render())
-        click.echo(_summary(result.state, result.diagnostics, result.checkers, result.duration_ms))
+        counts = Counter(d.severity for d in result.diagnostics)
+        counts.update(result.omitted)
+        if result.omitted:
+            click.echo(_omitted(result.omitted))
+        click.echo(_summary(result.state, counts, result.checkers, result.duration_ms))
     sys.exit(0 if result.state is TreeState.GREEN else EXIT_RED)
 
 
@@ -320,14 +323,23 @@ def _signals_set(
             signal.signal(sig, old)
 
 
+def _omitted(omitted: Mapping[Severity, int]) -> str:
+    """The line saying the list above is cut short, and by how much."""
+    total = sum(omitted.values())
+    parts = ", ".join(f"{n} {severity.value}" for severity, n in sorted(omitted.items()) if n)
+    return (
+        f"... and {total} more not listed ({parts}): each checker's report keeps its first "
+        "`max_diagnostics` (errors first) and counts the rest"
+    )
+
+
 def _summary(
-    state: TreeState, diagnostics: list[Diagnostic], checkers: list[str], duration_ms: int
+    state: TreeState, counts: Mapping[Severity, int], checkers: list[str], duration_ms: int
 ) -> str:
-    counts = Counter(d.severity for d in diagnostics)
     took = f"{', '.join(checkers)}; {duration_ms / 1000:.2f}s"
     if state is TreeState.UNKNOWN:
         return f"UNKNOWN — the tree kept changing while it was checked ({took})"
-    errors, warnings = counts[Severity.ERROR], counts[Severity.WARNING]
+    errors, warnings = counts.get(Severity.ERROR, 0), counts.get(Severity.WARNING, 0)
     return (
         f"{state.value.upper()} — {errors} error{'s' * (errors != 1)}, "
         f"{warnings} warning{'s' * (warnings != 1)} ({took})"
@@ -351,10 +363,12 @@ class _TextPrinter(Listener):
 
     def verdict(self, verdict: Verdict) -> None:
         elapsed = time.monotonic() - self._started
-        line = _summary(verdict.tree, verdict.diagnostics, verdict.checkers, verdict.duration_ms)
+        line = _summary(verdict.tree, verdict.counts(), verdict.checkers, verdict.duration_ms)
         click.echo(f"[+{elapsed:8.3f}s] {line}")
         for diagnostic in verdict.diagnostics:
             click.echo(f"  {diagnostic.render()}")
+        if verdict.omitted:
+            click.echo(f"  {_omitted(verdict.omitted)}")
 
 
 class _JsonPrinter(Listener):

@@ -181,6 +181,13 @@ def run(
     except ValueError as e:
         store.close()
         fail(str(e))
+    try:
+        hooks = registry.hooks()
+    except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET
+        if remote is not None:
+            remote.close()
+        store.close()
+        fail(str(e))
     options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
@@ -191,7 +198,7 @@ def run(
         registry.Executors(store),
         _until_output_closes(formatter),
         options,
-        hooks=registry.hooks(),
+        hooks=hooks,
         remote=remote,
         secrets=_secret_values(selected, secret_files, secret_vars),
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from greenloop.devloop.config import (
     DEFAULT_CHECKER_TIMEOUT_S,
+    DEFAULT_MAX_DIAGNOSTICS,
     PYPROJECT,
     CheckerSettings,
     Config,
@@ -69,6 +70,8 @@ class Checker:
     cache_guard: CacheGuard | None = None
     builtin: bool = False
     timeout_s: float = DEFAULT_CHECKER_TIMEOUT_S
+    max_diagnostics: int = DEFAULT_MAX_DIAGNOSTICS
+    """How many of its diagnostics a report keeps; the rest are counted (``max_diagnostics``)."""
 
     @property
     def program(self) -> str:
@@ -232,6 +235,7 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
             if override.timeout_s is not None
             else config.settings.checker_timeout_s
         ),
+        max_diagnostics=config.settings.max_diagnostics,
     )
 
 

@@ -29,6 +29,9 @@ DEFAULT_CHECKER_TIMEOUT_S = 600.0
 MAX_CHECKER_TIMEOUT_S = 86_400.0
 """The longest timeout accepted: a day is far past any real check, and "never" is not offered."""
 
+DEFAULT_MAX_DIAGNOSTICS = 1_000
+"""Diagnostics kept from one checker's run (``max_diagnostics``); the rest are only counted."""
+
 
 class ConfigError(SetupError):
     """The greenloop config is unreadable or invalid; the message names the file and key."""
@@ -134,6 +137,16 @@ class Settings(BaseModel):
         le=MAX_CHECKER_TIMEOUT_S,
         allow_inf_nan=False,
         description="Seconds any checker may run before it is killed and the tree is red.",
+    )
+    max_diagnostics: int = Field(
+        default=DEFAULT_MAX_DIAGNOSTICS,
+        ge=1,
+        le=1_000_000,
+        strict=True,
+        description=(
+            "Diagnostics kept from each checker's run, errors first; the rest are counted "
+            "per file and severity, and still make the tree red."
+        ),
     )
     target: TargetTriple | None = Field(default=None, description="Default: the host triple.")
     profile: Profile = Profile.DEV

@@ -25,7 +25,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from greenloop.devloop.config import Role
@@ -36,7 +38,7 @@ from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
 from greenloop.devloop.runner import tree_error
 from greenloop.devloop.watcher import ChangeFilter, Watcher
-from greenloop.protocol import Diagnostic, SetupError, StateEvent, TreeState
+from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
 
 UNSETTLED_RETRIES = 3
 """Rounds re-run at once while the tree changes under the checkers without a file event."""
@@ -60,6 +62,14 @@ class Verdict:
     checkers: list[str]
     duration_ms: int
     changed: frozenset[str]
+    omitted: Mapping[Severity, int] = field(default_factory=dict)
+    """Diagnostics the reports only counted (past ``max_diagnostics``), per severity."""
+
+    def counts(self) -> Counter[Severity]:
+        """Diagnostics per severity, listed or omitted."""
+        counts = Counter(d.severity for d in self.diagnostics)
+        counts.update(self.omitted)
+        return counts
 
 
 class Listener:
@@ -242,7 +252,14 @@ class WatchLoop:
             self._listener.events(events)
         names = [c.name for c in self._setup.checkers]
         self._listener.verdict(
-            Verdict(self.model.tree, self.model.diagnostics, names, duration_ms, changed)
+            Verdict(
+                self.model.tree,
+                self.model.diagnostics,
+                names,
+                duration_ms,
+                changed,
+                self.model.omitted,
+            )
         )
 
 

@@ -8,7 +8,8 @@ level-triggered (they describe the current state and may be resent, see
 The rules:
 
 * Any error-severity diagnostic, from an authoritative or an advisory checker,
-  makes the tree red.
+  makes the tree red -- also one a checker's report only counted
+  (:class:`Omitted`): a file with such errors is red, listed or not.
 * The tree turns green only after a *decisive* round: every authoritative
   checker configured reported (ran to the end) for one state of the tree whose
   build identity is known, and nobody reported an error. Advisory checkers can
@@ -24,7 +25,8 @@ The rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from greenloop.devloop.config import Role
@@ -42,13 +44,43 @@ from greenloop.protocol import (
 
 
 @dataclass(frozen=True)
+class Omitted:
+    """Diagnostics a report did not keep (past ``max_diagnostics``): counted per file and severity.
+
+    ``counts`` holds ``(path, severity, how many)``, one item per pair.
+    """
+
+    counts: tuple[tuple[str, Severity, int], ...] = ()
+
+    @classmethod
+    def of(cls, counts: Mapping[tuple[str, Severity], int]) -> Omitted:
+        """From a mapping of ``(path, severity)`` to a count, in a stable order."""
+        return cls(tuple((p, s, n) for (p, s), n in sorted(counts.items()) if n > 0))
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def by_severity(self) -> dict[Severity, int]:
+        """How many were left out, per severity."""
+        totals: Counter[Severity] = Counter()
+        for _, severity, n in self.counts:
+            totals[severity] += n
+        return dict(totals)
+
+    def error_paths(self) -> set[str]:
+        """The files with errors among those left out."""
+        return {p for p, severity, _ in self.counts if severity is Severity.ERROR}
+
+
+@dataclass(frozen=True)
 class CheckerReport:
     """A checker that finished (or was stopped at its timeout), and everything it said.
 
     ``complete`` is False for a checker stopped before it ran to the end: its
     errors count, but it vouches for nothing, so its round is not decisive.
     ``crashed`` is True for one that died of a signal or hung past its timeout,
-    so that running it again may well say something else.
+    so that running it again may well say something else. ``omitted`` counts
+    what it said beyond the diagnostics kept.
     """
 
     checker: str
@@ -56,11 +88,14 @@ class CheckerReport:
     diagnostics: tuple[Diagnostic, ...] = ()
     complete: bool = True
     crashed: bool = False
+    omitted: Omitted = Omitted()
 
     @property
     def has_errors(self) -> bool:
-        """True when any of its diagnostics is an error (which makes the tree red)."""
-        return any(d.severity is Severity.ERROR for d in self.diagnostics)
+        """True when any of its diagnostics, kept or omitted, is an error (the tree is red)."""
+        return bool(self.omitted.error_paths()) or any(
+            d.severity is Severity.ERROR for d in self.diagnostics
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +131,8 @@ class Model:
 
     def __init__(self) -> None:
         self._tree = TreeState.UNKNOWN
-        # Diagnostics per checker, so a partial round replaces only what it re-checked.
-        self._by_checker: dict[str, tuple[Diagnostic, ...]] = {}
+        # Reports per checker, so a partial round replaces only what it re-checked.
+        self._by_checker: dict[str, CheckerReport] = {}
         self._checked: set[str] = set()
         self._known: set[str] = set()
         self._sent: dict[str, FileVerdict] = {}
@@ -115,8 +150,16 @@ class Model:
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
-        """Every current diagnostic, sorted by place, without duplicates."""
-        return sorted_diagnostics(d for diags in self._by_checker.values() for d in diags)
+        """Every current diagnostic kept, sorted by place, without duplicates."""
+        return sorted_diagnostics(d for r in self._by_checker.values() for d in r.diagnostics)
+
+    @property
+    def omitted(self) -> dict[Severity, int]:
+        """How many current diagnostics were left out, per severity (see :class:`Omitted`)."""
+        totals: Counter[Severity] = Counter()
+        for report in self._by_checker.values():
+            totals.update(report.omitted.by_severity())
+        return dict(totals)
 
     def invalidate(self) -> list[StateEvent]:
         """The tree changed: a green verdict no longer describes it.
@@ -135,13 +178,13 @@ class Model:
             # A whole-tree round is the full truth: checkers no longer configured say nothing.
             self._by_checker = {}
         for report in round_.reports:
-            self._by_checker[report.checker] = report.diagnostics
+            self._by_checker[report.checker] = report
         decisive = round_.decisive
         if round_.files is not None:
             self._known = set(round_.files)
             self._checked = set(round_.files) if decisive else set()
         events: list[StateEvent] = list(self._file_events())
-        errors = any(d.severity is Severity.ERROR for d in self.diagnostics)
+        errors = any(r.has_errors for r in self._by_checker.values())
         if errors:
             events.extend(self._enter_red())
         elif decisive:
@@ -189,12 +232,16 @@ class Model:
         by_path: dict[str, list[Diagnostic]] = {}
         for d in self.diagnostics:
             by_path.setdefault(d.path, []).append(d)
+        red = {p for r in self._by_checker.values() for p in r.omitted.error_paths()}
         return {
-            path: self._verdict(path, by_path.get(path, [])) for path in self._known | set(by_path)
+            path: self._verdict(path, by_path.get(path, []), path in red)
+            for path in self._known | set(by_path) | red
         }
 
-    def _verdict(self, path: str, diagnostics: list[Diagnostic]) -> FileVerdict:
-        if any(d.severity is Severity.ERROR for d in diagnostics):
+    def _verdict(
+        self, path: str, diagnostics: list[Diagnostic], omitted_errors: bool
+    ) -> FileVerdict:
+        if omitted_errors or any(d.severity is Severity.ERROR for d in diagnostics):
             state = FileState.RED
         elif path in self._checked:
             state = FileState.GREEN

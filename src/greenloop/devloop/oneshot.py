@@ -42,4 +42,5 @@ def check_once(root: Path, cancel: threading.Event | None = None) -> CheckResult
         diagnostics=model.diagnostics,
         checkers=[c.name for c in setup.checkers],
         duration_ms=int((time.monotonic() - started) * 1000),
+        omitted=model.omitted,
     )

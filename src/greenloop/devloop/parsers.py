@@ -1,24 +1,57 @@
-"""Turning each checker's output into :class:`Diagnostic` values (absolute paths, 1-based).
+"""Turning each checker's output into diagnostics (absolute paths, 1-based).
 
-Parsers are pure: they get the captured output and the folder relative paths are
-relative to, and never fail — output they cannot read is simply not a
-diagnostic (the runner turns a failing exit status with no error into one).
+Parsers are pure: they get the captured output, as lines, and the folder
+relative paths are relative to, and never fail — output they cannot read is
+simply not a diagnostic (the runner turns a failing exit status with no error
+into one). They read their input as a stream and yield :class:`Found`
+tuples, not :class:`Diagnostic` models: a checker may print a million of
+them, and only the first few (see :func:`greenloop.devloop.runner.collect`)
+are worth a validated model; the rest are only counted.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from greenloop.devloop.config import Format
 from greenloop.protocol import Diagnostic, Severity
 
-Parser = Callable[[str, str, Path, str], list[Diagnostic]]
-"""``(stdout, stderr, base, source) -> diagnostics``."""
+Lines = Iterable[str]
+"""A stream's text, one line at a time (line ends may be kept)."""
+
+
+class Found(NamedTuple):
+    """A diagnostic as a parser found it: the fields of :class:`Diagnostic`, unvalidated."""
+
+    path: str
+    line: int
+    col: int
+    severity: Severity
+    message: str
+    code: str | None
+    source: str
+
+    def diagnostic(self) -> Diagnostic:
+        """The validated contract value."""
+        return Diagnostic(
+            path=self.path,
+            line=self.line,
+            col=self.col,
+            severity=self.severity,
+            code=self.code,
+            message=self.message,
+            source=self.source,
+        )
+
+
+Parser = Callable[[Lines, Lines, Path, str], Iterator[Found]]
+"""``(stdout lines, stderr lines, base, source) -> what was found, in output order``."""
 
 _SEVERITY_WORDS = {
     "error": Severity.ERROR,
@@ -36,8 +69,8 @@ _SEVERITY_WORDS = {
 }
 
 
-def parse(fmt: Format, stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
-    """Diagnostics in a checker's output, read as ``fmt``."""
+def parse(fmt: Format, stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
+    """Diagnostics in a checker's output, read as ``fmt``, as they come."""
     return _PARSERS[fmt](stdout, stderr, base, source)
 
 
@@ -64,7 +97,9 @@ def _text(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+@functools.lru_cache(maxsize=4096)
 def _absolute(path: str, base: Path) -> str:
+    # Cached: a flood of diagnostics names the same few files over and over.
     return os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
 
 
@@ -77,21 +112,28 @@ def _diagnostic(
     source: str,
     base: Path,
     code: str | None = None,
-) -> Diagnostic:
+) -> Found:
     # Tools use 0 or -1 for "the whole file"; the contract is 1-based.
-    return Diagnostic(
-        path=_absolute(path, base),
-        line=max(line, 1),
-        col=max(col, 1),
-        severity=severity,
-        code=code or None,
-        message=message.strip() or "(no message)",
-        source=source,
+    return Found(
+        _absolute(path, base),
+        max(line, 1),
+        max(col, 1),
+        severity,
+        message.strip() or "(no message)",
+        code or None,
+        source,
     )
 
 
-def _json_lines(text: str) -> Iterator[dict[str, Any]]:
-    for line in text.splitlines():
+def _both(stdout: Lines, stderr: Lines) -> Iterator[str]:
+    """Every line of stdout, then of stderr, without line ends."""
+    for stream in (stdout, stderr):
+        for line in stream:
+            yield line.rstrip("\r\n")
+
+
+def _json_lines(lines: Lines) -> Iterator[dict[str, Any]]:
+    for line in lines:
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -103,7 +145,9 @@ def _json_lines(text: str) -> Iterator[dict[str, Any]]:
             yield value
 
 
-def _json_document(text: str) -> Any:
+def _json_document(lines: Lines) -> Any:
+    # One JSON document (ruff's array, pyright's object) is read whole.
+    text = "".join(lines)
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
         return None
@@ -113,22 +157,20 @@ def _json_document(text: str) -> Any:
         return None
 
 
-def cargo_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def cargo_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``cargo --message-format=json``: compiler messages at their primary span."""
-    found = []
     for record in _json_lines(stdout):
         message = record.get("message")
         if record.get("reason") != "compiler-message" or not isinstance(message, dict):
             continue
-        diagnostic = _rustc_message(message, record.get("manifest_path"), base, source)
-        if diagnostic is not None:
-            found.append(diagnostic)
-    return found
+        found = _rustc_message(message, record.get("manifest_path"), base, source)
+        if found is not None:
+            yield found
 
 
 def _rustc_message(
     message: dict[str, Any], manifest: object, base: Path, source: str
-) -> Diagnostic | None:
+) -> Found | None:
     level = str(message.get("level", "error"))
     text = str(message.get("message", ""))
     code = message.get("code")
@@ -158,17 +200,16 @@ def _rustc_message(
     )
 
 
-def ruff_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def ruff_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``ruff check --output-format=json``: one array of violations."""
     document = _json_document(stdout)
     if not isinstance(document, list):
-        return []
-    found = []
+        return
     for item in document:
         if not isinstance(item, dict):
             continue
         location = _mapping(item.get("location"))
-        found.append(
+        yield (
             _diagnostic(
                 str(item.get("filename", "")),
                 _int(location.get("row"), 1),
@@ -180,19 +221,17 @@ def ruff_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnos
                 _text(item.get("code")),
             )
         )
-    return found
 
 
-def mypy_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def mypy_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``mypy -O json``: one object a line, 0-based columns."""
-    found = []
     for item in _json_lines(stdout):
         if "file" not in item or "message" not in item:
             continue
         message = str(item["message"])
         if item.get("hint"):
             message = f"{message}; {item['hint']}"
-        found.append(
+        yield (
             _diagnostic(
                 str(item["file"]),
                 _int(item.get("line"), 1),
@@ -204,20 +243,18 @@ def mypy_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnos
                 _text(item.get("code")),
             )
         )
-    return found
 
 
-def pyright_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def pyright_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``pyright --outputjson``: ``generalDiagnostics`` with 0-based LSP ranges."""
     document = _json_document(stdout)
     if not isinstance(document, dict):
-        return []
-    found = []
+        return
     for item in document.get("generalDiagnostics") or []:
         if not isinstance(item, dict):
             continue
         start = _mapping(_mapping(item.get("range")).get("start"))
-        found.append(
+        yield (
             _diagnostic(
                 str(item.get("file", "")),
                 _int(start.get("line"), 0) + 1,
@@ -229,12 +266,11 @@ def pyright_json(stdout: str, stderr: str, base: Path, source: str) -> list[Diag
                 _text(item.get("rule")),
             )
         )
-    return found
 
 
 def lsp_diagnostics(items: list[Any], path: str, source: str) -> list[Diagnostic]:
     """LSP ``Diagnostic`` objects about the file at ``path`` (0-based ranges, numeric severity)."""
-    found = []
+    found: list[Diagnostic] = []
     for item in items:
         if not isinstance(item, dict):
             continue
@@ -250,7 +286,7 @@ def lsp_diagnostics(items: list[Any], path: str, source: str) -> list[Diagnostic
                 source,
                 Path(path).parent,
                 _text(item.get("code")),
-            )
+            ).diagnostic()
         )
     return found
 
@@ -262,14 +298,14 @@ _TSC_AT = re.compile(
 _TSC_GLOBAL = re.compile(r"^(?P<sev>error|warning|message) (?P<code>TS\d+): (?P<msg>.*)$")
 
 
-def tsc(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def tsc(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``tsc --pretty false``: ``file(line,col): error TSxxxx: message`` plus indented detail."""
-    found: list[Diagnostic] = []
-    for line in (stdout + "\n" + stderr).splitlines():
-        if line[:1].isspace() and found and line.strip():
+    # Held back until the next line shows whether it elaborates this one.
+    pending: Found | None = None
+    for line in _both(stdout, stderr):
+        if line[:1].isspace() and pending is not None and line.strip():
             # Elaboration of the previous diagnostic ("Type 'x' is not assignable…").
-            last = found[-1]
-            found[-1] = last.model_copy(update={"message": f"{last.message} {line.strip()}"})
+            pending = pending._replace(message=f"{pending.message} {line.strip()}")
             continue
         if match := _TSC_AT.match(line):
             path, row, col = match["path"], int(match["line"]), int(match["col"])
@@ -277,12 +313,13 @@ def tsc(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
             path, row, col = "tsconfig.json", 1, 1
         else:
             continue
-        found.append(
-            _diagnostic(
-                path, row, col, _severity(match["sev"]), match["msg"], source, base, match["code"]
-            )
+        if pending is not None:
+            yield pending
+        pending = _diagnostic(
+            path, row, col, _severity(match["sev"]), match["msg"], source, base, match["code"]
         )
-    return found
+    if pending is not None:
+        yield pending
 
 
 _GNU = re.compile(
@@ -294,29 +331,25 @@ _GNU = re.compile(
 _TRAILING_CODE = re.compile(r"^(?P<msg>.*?)\s+\[(?P<code>[\w.\-/]+)\]$")
 
 
-def gnu(stdout: str, stderr: str, base: Path, source: str) -> list[Diagnostic]:
+def gnu(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
     """``file:line[:col]: [severity:] message [code]`` on either stream; no severity means error."""
-    found = []
-    for line in (stdout + "\n" + stderr).splitlines():
+    for line in _both(stdout, stderr):
         match = _GNU.match(line)
         if match is None:
             continue
         message, code = match["msg"], None
         if tail := _TRAILING_CODE.match(message):
             message, code = tail["msg"], tail["code"]
-        found.append(
-            _diagnostic(
-                match["path"],
-                int(match["line"]),
-                int(match["col"] or 1),
-                _severity(match["sev"]),
-                message,
-                source,
-                base,
-                code,
-            )
+        yield _diagnostic(
+            match["path"],
+            int(match["line"]),
+            int(match["col"] or 1),
+            _severity(match["sev"]),
+            message,
+            source,
+            base,
+            code,
         )
-    return found
 
 
 _PARSERS: dict[Format, Parser] = {

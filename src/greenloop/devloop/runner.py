@@ -6,6 +6,11 @@ checker, its exit status and the end of its output. A checker still running at
 its timeout has its process group killed and gets an error naming the checker
 and the timeout, in an incomplete report. Nothing is ever assumed green because
 its output could not be read or never came.
+
+A report keeps at most the checker's ``max_diagnostics`` diagnostics, errors
+first (:func:`collect`); the others are counted per file and severity, so a
+checker printing a million of them costs a pass over its output, not a
+million validated models, and its errors still make the tree red.
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from greenloop.devloop import process
 from greenloop.devloop.checkers import Checker
 from greenloop.devloop.config import Format
 from greenloop.devloop.lsp import LanguageServers, ServerFailed
-from greenloop.devloop.model import CheckerReport, sorted_diagnostics
-from greenloop.devloop.parsers import parse
+from greenloop.devloop.model import CheckerReport, Omitted, sorted_diagnostics
+from greenloop.devloop.parsers import Found, parse
 from greenloop.protocol import Diagnostic, SetupError, Severity
 
 _TAIL_LINES = 12
@@ -94,6 +100,15 @@ def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> Checke
         raise SetupError(f"checker {checker.name!r} could not start {checker.program}: {e}") from e
     if done is None:
         return None
+    try:
+        return _report(root, checker, done)
+    finally:
+        done.close()
+
+
+def _report(
+    root: Path, checker: Checker, done: process.Completed | process.TimedOut
+) -> CheckerReport:
     if isinstance(done, process.TimedOut):
         # Whatever it printed before the kill may be half a record: only the timeout is told.
         diagnostic = _timeout(root, checker, done)
@@ -101,8 +116,10 @@ def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> Checke
             checker.name, checker.role, (diagnostic,), complete=False, crashed=True
         )
     base = _cargo_workspace(root, checker) if checker.format is Format.CARGO_JSON else root
-    diagnostics = parse(checker.format, done.stdout, done.stderr, base, checker.source)
-    if done.returncode != 0 and not any(d.severity is Severity.ERROR for d in diagnostics):
+    found = parse(checker.format, done.stdout.lines(), done.stderr.lines(), base, checker.source)
+    diagnostics, omitted = collect(found, checker.max_diagnostics)
+    has_errors = omitted.error_paths() or any(d.severity is Severity.ERROR for d in diagnostics)
+    if done.returncode != 0 and not has_errors:
         diagnostics.append(_failure(root, checker, done))
     killed = done.returncode < 0  # by a signal nobody here sent: cancelling returns None
     return CheckerReport(
@@ -111,7 +128,30 @@ def run_checker(root: Path, checker: Checker, cancel: threading.Event) -> Checke
         tuple(sorted_diagnostics(diagnostics)),
         complete=not killed,
         crashed=killed,
+        omitted=omitted,
     )
+
+
+def collect(found: Iterable[Found], limit: int) -> tuple[list[Diagnostic], Omitted]:
+    """The first ``limit`` diagnostics, errors first, and counts of the rest.
+
+    Errors win places from other severities: once ``limit`` are kept, an
+    error pushes out the last non-error kept, so what makes the tree red is
+    listed whenever it can be. Only kept ones become :class:`Diagnostic` models.
+    """
+    errors: list[Diagnostic] = []
+    others: list[Diagnostic] = []
+    left_out: Counter[tuple[str, Severity]] = Counter()
+    for item in found:
+        if len(errors) + len(others) < limit:
+            (errors if item.severity is Severity.ERROR else others).append(item.diagnostic())
+        elif item.severity is Severity.ERROR and others:
+            pushed = others.pop()
+            left_out[pushed.path, pushed.severity] += 1
+            errors.append(item.diagnostic())
+        else:
+            left_out[item.path, item.severity] += 1
+    return errors + others, Omitted.of(left_out)
 
 
 def _run_server(
@@ -187,8 +227,8 @@ def _timeout(root: Path, checker: Checker, done: process.TimedOut) -> Diagnostic
     )
 
 
-def _tail(stdout: str, stderr: str) -> str:
-    output = (stderr.strip() or stdout.strip()).splitlines()[-_TAIL_LINES:]
+def _tail(stdout: process.Output, stderr: process.Output) -> str:
+    output = (stderr.tail().strip() or stdout.tail().strip()).splitlines()[-_TAIL_LINES:]
     return " | ".join(line.strip() for line in output if line.strip()) or "no output"
 
 

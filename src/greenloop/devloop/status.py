@@ -287,13 +287,13 @@ class StatusListener(Listener):
     def verdict(self, verdict: Verdict) -> None:
         """A round finished: record its verdict and counts."""
         self._checks += 1
-        counts = Counter(d.severity for d in verdict.diagnostics)
+        counts = verdict.counts()
         self._writer.update(
             activity="idle",
             verdict=verdict.tree,
             errors=counts[Severity.ERROR],
             warnings=counts[Severity.WARNING],
-            diagnostics=len(verdict.diagnostics),
+            diagnostics=sum(counts.values()),
             checkers=verdict.checkers,
             checks=self._checks,
             last_check_at=time.time(),

@@ -278,6 +278,10 @@ class Connection:
             self._fail(e)
             if isinstance(e, ProtocolError):
                 self._answer(None, error=RpcError(_code_for(e), str(e)))
+        except Exception as e:
+            # A reader that dies without failing the connection would leave every
+            # waiting call waiting for ever: whatever it was, it is the peer's garbage.
+            self._fail(ProtocolError(f"unreadable message ({type(e).__name__}: {e})"))
         finally:
             # Only this thread reads the stream, so only it may close it without racing.
             with contextlib.suppress(OSError, ValueError):
@@ -287,7 +291,11 @@ class Connection:
     def _receive(self, raw: bytes) -> None:
         try:
             message = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except RecursionError:
+            raise _ParseError(f"JSON nested too deeply: {_excerpt(raw)}") from None
+        except ValueError as e:
+            # JSONDecodeError and UnicodeDecodeError, and a number with more digits
+            # than Python converts (a plain ValueError).
             raise _ParseError(f"not JSON: {e}: {_excerpt(raw)}") from None
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             raise ProtocolError(f"not a JSON-RPC 2.0 message: {_excerpt(raw)}")

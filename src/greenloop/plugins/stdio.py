@@ -79,6 +79,10 @@ TIMEOUT_ENV = "GREENLOOP_PLUGIN_TIMEOUT"
 """Environment variable replacing :data:`DEFAULT_RUN_TIMEOUT` (seconds)."""
 EVENT_TIMEOUT = 30.0
 """Seconds a hook or formatter has to answer one event (and a discard to finish)."""
+HOOK_BUDGET = 10.0
+"""Seconds a hook has for all of one run's events, its start included; then it is disabled."""
+HOOK_BUDGET_ENV = "GREENLOOP_HOOK_BUDGET"
+"""Environment variable replacing :data:`HOOK_BUDGET` (seconds)."""
 CANCEL_GRACE = 5.0
 """Seconds an executor has to return once its step is cancelled."""
 SHUTDOWN_TIMEOUT = 5.0
@@ -248,7 +252,7 @@ class _Plugin:
                 if cancel_deadline is not None and limit == cancel_deadline:
                     self.kill()
                     raise _Cancelled
-                raise self.fail("timeout", f"no answer to {method} within {timeout:g}s; killed")
+                raise self.fail("timeout", f"no answer to {method} within {timeout:.3g}s; killed")
             # End of input alone cannot tell us the plugin died: anything it started
             # inherits its stdout and keeps the pipe open. So watch the process too,
             # leaving a moment for an answer it wrote just before exiting to arrive.
@@ -421,38 +425,67 @@ class StdioExecutor:
 class StdioHook:
     """A hook plugin run as one long-lived process, started on the first event.
 
+    A run creates its hooks, so one instance lives for one run, and has
+    :attr:`budget_s` seconds for all of that run's events, its start
+    included: each call may take what is left (at most :data:`EVENT_TIMEOUT`).
     A process that dies is restarted on the next event, up to
-    :attr:`max_restarts` times; after that, or once a handshake fails, every
-    later event raises the same failure without starting anything.
+    :attr:`max_restarts` times. A hook that uses up its budget, dies once too
+    often or fails its handshake is disabled: that failure is raised, saying
+    so (the run's one warning about it), and every later event is ignored
+    without starting anything.
     """
 
     max_restarts: int = 3
     """How many times a hook process that died is started again."""
 
-    def __init__(self, name: str, path: Path, *, stderr: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        stderr: TextIO | None = None,
+        budget_s: float | None = None,
+    ) -> None:
+        """Prepare hook ``name`` at ``path``; nothing starts before the first event.
+
+        ``budget_s`` defaults to :func:`hook_budget`, which raises
+        :class:`ValueError` for a bad ``GREENLOOP_HOOK_BUDGET``.
+        """
         self.name = name
         self.path = path
+        self.budget_s = hook_budget() if budget_s is None else budget_s
         self._stderr = stderr
         self._plugin: _Plugin | None = None
-        self._broken: PluginFailure | None = None
+        self._disabled = False
+        self._unstartable = False
+        self._spent = 0.0
         self._starts = 0
         self._lock = threading.Lock()
 
     def handle(self, event: BuildEvent) -> HookVerdict | None:
-        """Send ``event`` to the plugin and return its verdict (``PluginFailure`` if it fails)."""
+        """Send ``event`` to the plugin and return its verdict (``PluginFailure`` if it fails).
+
+        Returns None without a word once the hook is disabled.
+        """
         with self._lock:
-            plugin = self._running()
-            try:
-                raw = plugin.call(
-                    "hook.event", {"event": event.model_dump(mode="json")}, EVENT_TIMEOUT
-                )
-            except PluginFailure as e:
-                if not plugin.alive and self._starts > self.max_restarts:
-                    self._broken = e
-                raise
-            if raw is None:
+            if self._disabled:
                 return None
-            return plugin.validate(HookVerdict, raw, "hook.event")
+            started = time.monotonic()
+            deadline = started + self.budget_s - self._spent
+            try:
+                return self._handle(event, deadline)
+            except PluginFailure as e:
+                reason = self._why_disable(deadline)
+                if reason is None:
+                    raise
+                self._disabled = True
+                if self._plugin is not None:
+                    self._plugin.kill()
+                    self._plugin = None
+                message = f"{e.error.message}; {reason}: disabled for the rest of the run"
+                raise _failure(self.name, e.error.kind, message) from None
+            finally:
+                self._spent += time.monotonic() - started
 
     def close(self) -> None:
         """Shut the plugin process down."""
@@ -461,23 +494,51 @@ class StdioHook:
                 self._plugin.close()
                 self._plugin = None
 
-    def _running(self) -> _Plugin:
-        if self._broken is not None:
-            raise self._broken
+    def _handle(self, event: BuildEvent, deadline: float) -> HookVerdict | None:
+        plugin = self._running(deadline)
+        raw = plugin.call(
+            "hook.event", {"event": event.model_dump(mode="json")}, _left(deadline, EVENT_TIMEOUT)
+        )
+        if raw is None:
+            return None
+        return plugin.validate(HookVerdict, raw, "hook.event")
+
+    def _why_disable(self, deadline: float) -> str | None:
+        """Why a failure just now disables the hook, or None when the next event may try again."""
+        if time.monotonic() >= deadline:
+            return f"its time budget of {self.budget_s:g}s for this run is used up"
+        if self._unstartable:
+            return "it could not be started"
+        dead = self._plugin is None or not self._plugin.alive
+        if dead and self._starts > self.max_restarts:
+            return f"it was started {self._starts} times"
+        return None
+
+    def _running(self, deadline: float) -> _Plugin:
         if self._plugin is None or not self._plugin.alive:
             self._starts += 1
             plugin = _Plugin(self.name, "hook", self.path, None, self._stderr)
             try:
-                plugin.handshake()
-            except PluginFailure as e:
+                plugin.handshake(_left(deadline, HANDSHAKE_TIMEOUT))
+            except PluginFailure:
                 plugin.kill()
-                self._broken = e
+                self._unstartable = True
                 raise
             except BaseException:
                 plugin.kill()
                 raise
             self._plugin = plugin
         return self._plugin
+
+
+def _left(deadline: float, most: float) -> float:
+    """Seconds until ``deadline``, at most ``most`` (a call with none left times out at once)."""
+    return max(0.0, min(most, deadline - time.monotonic()))
+
+
+def hook_budget() -> float:
+    """:data:`HOOK_BUDGET`, or ``GREENLOOP_HOOK_BUDGET`` seconds when set (ValueError if bad)."""
+    return _env_seconds(HOOK_BUDGET_ENV, HOOK_BUDGET)
 
 
 class StdioFormatter:
@@ -550,15 +611,23 @@ def run_timeout(name: str, step: CommandStep) -> float:
     """How long ``executor.run`` may take for ``step`` (see the module constants)."""
     if step.timeout_seconds is not None:
         return step.timeout_seconds + RUN_GRACE
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        return _env_seconds(TIMEOUT_ENV, DEFAULT_RUN_TIMEOUT)
+    except ValueError as e:
+        raise _failure(name, "error", str(e)) from None
+
+
+def _env_seconds(variable: str, default: float) -> float:
+    """Seconds from variable ``variable`` (``default`` when unset); ValueError if bad."""
+    raw = os.environ.get(variable, "").strip()
     if not raw:
-        return DEFAULT_RUN_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
-        raise _failure(name, "error", f"{TIMEOUT_ENV} must be a positive number, got {raw!r}")
+        raise ValueError(f"{variable} must be a positive number, got {raw!r}")
     return value
 
 

@@ -229,3 +229,11 @@ class CheckResult(_Contract):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     checkers: list[str] = Field(default_factory=list)
     duration_ms: int = Field(default=0, ge=0)
+    omitted: dict[Severity, int] = Field(
+        default_factory=dict,
+        description=(
+            "Diagnostics not listed, per severity: each checker's report keeps its first "
+            "max_diagnostics (errors first) and only counts the rest. Omitted errors still "
+            "make the tree red."
+        ),
+    )

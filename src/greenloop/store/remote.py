@@ -41,7 +41,8 @@ reported cached, so when the blob cannot be had the read raises
 :class:`~greenloop.store.StoreError` and the step that needed it fails with
 that message. Nothing reaches the local store unverified: each blob is
 checked against its digest before it is stored, and each entry document is
-validated before it is used.
+validated before it is used, and no body is read past the size the entry
+document gives its objects (see :attr:`RemoteEntry.max_object_bytes`).
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ RemoteMode = Literal["read", "readwrite"]
 MODES: tuple[RemoteMode, ...] = get_args(RemoteMode)
 """Every valid mode."""
 
-ENTRY_FORMAT = 1
-"""Version of the :class:`RemoteEntry` document written today."""
+ENTRY_FORMAT = 2
+"""Version of the :class:`RemoteEntry` document written today (2: ``max_object_bytes``)."""
 
 DEFAULT_TIMEOUT_S = 30.0
 """Seconds a request may wait on the network (connecting, or between body chunks)."""
@@ -120,7 +121,7 @@ class RemoteEntry(BaseModel):
     # defer_build: validators are built on first use, not when `greenloop run` imports us.
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    greenloop_remote_entry: Literal[1]
+    greenloop_remote_entry: Literal[2]
     key: _Digest
     snapshot: Annotated[str, Field(pattern=r"^[!-~]{1,512}$")]
     snapshot_tree: _Digest
@@ -129,6 +130,13 @@ class RemoteEntry(BaseModel):
     artifacts: list[ArtifactRef]
     created_at: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     policy: Annotated[str, Field(max_length=1 << 16)]
+    max_object_bytes: Annotated[int, Field(ge=0)]
+    """The size of the largest object the entry references, manifests included.
+
+    Our digests carry no size (Bazel's do), so this is what bounds a download:
+    a body longer than this is refused as soon as it says so (``Content-Length``)
+    or reaches it, instead of being read to the end and only then failing its hash.
+    """
 
     @field_validator("artifacts")
     @classmethod

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 _CONNECT_TIMEOUT_S = 5.0
 _MAX_ENTRY_BYTES = 4 << 20
 """Entry documents are a few KB; a larger body is refused rather than read."""
+_LENGTH_SLACK = 1 << 16
+"""How far a ``Content-Length`` may exceed the expected size (a content encoding's overhead)."""
 _SPOOL_BYTES = CHUNK_SIZE
 """Blobs up to this size are verified in memory; larger ones go through a temp file."""
 REFUSED_FILE = "remote-refused.json"
@@ -77,6 +79,10 @@ class _WritesRefused(Exception):
 
 class _Untrusted(Exception):
     """The server answered with data that does not check out; this lookup is a miss."""
+
+
+class _TooLarge(Exception):
+    """A body declares more bytes than its object can have; it is refused unread."""
 
 
 class _Incomplete(Exception):
@@ -139,6 +145,8 @@ class HttpRemoteCache:
         self._on_server: set[str] = set()
         self._corrupt: set[str] = set(self._refused())
         self._inflight: dict[str, threading.Event] = {}
+        # The size each blob may have, from the entry documents that named it.
+        self._limits: dict[str, int] = {}
         self._worker = threading.local()
         self._tmp: Path | None = None
         self._closed = False
@@ -239,13 +247,15 @@ class HttpRemoteCache:
     def _get_entry(self, key: str) -> RemoteEntry | None:
         body = bytearray()
         try:
-            with self._get(f"ac/{ac_key(key)}") as chunks:
+            with self._get(f"ac/{ac_key(key)}", _MAX_ENTRY_BYTES) as chunks:
                 if chunks is None:
                     return None
                 for chunk in chunks:
                     body += chunk
                     if len(body) > _MAX_ENTRY_BYTES:
-                        raise _Untrusted(f"entry document larger than {_MAX_ENTRY_BYTES} bytes")
+                        raise _TooLarge(f"is larger than {_MAX_ENTRY_BYTES} bytes")
+        except _TooLarge as e:
+            raise _Untrusted(f"entry document {e}") from e
         finally:
             self._count("bytes_downloaded", len(body))
         try:
@@ -268,6 +278,7 @@ class HttpRemoteCache:
         as an eager download would, instead of failing a child step later.
         """
         roots = document.roots()
+        self._bound(roots, document.max_object_bytes)
         self._parallel(self._download, [d for d in roots if not self._store.has(d)])
         snapshot = self._tree_blobs(document.snapshot_tree)
         if snapshot is None:
@@ -276,9 +287,18 @@ class HttpRemoteCache:
         for root in [*(a.key for a in document.artifacts), document.tree]:
             if root is not None:
                 needed.update(dict.fromkeys(self._tree_blobs(root) or []))
+        self._bound(needed, document.max_object_bytes)
         self._parallel(self._download, [d for d in needed if not self._store.has(d)])
         deferred = [d for d in snapshot if d not in needed and not self._store.has(d)]
+        # Kept for the lazy fetch, which knows only digests.
+        self._bound(deferred, document.max_object_bytes)
         self._parallel(self._check_on_server, deferred)
+
+    def _bound(self, digests: Iterable[str], size: int) -> None:
+        """Record that each of ``digests`` is at most ``size`` bytes (the largest claim wins)."""
+        with self._lock:
+            for digest in digests:
+                self._limits[digest] = max(size, self._limits.get(digest, 0))
 
     def _check_on_server(self, digest: str) -> None:
         with self._lock:
@@ -340,15 +360,24 @@ class HttpRemoteCache:
         h = hashlib.sha256()
         received = 0
         small = bytearray()
+        with self._lock:
+            # None: a lazy fetch in a later run, whose entry document is long gone;
+            # the hash still guards what is stored.
+            limit = self._limits.get(digest)
         try:
             with ExitStack() as stack:
-                chunks = stack.enter_context(self._get(f"cas/{digest}"))
+                try:
+                    chunks = stack.enter_context(self._get(f"cas/{digest}", limit))
+                except _TooLarge as e:
+                    raise self._refuse(digest, str(e)) from e
                 if chunks is None:
                     raise _Incomplete(digest)
                 spill: IO[bytes] | None = None
                 for chunk in chunks:
                     h.update(chunk)
                     received += len(chunk)
+                    if limit is not None and received > limit:
+                        raise self._refuse(digest, f"is larger than {limit} bytes")
                     if spill is None and received <= _SPOOL_BYTES:
                         small += chunk
                         continue
@@ -361,10 +390,7 @@ class HttpRemoteCache:
                         small.clear()
                     spill.write(chunk)
                 if h.hexdigest() != digest:
-                    with self._lock:
-                        self._corrupt.add(digest)
-                        self._remember_refused(digest, refused=True)
-                    raise _Untrusted(f"blob {digest[:12]} does not match its hash")
+                    raise self._refuse(digest, "does not match its hash")
                 if spill is None:
                     stored = self._store.put_bytes(bytes(small))
                 else:
@@ -377,6 +403,13 @@ class HttpRemoteCache:
         self._count("blobs_downloaded")
         with self._lock:
             self._on_server.add(digest)
+
+    def _refuse(self, digest: str, why: str) -> _Untrusted:
+        """Remember that the server served ``digest`` corrupt; the error to raise."""
+        with self._lock:
+            self._corrupt.add(digest)
+            self._remember_refused(digest, refused=True)
+        return _Untrusted(f"blob {digest[:12]} {why}")
 
     def _import(self, document: RemoteEntry) -> CacheEntry:
         tree = document.snapshot_tree
@@ -416,15 +449,21 @@ class HttpRemoteCache:
             artifacts=entry.artifacts,
             created_at=entry.created_at,
             policy=entry.policy,
+            max_object_bytes=0,  # measured by _upload, off the caller's thread
         )
 
     def _upload(self, document: RemoteEntry) -> None:
         if self._down is not None or self._writes_off:
             return
         try:
-            self._parallel(self._ensure_on_server, self._closure(document.roots()))
+            closure = self._closure(document.roots())
+            largest = max(self._store.blob_path(d).stat().st_size for d in closure)
+            with self._lock:
+                missing = [d for d in closure if d not in self._on_server]
+            self._parallel(self._ensure_on_server, missing)
             # The entry goes last, so whoever can read it finds its blobs.
-            body = document.model_dump_json().encode()
+            sized = document.model_copy(update={"max_object_bytes": largest})
+            body = sized.model_dump_json().encode()
             self._put(f"ac/{ac_key(document.key)}", body, len(body), entry=True)
             self._count("published")
         except _Unavailable as e:
@@ -435,12 +474,12 @@ class HttpRemoteCache:
             self._fail(f"publish failed ({type(e).__name__}: {e})")
 
     def _closure(self, roots: list[str]) -> list[str]:
+        """Every object ``roots`` name: themselves and, for trees, their blobs."""
         out: dict[str, None] = {}
         for root in roots:
             out[root] = None
             out.update(dict.fromkeys(self._tree_blobs(root) or []))
-        with self._lock:
-            return [d for d in out if d not in self._on_server]
+        return list(out)
 
     def _ensure_on_server(self, digest: str) -> None:
         if self._writes_off:
@@ -471,8 +510,13 @@ class HttpRemoteCache:
     # when what it sent cannot be decoded.
 
     @contextmanager
-    def _get(self, path: str) -> Iterator[Iterator[bytes] | None]:
-        """Stream ``GET path``: yields the body's chunks, or None for a 404."""
+    def _get(self, path: str, limit: int | None) -> Iterator[Iterator[bytes] | None]:
+        """Stream ``GET path``: yields the body's chunks, or None for a 404.
+
+        Raises :class:`_TooLarge` before reading a byte when the body's declared
+        length is over ``limit`` (plus slack); the caller stops a body without
+        one once it has seen too much.
+        """
         import httpx
 
         client = self._http()
@@ -482,6 +526,10 @@ class HttpRemoteCache:
                     yield None
                     return
                 _check_read(resp.status_code, "GET", path)
+                declared = _content_length(resp.headers.get("content-length"))
+                if limit is not None and declared is not None and declared > limit + _LENGTH_SLACK:
+                    # Closing the response drops the connection with the body unread.
+                    raise _TooLarge(f"is larger than {limit} bytes (Content-Length: {declared})")
                 yield resp.iter_bytes(CHUNK_SIZE)
         except httpx.TransportError as e:
             raise _Unavailable(_describe(e)) from e
@@ -522,7 +570,7 @@ class HttpRemoteCache:
         hint = ""
         if entry and resp.status_code == 400:
             hint = " (bazel-remote? start it with --disable_http_ac_validation)"
-        raise _WritesRefused(f"upload refused: HTTP {resp.status_code} for PUT /{path}{hint}")
+        raise _WritesRefused(f"upload refused: {_refusal(resp.status_code)} for PUT /{path}{hint}")
 
     def _http(self) -> httpx.Client:
         if self._down is not None:
@@ -703,9 +751,24 @@ def _split_url(url: str) -> tuple[str, tuple[str, str] | None]:
 def _check_read(status: int, method: str, path: str) -> None:
     if status == 200:
         return
-    if status in (401, 403):
-        raise _Unavailable(f"credentials refused (HTTP {status})")
-    raise _Unavailable(f"HTTP {status} for {method} /{path}")
+    raise _Unavailable(f"{_refusal(status)} for {method} /{path}")
+
+
+def _refusal(status: int) -> str:
+    """How to word an HTTP error status: 403 need not be about credentials at all."""
+    if status == 401:
+        return "credentials refused (HTTP 401)"
+    if status == 403:
+        # A WebDAV server that may not read or write its own folder answers 403 too.
+        return "refused (HTTP 403: credentials or server permissions)"
+    return f"HTTP {status}"
+
+
+def _content_length(value: str | None) -> int | None:
+    """A ``Content-Length`` header's value, None when absent or not a number."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
 
 
 def _print_warning(line: str) -> None:
