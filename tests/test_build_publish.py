@@ -108,6 +108,65 @@ def test_out_that_is_not_ours_is_refused(store: Store, project: Path) -> None:
     assert (out / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("target", ["folder", "dangling"])
+def test_a_symlink_out_the_user_made_is_refused(store: Store, project: Path, target: str) -> None:
+    # The user's own link (to their folder, or to nothing yet) is theirs, as a folder is.
+    mine = project.parent / "mine"
+    if target == "folder":
+        mine.mkdir()
+        (mine / "keep.txt").write_text("mine")
+    out = project.parent / "link"
+    out.symlink_to(mine)
+    with pytest.raises(SetupError, match=r"--out .*link is a symlink greenloop did not make"):
+        Publisher(store, project, out)
+    assert out.is_symlink() and out.readlink() == mine
+    if target == "folder":
+        assert (mine / "keep.txt").read_text() == "mine"
+
+
+def test_greenloops_own_out_link_is_taken_over(store: Store, project: Path) -> None:
+    write_pipeline(project, SITE)
+    (project / "page.html").write_text("<h1>v1</h1>")
+    out = project.parent / "site"
+    first = Publisher(store, project, out)
+    record = first.publish(builder(store, project).build(trigger("1")))
+    assert record is not None and out.is_symlink()
+    again = Publisher(store, project, out)  # a restarted dev: the link is its own
+    assert again.current() == first.current()
+
+
+@pytest.mark.parametrize("where", ["/proc/greenloop-out", "file/out"])
+def test_an_out_that_cannot_be_made_is_refused_at_start(
+    store: Store, project: Path, where: str
+) -> None:
+    (project.parent / "file").write_text("a file, not a folder")
+    out = project.parent / where
+    with pytest.raises(SetupError, match=r"--out .* cannot be written"):
+        Publisher(store, project, out)
+
+
+def test_an_out_folder_that_does_not_exist_yet_is_made(store: Store, project: Path) -> None:
+    out = project.parent / "build" / "web" / "site"
+    Publisher(store, project, out)
+    assert out.parent.is_dir() and not out.exists()
+
+
+def test_a_publish_that_fails_raises_and_the_next_one_succeeds(store: Store, project: Path) -> None:
+    write_pipeline(project, SITE)
+    (project / "page.html").write_text("<h1>v1</h1>")
+    out = project.parent / "outs" / "site"
+    publisher = Publisher(store, project, out)
+    built = builder(store, project).build(trigger("1"))
+    (project.parent / "outs").rmdir()  # the folder --out lives in went away
+    with pytest.raises(OSError):
+        publisher.publish(built)
+    assert read_pointer(project) == (None, None)  # nothing moved
+    (project.parent / "outs").mkdir()
+    record = publisher.publish(built)
+    assert record is not None and (out / "index.html").read_text() == "<h1>v1</h1>"
+    assert read_pointer(project) == (record, None)
+
+
 def test_readers_never_see_a_mix(store: Store, project: Path) -> None:
     write_pipeline(project, SITE)
     b = builder(store, project)

@@ -38,9 +38,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from greenloop.devloop.publisher import POINTER
@@ -49,6 +50,7 @@ from greenloop.protocol import (
     BuildIdentity,
     BuildResult,
     Compiled,
+    Failed,
     PointerFormatError,
     PublishedArtifact,
 )
@@ -118,9 +120,9 @@ def require_mypy() -> None:
 class DevProcess:
     """A real ``greenloop dev --port 0 --json`` child whose stdout lines are collected."""
 
-    def __init__(self, site: Path, cache: Path) -> None:
+    def __init__(self, site: Path, cache: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenloop", "dev", "--port", "0", "--json"],
+            [sys.executable, "-m", "greenloop", "dev", "--port", "0", "--json", *args],
             cwd=site,
             env=dev_env(cache),
             stdout=subprocess.PIPE,
@@ -180,6 +182,16 @@ class DevProcess:
                         f"waited for {count} builds, got {len(results)}: {self.lines[-5:]}"
                     )
                 self._changed.wait(timeout=min(left, 0.5))
+
+    def wait_for_result(self, after: int, want: Callable[[BuildResult], bool]) -> BuildResult:
+        """The first BuildResult after the first ``after`` that ``want`` accepts."""
+        count = after + 1
+        while True:
+            results = self.wait_for_builds(count)
+            found = next((r for r in results[after:] if want(r)), None)
+            if found is not None:
+                return found
+            count = len(results) + 1
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit code (130 is a clean interrupted stop)."""
@@ -481,3 +493,96 @@ def test_a_prune_cut_short_is_never_served(tmp_path: Path) -> None:
         known = {b.artifact.tree for b in builds if b.artifact is not None}
         check_after_kill(store, root, publisher.out, known, tmp_path, published_before=True)
         assert not half.exists()
+
+
+# -- what dev refuses at start, and a publish that fails later -----------------------
+
+
+@pytest.mark.parametrize("case", ["/proc", "file", "user-link", "bad-host"])
+def test_dev_refuses_an_out_or_host_it_cannot_use_in_one_line(tmp_path: Path, case: str) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    (tmp_path / "file").write_text("a file, not a folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    args = {
+        "/proc": ["--out", "/proc/greenloop-out"],
+        "file": ["--out", str(tmp_path / "file" / "out")],
+        "user-link": ["--out", str(tmp_path / "link")],
+        "bad-host": ["--allowed-host", "not a host"],
+    }[case]
+    done = subprocess.run(
+        [sys.executable, "-m", "greenloop", "dev", "--port", "0", *args],
+        cwd=site,
+        env=dev_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert args[1] in lines[0] or repr(args[1]) in lines[0]
+    assert (tmp_path / "link").readlink() == tmp_path / "mine"  # the user's link is intact
+
+
+def test_a_publish_that_fails_is_a_red_build_and_the_next_green_publishes(
+    tmp_path: Path,
+) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    pages = site / "pages.py"
+    original = pages.read_text()
+    outs = tmp_path / "outs"
+    out = outs / "site"
+    dev = DevProcess(site, tmp_path / "cache", "--out", str(out))
+    try:
+        first = dev.wait_for_builds(1)[0]
+        assert first.servable and (out / "index.html").is_file()
+        seen = len(dev.build_results())
+        shutil.rmtree(outs)  # the folder --out lives in goes away under the running dev
+        pages.write_text(original.replace("Hello from greenloop", "Version A"))
+        failed = dev.wait_for_result(seen, lambda r: isinstance(r.outcome, Failed))
+        assert isinstance(failed.outcome, Failed)
+        assert "publishing failed" in failed.outcome.reason
+        assert str(outs) in failed.outcome.reason
+        status = httpx.get(dev.url + "__greenloop/status").json()
+        # Green tree, failed last build: what the overlay shows as "The last build failed".
+        assert status["verdict"] == "green"
+        assert status["last_build"]["outcome"] == {
+            "kind": "failed",
+            "reason": failed.outcome.reason,
+        }
+        assert status["artifact"]["tree"] == first.artifact.tree  # type: ignore[union-attr]
+        pointer = PublishedArtifact.parse((site / POINTER).read_bytes())
+        assert pointer.artifact == first.artifact.tree  # type: ignore[union-attr]
+
+        seen = len(dev.build_results())
+        outs.mkdir()
+        pages.write_text(original.replace("Hello from greenloop", "Version B"))
+        again = dev.wait_for_result(seen, lambda r: r.servable)
+        assert again.artifact is not None
+        assert "Version B" in (out / "index.html").read_text()
+        status = httpx.get(dev.url + "__greenloop/status").json()
+        assert status["artifact"]["tree"] == again.artifact.tree
+        assert status["last_build"]["outcome"]["kind"] != "failed"
+    finally:
+        assert dev.stop() == 130
+
+
+def test_dev_answers_only_its_own_hosts(tmp_path: Path) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    dev = DevProcess(site, tmp_path / "cache", "--allowed-host", "my-tunnel.example")
+    try:
+        port = dev.url.rstrip("/").rsplit(":", 1)[1]
+        status = dev.url + "__greenloop/status"
+        for host, code in (
+            (f"evil.example:{port}", 403),
+            ("other.example", 403),
+            (f"my-tunnel.example:{port}", 200),
+            (f"localhost:{port}", 200),
+        ):
+            assert httpx.get(status, headers={"host": host}).status_code == code, host
+    finally:
+        assert dev.stop() == 130

@@ -134,6 +134,15 @@ next batch restarts it), never a wrong page. webpack's watcher waits 20 ms."""
     help="Port to serve on (0 picks a free one).",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (repeatable; '.example.com' allows the "
+    "domain and its subdomains). Loopback names and --host are always allowed; any other "
+    "Host is refused with 403 against DNS rebinding.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -158,6 +167,7 @@ def dev(
     root: Path,
     host: str,
     port: int,
+    allowed_hosts: tuple[str, ...],
     out: Path | None,
     pipeline_name: str,
     debounce_ms: int | None,
@@ -172,7 +182,12 @@ def dev(
     # The server stack loads only for `dev`, never for `check` or `watch`.
     from greenloop.devloop.dev import DevBuilds
     from greenloop.server import LiveState, serve
+    from greenloop.server.hosts import HostPolicy
 
+    try:
+        HostPolicy.of(host, allowed_hosts)
+    except ValueError as e:
+        fail(str(e))
     root = root.resolve()
     pipeline_file = root / PIPELINE_FILE
     try:
@@ -199,7 +214,7 @@ def dev(
         store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
     )
     try:
-        server = serve(state, host, port)
+        server = serve(state, host, port, allowed_hosts=allowed_hosts)
     except OSError as e:
         lock.release()
         store.close()

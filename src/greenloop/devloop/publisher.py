@@ -44,17 +44,54 @@ class Publisher:
         self.state = (root / STATE).absolute()
         self.out = (out if out is not None else root / DEFAULT_OUT).absolute()
         self.pointer = root / POINTER
-        if self.out.exists() and not self.out.is_symlink():
-            if self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()  # an empty folder is ours to replace with the managed link
-            else:
+        self._claim_out()
+
+    def _claim_out(self) -> None:
+        """Make sure ``out`` can become greenloop's link, or raise SetupError saying why not.
+
+        What the user made there — a folder with files, a symlink of their own,
+        even a dangling one — is theirs and is never replaced; an empty folder or
+        greenloop's own link is. The folder ``out`` lives in is made now, and a
+        link is made and removed there, so an unwritable ``out`` fails at start
+        rather than at the first publish.
+        """
+        out, own = self.out, self.state / "current" / "site"
+        refusal = "give a new path (greenloop keeps --out as its own symlink to the latest build)"
+        if out.is_symlink():
+            if Path(os.readlink(out)) != own:
                 raise SetupError(
-                    f"--out {self.out} exists and is not managed by greenloop; "
-                    "give a new path (greenloop keeps it as a symlink to the latest build)"
+                    f"--out {out} is a symlink greenloop did not make (to {os.readlink(out)}); "
+                    + refusal
                 )
+        elif out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise SetupError(f"--out {out} exists and is not managed by greenloop; " + refusal)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = (
+                "is not a folder"
+                if isinstance(e, FileExistsError)
+                else f"cannot be made: {e.strerror}"
+            )
+            raise SetupError(f"--out {out} cannot be written: {e.filename} {why}") from None
+        probe = out.parent / f".{out.name}.probe-{os.getpid()}"
+        try:
+            probe.unlink(missing_ok=True)
+            os.symlink(own, probe)
+            probe.unlink()
+        except OSError as e:
+            raise SetupError(
+                f"--out {out} cannot be written: cannot make a link in {out.parent}: {e.strerror}"
+            ) from None
+        if out.is_dir() and not out.is_symlink():
+            out.rmdir()  # an empty folder is ours to replace with the managed link
 
     def publish(self, result: BuildResult) -> PublishedArtifact | None:
-        """Publish ``result`` if it is servable; return the pointer record (None otherwise)."""
+        """Publish ``result`` if it is servable; return the pointer record (None otherwise).
+
+        Raises OSError when the disk refuses (``--out``'s folder went away, a full
+        disk): then nothing moved, and a later publish tries again from scratch.
+        """
         if not result.servable or result.artifact is None:
             return None
         meta = result.artifact
