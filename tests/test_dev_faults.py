@@ -7,7 +7,7 @@ What a kill may leave, and what these tests hold it to:
 * ``--out`` resolves to a complete folder: its content is exactly the tree its
   name (``sites/<tree[:32]>``) promises, and a tree that was built;
 * the two agree, always: both are fixed links through one switch
-  (``.greenloop/current``), so one rename moves them together. (Before that
+  (``current`` in the tree's state folder), so one rename moves them together. (Before that
   design ``--out`` was swapped first and the pointer rewritten second, and a kill
   between the two could leave ``--out`` one publish ahead; that is gone, so any
   disagreement now fails.)
@@ -484,7 +484,7 @@ def test_a_prune_cut_short_is_never_served(tmp_path: Path) -> None:
             publisher.publish(build)
         first = builds[0].artifact
         assert first is not None
-        half = root / ".greenloop" / "sites" / ".trash-cut-short"
+        half = publisher.state / "sites" / ".trash-cut-short"
         store.materialize(first.tree, half)
         for i, page in enumerate(sorted(half.rglob("*.html"))):
             if i % 2:
@@ -570,11 +570,22 @@ def test_a_publish_that_fails_is_a_red_build_and_the_next_green_publishes(
         assert dev.stop() == 130
 
 
-def test_dev_answers_only_its_own_hosts(tmp_path: Path) -> None:
+def tree_listing(root: Path) -> set[str]:
+    """Every path in the tree, folders and hidden files included."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_dev_answers_only_its_own_hosts_and_adds_only_its_two_links(tmp_path: Path) -> None:
     require_mypy()
     site = copy_site(tmp_path)
+    before = tree_listing(site)
     dev = DevProcess(site, tmp_path / "cache", "--allowed-host", "my-tunnel.example")
     try:
+        assert dev.wait_for_builds(1)[0].servable
+        # The tree gains the two links the user sees, and nothing else: the status,
+        # lock, checker caches and materialized builds live in the tree's state folder.
+        assert tree_listing(site) == before | {".greenloop/latest-green", ".greenloop/out"}
+        assert (site / ".greenloop" / "out" / "index.html").is_file()
         port = dev.url.rstrip("/").rsplit(":", 1)[1]
         status = dev.url + "__greenloop/status"
         for host, code in (

@@ -20,11 +20,11 @@ from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.loop import Verdict
 from greenloop.devloop.status import (
-    LOCK_FILE,
     AlreadyWatching,
     WatchLock,
     WatchStatus,
     liveness,
+    lock_path,
     pid_alive,
     read_status,
     write_status,
@@ -285,6 +285,37 @@ def test_watch_json_streams_red_then_green_and_status_sees_it(
     assert (stopped["state"], stopped["live"], stopped["verdict"]) == ("stopped", False, "green")
 
 
+def tree_listing(root: Path) -> set[str]:
+    """Every path in the tree, folders and hidden files included."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_check_and_watch_leave_only_the_users_files_in_the_tree(tmp_path: Path) -> None:
+    # A project's own linter (biome, eslint) lints what it finds: runtime state, locks,
+    # heartbeats and checker caches must live outside the tree, not in `.greenloop/`.
+    root = python_project(tmp_path / "proj")
+    (root / ".greenloop").mkdir(exist_ok=True)
+    (root / ".greenloop" / "pipeline.py").write_text('"""No pipelines yet."""\n')
+    before = tree_listing(root)
+    assert cli("check", cwd=root, env=python_env()).returncode == 0
+    assert tree_listing(root) == before
+    proc = Background("watch", "--json", cwd=root, env=python_env())
+    try:
+        proc.wait_event("became_green")
+        (root / "demo/calc.py").write_text(PY_RED)
+        proc.wait_event("became_red")
+        (root / "demo/calc.py").write_text(PY_GREEN)
+        proc.wait_event("became_green")
+        assert tree_listing(root) == before
+        status = json.loads(cli("status", "--json", cwd=root).stdout)["watcher"]
+        assert status["live"] is True and status["pid"] == proc.proc.pid
+    finally:
+        assert proc.stop() == 130
+    assert tree_listing(root) == before
+    stopped = json.loads(cli("status", "--json", cwd=root).stdout)["watcher"]
+    assert (stopped["state"], stopped["verdict"]) == ("stopped", "green")
+
+
 def test_a_second_watcher_is_refused_while_the_first_lives(
     watching: tuple[Path, Background],
 ) -> None:
@@ -379,7 +410,7 @@ def test_a_hung_watcher_with_a_stale_heartbeat_is_taken_over(tmp_path: Path) -> 
 
 
 def _hold_lock(root: Path) -> int:
-    path = root / LOCK_FILE
+    path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -101,7 +101,8 @@ def check(root: Path, as_json: bool) -> None:
 def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
     """Watch the tree and print a verdict after every change (JSON lines with --json).
 
-    Writes .greenloop/watch.json for `greenloop status`. Refuses to start (exit 2)
+    Keeps a status file for `greenloop status` in the tree's state folder (outside the
+    tree; GREENLOOP_STATE_DIR moves it). Refuses to start (exit 2)
     while another watcher is live on the tree; Ctrl-C or SIGTERM stop it (exit 130).
     """
     root = root.resolve()

@@ -48,7 +48,7 @@ def ci():
 }
 
 _GITIGNORE = (
-    "# greenloop state; only the pipeline and config belong in git\n"
+    "# greenloop's links (latest-green, out); only the pipeline and config belong in git\n"
     "*\n!.gitignore\n!*.py\n!*.toml\n"
 )
 

@@ -2,18 +2,20 @@
 
 Two things move on a servable :class:`BuildResult`, together, and nothing moves
 otherwise: ``.greenloop/latest-green`` (the v1 pointer) and ``--out DIR`` (the
-artifact). Both are fixed symlinks through one switch, ``.greenloop/current``::
+artifact). Both are fixed symlinks through one switch, ``current`` in the tree's
+state folder ``S`` (outside the tree, see :mod:`greenloop.devloop.treestate`)::
 
-    .greenloop/sites/<tree>/…                 each artifact, materialized once, complete
-    .greenloop/publish/<stamp>/latest-green   the pointer of one publish (written, fsynced)
-    .greenloop/publish/<stamp>/site -> ../../sites/<tree>
-    .greenloop/current -> publish/<stamp>     swapped by one rename + directory fsync
-    .greenloop/latest-green -> current/latest-green
-    DIR -> .greenloop/current/site
+    S/sites/<tree>/…                        each artifact, materialized once, complete
+    S/publish/<stamp>/latest-green          the pointer of one publish (written, fsynced)
+    S/publish/<stamp>/site -> ../../sites/<tree>
+    S/current -> publish/<stamp>            swapped by one rename + directory fsync
+    .greenloop/latest-green -> S/current/latest-green
+    DIR -> S/current/site
 
 So a crash at any moment leaves the old pointer and the old tree, or the new
 pointer and the new tree — never a pointer that disagrees with ``DIR``, never a
 half-written file or tree — and a reader of ``DIR`` sees one tree or the other.
+The tree itself gets only the two links the user sees.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import uuid
 from pathlib import Path
 
 from greenloop._fs import fsync_dir, write_atomically
+from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import BuildResult, PointerFormatError, PublishedArtifact, SetupError
 from greenloop.store import Store
 
-STATE = Path(".greenloop")
-POINTER = STATE / "latest-green"
-DEFAULT_OUT = STATE / "out"
+POINTER = Path(".greenloop") / "latest-green"
+DEFAULT_OUT = Path(".greenloop") / "out"
+# Where --out pointed while greenloop kept its state in the tree.
+_LEGACY_SITE = Path(".greenloop") / "current" / "site"
 _KEEP = 2  # the current publish and the one before: a reader may still be walking it
 
 
@@ -41,7 +45,7 @@ class Publisher:
     def __init__(self, store: Store, root: Path, out: Path | None = None) -> None:
         self.store = store
         self.root = root
-        self.state = (root / STATE).absolute()
+        self.state = state_dir(root)
         self.out = (out if out is not None else root / DEFAULT_OUT).absolute()
         self.pointer = root / POINTER
         self._claim_out()
@@ -58,7 +62,11 @@ class Publisher:
         out, own = self.out, self.state / "current" / "site"
         refusal = "give a new path (greenloop keeps --out as its own symlink to the latest build)"
         if out.is_symlink():
-            if Path(os.readlink(out)) != own:
+            target = Path(os.readlink(out))
+            # Ours: into this tree's state folder (wherever GREENLOOP_STATE_DIR put it),
+            # or where greenloop pointed it before the state left the tree.
+            ours = target.parts[-3:] == (self.state.name, "current", "site")
+            if not ours and target != self.root.absolute() / _LEGACY_SITE:
                 raise SetupError(
                     f"--out {out} is a symlink greenloop did not make (to {os.readlink(out)}); "
                     + refusal
@@ -108,7 +116,8 @@ class Publisher:
         stamp.chmod(0o755)  # mkdtemp makes it private; the published site is for everyone
         os.symlink(os.path.relpath(site, stamp), stamp / "site")
         write_atomically(stamp / "latest-green", record.render().encode())
-        _link(self.pointer, Path("current") / "latest-green")
+        self.pointer.parent.mkdir(exist_ok=True)
+        _link(self.pointer, self.state / "current" / "latest-green")
         _link(self.out, self.state / "current" / "site")
         _link(self.state / "current", stamp.relative_to(self.state))  # the one switch
         self._prune(publishes, current=stamp)

@@ -1,9 +1,10 @@
 """The watcher's status file and single-watcher lock, and what ``greenloop status`` reports.
 
-``.greenloop/watch.json`` is rewritten atomically (temp file + rename) with the
-watcher's pid, verdict, diagnostic counts and a heartbeat. ``.greenloop/watch.lock``
-is held (``flock``) for the watcher's life, so a second watcher on the same tree
-is refused while the first is alive; a dead one's lock is released by the kernel,
+Both live in the tree's state folder (:mod:`greenloop.devloop.treestate`), never
+in the tree. ``watch.json`` is rewritten atomically (temp file + rename) with the
+watcher's pid, verdict, diagnostic counts and a heartbeat. ``watch.lock`` is held
+(``flock``) for the watcher's life, so a second watcher on the same tree is
+refused while the first is alive; a dead one's lock is released by the kernel,
 and a hung one (stale heartbeat) has its lock file replaced.
 """
 
@@ -24,13 +25,25 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenloop._fs import pid_alive, write_atomically
 from greenloop.devloop.loop import Listener, Verdict
+from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import BecameRed, SetupError, Severity, StateEvent, TreeState
 
-STATUS_FILE = ".greenloop/watch.json"
-"""Where the watcher reports itself, relative to the project root."""
+STATUS_FILE = "watch.json"
+"""Where the watcher reports itself, in the tree's state folder."""
 
-LOCK_FILE = ".greenloop/watch.lock"
-"""The single-watcher lock, relative to the project root."""
+LOCK_FILE = "watch.lock"
+"""The single-watcher lock, in the tree's state folder."""
+
+
+def status_path(root: Path) -> Path:
+    """The status file of the tree at ``root``."""
+    return state_dir(root) / STATUS_FILE
+
+
+def lock_path(root: Path) -> Path:
+    """The watcher lock of the tree at ``root``."""
+    return state_dir(root) / LOCK_FILE
+
 
 HEARTBEAT_S = 1.0
 """How often a live watcher rewrites its status file."""
@@ -72,7 +85,7 @@ class AlreadyWatching(SetupError):
 def read_status(root: Path) -> WatchStatus | None:
     """The status file's content, or None when it is missing or unreadable."""
     try:
-        return WatchStatus.model_validate_json((root / STATUS_FILE).read_bytes())
+        return WatchStatus.model_validate_json(status_path(root).read_bytes())
     except (OSError, ValidationError):
         return None
 
@@ -84,7 +97,7 @@ def write_status(root: Path, status: WatchStatus) -> None:
     heartbeat says so), and an fsync here sat on the path from a save to its check.
     """
     write_atomically(
-        root / STATUS_FILE,
+        status_path(root),
         (status.model_dump_json(indent=2) + "\n").encode(),
         prefix=".watch.json.",
         durable=False,
@@ -115,7 +128,7 @@ class WatchLock:
     @classmethod
     def acquire(cls, root: Path) -> WatchLock:
         """Take the slot, taking over from a dead or hung watcher; else raise AlreadyWatching."""
-        path = root / LOCK_FILE
+        path = lock_path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -141,7 +154,7 @@ class WatchLock:
 
     def owns(self) -> bool:
         """False once another watcher has taken the slot over."""
-        if not _same_file(self._fd, self.root / LOCK_FILE):
+        if not _same_file(self._fd, lock_path(self.root)):
             return False
         status = read_status(self.root)
         return status is None or status.token == self.token
