@@ -29,6 +29,7 @@ from greenloop.devloop.status import (
     read_status,
     write_status,
 )
+from greenloop.devloop.treestate import state_dir, tree_key
 from greenloop.devloop.watcher import ChangeFilter, Watcher
 from greenloop.protocol import BecameRed, TreeState
 from tests.conftest import wait_until
@@ -314,6 +315,30 @@ def test_check_and_watch_leave_only_the_users_files_in_the_tree(tmp_path: Path) 
     assert tree_listing(root) == before
     stopped = json.loads(cli("status", "--json", cwd=root).stdout)["watcher"]
     assert (stopped["state"], stopped["verdict"]) == ("stopped", "green")
+
+
+@pytest.mark.parametrize("command", ["check", "watch"])
+def test_a_state_folder_that_cannot_be_made_is_one_line_and_exit_2(
+    tmp_path: Path, command: str
+) -> None:
+    root = python_project(tmp_path / "proj")
+    done = cli(command, cwd=root, env={**python_env(), "GREENLOOP_STATE_DIR": "/proc/greenloop"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: cannot make greenloop's state folder for this tree, "
+        f"/proc/greenloop/{tree_key(root)}: No such file or directory; "
+        "set GREENLOOP_STATE_DIR to a writable folder"
+    ]
+
+
+def test_a_trees_state_folder_is_keyed_by_its_real_path(tmp_path: Path) -> None:
+    (tmp_path / "a" / "app").mkdir(parents=True)
+    (tmp_path / "b" / "app").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "app")
+    a, b = state_dir(tmp_path / "a" / "app"), state_dir(tmp_path / "b" / "app")
+    assert a != b and a.name.startswith("app-") and b.name.startswith("app-")
+    assert state_dir(tmp_path / "link") == a  # the same tree, however it is reached
+    assert a.parent == tmp_path / "tree-state"  # GREENLOOP_STATE_DIR, set for every test
 
 
 def test_a_second_watcher_is_refused_while_the_first_lives(

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import platformdirs
 
+from greenloop.protocol import SetupError
+
 STATE_DIR_ENV = "GREENLOOP_STATE_DIR"
 """Environment variable that overrides where every tree's state folder lives."""
 
@@ -43,3 +45,16 @@ def tree_key(root: Path) -> str:
 def state_dir(root: Path) -> Path:
     """The runtime-state folder of the tree at ``root`` (not created here)."""
     return state_root() / tree_key(root)
+
+
+def make_state_dir(root: Path) -> Path:
+    """:func:`state_dir`, created; raises SetupError naming it when it cannot be made."""
+    path = state_dir(root)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SetupError(
+            f"cannot make greenloop's state folder for this tree, {path}: {e.strerror}; "
+            f"set {STATE_DIR_ENV} to a writable folder"
+        ) from None
+    return path
