@@ -21,7 +21,7 @@ from greenloop.protocol import (
 )
 from greenloop.sdk.loader import load
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 
 SITE = """
 @gl.pipeline("build")
@@ -97,6 +97,22 @@ def test_corrupt_pointer_reads_as_no_green_yet(project: Path) -> None:
     (project / POINTER).write_text("garbage\n")
     record, warning = read_pointer(project)
     assert record is None and warning is not None and "corrupt" in warning
+
+
+def test_status_reads_a_pointer_from_the_far_future(project: Path) -> None:
+    # Valid for the codec (any unsigned 64-bit time); `status` must still say it.
+    record = PublishedArtifact.parse(
+        PublishedArtifact(
+            input_hash="6" * 64,
+            artifact="7" * 64,
+            identity=trigger("1").identity,
+            published_at=2**64 - 1,
+        ).render()
+    )
+    (project / POINTER).write_text(record.render())
+    done = cli("status", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert f"latest_green: published at {2**64 - 1} s after the epoch" in done.stdout
 
 
 def test_out_that_is_not_ours_is_refused(store: Store, project: Path) -> None:

@@ -407,7 +407,10 @@ def _describe_latest_green(section: dict[str, Any]) -> str:
     warning = f" (warning: {section['warning']})" if "warning" in section else ""
     if section["state"] == "none":
         return f"no green build published yet{warning}"
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(section["published_at"]))
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(section["published_at"]))
+    except (OverflowError, OSError, ValueError):  # a pointer may say any time up to 2**64 - 1
+        when = f"at {section['published_at']} s after the epoch"
     identity = section["identity"]
     return (
         f"published {when}, input {section['input_hash'][:12]}, artifact "
