@@ -29,6 +29,7 @@ Two ways of killing, because a publish is a few milliseconds of a dev round:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -55,6 +56,7 @@ from greenloop.protocol import (
     PublishedArtifact,
 )
 from greenloop.store import Store
+from tests.conftest import cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "site"
 KILLS = 50
@@ -556,6 +558,11 @@ def test_a_publish_that_fails_is_a_red_build_and_the_next_green_publishes(
         assert status["artifact"]["tree"] == first.artifact.tree  # type: ignore[union-attr]
         pointer = PublishedArtifact.parse((site / POINTER).read_bytes())
         assert pointer.artifact == first.artifact.tree  # type: ignore[union-attr]
+        # `greenloop status` says so too (the status file is written as the build ends).
+        watcher = json.loads(cli("status", "--json", cwd=site).stdout)["watcher"]
+        assert watcher["last_build"]["outcome"] == "failed"
+        assert watcher["last_build"]["reason"] == failed.outcome.reason
+        assert "; last build FAILED: built, but publishing failed" in cli("status", cwd=site).stdout
 
         seen = len(dev.build_results())
         outs.mkdir()
@@ -566,6 +573,8 @@ def test_a_publish_that_fails_is_a_red_build_and_the_next_green_publishes(
         status = httpx.get(dev.url + "__greenloop/status").json()
         assert status["artifact"]["tree"] == again.artifact.tree
         assert status["last_build"]["outcome"]["kind"] != "failed"
+        watcher = json.loads(cli("status", "--json", cwd=site).stdout)["watcher"]
+        assert watcher["last_build"]["published"] is True
     finally:
         assert dev.stop() == 130
 

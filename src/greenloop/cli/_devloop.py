@@ -211,9 +211,8 @@ def dev(
         store.close()
         fail(f"cannot take the watcher slot in {root}: {e}")
     state = LiveState()
-    builds = DevBuilds(
-        store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
-    )
+    reporter = _BuildReporter(as_json)
+    builds = DevBuilds(store, root, pipeline_file, pipeline_name, publisher, state, reporter)
     try:
         server = serve(state, host, port, allowed_hosts=allowed_hosts)
     except OSError as e:
@@ -221,6 +220,10 @@ def dev(
         store.close()
         fail(f"cannot serve on {host}:{port}: {e}")
     click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+
+    def start_building(writer: StatusWriter) -> None:
+        reporter.record_in(writer)
+        builds.start()
 
     def stop_serving() -> None:
         builds.stop()
@@ -236,7 +239,7 @@ def dev(
         as_json=as_json,
         debounce_ms=debounce_ms,
         extra=builds,
-        on_start=builds.start,
+        on_start=start_building,
         on_stop=stop_serving,
     )
 
@@ -249,7 +252,7 @@ def _watch_until_stopped(
     as_json: bool,
     debounce_ms: int | None = None,
     extra: Listener | None = None,
-    on_start: Callable[[], None] = lambda: None,
+    on_start: Callable[[StatusWriter], None] = lambda writer: None,
     on_stop: Callable[[], None] = lambda: None,
 ) -> NoReturn:
     """Run the watch loop, with its status file, until Ctrl-C, SIGTERM or a takeover; exit.
@@ -270,7 +273,7 @@ def _watch_until_stopped(
     try:
         with _signals_set(stop, signalled):
             writer.start()
-            on_start()
+            on_start(writer)
             loop.run()
     except OSError as e:
         fail(f"watching {root} failed: {e}")
@@ -285,9 +288,22 @@ def _watch_until_stopped(
     sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
 
 
-def _build_reporter(as_json: bool) -> Callable[[BuildResult, bool], None]:
-    def report(result: BuildResult, published: bool) -> None:
-        if as_json:
+class _BuildReporter:
+    """Says what each build came to: on stdout, and in the status file once it is running."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._as_json = as_json
+        self._status: StatusWriter | None = None
+
+    def record_in(self, writer: StatusWriter) -> None:
+        """From now on, also record each build in ``writer``'s status file."""
+        self._status = writer
+
+    def __call__(self, result: BuildResult, published: bool) -> None:
+        """Report one build."""
+        if self._status is not None:
+            self._status.build(result, published)
+        if self._as_json:
             click.echo(result.model_dump_json())
             return
         outcome = result.outcome
@@ -297,8 +313,6 @@ def _build_reporter(as_json: bool) -> Callable[[BuildResult, bool], None]:
             click.echo(f"  build {outcome.kind}: published {result.input_hash[:12]}")
         else:
             click.echo(f"  build {outcome.kind}: not published (the tree changed meanwhile)")
-
-    return report
 
 
 @click.command()
@@ -393,6 +407,14 @@ def _describe_section(name: str, section: dict[str, Any]) -> str:
         f"last verdict {str(section['verdict']).upper()}, {section['errors']} errors, "
         f"{section['warnings']} warnings after {section['checks']} checks"
     )
+    build = section.get("last_build")
+    if build is not None:
+        seen += (
+            f"; last build FAILED: {build['reason']}"
+            if build["outcome"] == "failed"
+            else f"; last build {build['outcome']}"
+            + ("" if build["published"] else " (not published)")
+        )
     if state == "live":
         return (
             f"live (pid {section['pid']}, {section['activity']}, heartbeat "

@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from greenloop._fs import pid_alive, write_atomically
 from greenloop.devloop.loop import Listener, Verdict
 from greenloop.devloop.treestate import state_dir
-from greenloop.protocol import BecameRed, SetupError, Severity, StateEvent, TreeState
+from greenloop.protocol import (
+    BecameRed,
+    BuildResult,
+    Failed,
+    SetupError,
+    Severity,
+    StateEvent,
+    TreeState,
+)
 
 STATUS_FILE = "watch.json"
 """Where the watcher reports itself, in the tree's state folder."""
@@ -55,6 +63,21 @@ Activity = Literal["starting", "checking", "idle", "stopped"]
 """What the watcher was doing when it last wrote its status."""
 
 
+class LastBuild(BaseModel):
+    """What ``dev``'s last build came to: published, not published, or failed (and why)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    outcome: str
+    """The ``BuildOutcome`` kind: ``compiled``, ``deduplicated`` or ``failed``."""
+    published: bool
+    """Whether it is now what ``--out`` and the server show."""
+    reason: str | None = None
+    """Why it failed, for a failed build."""
+    input_hash: str
+    at: float
+
+
 class WatchStatus(BaseModel):
     """What a watcher last said about itself and the tree."""
 
@@ -76,6 +99,7 @@ class WatchStatus(BaseModel):
     last_check_at: float | None = None
     last_check_ms: int | None = None
     stopped_at: float | None = None
+    last_build: LastBuild | None = None
 
 
 class AlreadyWatching(SetupError):
@@ -226,6 +250,8 @@ def watcher_section(root: Path) -> dict[str, Any]:
             last_check_ms=status.last_check_ms,
             stopped_at=status.stopped_at,
         )
+        if status.last_build is not None:
+            section["last_build"] = status.last_build.model_dump(mode="json")
     return section
 
 
@@ -257,6 +283,18 @@ class StatusWriter:
         with self._guard:
             self._status = self._status.model_copy(update={**fields, "heartbeat_at": time.time()})
             write_status(self._lock.root, self._status)
+
+    def build(self, result: BuildResult, published: bool) -> None:
+        """Record what ``dev``'s last build came to."""
+        reason = result.outcome.reason if isinstance(result.outcome, Failed) else None
+        last = LastBuild(
+            outcome=result.outcome.kind,
+            published=published,
+            reason=reason,
+            input_hash=result.input_hash,
+            at=time.time(),
+        )
+        self.update(last_build=last)
 
     def stop(self) -> None:
         """Stop the heartbeat and record that this watcher stopped (if it still owns the slot)."""
