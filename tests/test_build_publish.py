@@ -115,6 +115,20 @@ def test_status_reads_a_pointer_from_the_far_future(project: Path) -> None:
     assert f"latest_green: published at {2**64 - 1} s after the epoch" in done.stdout
 
 
+def test_an_unreadable_pointer_reads_as_no_green_yet(project: Path) -> None:
+    (project / POINTER).mkdir()  # not a file at all
+    record, warning = read_pointer(project)
+    assert record is None and warning is not None and str(project / POINTER) in warning
+    done = cli("status", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "no green build published yet (warning: cannot read" in done.stdout
+
+
+def test_out_cannot_be_the_pointer(store: Store, project: Path) -> None:
+    with pytest.raises(SetupError, match="latest-green pointer"):
+        Publisher(store, project, project / POINTER)
+
+
 def test_out_that_is_not_ours_is_refused(store: Store, project: Path) -> None:
     out = project.parent / "precious"
     out.mkdir()

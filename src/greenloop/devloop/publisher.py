@@ -61,6 +61,8 @@ class Publisher:
         """
         out, own = self.out, self.state / "current" / "site"
         refusal = "give a new path (greenloop keeps --out as its own symlink to the latest build)"
+        if out == self.pointer.absolute():
+            raise SetupError(f"--out {out} is greenloop's latest-green pointer; " + refusal)
         if out.is_symlink():
             target = Path(os.readlink(out))
             # Ours: into this tree's state folder (wherever GREENLOOP_STATE_DIR put it),
@@ -175,6 +177,8 @@ def read_pointer(root: Path) -> tuple[PublishedArtifact | None, str | None]:
         return None, None
     except PointerFormatError as e:
         return None, f"ignoring corrupt {path}: {e}"
+    except OSError as e:  # a folder, a link loop, no permission: no green to show either
+        return None, f"cannot read {path}: {e.strerror}"
 
 
 def _link(link: Path, target: Path) -> None:
