@@ -191,6 +191,7 @@ def test_a_publish_that_fails_raises_and_the_next_one_succeeds(store: Store, pro
     with pytest.raises(OSError):
         publisher.publish(built)
     assert read_pointer(project) == (None, None)  # nothing moved
+    assert not any((publisher.state / "publish").iterdir())  # nor is a half publish left
     (project.parent / "outs").mkdir()
     record = publisher.publish(built)
     assert record is not None and (out / "index.html").read_text() == "<h1>v1</h1>"

@@ -117,10 +117,14 @@ class Publisher:
         stamp = Path(tempfile.mkdtemp(prefix=f"{time.time_ns()}-", dir=publishes))
         stamp.chmod(0o755)  # mkdtemp makes it private; the published site is for everyone
         os.symlink(os.path.relpath(site, stamp), stamp / "site")
-        write_atomically(stamp / "latest-green", record.render().encode())
-        self.pointer.parent.mkdir(exist_ok=True)
-        _link(self.pointer, self.state / "current" / "latest-green")
-        _link(self.out, self.state / "current" / "site")
+        try:
+            write_atomically(stamp / "latest-green", record.render().encode())
+            self.pointer.parent.mkdir(exist_ok=True)
+            _link(self.pointer, self.state / "current" / "latest-green")
+            _link(self.out, self.state / "current" / "site")
+        except OSError:
+            _discard(stamp)  # never switched to, so pruning must not count it as a publish
+            raise
         _link(self.state / "current", stamp.relative_to(self.state))  # the one switch
         self._prune(publishes, current=stamp)
         return record
