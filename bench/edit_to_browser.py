@@ -10,7 +10,7 @@ in the page), so Playwright's polling for the new page is not counted.
 
 Beside it, per edit:
 
-* check — the verdict's own duration (``last_check_ms`` in ``.greenloop/watch.json``,
+* check — the verdict's own duration (``last_check_ms`` in the tree's ``watch.json``,
   the round that turned the tree green);
 * build — the build step's own time (``artifact.build_duration_ms`` of the
   ``BuildResult`` line ``dev --json`` prints);
@@ -41,6 +41,7 @@ from typing import Any
 
 from greenloop.cli._devloop import DEV_DEBOUNCE_MS
 from greenloop.devloop.rounds import Setup
+from greenloop.devloop.status import status_path
 from greenloop.protocol import BuildResult, Compiled
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -133,7 +134,7 @@ class Dev:
 
 def last_check(site: Path, since: float) -> float:
     """The duration of the check round that finished after ``since`` (watch.json)."""
-    status = site / ".greenloop" / "watch.json"
+    status = status_path(site)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         try:

@@ -17,10 +17,11 @@ from greenloop.store import Store
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Never touch the developer's real cache, local or remote, nor hand commands
+    # Never touch the developer's real cache, local or remote, or trees' state, nor hand commands
     # to a greenloop daemon the developer has running.
     monkeypatch.setenv("GREENLOOP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GREENLOOP_DAEMON_DIR", str(tmp_path / "daemon"))
+    monkeypatch.setenv("GREENLOOP_STATE_DIR", str(tmp_path / "tree-state"))
     for variable in (
         "GREENLOOP_REMOTE_CACHE",
         "GREENLOOP_REMOTE_CACHE_MODE",

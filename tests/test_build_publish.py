@@ -21,7 +21,7 @@ from greenloop.protocol import (
 )
 from greenloop.sdk.loader import load
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 
 SITE = """
 @gl.pipeline("build")
@@ -99,6 +99,36 @@ def test_corrupt_pointer_reads_as_no_green_yet(project: Path) -> None:
     assert record is None and warning is not None and "corrupt" in warning
 
 
+def test_status_reads_a_pointer_from_the_far_future(project: Path) -> None:
+    # Valid for the codec (any unsigned 64-bit time); `status` must still say it.
+    record = PublishedArtifact.parse(
+        PublishedArtifact(
+            input_hash="6" * 64,
+            artifact="7" * 64,
+            identity=trigger("1").identity,
+            published_at=2**64 - 1,
+        ).render()
+    )
+    (project / POINTER).write_text(record.render())
+    done = cli("status", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert f"latest_green: published at {2**64 - 1} s after the epoch" in done.stdout
+
+
+def test_an_unreadable_pointer_reads_as_no_green_yet(project: Path) -> None:
+    (project / POINTER).mkdir()  # not a file at all
+    record, warning = read_pointer(project)
+    assert record is None and warning is not None and str(project / POINTER) in warning
+    done = cli("status", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "no green build published yet (warning: cannot read" in done.stdout
+
+
+def test_out_cannot_be_the_pointer(store: Store, project: Path) -> None:
+    with pytest.raises(SetupError, match="latest-green pointer"):
+        Publisher(store, project, project / POINTER)
+
+
 def test_out_that_is_not_ours_is_refused(store: Store, project: Path) -> None:
     out = project.parent / "precious"
     out.mkdir()
@@ -106,6 +136,66 @@ def test_out_that_is_not_ours_is_refused(store: Store, project: Path) -> None:
     with pytest.raises(SetupError, match="not managed by greenloop"):
         Publisher(store, project, out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("target", ["folder", "dangling"])
+def test_a_symlink_out_the_user_made_is_refused(store: Store, project: Path, target: str) -> None:
+    # The user's own link (to their folder, or to nothing yet) is theirs, as a folder is.
+    mine = project.parent / "mine"
+    if target == "folder":
+        mine.mkdir()
+        (mine / "keep.txt").write_text("mine")
+    out = project.parent / "link"
+    out.symlink_to(mine)
+    with pytest.raises(SetupError, match=r"--out .*link is a symlink greenloop did not make"):
+        Publisher(store, project, out)
+    assert out.is_symlink() and out.readlink() == mine
+    if target == "folder":
+        assert (mine / "keep.txt").read_text() == "mine"
+
+
+def test_greenloops_own_out_link_is_taken_over(store: Store, project: Path) -> None:
+    write_pipeline(project, SITE)
+    (project / "page.html").write_text("<h1>v1</h1>")
+    out = project.parent / "site"
+    first = Publisher(store, project, out)
+    record = first.publish(builder(store, project).build(trigger("1")))
+    assert record is not None and out.is_symlink()
+    again = Publisher(store, project, out)  # a restarted dev: the link is its own
+    assert again.current() == first.current()
+
+
+@pytest.mark.parametrize("where", ["/proc/greenloop-out", "file/out"])
+def test_an_out_that_cannot_be_made_is_refused_at_start(
+    store: Store, project: Path, where: str
+) -> None:
+    (project.parent / "file").write_text("a file, not a folder")
+    out = project.parent / where
+    with pytest.raises(SetupError, match=r"--out .* cannot be written"):
+        Publisher(store, project, out)
+
+
+def test_an_out_folder_that_does_not_exist_yet_is_made(store: Store, project: Path) -> None:
+    out = project.parent / "build" / "web" / "site"
+    Publisher(store, project, out)
+    assert out.parent.is_dir() and not out.exists()
+
+
+def test_a_publish_that_fails_raises_and_the_next_one_succeeds(store: Store, project: Path) -> None:
+    write_pipeline(project, SITE)
+    (project / "page.html").write_text("<h1>v1</h1>")
+    out = project.parent / "outs" / "site"
+    publisher = Publisher(store, project, out)
+    built = builder(store, project).build(trigger("1"))
+    (project.parent / "outs").rmdir()  # the folder --out lives in went away
+    with pytest.raises(OSError):
+        publisher.publish(built)
+    assert read_pointer(project) == (None, None)  # nothing moved
+    assert not any((publisher.state / "publish").iterdir())  # nor is a half publish left
+    (project.parent / "outs").mkdir()
+    record = publisher.publish(built)
+    assert record is not None and (out / "index.html").read_text() == "<h1>v1</h1>"
+    assert read_pointer(project) == (record, None)
 
 
 def test_readers_never_see_a_mix(store: Store, project: Path) -> None:

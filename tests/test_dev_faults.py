@@ -7,7 +7,7 @@ What a kill may leave, and what these tests hold it to:
 * ``--out`` resolves to a complete folder: its content is exactly the tree its
   name (``sites/<tree[:32]>``) promises, and a tree that was built;
 * the two agree, always: both are fixed links through one switch
-  (``.greenloop/current``), so one rename moves them together. (Before that
+  (``current`` in the tree's state folder), so one rename moves them together. (Before that
   design ``--out`` was swapped first and the pointer rewritten second, and a kill
   between the two could leave ``--out`` one publish ahead; that is gone, so any
   disagreement now fails.)
@@ -29,6 +29,7 @@ Two ways of killing, because a publish is a few milliseconds of a dev round:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -38,9 +39,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from greenloop.devloop.publisher import POINTER
@@ -49,10 +51,12 @@ from greenloop.protocol import (
     BuildIdentity,
     BuildResult,
     Compiled,
+    Failed,
     PointerFormatError,
     PublishedArtifact,
 )
 from greenloop.store import Store
+from tests.conftest import cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "site"
 KILLS = 50
@@ -118,9 +122,9 @@ def require_mypy() -> None:
 class DevProcess:
     """A real ``greenloop dev --port 0 --json`` child whose stdout lines are collected."""
 
-    def __init__(self, site: Path, cache: Path) -> None:
+    def __init__(self, site: Path, cache: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenloop", "dev", "--port", "0", "--json"],
+            [sys.executable, "-m", "greenloop", "dev", "--port", "0", "--json", *args],
             cwd=site,
             env=dev_env(cache),
             stdout=subprocess.PIPE,
@@ -180,6 +184,16 @@ class DevProcess:
                         f"waited for {count} builds, got {len(results)}: {self.lines[-5:]}"
                     )
                 self._changed.wait(timeout=min(left, 0.5))
+
+    def wait_for_result(self, after: int, want: Callable[[BuildResult], bool]) -> BuildResult:
+        """The first BuildResult after the first ``after`` that ``want`` accepts."""
+        count = after + 1
+        while True:
+            results = self.wait_for_builds(count)
+            found = next((r for r in results[after:] if want(r)), None)
+            if found is not None:
+                return found
+            count = len(results) + 1
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit code (130 is a clean interrupted stop)."""
@@ -472,7 +486,7 @@ def test_a_prune_cut_short_is_never_served(tmp_path: Path) -> None:
             publisher.publish(build)
         first = builds[0].artifact
         assert first is not None
-        half = root / ".greenloop" / "sites" / ".trash-cut-short"
+        half = publisher.state / "sites" / ".trash-cut-short"
         store.materialize(first.tree, half)
         for i, page in enumerate(sorted(half.rglob("*.html"))):
             if i % 2:
@@ -481,3 +495,114 @@ def test_a_prune_cut_short_is_never_served(tmp_path: Path) -> None:
         known = {b.artifact.tree for b in builds if b.artifact is not None}
         check_after_kill(store, root, publisher.out, known, tmp_path, published_before=True)
         assert not half.exists()
+
+
+# -- what dev refuses at start, and a publish that fails later -----------------------
+
+
+@pytest.mark.parametrize("case", ["/proc", "file", "user-link", "bad-host"])
+def test_dev_refuses_an_out_or_host_it_cannot_use_in_one_line(tmp_path: Path, case: str) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    (tmp_path / "file").write_text("a file, not a folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    args = {
+        "/proc": ["--out", "/proc/greenloop-out"],
+        "file": ["--out", str(tmp_path / "file" / "out")],
+        "user-link": ["--out", str(tmp_path / "link")],
+        "bad-host": ["--allowed-host", "not a host"],
+    }[case]
+    done = subprocess.run(
+        [sys.executable, "-m", "greenloop", "dev", "--port", "0", *args],
+        cwd=site,
+        env=dev_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert args[1] in lines[0] or repr(args[1]) in lines[0]
+    assert (tmp_path / "link").readlink() == tmp_path / "mine"  # the user's link is intact
+
+
+def test_a_publish_that_fails_is_a_red_build_and_the_next_green_publishes(
+    tmp_path: Path,
+) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    pages = site / "pages.py"
+    original = pages.read_text()
+    outs = tmp_path / "outs"
+    out = outs / "site"
+    dev = DevProcess(site, tmp_path / "cache", "--out", str(out))
+    try:
+        first = dev.wait_for_builds(1)[0]
+        assert first.servable and (out / "index.html").is_file()
+        seen = len(dev.build_results())
+        shutil.rmtree(outs)  # the folder --out lives in goes away under the running dev
+        pages.write_text(original.replace("Hello from greenloop", "Version A"))
+        failed = dev.wait_for_result(seen, lambda r: isinstance(r.outcome, Failed))
+        assert isinstance(failed.outcome, Failed)
+        assert "publishing failed" in failed.outcome.reason
+        assert str(outs) in failed.outcome.reason
+        status = httpx.get(dev.url + "__greenloop/status").json()
+        # Green tree, failed last build: what the overlay shows as "The last build failed".
+        assert status["verdict"] == "green"
+        assert status["last_build"]["outcome"] == {
+            "kind": "failed",
+            "reason": failed.outcome.reason,
+        }
+        assert status["artifact"]["tree"] == first.artifact.tree  # type: ignore[union-attr]
+        pointer = PublishedArtifact.parse((site / POINTER).read_bytes())
+        assert pointer.artifact == first.artifact.tree  # type: ignore[union-attr]
+        # `greenloop status` says so too (the status file is written as the build ends).
+        watcher = json.loads(cli("status", "--json", cwd=site).stdout)["watcher"]
+        assert watcher["last_build"]["outcome"] == "failed"
+        assert watcher["last_build"]["reason"] == failed.outcome.reason
+        assert "; last build FAILED: built, but publishing failed" in cli("status", cwd=site).stdout
+
+        seen = len(dev.build_results())
+        outs.mkdir()
+        pages.write_text(original.replace("Hello from greenloop", "Version B"))
+        again = dev.wait_for_result(seen, lambda r: r.servable)
+        assert again.artifact is not None
+        assert "Version B" in (out / "index.html").read_text()
+        status = httpx.get(dev.url + "__greenloop/status").json()
+        assert status["artifact"]["tree"] == again.artifact.tree
+        assert status["last_build"]["outcome"]["kind"] != "failed"
+        watcher = json.loads(cli("status", "--json", cwd=site).stdout)["watcher"]
+        assert watcher["last_build"]["published"] is True
+    finally:
+        assert dev.stop() == 130
+
+
+def tree_listing(root: Path) -> set[str]:
+    """Every path in the tree, folders and hidden files included."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_dev_answers_only_its_own_hosts_and_adds_only_its_two_links(tmp_path: Path) -> None:
+    require_mypy()
+    site = copy_site(tmp_path)
+    before = tree_listing(site)
+    dev = DevProcess(site, tmp_path / "cache", "--allowed-host", "my-tunnel.example")
+    try:
+        assert dev.wait_for_builds(1)[0].servable
+        # The tree gains the two links the user sees, and nothing else: the status,
+        # lock, checker caches and materialized builds live in the tree's state folder.
+        assert tree_listing(site) == before | {".greenloop/latest-green", ".greenloop/out"}
+        assert (site / ".greenloop" / "out" / "index.html").is_file()
+        port = dev.url.rstrip("/").rsplit(":", 1)[1]
+        status = dev.url + "__greenloop/status"
+        for host, code in (
+            (f"evil.example:{port}", 403),
+            ("other.example", 403),
+            (f"my-tunnel.example:{port}", 200),
+            (f"localhost:{port}", 200),
+        ):
+            assert httpx.get(status, headers={"host": host}).status_code == code, host
+    finally:
+        assert dev.stop() == 130

@@ -20,15 +20,16 @@ from greenloop.devloop.digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.loop import Verdict
 from greenloop.devloop.status import (
-    LOCK_FILE,
     AlreadyWatching,
     WatchLock,
     WatchStatus,
     liveness,
+    lock_path,
     pid_alive,
     read_status,
     write_status,
 )
+from greenloop.devloop.treestate import state_dir, tree_key
 from greenloop.devloop.watcher import ChangeFilter, Watcher
 from greenloop.protocol import BecameRed, TreeState
 from tests.conftest import wait_until
@@ -285,6 +286,61 @@ def test_watch_json_streams_red_then_green_and_status_sees_it(
     assert (stopped["state"], stopped["live"], stopped["verdict"]) == ("stopped", False, "green")
 
 
+def tree_listing(root: Path) -> set[str]:
+    """Every path in the tree, folders and hidden files included."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_check_and_watch_leave_only_the_users_files_in_the_tree(tmp_path: Path) -> None:
+    # A project's own linter (biome, eslint) lints what it finds: runtime state, locks,
+    # heartbeats and checker caches must live outside the tree, not in `.greenloop/`.
+    root = python_project(tmp_path / "proj")
+    (root / ".greenloop").mkdir(exist_ok=True)
+    (root / ".greenloop" / "pipeline.py").write_text('"""No pipelines yet."""\n')
+    before = tree_listing(root)
+    assert cli("check", cwd=root, env=python_env()).returncode == 0
+    assert tree_listing(root) == before
+    proc = Background("watch", "--json", cwd=root, env=python_env())
+    try:
+        proc.wait_event("became_green")
+        (root / "demo/calc.py").write_text(PY_RED)
+        proc.wait_event("became_red")
+        (root / "demo/calc.py").write_text(PY_GREEN)
+        proc.wait_event("became_green")
+        assert tree_listing(root) == before
+        status = json.loads(cli("status", "--json", cwd=root).stdout)["watcher"]
+        assert status["live"] is True and status["pid"] == proc.proc.pid
+    finally:
+        assert proc.stop() == 130
+    assert tree_listing(root) == before
+    stopped = json.loads(cli("status", "--json", cwd=root).stdout)["watcher"]
+    assert (stopped["state"], stopped["verdict"]) == ("stopped", "green")
+
+
+@pytest.mark.parametrize("command", ["check", "watch"])
+def test_a_state_folder_that_cannot_be_made_is_one_line_and_exit_2(
+    tmp_path: Path, command: str
+) -> None:
+    root = python_project(tmp_path / "proj")
+    done = cli(command, cwd=root, env={**python_env(), "GREENLOOP_STATE_DIR": "/proc/greenloop"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: cannot make greenloop's state folder for this tree, "
+        f"/proc/greenloop/{tree_key(root)}: No such file or directory; "
+        "set GREENLOOP_STATE_DIR to a writable folder"
+    ]
+
+
+def test_a_trees_state_folder_is_keyed_by_its_real_path(tmp_path: Path) -> None:
+    (tmp_path / "a" / "app").mkdir(parents=True)
+    (tmp_path / "b" / "app").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "app")
+    a, b = state_dir(tmp_path / "a" / "app"), state_dir(tmp_path / "b" / "app")
+    assert a != b and a.name.startswith("app-") and b.name.startswith("app-")
+    assert state_dir(tmp_path / "link") == a  # the same tree, however it is reached
+    assert a.parent == tmp_path / "tree-state"  # GREENLOOP_STATE_DIR, set for every test
+
+
 def test_a_second_watcher_is_refused_while_the_first_lives(
     watching: tuple[Path, Background],
 ) -> None:
@@ -379,7 +435,7 @@ def test_a_hung_watcher_with_a_stale_heartbeat_is_taken_over(tmp_path: Path) -> 
 
 
 def _hold_lock(root: Path) -> int:
-    path = root / LOCK_FILE
+    path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

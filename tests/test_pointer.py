@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from greenloop.protocol import BuildIdentity, PointerFormatError, PublishedArtifact
 from greenloop.protocol.pointer import HEADER, KEYS
@@ -121,3 +122,66 @@ def test_mutated_pointers_parse_strictly_or_fail(
         return
     # Anything that still parses must round-trip exactly: never a half-decoded pointer.
     assert PublishedArtifact.parse(parsed.render()) == parsed
+
+
+# -- bytes in: a PointerFormatError or a valid pointer out, never anything else -------
+
+_values = st.one_of(
+    hashes,
+    triples,
+    st.sampled_from(["dev", "release", "", "-1", "0", "1" * 19, str(2**64), "1e3"]),
+    st.sampled_from(["\u0663", "\uff11", "\u00b2", " 1", "1 "]),  # digits str.isdigit() accepts
+    st.integers(min_value=0, max_value=2**70).map(str),
+    st.integers(min_value=4000, max_value=6000).map(lambda n: "9" * n),  # past int()'s limit
+    st.text(max_size=80),
+)
+_lines = st.one_of(
+    st.tuples(st.sampled_from(KEYS), _values).map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.tuples(st.text(max_size=20), st.text(max_size=20)).map(lambda kv: f"{kv[0]}={kv[1]}"),
+    st.text(max_size=40),
+)
+
+
+@st.composite
+def near_pointers(draw: st.DrawFn) -> bytes:
+    """Pointer-shaped documents: mostly the right header and keys, any values."""
+    base = draw(pointers).render().splitlines()
+    header = draw(st.sampled_from([HEADER, HEADER, HEADER, "", HEADER + "\r", "GREENLOOP"]))
+    lines = draw(
+        st.one_of(
+            st.lists(_lines, max_size=14),
+            # The real lines, a few replaced or added: past the cheap checks, into the values.
+            st.tuples(st.just(base[1:]), st.lists(_lines, max_size=3)).map(
+                lambda parts: [*parts[0][: len(parts[0]) - len(parts[1])], *parts[1]]
+            ),
+        )
+    )
+    end = draw(st.sampled_from(["\n", "\n", "", "\r\n"]))
+    text = "\n".join([header, *lines]) + end
+    return text.encode("utf-8", "surrogatepass")
+
+
+@given(st.one_of(near_pointers(), st.binary(max_size=300)))
+def test_any_bytes_give_a_format_error_or_a_pointer_that_round_trips(data: bytes) -> None:
+    try:
+        parsed = PublishedArtifact.parse(data)
+    except PointerFormatError as e:
+        assert str(e)  # a reason a person can read
+        return
+    # Anything accepted is a whole, valid record: rendering it gives a pointer that
+    # parses back to exactly the same record.
+    assert PublishedArtifact.parse(parsed.render()) == parsed
+    assert PublishedArtifact.parse(parsed.render().encode()).render() == parsed.render()
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, str(2**64), "1" * 21])
+def test_a_timestamp_out_of_range_is_a_format_error(value: str) -> None:
+    with pytest.raises(PointerFormatError, match="published_at"):
+        PublishedArtifact.parse(_replace(GOOD, "published_at", value))
+
+
+def test_the_largest_timestamp_round_trips_and_no_larger_one_is_made() -> None:
+    text = _replace(GOOD, "published_at", str(2**64 - 1))
+    assert PublishedArtifact.parse(text).render() == text
+    with pytest.raises(ValidationError):
+        PublishedArtifact.model_validate({**sample().model_dump(), "published_at": 2**64})

@@ -263,3 +263,93 @@ def test_connections_are_tcp_with_nodelay(server: DevServer) -> None:
     listening = server._socket
     assert listening.proto == socket.IPPROTO_TCP
     assert listening.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+# -- DNS rebinding: only our own names may be in Host --------------------------------
+
+
+def get_as(server: DevServer, path: str, host: str) -> httpx.Response:
+    """GET ``path`` from the real server with ``Host: host``, as a rebound browser sends it."""
+    return httpx.get(server.url.rstrip("/") + path, headers={"host": host})
+
+
+@pytest.mark.parametrize("path", ["/__greenloop/status", "/", "/style.css", "/__greenloop/x"])
+def test_a_foreign_host_is_refused(server: DevServer, site: Path, path: str) -> None:
+    # evil.example made its name resolve to 127.0.0.1: the browser sends its own name.
+    response = get_as(server, path, f"evil.example:{server.port}")
+    assert response.status_code == 403
+    assert "evil.example" in response.text and "--allowed-host" in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert "verdict" not in response.text and "home" not in response.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:{port}",
+        "localhost:{port}",
+        "LOCALHOST",
+        "127.9.8.7",
+        "app.localhost:{port}",
+        "localhost.",
+        "[::1]:{port}",
+        "[::1]",
+    ],
+)
+def test_loopback_hosts_are_served(server: DevServer, site: Path, host: str) -> None:
+    response = get_as(server, "/__greenloop/status", host.format(port=server.port))
+    assert response.status_code == 200, response.text
+    assert response.json()["artifact"] is not None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "evil.example",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "10.0.0.1",
+        "[::1",
+        "::1",
+        "local host",
+        "localhost:port",
+        "[fe80::1]",
+    ],
+)
+def test_hosts_that_are_not_ours_are_refused(server: DevServer, host: str) -> None:
+    assert get_as(server, "/__greenloop/status", host).status_code == 403
+
+
+def test_a_request_without_host_is_refused(server: DevServer) -> None:
+    # HTTP/1.0 lets a client leave Host out; no browser does, and we cannot tell it is ours.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /__greenloop/status HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 ")
+
+
+def test_names_the_user_allows_are_served(state: LiveState) -> None:
+    server = serve(state, allowed_hosts=["my-tunnel.example", ".dev.example"])
+    try:
+        for allowed in (
+            "my-tunnel.example",
+            "My-Tunnel.example:443",
+            "dev.example",
+            "a.b.dev.example",
+        ):
+            assert get_as(server, "/__greenloop/status", allowed).status_code == 200, allowed
+        for refused in ("other.example", "tunnel.example", "xdev.example", "dev.example.evil"):
+            assert get_as(server, "/__greenloop/status", refused).status_code == 403, refused
+    finally:
+        server.stop()
+
+
+def test_the_bound_host_is_allowed(state: LiveState) -> None:
+    server = serve(state, host="127.0.0.2")
+    try:
+        assert get_as(server, "/__greenloop/status", "127.0.0.2:1").status_code == 200
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from websockets.sync.connection import Connection
 from websockets.typing import Origin
 
 from greenloop.protocol.devloop import BecameGreen, BecameRed, FileState, FileVerdict
-from greenloop.server import DevServer, LiveState
+from greenloop.server import DevServer, LiveState, serve
 from tests.test_server_support import (
     diagnostic,
     failed_result,
@@ -151,3 +152,45 @@ def test_pages_of_other_sites_are_refused(server: DevServer, state: LiveState) -
     own = Origin(f"http://127.0.0.1:{server.port}")
     with connect(url, origin=own, open_timeout=_TIMEOUT_S) as ws:
         assert receive(ws)["type"] == "sync"
+
+
+def rebound(server: DevServer, host: str, origin: str | None = None) -> ClientConnection:
+    """A real WebSocket client that believes it talks to ``host`` (DNS rebound to us)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=_TIMEOUT_S)
+    return connect(
+        f"ws://{host}/__greenloop/events",
+        sock=sock,
+        origin=Origin(origin) if origin is not None else None,
+        open_timeout=_TIMEOUT_S,
+    )
+
+
+@pytest.mark.parametrize("origin", [None, "http://evil.example:{port}"])
+def test_a_foreign_host_is_refused_even_with_a_matching_origin(
+    server: DevServer, origin: str | None
+) -> None:
+    host = f"evil.example:{server.port}"
+    with pytest.raises(InvalidStatus) as refused:
+        rebound(server, host, origin.format(port=server.port) if origin else None)
+    assert refused.value.response.status_code == 403
+
+
+def test_a_cross_origin_page_is_refused_on_a_loopback_host(server: DevServer) -> None:
+    host = f"localhost:{server.port}"
+    with pytest.raises(InvalidStatus) as refused:
+        rebound(server, host, "http://evil.example")
+    assert refused.value.response.status_code == 403
+    with rebound(server, host, f"http://{host}") as ws:
+        assert receive(ws)["type"] == "sync"
+
+
+def test_an_allowed_host_may_open_the_socket(state: LiveState) -> None:
+    server = serve(state, allowed_hosts=["my-tunnel.example"])
+    try:
+        host = f"my-tunnel.example:{server.port}"
+        with rebound(server, host, f"http://{host}") as ws:
+            assert receive(ws)["type"] == "sync"
+        with pytest.raises(InvalidStatus):
+            rebound(server, f"other.example:{server.port}")
+    finally:
+        server.stop()

@@ -104,7 +104,8 @@ def check(root: Path, as_json: bool) -> None:
 def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
     """Watch the tree and print a verdict after every change (JSON lines with --json).
 
-    Writes .greenloop/watch.json for `greenloop status`. Refuses to start (exit 2)
+    Keeps a status file for `greenloop status` in the tree's state folder (outside the
+    tree; GREENLOOP_STATE_DIR moves it). Refuses to start (exit 2)
     while another watcher is live on the tree; Ctrl-C or SIGTERM stop it (exit 130).
     """
     root = root.resolve()
@@ -137,6 +138,15 @@ next batch restarts it), never a wrong page. webpack's watcher waits 20 ms."""
     help="Port to serve on (0 picks a free one).",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this host name (repeatable; '.example.com' allows the "
+    "domain and its subdomains). Loopback names and --host are always allowed; any other "
+    "Host is refused with 403 against DNS rebinding.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -161,6 +171,7 @@ def dev(
     root: Path,
     host: str,
     port: int,
+    allowed_hosts: tuple[str, ...],
     out: Path | None,
     pipeline_name: str,
     debounce_ms: int | None,
@@ -175,7 +186,12 @@ def dev(
     # The server stack loads only for `dev`, never for `check` or `watch`.
     from greenloop.devloop.dev import DevBuilds
     from greenloop.server import LiveState, serve
+    from greenloop.server.hosts import HostPolicy
 
+    try:
+        HostPolicy.of(host, allowed_hosts)
+    except ValueError as e:
+        fail(str(e))
     root = root.resolve()
     pipeline_file = root / PIPELINE_FILE
     try:
@@ -198,16 +214,19 @@ def dev(
         store.close()
         fail(f"cannot take the watcher slot in {root}: {e}")
     state = LiveState()
-    builds = DevBuilds(
-        store, root, pipeline_file, pipeline_name, publisher, state, _build_reporter(as_json)
-    )
+    reporter = _BuildReporter(as_json)
+    builds = DevBuilds(store, root, pipeline_file, pipeline_name, publisher, state, reporter)
     try:
-        server = serve(state, host, port)
+        server = serve(state, host, port, allowed_hosts=allowed_hosts)
     except OSError as e:
         lock.release()
         store.close()
         fail(f"cannot serve on {host}:{port}: {e}")
     click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+
+    def start_building(writer: StatusWriter) -> None:
+        reporter.record_in(writer)
+        builds.start()
 
     def stop_serving() -> None:
         builds.stop()
@@ -223,7 +242,7 @@ def dev(
         as_json=as_json,
         debounce_ms=debounce_ms,
         extra=builds,
-        on_start=builds.start,
+        on_start=start_building,
         on_stop=stop_serving,
     )
 
@@ -236,7 +255,7 @@ def _watch_until_stopped(
     as_json: bool,
     debounce_ms: int | None = None,
     extra: Listener | None = None,
-    on_start: Callable[[], None] = lambda: None,
+    on_start: Callable[[StatusWriter], None] = lambda writer: None,
     on_stop: Callable[[], None] = lambda: None,
 ) -> NoReturn:
     """Run the watch loop, with its status file, until Ctrl-C, SIGTERM or a takeover; exit.
@@ -257,7 +276,7 @@ def _watch_until_stopped(
     try:
         with _signals_set(stop, signalled):
             writer.start()
-            on_start()
+            on_start(writer)
             loop.run()
     except OSError as e:
         fail(f"watching {root} failed: {e}")
@@ -272,9 +291,22 @@ def _watch_until_stopped(
     sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
 
 
-def _build_reporter(as_json: bool) -> Callable[[BuildResult, bool], None]:
-    def report(result: BuildResult, published: bool) -> None:
-        if as_json:
+class _BuildReporter:
+    """Says what each build came to: on stdout, and in the status file once it is running."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._as_json = as_json
+        self._status: StatusWriter | None = None
+
+    def record_in(self, writer: StatusWriter) -> None:
+        """From now on, also record each build in ``writer``'s status file."""
+        self._status = writer
+
+    def __call__(self, result: BuildResult, published: bool) -> None:
+        """Report one build."""
+        if self._status is not None:
+            self._status.build(result, published)
+        if self._as_json:
             click.echo(result.model_dump_json())
             return
         outcome = result.outcome
@@ -284,8 +316,6 @@ def _build_reporter(as_json: bool) -> Callable[[BuildResult, bool], None]:
             click.echo(f"  build {outcome.kind}: published {result.input_hash[:12]}")
         else:
             click.echo(f"  build {outcome.kind}: not published (the tree changed meanwhile)")
-
-    return report
 
 
 @click.command()
@@ -391,6 +421,14 @@ def _describe_section(name: str, section: dict[str, Any]) -> str:
         f"last verdict {str(section['verdict']).upper()}, {section['errors']} errors, "
         f"{section['warnings']} warnings after {section['checks']} checks"
     )
+    build = section.get("last_build")
+    if build is not None:
+        seen += (
+            f"; last build FAILED: {build['reason']}"
+            if build["outcome"] == "failed"
+            else f"; last build {build['outcome']}"
+            + ("" if build["published"] else " (not published)")
+        )
     if state == "live":
         return (
             f"live (pid {section['pid']}, {section['activity']}, heartbeat "
@@ -405,7 +443,10 @@ def _describe_latest_green(section: dict[str, Any]) -> str:
     warning = f" (warning: {section['warning']})" if "warning" in section else ""
     if section["state"] == "none":
         return f"no green build published yet{warning}"
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(section["published_at"]))
+    try:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(section["published_at"]))
+    except (OverflowError, OSError, ValueError):  # a pointer may say any time up to 2**64 - 1
+        when = f"at {section['published_at']} s after the epoch"
     identity = section["identity"]
     return (
         f"published {when}, input {section['input_hash'][:12]}, artifact "

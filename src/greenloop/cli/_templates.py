@@ -55,7 +55,7 @@ INP001, as ``.greenloop/`` is no package, and CPY001, copyright notices), ``mypy
 --strict`` and pyright as written."""
 
 _GITIGNORE = (
-    "# greenloop state; only the pipeline and config belong in git\n"
+    "# greenloop's links (latest-green, out); only the pipeline and config belong in git\n"
     "*\n!.gitignore\n!*.py\n!*.toml\n"
 )
 

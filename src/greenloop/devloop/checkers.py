@@ -44,8 +44,9 @@ from greenloop.devloop.detect import (
     python_type_checker,
 )
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.mypy_cache import CACHE_DIR, CacheGuard
+from greenloop.devloop.mypy_cache import CacheGuard, cache_dir
 from greenloop.devloop.programs import INSTALL_HINTS, LOCAL_BIN_DIRS, find_program, program_version
+from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import SetupError
 
 _MAX_LISTED_FILES = 5_000
@@ -95,8 +96,10 @@ def _cargo(root: Path, program: str, config: Config) -> tuple[list[str], Format]
 
 
 def _ruff(root: Path, program: str, config: Config) -> tuple[list[str], Format]:
-    # --no-fix: a project's `fix = true` must never let a check rewrite the tree.
-    return ["check", "--output-format=json", "--no-fix"], Format.RUFF_JSON
+    # --no-fix: a project's `fix = true` must never let a check rewrite the tree; nor
+    # may ruff's cache land in it (a project's own linter would trip over it).
+    cache = str(state_dir(root) / "ruff")
+    return ["check", "--output-format=json", "--no-fix", "--cache-dir", cache], Format.RUFF_JSON
 
 
 def _mypy(root: Path, program: str, config: Config) -> tuple[list[str], Format]:
@@ -105,7 +108,7 @@ def _mypy(root: Path, program: str, config: Config) -> tuple[list[str], Format]:
     else:
         args = ["--show-column-numbers", "--show-error-codes", "--no-error-summary"]
         fmt = Format.GNU
-    args += ["--no-color-output", "--no-pretty", "--cache-dir", str(root / CACHE_DIR)]
+    args += ["--no-color-output", "--no-pretty", "--cache-dir", str(cache_dir(root))]
     if not mypy_has_targets(root):
         # The project's own file list honours .gitignore, which mypy's folder crawl does not.
         files = _python_files(root, config)
@@ -220,7 +223,7 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
         fmt = override.format or fmt
     guard = None
     if name == "mypy" and override.command is None:
-        guard = CacheGuard(root / CACHE_DIR, tuple(_python_files(root, config)))
+        guard = CacheGuard(cache_dir(root), tuple(_python_files(root, config)))
     return Checker(
         name=name,
         argv=tuple(argv),

@@ -127,12 +127,27 @@ class DevBuilds(Listener):
         with self._lock:
             still_green = self._green == identity
         published = False
-        if still_green and result.servable and self.publisher.publish(result) is not None:
-            current = self.publisher.current()
-            if current is not None:
-                self.state.set_artifact(current, result)
-                published = True
+        if still_green and result.servable:
+            try:
+                published = self._publish(result)
+            except Exception as e:  # the build thread must live on: this is a red build
+                reason = (
+                    f"built, but publishing failed ({type(e).__name__}: {e}); "
+                    "the next green build publishes again"
+                )
+                result = BuildResult(input_hash=result.input_hash, outcome=Failed(reason=reason))
+                self.state.push_build(result)
         self._report(result, published)
+
+    def _publish(self, result: BuildResult) -> bool:
+        """Publish ``result`` and serve it; False when there was nothing to serve."""
+        if self.publisher.publish(result) is None:
+            return False
+        current = self.publisher.current()
+        if current is None:
+            return False
+        self.state.set_artifact(current, result)
+        return True
 
     def _builder(self, pipeline: Pipeline) -> Builder:
         return Builder(self.store, self.root, pipeline, self._executors)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pathspec
 
+from greenloop.devloop.treestate import state_root
 from greenloop.engine.files import project_files
 from greenloop.store import default_root
 
@@ -52,14 +53,18 @@ FIXED_IGNORES: tuple[str, ...] = (
 
 
 class Ignores:
-    """The fixed patterns, the settings' ``ignore`` list, and greenloop's cache if it is inside."""
+    """The fixed patterns, the settings' ``ignore`` list, and greenloop's folders inside the tree.
+
+    Those are the store and the trees' state folder, when either lies inside.
+    """
 
     def __init__(self, root: Path, extra: Iterable[str] = ()) -> None:
         self.root = root
         lines = [*FIXED_IGNORES, *extra]
-        cache = _inside(default_root(), root)
-        if cache is not None:
-            lines.append(f"/{cache}/")
+        for own in (default_root(), state_root()):  # greenloop's store and the trees' state
+            inside = _inside(own, root)
+            if inside is not None:
+                lines.append(f"/{inside}/")
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:

@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.treestate import state_dir
 
-CACHE_DIR = ".greenloop/cache/mypy"
-"""The private mypy cache, relative to the project root (greenloop state, never checked)."""
+
+def cache_dir(root: Path) -> Path:
+    """The private mypy cache of the tree at ``root``, in its state folder (never in the tree)."""
+    return state_dir(root) / "mypy"
+
 
 _STAMPS = "greenloop-stamps.json"
 _digests = DigestCache()

@@ -2,18 +2,20 @@
 
 Two things move on a servable :class:`BuildResult`, together, and nothing moves
 otherwise: ``.greenloop/latest-green`` (the v1 pointer) and ``--out DIR`` (the
-artifact). Both are fixed symlinks through one switch, ``.greenloop/current``::
+artifact). Both are fixed symlinks through one switch, ``current`` in the tree's
+state folder ``S`` (outside the tree, see :mod:`greenloop.devloop.treestate`)::
 
-    .greenloop/sites/<tree>/…                 each artifact, materialized once, complete
-    .greenloop/publish/<stamp>/latest-green   the pointer of one publish (written, fsynced)
-    .greenloop/publish/<stamp>/site -> ../../sites/<tree>
-    .greenloop/current -> publish/<stamp>     swapped by one rename + directory fsync
-    .greenloop/latest-green -> current/latest-green
-    DIR -> .greenloop/current/site
+    S/sites/<tree>/…                        each artifact, materialized once, complete
+    S/publish/<stamp>/latest-green          the pointer of one publish (written, fsynced)
+    S/publish/<stamp>/site -> ../../sites/<tree>
+    S/current -> publish/<stamp>            swapped by one rename + directory fsync
+    .greenloop/latest-green -> S/current/latest-green
+    DIR -> S/current/site
 
 So a crash at any moment leaves the old pointer and the old tree, or the new
 pointer and the new tree — never a pointer that disagrees with ``DIR``, never a
 half-written file or tree — and a reader of ``DIR`` sees one tree or the other.
+The tree itself gets only the two links the user sees.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ import uuid
 from pathlib import Path
 
 from greenloop._fs import fsync_dir, write_atomically
+from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import BuildResult, PointerFormatError, PublishedArtifact, SetupError
 from greenloop.store import Store
 
-STATE = Path(".greenloop")
-POINTER = STATE / "latest-green"
-DEFAULT_OUT = STATE / "out"
+POINTER = Path(".greenloop") / "latest-green"
+DEFAULT_OUT = Path(".greenloop") / "out"
+# Where --out pointed while greenloop kept its state in the tree.
+_LEGACY_SITE = Path(".greenloop") / "current" / "site"
 _KEEP = 2  # the current publish and the one before: a reader may still be walking it
 
 
@@ -41,20 +45,63 @@ class Publisher:
     def __init__(self, store: Store, root: Path, out: Path | None = None) -> None:
         self.store = store
         self.root = root
-        self.state = (root / STATE).absolute()
+        self.state = state_dir(root)
         self.out = (out if out is not None else root / DEFAULT_OUT).absolute()
         self.pointer = root / POINTER
-        if self.out.exists() and not self.out.is_symlink():
-            if self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()  # an empty folder is ours to replace with the managed link
-            else:
+        self._claim_out()
+
+    def _claim_out(self) -> None:
+        """Make sure ``out`` can become greenloop's link, or raise SetupError saying why not.
+
+        What the user made there — a folder with files, a symlink of their own,
+        even a dangling one — is theirs and is never replaced; an empty folder or
+        greenloop's own link is. The folder ``out`` lives in is made now, and a
+        link is made and removed there, so an unwritable ``out`` fails at start
+        rather than at the first publish.
+        """
+        out, own = self.out, self.state / "current" / "site"
+        refusal = "give a new path (greenloop keeps --out as its own symlink to the latest build)"
+        if out == self.pointer.absolute():
+            raise SetupError(f"--out {out} is greenloop's latest-green pointer; " + refusal)
+        if out.is_symlink():
+            target = Path(os.readlink(out))
+            # Ours: into this tree's state folder (wherever GREENLOOP_STATE_DIR put it),
+            # or where greenloop pointed it before the state left the tree.
+            ours = target.parts[-3:] == (self.state.name, "current", "site")
+            if not ours and target != self.root.absolute() / _LEGACY_SITE:
                 raise SetupError(
-                    f"--out {self.out} exists and is not managed by greenloop; "
-                    "give a new path (greenloop keeps it as a symlink to the latest build)"
+                    f"--out {out} is a symlink greenloop did not make (to {os.readlink(out)}); "
+                    + refusal
                 )
+        elif out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise SetupError(f"--out {out} exists and is not managed by greenloop; " + refusal)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = (
+                "is not a folder"
+                if isinstance(e, FileExistsError)
+                else f"cannot be made: {e.strerror}"
+            )
+            raise SetupError(f"--out {out} cannot be written: {e.filename} {why}") from None
+        probe = out.parent / f".{out.name}.probe-{os.getpid()}"
+        try:
+            probe.unlink(missing_ok=True)
+            os.symlink(own, probe)
+            probe.unlink()
+        except OSError as e:
+            raise SetupError(
+                f"--out {out} cannot be written: cannot make a link in {out.parent}: {e.strerror}"
+            ) from None
+        if out.is_dir() and not out.is_symlink():
+            out.rmdir()  # an empty folder is ours to replace with the managed link
 
     def publish(self, result: BuildResult) -> PublishedArtifact | None:
-        """Publish ``result`` if it is servable; return the pointer record (None otherwise)."""
+        """Publish ``result`` if it is servable; return the pointer record (None otherwise).
+
+        Raises OSError when the disk refuses (``--out``'s folder went away, a full
+        disk): then nothing moved, and a later publish tries again from scratch.
+        """
         if not result.servable or result.artifact is None:
             return None
         meta = result.artifact
@@ -70,9 +117,14 @@ class Publisher:
         stamp = Path(tempfile.mkdtemp(prefix=f"{time.time_ns()}-", dir=publishes))
         stamp.chmod(0o755)  # mkdtemp makes it private; the published site is for everyone
         os.symlink(os.path.relpath(site, stamp), stamp / "site")
-        write_atomically(stamp / "latest-green", record.render().encode())
-        _link(self.pointer, Path("current") / "latest-green")
-        _link(self.out, self.state / "current" / "site")
+        try:
+            write_atomically(stamp / "latest-green", record.render().encode())
+            self.pointer.parent.mkdir(exist_ok=True)
+            _link(self.pointer, self.state / "current" / "latest-green")
+            _link(self.out, self.state / "current" / "site")
+        except OSError:
+            _discard(stamp)  # never switched to, so pruning must not count it as a publish
+            raise
         _link(self.state / "current", stamp.relative_to(self.state))  # the one switch
         self._prune(publishes, current=stamp)
         return record
@@ -129,6 +181,8 @@ def read_pointer(root: Path) -> tuple[PublishedArtifact | None, str | None]:
         return None, None
     except PointerFormatError as e:
         return None, f"ignoring corrupt {path}: {e}"
+    except OSError as e:  # a folder, a link loop, no permission: no green to show either
+        return None, f"cannot read {path}: {e.strerror}"
 
 
 def _link(link: Path, target: Path) -> None:

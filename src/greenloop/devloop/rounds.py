@@ -20,6 +20,7 @@ from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import Round
 from greenloop.devloop.runner import ReportFn, run_checkers
+from greenloop.devloop.treestate import make_state_dir
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,12 @@ class Setup:
 
     @classmethod
     def load(cls, root: Path) -> Setup:
-        """Read the settings and find every checker; raises ``SetupError`` when that fails."""
+        """Read the settings and find every checker; raises ``SetupError`` when that fails.
+
+        The tree's state folder (checker caches, the watcher's status) must be
+        makeable too, so a bad ``GREENLOOP_STATE_DIR`` is a setup error, not a crash.
+        """
+        make_state_dir(root)
         config = load_config(root)
         return cls(config, resolve_checkers(root, config))
 

@@ -1,9 +1,10 @@
 """The watcher's status file and single-watcher lock, and what ``greenloop status`` reports.
 
-``.greenloop/watch.json`` is rewritten atomically (temp file + rename) with the
-watcher's pid, verdict, diagnostic counts and a heartbeat. ``.greenloop/watch.lock``
-is held (``flock``) for the watcher's life, so a second watcher on the same tree
-is refused while the first is alive; a dead one's lock is released by the kernel,
+Both live in the tree's state folder (:mod:`greenloop.devloop.treestate`), never
+in the tree. ``watch.json`` is rewritten atomically (temp file + rename) with the
+watcher's pid, verdict, diagnostic counts and a heartbeat. ``watch.lock`` is held
+(``flock``) for the watcher's life, so a second watcher on the same tree is
+refused while the first is alive; a dead one's lock is released by the kernel,
 and a hung one (stale heartbeat) has its lock file replaced.
 """
 
@@ -24,13 +25,33 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenloop._fs import pid_alive, write_atomically
 from greenloop.devloop.loop import Listener, Verdict
-from greenloop.protocol import BecameRed, SetupError, Severity, StateEvent, TreeState
+from greenloop.devloop.treestate import state_dir
+from greenloop.protocol import (
+    BecameRed,
+    BuildResult,
+    Failed,
+    SetupError,
+    Severity,
+    StateEvent,
+    TreeState,
+)
 
-STATUS_FILE = ".greenloop/watch.json"
-"""Where the watcher reports itself, relative to the project root."""
+STATUS_FILE = "watch.json"
+"""Where the watcher reports itself, in the tree's state folder."""
 
-LOCK_FILE = ".greenloop/watch.lock"
-"""The single-watcher lock, relative to the project root."""
+LOCK_FILE = "watch.lock"
+"""The single-watcher lock, in the tree's state folder."""
+
+
+def status_path(root: Path) -> Path:
+    """The status file of the tree at ``root``."""
+    return state_dir(root) / STATUS_FILE
+
+
+def lock_path(root: Path) -> Path:
+    """The watcher lock of the tree at ``root``."""
+    return state_dir(root) / LOCK_FILE
+
 
 HEARTBEAT_S = 1.0
 """How often a live watcher rewrites its status file."""
@@ -40,6 +61,21 @@ STALE_AFTER_S = 15.0
 
 Activity = Literal["starting", "checking", "idle", "stopped"]
 """What the watcher was doing when it last wrote its status."""
+
+
+class LastBuild(BaseModel):
+    """What ``dev``'s last build came to: published, not published, or failed (and why)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    outcome: str
+    """The ``BuildOutcome`` kind: ``compiled``, ``deduplicated`` or ``failed``."""
+    published: bool
+    """Whether it is now what ``--out`` and the server show."""
+    reason: str | None = None
+    """Why it failed, for a failed build."""
+    input_hash: str
+    at: float
 
 
 class WatchStatus(BaseModel):
@@ -63,6 +99,7 @@ class WatchStatus(BaseModel):
     last_check_at: float | None = None
     last_check_ms: int | None = None
     stopped_at: float | None = None
+    last_build: LastBuild | None = None
 
 
 class AlreadyWatching(SetupError):
@@ -72,7 +109,7 @@ class AlreadyWatching(SetupError):
 def read_status(root: Path) -> WatchStatus | None:
     """The status file's content, or None when it is missing or unreadable."""
     try:
-        return WatchStatus.model_validate_json((root / STATUS_FILE).read_bytes())
+        return WatchStatus.model_validate_json(status_path(root).read_bytes())
     except (OSError, ValidationError):
         return None
 
@@ -84,7 +121,7 @@ def write_status(root: Path, status: WatchStatus) -> None:
     heartbeat says so), and an fsync here sat on the path from a save to its check.
     """
     write_atomically(
-        root / STATUS_FILE,
+        status_path(root),
         (status.model_dump_json(indent=2) + "\n").encode(),
         prefix=".watch.json.",
         durable=False,
@@ -115,7 +152,7 @@ class WatchLock:
     @classmethod
     def acquire(cls, root: Path) -> WatchLock:
         """Take the slot, taking over from a dead or hung watcher; else raise AlreadyWatching."""
-        path = root / LOCK_FILE
+        path = lock_path(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -141,7 +178,7 @@ class WatchLock:
 
     def owns(self) -> bool:
         """False once another watcher has taken the slot over."""
-        if not _same_file(self._fd, self.root / LOCK_FILE):
+        if not _same_file(self._fd, lock_path(self.root)):
             return False
         status = read_status(self.root)
         return status is None or status.token == self.token
@@ -213,6 +250,8 @@ def watcher_section(root: Path) -> dict[str, Any]:
             last_check_ms=status.last_check_ms,
             stopped_at=status.stopped_at,
         )
+        if status.last_build is not None:
+            section["last_build"] = status.last_build.model_dump(mode="json")
     return section
 
 
@@ -244,6 +283,18 @@ class StatusWriter:
         with self._guard:
             self._status = self._status.model_copy(update={**fields, "heartbeat_at": time.time()})
             write_status(self._lock.root, self._status)
+
+    def build(self, result: BuildResult, published: bool) -> None:
+        """Record what ``dev``'s last build came to."""
+        reason = result.outcome.reason if isinstance(result.outcome, Failed) else None
+        last = LastBuild(
+            outcome=result.outcome.kind,
+            published=published,
+            reason=reason,
+            input_hash=result.input_hash,
+            at=time.time(),
+        )
+        self.update(last_build=last)
 
     def stop(self) -> None:
         """Stop the heartbeat and record that this watcher stopped (if it still owns the slot)."""

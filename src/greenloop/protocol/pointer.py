@@ -12,7 +12,7 @@ Format (every line newline-terminated, keys in this fixed order)::
     pipeline=<64 hex>
     target=<triple>
     profile=dev|release
-    published_at=<unix seconds>
+    published_at=<unix seconds, at most 2**64 - 1>
 
 Unknown keys are tolerated (a newer writer may add some); anything else that is
 off is a :class:`PointerFormatError`, never a half-decoded pointer.
@@ -21,8 +21,9 @@ off is a :class:`PointerFormatError`, never a half-decoded pointer.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from greenloop.protocol.devloop import (
     BuildIdentity,
@@ -45,6 +46,9 @@ _IDENTITY_KEYS = (
 KEYS = ("input_hash", "artifact", *_IDENTITY_KEYS, "published_at")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
+MAX_PUBLISHED_AT = 2**64 - 1
+"""The largest ``published_at`` a pointer may carry (an unsigned 64-bit count of seconds)."""
+
 
 class PointerFormatError(ValueError):
     """The pointer file is not the expected ``greenloop-latest-green/v1`` shape."""
@@ -58,7 +62,7 @@ class PublishedArtifact(BaseModel):
     input_hash: InputHash
     artifact: ContentHash
     identity: BuildIdentity
-    published_at: UnixSeconds
+    published_at: Annotated[UnixSeconds, Field(le=MAX_PUBLISHED_AT)]
 
     def render(self) -> str:
         """The byte-stable text form."""
@@ -96,8 +100,12 @@ class PublishedArtifact(BaseModel):
             raise PointerFormatError(f"missing key(s): {', '.join(missing)}")
         if values["profile"] not in {p.value for p in Profile}:
             raise PointerFormatError(f"bad profile {values['profile'][:30]!r}")
-        if not values["published_at"].isascii() or not values["published_at"].isdigit():
-            raise PointerFormatError(f"published_at is not an integer: {values['published_at']!r}")
+        stamp = values["published_at"]
+        if not stamp.isascii() or not stamp.isdigit():
+            raise PointerFormatError(f"published_at is not an integer: {stamp[:30]!r}")
+        # Checked before int(): past 4,300 digits int() raises a plain ValueError.
+        if len(stamp) > len(str(MAX_PUBLISHED_AT)) or int(stamp) > MAX_PUBLISHED_AT:
+            raise PointerFormatError(f"published_at is out of range: {stamp[:30]!r}")
         for k in (
             "input_hash",
             "artifact",
@@ -114,7 +122,7 @@ class PublishedArtifact(BaseModel):
                 input_hash=values["input_hash"],
                 artifact=values["artifact"],
                 identity=BuildIdentity(**{k: values[k] for k in _IDENTITY_KEYS}),
-                published_at=int(values["published_at"]),
+                published_at=int(stamp),
             )
         except ValidationError as e:
             raise PointerFormatError(f"invalid pointer: {e.errors()[0]['msg']}") from None

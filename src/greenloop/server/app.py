@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from greenloop.server.events import events_endpoint
 from greenloop.server.files import Found, NeedsSlash, content_type, is_html, lookup, open_file
+from greenloop.server.hosts import HostGuard, HostPolicy
 from greenloop.server.inject import (
     CLIENT_PATH,
     client_script,
@@ -44,8 +45,11 @@ _CHUNK = 64 * 1024
 _FILE_HEADERS = {"x-content-type-options": "nosniff"}
 
 
-def create_app(state: LiveState) -> Starlette:
-    """The Starlette app serving ``state``; see ``docs/dev-server.md`` for the endpoints."""
+def create_app(state: LiveState, hosts: HostPolicy | None = None) -> Starlette:
+    """The Starlette app serving ``state``; see ``docs/dev-server.md`` for the endpoints.
+
+    Only requests whose ``Host`` ``hosts`` allows are answered (default: loopback).
+    """
 
     async def status(request: Request) -> Response:
         return JSONResponse(status_document(state.snapshot()))
@@ -80,7 +84,11 @@ def create_app(state: LiveState) -> Starlette:
             Route("/__greenloop/{rest:path}", reserved),
             Route("/{path:path}", artifact),
         ],
-        middleware=[Middleware(_NoStore, cacheable=cacheable)],
+        # Outermost first: a refused Host gets its 403 with no-store too.
+        middleware=[
+            Middleware(_NoStore, cacheable=cacheable),
+            Middleware(HostGuard, policy=hosts or HostPolicy()),
+        ],
         # The 500 page is sent outside every middleware, so it says no-store itself.
         exception_handlers={500: _internal_error},
     )

@@ -6,11 +6,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from types import TracebackType
 
 import uvicorn
 
 from greenloop.server.app import create_app
+from greenloop.server.hosts import HostPolicy
 from greenloop.server.state import LiveState
 
 _POLL_S = 0.01
@@ -82,16 +84,24 @@ class DevServer:
 
 
 def serve(
-    state: LiveState, host: str = "127.0.0.1", port: int = 0, *, start_timeout: float = 10.0
+    state: LiveState,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    start_timeout: float = 10.0,
 ) -> DevServer:
     """Serve ``state`` on ``host``:``port`` (0 picks a free port) from a background thread.
 
-    Returns once the server accepts connections. Binding happens here, so a
-    port in use raises ``OSError`` in the caller's thread.
+    Requests must name a loopback host, ``host`` or one of ``allowed_hosts`` in
+    their ``Host`` header (see :mod:`greenloop.server.hosts`); a malformed name
+    raises ``ValueError``. Returns once the server accepts connections. Binding
+    happens here, so a port in use raises ``OSError`` in the caller's thread.
     """
+    policy = HostPolicy.of(host, allowed_hosts)
     sock = _bind(host, port)
     config = uvicorn.Config(
-        create_app(state),
+        create_app(state, policy),
         lifespan="off",
         # The sans-I/O websockets backend: the legacy one is deprecated upstream.
         ws="websockets-sansio",
