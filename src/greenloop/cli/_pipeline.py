@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from greenloop.cli import _templates
 from greenloop.cli._common import (
@@ -25,8 +27,13 @@ from greenloop.cli._common import (
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
-from greenloop.protocol import BuildEvent, IRDocument, PluginFailure, SetupError
+from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, SetupError
+from greenloop.protocol.events import RunStatus
+from greenloop.store import Store
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
+
+if TYPE_CHECKING:
+    from greenloop.cli._reports import Report
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -35,6 +42,12 @@ EXIT_INTERRUPTED = 130
 @click.command()
 @click.argument("pipeline", default="ci")
 @file_option
+@click.option(
+    "--event",
+    default=None,
+    metavar="EVENT",
+    help="Run every pipeline triggered by EVENT (`on=[...]` in @gl.pipeline), one after another.",
+)
 @click.option(
     "--ir",
     "ir_file",
@@ -72,9 +85,26 @@ EXIT_INTERRUPTED = 130
     show_default=True,
     help=f"read: only look entries up; readwrite: also upload (env {REMOTE_CACHE_MODE_ENV}).",
 )
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write a JUnit XML report: a testcase per step, plus the JUnit files steps "
+    "declared as artifacts.",
+)
+@click.option(
+    "--summary",
+    "summary_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write a Markdown summary (the shape of a GitHub Actions job summary).",
+)
 def run(
     pipeline: str,
     pipeline_file: Path | None,
+    event: str | None,
     ir_file: Path | None,
     jobs: int | None,
     fail_fast: bool,
@@ -84,6 +114,8 @@ def run(
     as_json: bool,
     remote_url: str | None,
     remote_mode: str,
+    junit: Path | None,
+    summary_file: Path | None,
 ) -> None:
     """Run PIPELINE (default: ci) on the working tree.
 
@@ -94,31 +126,83 @@ def run(
         document, root = load_ir(ir_file), Path.cwd()
     else:
         document, root = load_pipelines(pipeline_file)
-    try:
-        selected = document.pipeline(pipeline)
-    except KeyError:
-        names = ", ".join(p.name for p in document.pipelines)
-        fail(f"no pipeline named {pipeline!r} (defined: {names})")
+    named = click.get_current_context().get_parameter_source("pipeline")
+    chosen = _choose(document, pipeline, event, named == ParameterSource.COMMANDLINE)
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
         formatter = registry.load("formatter", name)(sys.stdout)
     except PluginFailure as e:
         fail(e.error.message)
     store = _open_store()
-    try:
-        remote = open_remote(store, remote_url or "", remote_mode)
-    except ValueError as e:
-        store.close()
-        fail(str(e))
+    emit = _until_output_closes(formatter)
+    reports: list[Report] = []
+    if junit is not None or summary_file is not None:
+        # Imported only when asked for: a plain run does not pay for the XML parser.
+        from greenloop.cli._reports import open_reports, tee
+
+        try:
+            reports = open_reports(junit, summary_file, store)
+        except ValueError as e:
+            store.close()
+            fail(str(e))
+        emit = tee(emit, *reports)
     options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
+    ended: list[RunStatus] = []
+    try:
+        for selected in chosen:
+            ended.append(_execute(store, selected, root, emit, options, remote_url, remote_mode))
+            if ended[-1] == "cancelled" or (ended[-1] == "failed" and fail_fast):
+                break
+    finally:
+        store.close()
+    for report in reports:
+        if report.error is not None:
+            fail(report.error)
+    if "cancelled" in ended:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(EXIT_FAILED if "failed" in ended else 0)
+
+
+def _choose(document: IRDocument, pipeline: str, event: str | None, named: bool) -> list[Pipeline]:
+    """The pipelines to run: the one named, or (``--event``) every one triggered by ``event``."""
+    if event is not None:
+        if named:
+            fail(f"give a pipeline or --event {event}, not both")
+        chosen = document.triggered_by(event)
+        if not chosen:
+            fail(
+                f'no pipeline runs on {event!r}: declare one with @gl.pipeline(..., on=["{event}"])'
+            )
+        return chosen
+    try:
+        return [document.pipeline(pipeline)]
+    except KeyError:
+        names = ", ".join(p.name for p in document.pipelines)
+        fail(f"no pipeline named {pipeline!r} (defined: {names})")
+
+
+def _execute(
+    store: Store,
+    selected: Pipeline,
+    root: Path,
+    emit: Callable[[BuildEvent], None],
+    options: RunOptions,
+    remote_url: str | None,
+    remote_mode: str,
+) -> RunStatus:
+    """Run one pipeline to its end; a setup problem exits 2."""
+    try:
+        remote = open_remote(store, remote_url or "", remote_mode)
+    except ValueError as e:
+        fail(str(e))
     the_run = Run(
         store,
         selected,
         root,
         registry.Executors(store),
-        _until_output_closes(formatter),
+        emit,
         options,
         hooks=registry.hooks(),
         remote=remote,
@@ -139,10 +223,7 @@ def run(
             signal.signal(sig, handler)
         if remote is not None:
             remote.close()  # already done unless the run stopped early; records its stats
-        store.close()
-    if result.status == "cancelled":
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(0 if result.status == "passed" else EXIT_FAILED)
+    return result.status
 
 
 def _until_output_closes(formatter: Callable[[BuildEvent], None]) -> Callable[[BuildEvent], None]:
@@ -188,12 +269,13 @@ def render(pipeline: str | None, pipeline_file: Path | None) -> None:
 def pipelines(pipeline_file: Path | None, as_json: bool) -> None:
     """List the pipelines the pipeline file defines."""
     document, _ = load_pipelines(pipeline_file)
-    rows = [{"name": p.name, "steps": len(p.steps)} for p in document.pipelines]
+    rows = [{"name": p.name, "steps": len(p.steps), "on": p.on} for p in document.pipelines]
     if as_json:
         echo_json(rows)
         return
-    for row in rows:
-        click.echo(f"{row['name']}\t{row['steps']} steps")
+    for p in document.pipelines:
+        on = f"\ton {', '.join(p.on)}" if p.on else ""
+        click.echo(f"{p.name}\t{len(p.steps)} steps{on}")
 
 
 @click.command()

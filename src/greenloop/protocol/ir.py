@@ -100,6 +100,11 @@ class Pipeline(_IR):
     env: dict[str, str] = Field(default_factory=dict)
     default_image: str | None = None
     executor: str | None = None
+    on: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]] = Field(
+        default_factory=list,
+        description="Events that trigger this pipeline (push, pull_request, ...): "
+        "`greenloop run --event EVENT` runs every pipeline listing EVENT.",
+    )
     steps: list[CommandStep]
 
     @model_validator(mode="after")
@@ -181,6 +186,10 @@ class IRDocument(_IR):
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def triggered_by(self, event: str) -> list[Pipeline]:
+        """The pipelines whose ``on`` lists ``event``, in the order they are defined."""
+        return [p for p in self.pipelines if event in p.on]
 
 
 def parse_document(data: bytes | str) -> IRDocument:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ class PipelineDef:
     default_image: str | None
     executor: str | None
     where: str
+    on: tuple[str, ...] = ()
 
 
 _registry: list[PipelineDef] = []
@@ -37,18 +38,26 @@ def pipeline(
     env: dict[str, str] | None = None,
     default_image: str | None = None,
     executor: str | None = None,
+    on: str | Iterable[str] = (),
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
     The function builds steps with ``sh``/``wait``; its return value is ignored,
-    every step it creates belongs to the pipeline.
+    every step it creates belongs to the pipeline. ``on`` names the events that
+    trigger it (``["push", "pull_request"]``): ``greenloop run --event push``
+    runs every pipeline triggered by ``push``.
     """
     where = _steps._caller()
+    events = (on,) if isinstance(on, str) else tuple(on) if isinstance(on, Iterable) else (on,)
+    if not all(isinstance(e, str) for e in events):
+        raise PipelineDefinitionError(f"pipeline {name!r}: on= takes event names", where)
 
     def register(fn: Callable[[], Any]) -> Callable[[], Any]:
         if any(p.name == name for p in _registry):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
-        _registry.append(PipelineDef(name, fn, dict(env or {}), default_image, executor, where))
+        _registry.append(
+            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, events)
+        )
         return fn
 
     return register
@@ -73,10 +82,19 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             env=definition.env,
             default_image=definition.default_image,
             executor=definition.executor,
+            on=list(definition.on),
             steps=steps,
         )
     except ValidationError as e:
-        message = e.errors()[0]["msg"].removeprefix("Value error, ")
+        error = e.errors()[0]
+        if error["loc"][:1] == ("on",):
+            bad = definition.on[int(error["loc"][1])] if len(error["loc"]) > 1 else definition.on
+            raise PipelineDefinitionError(
+                f"pipeline {definition.name!r}: event {bad!r} is not an event name "
+                "(lower-case letters, digits, _ and -)",
+                definition.where,
+            ) from None
+        message = error["msg"].removeprefix("Value error, ")
         raise PipelineDefinitionError(message, _where_of(message, recorder.steps)) from None
 
 
