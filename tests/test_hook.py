@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,7 @@ def test_install_picks_the_pipelines_triggered_by_push(repo: tuple[Path, Path]) 
     pushed = git("push", "-q", "origin", "main", cwd=repo_dir)
     assert pushed.returncode == 0, pushed.stderr
     assert "running --event push on" in pushed.stderr and "never-on-push" not in pushed.stderr
+    assert remote_head(remote) == git("rev-parse", "HEAD", cwd=repo_dir).stdout.strip()
 
 
 def test_hook_errors_are_exit_2(repo: tuple[Path, Path], tmp_path: Path) -> None:
@@ -178,3 +180,63 @@ def test_hook_errors_are_exit_2(repo: tuple[Path, Path], tmp_path: Path) -> None
     assert not (repo_dir / ".git" / "hooks" / "pre-push").exists()
     none = cli("hook", "uninstall", cwd=repo_dir)
     assert none.returncode == 2 and "no greenloop pre-push hook" in none.stderr
+
+
+PRE_COMMIT_CONFIG = """\
+repos:
+  - repo: local
+    hooks:
+      - id: no-todo
+        name: no TODO in verdict.txt
+        entry: sh -c '! grep -q TODO verdict.txt'
+        language: system
+        pass_filenames: false
+        always_run: true
+        stages: [pre-push]
+"""
+
+
+def pre_commit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real pre-commit, from this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "pre_commit", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("first", ["pre-commit", "greenloop"])
+def test_it_coexists_with_pre_commits_pre_push_hook(
+    repo: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    repo_dir, remote = repo
+    monkeypatch.setenv("PRE_COMMIT_HOME", str(tmp_path / "pre-commit-home"))
+    (repo_dir / ".pre-commit-config.yaml").write_text(PRE_COMMIT_CONFIG)
+    commit_all(repo_dir, "pre-commit config")
+    steps = [
+        lambda: pre_commit("install", "-t", "pre-push", cwd=repo_dir),
+        lambda: cli("hook", "install", cwd=repo_dir),
+    ]
+    for install in steps if first == "pre-commit" else steps[::-1]:
+        done = install()
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    # pre-commit's hook refuses: the push is refused.
+    (repo_dir / "verdict.txt").write_text("green\n# TODO\n")
+    commit_all(repo_dir, "todo")
+    refused = git("push", "-q", "origin", "main", cwd=repo_dir)
+    assert refused.returncode != 0
+    assert "no TODO in verdict.txt" in refused.stdout + refused.stderr
+    assert remote_head(remote) == ""
+    # greenloop's refuses.
+    (repo_dir / "verdict.txt").write_text("red\n")
+    red = commit_all(repo_dir, "red")
+    refused = git("push", "-q", "origin", "main", cwd=repo_dir)
+    assert refused.returncode != 0
+    assert f"the pipeline is red on {red[:12]}" in refused.stderr
+    assert remote_head(remote) == ""
+    # Both pass: the push goes through.
+    (repo_dir / "verdict.txt").write_text("green\n")
+    green = commit_all(repo_dir, "green again")
+    pushed = git("push", "-q", "origin", "main", cwd=repo_dir)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "✓ verdict passed" in pushed.stderr
+    assert remote_head(remote) == green
