@@ -181,8 +181,8 @@ class TerminalFormatter:
         if described is not None:
             lines.append(described)
         if lines:
-            paint_ = paint if self._colour else (lambda text, style: text)
-            self._stream.write("".join(paint_(text, style) + "\n" for text, style in lines))
+            colour = self._colour
+            self._stream.write("".join((paint(t, s) if colour else t) + "\n" for t, s in lines))
             self._stream.flush()
 
 
