@@ -111,7 +111,9 @@ def test_the_live_tree_shows_running_steps_and_ends_with_the_failed_log(
         assert sum(f" {label} " in line for line in ends) == 1, ends
 
 
-def _run_on_a_pty(project: Path, *args: str) -> tuple[str, str, int]:
+def _run_on_a_pty(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[str, str, int]:
     """``python -X importtime -m greenloop ARGS`` with stdout on a pseudo-terminal."""
     main, secondary = pty.openpty()
     process = subprocess.Popen(
@@ -119,7 +121,7 @@ def _run_on_a_pty(project: Path, *args: str) -> tuple[str, str, int]:
         cwd=project,
         stdout=secondary,
         stderr=subprocess.PIPE,
-        env={**os.environ, "GREENLOOP_NO_DAEMON": "1", "TERM": "xterm"},
+        env={**os.environ, "GREENLOOP_NO_DAEMON": "1", "TERM": "xterm", **(env or {})},
     )
     os.close(secondary)
     output = bytearray()
@@ -153,6 +155,8 @@ def test_a_fully_cached_run_on_a_terminal_never_imports_rich(project: Path) -> N
     assert code == 0, output
     assert "\x1b[36m↺ b cached\x1b[0m" in output  # the terminal formatter, in colour
     assert " rich" not in imports, [line for line in imports.splitlines() if "rich" in line]
+    output, _, code = _run_on_a_pty(project, "run", env={"NO_COLOR": "1"})
+    assert code == 0 and "↺ b cached" in output and "\x1b[" not in output
 
 
 def test_plain_output_ends_a_failed_run_with_each_failed_steps_log_tail(project: Path) -> None:
