@@ -36,6 +36,7 @@ _COMMANDS = {
     "status": "greenloop.cli._devloop:status",
     "dev": "greenloop.cli._devloop:dev",
     "daemon": "greenloop.cli._daemon:daemon",
+    "hook": "greenloop.cli._hook:hook",
 }
 
 

@@ -1,4 +1,4 @@
-"""Pipeline commands: ``run``, ``render``, ``pipelines``, ``init``, ``runs``."""
+"""Pipeline commands: ``run``, ``render``, ``pipelines``, ``init``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from greenloop.cli import _templates
 from greenloop.cli._artifacts import check_out_dir, export_run_artifacts
@@ -32,6 +34,9 @@ from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, 
 from greenloop.store import Store
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
+if TYPE_CHECKING:
+    from greenloop.cli._reports import Report
+
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
@@ -41,6 +46,12 @@ _PASSED = ("passed", "cached")
 @click.command()
 @click.argument("pipeline", default="ci")
 @file_option
+@click.option(
+    "--event",
+    default=None,
+    metavar="EVENT",
+    help="Run every pipeline triggered by EVENT (`on=[...]` in @gl.pipeline), one after another.",
+)
 @click.option(
     "--ir",
     "ir_file",
@@ -77,6 +88,22 @@ _PASSED = ("passed", "cached")
     default="readwrite",
     show_default=True,
     help=f"read: only look entries up; readwrite: also upload (env {REMOTE_CACHE_MODE_ENV}).",
+)
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write a JUnit XML report: a testcase per step, plus the JUnit files steps "
+    "declared as artifacts.",
+)
+@click.option(
+    "--summary",
+    "summary_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Write a Markdown summary (the shape of a GitHub Actions job summary).",
 )
 @click.option(
     "--only",
@@ -129,6 +156,7 @@ _PASSED = ("passed", "cached")
 def run(
     pipeline: str,
     pipeline_file: Path | None,
+    event: str | None,
     ir_file: Path | None,
     jobs: int | None,
     fail_fast: bool,
@@ -138,6 +166,8 @@ def run(
     as_json: bool,
     remote_url: str | None,
     remote_mode: str,
+    junit: Path | None,
+    summary_file: Path | None,
     only: tuple[str, ...],
     from_keys: tuple[str, ...],
     failed: bool,
@@ -156,12 +186,10 @@ def run(
         document, root = load_ir(ir_file), Path.cwd()
     else:
         document, root = load_pipelines(pipeline_file)
-    try:
-        selected = document.pipeline(pipeline)
-    except KeyError:
-        names = ", ".join(p.name for p in document.pipelines)
-        fail(f"no pipeline named {pipeline!r} (defined: {names})")
-    selected = selected.model_copy(update={"env": {**selected.env, **parse_env_values(env_values)}})
+    named = click.get_current_context().get_parameter_source("pipeline")
+    chosen = _choose(document, pipeline, event, named == ParameterSource.COMMANDLINE)
+    extra_env = parse_env_values(env_values)
+    chosen = [p.model_copy(update={"env": {**p.env, **extra_env}}) for p in chosen]
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
         formatter = registry.load("formatter", name)(sys.stdout)
@@ -170,44 +198,100 @@ def run(
     store = _open_store()
     if only or from_keys or failed:
         try:
-            selected = _select(store, selected, only, from_keys, failed)
+            chosen = [_select(store, p, only, from_keys, failed) for p in chosen]
         except SelectionError as e:
             store.close()
             fail(str(e))
     if artifacts_dir is not None:
         check_out_dir(artifacts_dir, store)
-    try:
-        remote = open_remote(store, remote_url or "", remote_mode)
-    except ValueError as e:
-        store.close()
-        fail(str(e))
-    try:
-        hooks = registry.hooks()
-    except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET
-        if remote is not None:
-            remote.close()
-        store.close()
-        fail(str(e))
+    emit = _until_output_closes(formatter)
+    reports: list[Report] = []
+    if junit is not None or summary_file is not None:
+        # Imported only when asked for: a plain run does not pay for the XML parser.
+        from greenloop.cli._reports import open_reports, tee
+
+        try:
+            reports = open_reports(junit, summary_file, store)
+        except ValueError as e:
+            store.close()
+            fail(str(e))
+        emit = tee(emit, *reports)
     options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
+    ended: list[RunResult] = []
+    try:
+        for selected in chosen:
+            secrets = _secret_values(selected, secret_files, secret_vars)
+            result = _execute(
+                store, selected, root, emit, options, remote_url, remote_mode, secrets
+            )
+            ended.append(result)
+            if artifacts_dir is not None:
+                export_run_artifacts(store, selected, result, artifacts_dir)
+            if result.status == "cancelled" or (result.status == "failed" and fail_fast):
+                break
+    finally:
+        store.close()
+    for report in reports:
+        if report.error is not None:
+            fail(report.error)
+    if any(r.status == "cancelled" for r in ended):
+        sys.exit(EXIT_INTERRUPTED)
+    if any(r.timed_out for r in ended):
+        sys.exit(EXIT_TIMEOUT)
+    sys.exit(EXIT_FAILED if any(r.status == "failed" for r in ended) else 0)
+
+
+def _choose(document: IRDocument, pipeline: str, event: str | None, named: bool) -> list[Pipeline]:
+    """The pipelines to run: the one named, or (``--event``) every one triggered by ``event``."""
+    if event is not None:
+        if named:
+            fail(f"give a pipeline or --event {event}, not both")
+        chosen = document.triggered_by(event)
+        if not chosen:
+            fail(
+                f'no pipeline runs on {event!r}: declare one with @gl.pipeline(..., on=["{event}"])'
+            )
+        return chosen
+    try:
+        return [document.pipeline(pipeline)]
+    except KeyError:
+        names = ", ".join(p.name for p in document.pipelines)
+        fail(f"no pipeline named {pipeline!r} (defined: {names})")
+
+
+def _execute(
+    store: Store,
+    selected: Pipeline,
+    root: Path,
+    emit: Callable[[BuildEvent], None],
+    options: RunOptions,
+    remote_url: str | None,
+    remote_mode: str,
+    secrets: dict[str, str],
+) -> RunResult:
+    """Run one pipeline to its end; a setup problem exits 2."""
+    try:
+        remote = open_remote(store, remote_url or "", remote_mode)
+    except ValueError as e:
+        fail(str(e))
     the_run = Run(
         store,
         selected,
         root,
         registry.Executors(store),
-        _until_output_closes(formatter),
+        emit,
         options,
-        hooks=hooks,
+        hooks=registry.hooks(),
         remote=remote,
-        secrets=_secret_values(selected, secret_files, secret_vars),
+        secrets=secrets,
     )
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         the_run.cancel()
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-    result: RunResult | None = None
     try:
         result = the_run.execute()
     except SetupError as e:
@@ -219,14 +303,7 @@ def run(
             signal.signal(sig, handler)
         if remote is not None:
             remote.close()  # already done unless the run stopped early; records its stats
-        if artifacts_dir is not None and result is not None:
-            export_run_artifacts(store, selected, result, artifacts_dir)
-        store.close()
-    if result.status == "cancelled":
-        sys.exit(EXIT_INTERRUPTED)
-    if result.timed_out:
-        sys.exit(EXIT_TIMEOUT)
-    sys.exit(0 if result.status == "passed" else EXIT_FAILED)
+    return result
 
 
 def _secret_values(
@@ -336,12 +413,13 @@ def pipelines(pipeline_file: Path | None, with_steps: bool, as_json: bool) -> No
                 after = f"  (in {step.builds_in})" if step.builds_in else ""
                 click.echo(f"  {step.key}{after}")
         return
-    rows = [{"name": p.name, "steps": len(p.steps)} for p in document.pipelines]
+    rows = [{"name": p.name, "steps": len(p.steps), "on": p.on} for p in document.pipelines]
     if as_json:
         echo_json(rows)
         return
-    for row in rows:
-        click.echo(f"{row['name']}\t{row['steps']} steps")
+    for p in document.pipelines:
+        on = f"\ton {', '.join(p.on)}" if p.on else ""
+        click.echo(f"{p.name}\t{len(p.steps)} steps{on}")
 
 
 @click.command()

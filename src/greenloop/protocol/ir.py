@@ -122,6 +122,11 @@ class Pipeline(_IR):
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="The whole run's time limit; running out fails it (124)."
     )
+    on: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]] = Field(
+        default_factory=list,
+        description="Events that trigger this pipeline (push, pull_request, ...): "
+        "`greenloop run --event EVENT` runs every pipeline listing EVENT.",
+    )
     steps: list[CommandStep]
 
     @model_validator(mode="after")
@@ -222,6 +227,10 @@ class IRDocument(_IR):
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def triggered_by(self, event: str) -> list[Pipeline]:
+        """The pipelines whose ``on`` lists ``event``, in the order they are defined."""
+        return [p for p in self.pipelines if event in p.on]
 
 
 def parse_document(data: bytes | str) -> IRDocument:

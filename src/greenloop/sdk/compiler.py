@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +29,7 @@ class PipelineDef:
     executor: str | None
     where: str
     timeout: float | None = None
+    on: tuple[str, ...] = ()
 
 
 _registry: list[PipelineDef] = []
@@ -41,6 +42,7 @@ def pipeline(
     default_image: str | None = None,
     executor: str | None = None,
     timeout: timedelta | float | None = None,
+    on: str | Iterable[str] = (),
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
@@ -48,15 +50,20 @@ def pipeline(
     every step it creates belongs to the pipeline. ``timeout`` (seconds or a
     ``timedelta``) limits the whole run: when it runs out the running steps are
     stopped and the run fails with exit code 124.
+    ``on`` names the events that trigger it (``["push", "pull_request"]``):
+    ``greenloop run --event push`` runs every pipeline triggered by ``push``.
     """
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     where = _steps._caller()
+    events = (on,) if isinstance(on, str) else tuple(on) if isinstance(on, Iterable) else (on,)
+    if not all(isinstance(e, str) for e in events):
+        raise PipelineDefinitionError(f"pipeline {name!r}: on= takes event names", where)
 
     def register(fn: Callable[[], Any]) -> Callable[[], Any]:
         if any(p.name == name for p in _registry):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
         _registry.append(
-            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, seconds)
+            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, seconds, events)
         )
         return fn
 
@@ -83,10 +90,19 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             default_image=definition.default_image,
             executor=definition.executor,
             timeout_seconds=definition.timeout,
+            on=list(definition.on),
             steps=steps,
         )
     except ValidationError as e:
-        message = e.errors()[0]["msg"].removeprefix("Value error, ")
+        error = e.errors()[0]
+        if error["loc"][:1] == ("on",):
+            bad = definition.on[int(error["loc"][1])] if len(error["loc"]) > 1 else definition.on
+            raise PipelineDefinitionError(
+                f"pipeline {definition.name!r}: event {bad!r} is not an event name "
+                "(lower-case letters, digits, _ and -)",
+                definition.where,
+            ) from None
+        message = error["msg"].removeprefix("Value error, ")
         raise PipelineDefinitionError(message, _where_of(message, recorder.steps)) from None
 
 
