@@ -31,6 +31,11 @@ def test_help_lists_every_command_and_version(tmp_path: Path) -> None:
         "dev",
         "status",
         "plugins",
+        "explain",
+        "logs",
+        "artifacts",
+        "hook",
+        "daemon",
     ):
         assert f"  {command} " in result.stdout, command
     assert cli("--version", cwd=tmp_path).stdout.strip() == f"greenloop, version {__version__}"
