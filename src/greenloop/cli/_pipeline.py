@@ -24,6 +24,7 @@ from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.run import Run, RunOptions
 from greenloop.plugins import registry
 from greenloop.protocol import IRDocument, PluginFailure, SetupError
+from greenloop.protocol.ir import SandboxMode
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
 EXIT_FAILED = 1
@@ -45,6 +46,14 @@ EXIT_INTERRUPTED = 130
 @click.option("--fail-fast", is_flag=True, help="Stop every step at the first failure.")
 @click.option("--executor", default=None, help="Run every step with this executor.")
 @click.option("--no-cache", is_flag=True, help="Run every step; still record cache entries.")
+@click.option(
+    "--sandbox",
+    type=click.Choice(["bwrap", "none"]),
+    default=None,
+    help="Isolate every local step this way (default: as the pipeline says, else bwrap "
+    "where it works here).",
+)
+@click.option("--hermetic", is_flag=True, help="Run every local step under bwrap, offline.")
 @click.option(
     "--format",
     "fmt",
@@ -78,6 +87,8 @@ def run(
     fail_fast: bool,
     executor: str | None,
     no_cache: bool,
+    sandbox: SandboxMode | None,
+    hermetic: bool,
     fmt: str | None,
     as_json: bool,
     remote_url: str | None,
@@ -88,6 +99,8 @@ def run(
     Exit 0 when every step passed or was cached, 1 when a step failed, 2 for a
     broken pipeline file or setup problem, 130 when interrupted.
     """
+    if hermetic and sandbox == "none":
+        fail("--hermetic needs the bwrap sandbox; drop --sandbox none")
     if ir_file is not None:
         document, root = load_ir(ir_file), Path.cwd()
     else:
@@ -108,7 +121,13 @@ def run(
     except ValueError as e:
         store.close()
         fail(str(e))
-    options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
+    options = RunOptions(
+        fail_fast=fail_fast,
+        executor=executor,
+        use_cache=not no_cache,
+        sandbox=sandbox,
+        hermetic=hermetic,
+    )
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
     the_run = Run(

@@ -32,8 +32,9 @@ def describe(event: BuildEvent) -> tuple[str, str] | None:
     if isinstance(event, RunStarted):
         return f"run {event.pipeline} ({event.run_id.hex[:12]})", "bold"
     if isinstance(event, PlanSummary):
+        modes = "".join(f"; {mode}" for mode in event.modes)
         return (
-            f"plan: {event.steps} steps, {event.cached} cached, {event.to_run} to run",
+            f"plan: {event.steps} steps, {event.cached} cached, {event.to_run} to run{modes}",
             "dim",
         )
     if isinstance(event, StepStarted):

@@ -34,6 +34,11 @@ class PlanSummary(_Event):
     steps: int
     cached: int
     to_run: int
+    modes: list[str] = Field(
+        default_factory=list,
+        description="How the steps to run will be isolated, one note per executor mode "
+        "(e.g. 'local: bwrap sandbox, overlay snapshots').",
+    )
 
 
 class StepStarted(_Event):

@@ -53,6 +53,35 @@ CachePolicy = Annotated[
 ]
 
 
+SandboxMode = Literal["bwrap", "none"]
+"""How the ``local`` executor isolates a step: under bubblewrap, or not at all."""
+
+
+class Sandbox(_IR):
+    """How the ``local`` executor isolates a step (other executors ignore it).
+
+    ``bwrap``: the step's root is an overlay of its parent's snapshot under
+    bubblewrap, with ``workdir`` at its real path, the host's system folders
+    (and ``ro_binds``) read-only, ``rw_binds`` (cache folders) read-write, a
+    private ``/tmp``, an empty ``$HOME`` unless ``home``, and no network unless
+    ``network``. ``none``: ``sh -c`` on the host in a private copy of the snapshot.
+    """
+
+    mode: SandboxMode
+    network: bool = True
+    ro_binds: list[str] = Field(default_factory=list)
+    rw_binds: list[str] = Field(default_factory=list)
+    home: bool = False
+
+    @field_validator("ro_binds", "rw_binds")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/") or "\0" in path:
+                raise ValueError(f"a bind must be an absolute host path, got {path!r}")
+        return paths
+
+
 class CommandStep(_IR):
     """One shell step of a pipeline."""
 
@@ -75,6 +104,9 @@ class CommandStep(_IR):
         default_factory=list, description="Keys of steps that must finish first (ordering only)."
     )
     executor: str | None = None
+    sandbox: Sandbox | None = Field(
+        default=None, description="The local executor's isolation (None: the pipeline's)."
+    )
 
 
 class Pipeline(_IR):
@@ -84,6 +116,7 @@ class Pipeline(_IR):
     env: dict[str, str] = Field(default_factory=dict)
     default_image: str | None = None
     executor: str | None = None
+    sandbox: Sandbox | None = None
     steps: list[CommandStep]
 
     @model_validator(mode="after")

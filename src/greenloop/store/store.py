@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -13,7 +14,12 @@ from greenloop.store.errors import StoreError
 from greenloop.store.gc import GcReport, collect_garbage
 from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
-from greenloop.store.materialize import materialize_entries
+from greenloop.store.materialize import (
+    CHECKOUTS_DIR,
+    checked_out,
+    materialize_entries,
+    sweep_checkouts,
+)
 from greenloop.store.objects import ObjectDir
 from greenloop.store.scan import Exclude, scan_directory
 from greenloop.store.trees import (
@@ -194,6 +200,14 @@ class Store:
         self._fetch_absent([e.blob for e in entries if e.blob is not None])
         materialize_entries(entries, dest, self.open_blob)
 
+    def checkout(self, tree: str) -> AbstractContextManager[Path]:
+        """A read-only folder holding tree ``tree``, shared by everyone who asks, for
+        the ``with`` block (built once, like :meth:`materialize`; gc removes it once
+        the tree is gone or unused). Never write into it."""
+        return checked_out(
+            self.root / CHECKOUTS_DIR, tree, lambda dest: self.materialize(tree, dest)
+        )
+
     # -- lazy objects ----------------------------------------------------------
 
     def set_fetcher(self, fetcher: Fetcher | None) -> None:
@@ -340,11 +354,21 @@ class Store:
         store exceeds ``max_bytes``, the least recently used entries go until
         what remains referenced fits. Finally unreferenced objects and ``.tmp-``
         files older than ``grace`` are deleted; the grace period protects
-        objects a concurrent run has written but not yet recorded.
+        objects a concurrent run has written but not yet recorded. Checkouts
+        (see :meth:`checkout`) of trees no longer stored, or unused for longer
+        than ``max_age``, go too.
         """
-        return collect_garbage(
+        report = collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
         )
+        # A checkout lives as long as its tree (and, with an age limit, while it is used).
+        sweep_checkouts(
+            self.root / CHECKOUTS_DIR,
+            self.has,
+            unused_for=None if max_age is None else max_age.total_seconds(),
+            grace=grace.total_seconds(),
+        )
+        return report
 
     def size_bytes(self) -> int:
         """Total bytes of every file in the object directory."""
