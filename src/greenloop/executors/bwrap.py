@@ -190,20 +190,46 @@ def _binds(sandbox: Sandbox, env: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def _tool_dirs(search_path: str) -> list[str]:
-    """The folders on ``PATH`` outside the system folders (a virtualenv's ``bin``: the
-    whole virtualenv), so the host's tools keep working in the sandbox."""
+    """The folders on ``PATH`` outside the system folders, so the host's tools keep
+    working in the sandbox: a virtualenv's ``bin`` brings the whole virtualenv and
+    the Python it was made from, ``~/.cargo/bin`` brings ``~/.rustup``."""
     system = tuple(os.path.realpath(p) + "/" for p in SYSTEM_DIRS)
     found: list[str] = []
+
+    def add(folder: str) -> None:
+        inside_system = (os.path.realpath(folder) + "/").startswith(system)
+        if os.path.isdir(folder) and not inside_system and folder not in found:
+            found.append(folder)
+
     for entry in search_path.split(os.pathsep):
         if not entry.startswith("/") or not os.path.isdir(entry):
             continue
-        if (os.path.realpath(entry) + "/").startswith(system):
-            continue
-        parent = os.path.dirname(entry.rstrip("/"))
-        folder = parent if os.path.isfile(os.path.join(parent, "pyvenv.cfg")) else entry
-        if folder not in found:
-            found.append(folder)
+        entry = entry.rstrip("/") or "/"
+        parent = os.path.dirname(entry)
+        config = os.path.join(parent, "pyvenv.cfg")
+        if os.path.isfile(config):
+            add(parent)
+            base = _venv_home(config)
+            if base is not None:
+                add(os.path.dirname(base))
+        else:
+            add(entry)
+        if entry.endswith("/.cargo/bin"):
+            add(os.path.join(os.path.dirname(parent), ".rustup"))
     return found
+
+
+def _venv_home(config: str) -> str | None:
+    """The ``bin`` folder of the Python a virtualenv was made from (its ``home``)."""
+    try:
+        with open(config, encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition("=")
+                if key.strip() == "home" and value.strip().startswith("/"):
+                    return value.strip()
+    except OSError:
+        return None
+    return None
 
 
 def root_relative(workdir: str, path: str) -> str:

@@ -1,7 +1,7 @@
 """The pipeline DSL users import as ``import greenloop as gl``."""
 
 from greenloop.sdk.compiler import pipeline
-from greenloop.sdk.policies import compose, forever, on_change, ttl
+from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
@@ -17,6 +17,7 @@ __all__ = [
     "pipeline",
     "python",
     "rust",
+    "sandbox",
     "sh",
     "ttl",
     "wait",

@@ -11,7 +11,14 @@ from pydantic import ValidationError
 
 from greenloop.protocol.ir import CommandStep, Pipeline
 from greenloop.sdk import steps as _steps
-from greenloop.sdk.steps import PipelineDefinitionError, StepSpec, _slug, short_hash
+from greenloop.sdk.steps import (
+    PipelineDefinitionError,
+    SandboxSpec,
+    StepSpec,
+    _slug,
+    as_sandbox,
+    short_hash,
+)
 
 DEFAULT_WORKDIR = "/workspace"
 
@@ -26,6 +33,7 @@ class PipelineDef:
     default_image: str | None
     executor: str | None
     where: str
+    sandbox: SandboxSpec = None
 
 
 _registry: list[PipelineDef] = []
@@ -37,18 +45,22 @@ def pipeline(
     env: dict[str, str] | None = None,
     default_image: str | None = None,
     executor: str | None = None,
+    sandbox: SandboxSpec = None,
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
     The function builds steps with ``sh``/``wait``; its return value is ignored,
-    every step it creates belongs to the pipeline.
+    every step it creates belongs to the pipeline. ``sandbox`` is every local
+    step's (``"bwrap"``, ``"none"`` or ``gl.sandbox(...)``) unless a step names its own.
     """
     where = _steps._caller()
 
     def register(fn: Callable[[], Any]) -> Callable[[], Any]:
         if any(p.name == name for p in _registry):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
-        _registry.append(PipelineDef(name, fn, dict(env or {}), default_image, executor, where))
+        _registry.append(
+            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, sandbox)
+        )
         return fn
 
     return register
@@ -73,6 +85,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             env=definition.env,
             default_image=definition.default_image,
             executor=definition.executor,
+            sandbox=as_sandbox(definition.sandbox),
             steps=steps,
         )
     except ValidationError as e:
@@ -109,6 +122,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 builds_in=parent.key if parent else None,
                 depends_on=[],
                 executor=spec.executor or (parent.executor if parent else None),
+                sandbox=as_sandbox(spec.sandbox),
             )
         except ValidationError as e:
             err = e.errors()[0]

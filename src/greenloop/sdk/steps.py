@@ -15,7 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from greenloop.protocol.ir import CachePolicy
+from greenloop.protocol.ir import CachePolicy, Sandbox, SandboxMode
+
+SandboxSpec = Sandbox | SandboxMode | None
+"""A step's sandbox as a pipeline file gives it: ``gl.sandbox(...)``, ``"bwrap"`` or ``"none"``."""
 
 
 class PipelineDefinitionError(Exception):
@@ -40,6 +43,7 @@ class StepSpec:
     artifacts: list[str]
     cache: CachePolicy | None
     executor: str | None
+    sandbox: SandboxSpec
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -84,6 +88,7 @@ def _add_step(
     artifacts: list[str] | None,
     cache: CachePolicy | None,
     executor: str | None,
+    sandbox: SandboxSpec,
 ) -> Chain:
     where = _caller()
     if not _current:
@@ -105,6 +110,7 @@ def _add_step(
         artifacts=list(artifacts or []),
         cache=cache,
         executor=executor,
+        sandbox=sandbox,
         parent=parent,
         after=after,
         fork=fork,
@@ -133,6 +139,7 @@ class Chain:
         artifacts: list[str] | None = None,
         cache: CachePolicy | None = None,
         executor: str | None = None,
+        sandbox: SandboxSpec = None,
     ) -> Chain:
         """Run ``command`` after this step, booting from its filesystem snapshot."""
         return _add_step(
@@ -149,6 +156,7 @@ class Chain:
             artifacts=artifacts,
             cache=cache,
             executor=executor,
+            sandbox=sandbox,
         )
 
     def fork(self, label: str) -> Chain:
@@ -182,6 +190,7 @@ class Join:
         artifacts: list[str] | None = None,
         cache: CachePolicy | None = None,
         executor: str | None = None,
+        sandbox: SandboxSpec = None,
     ) -> Chain:
         """Run ``command`` (from its image) once every joined chain has finished."""
         return _add_step(
@@ -198,6 +207,7 @@ class Join:
             artifacts=artifacts,
             cache=cache,
             executor=executor,
+            sandbox=sandbox,
         )
 
 
@@ -213,6 +223,7 @@ def sh(
     artifacts: list[str] | None = None,
     cache: CachePolicy | None = None,
     executor: str | None = None,
+    sandbox: SandboxSpec = None,
 ) -> Chain:
     """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
     return _add_step(
@@ -229,6 +240,7 @@ def sh(
         artifacts=artifacts,
         cache=cache,
         executor=executor,
+        sandbox=sandbox,
     )
 
 
@@ -250,6 +262,11 @@ def _tails(item: Chain | Join) -> list[StepSpec]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text.strip()).strip("-.").lower()[:60]
+
+
+def as_sandbox(spec: SandboxSpec) -> Sandbox | None:
+    """The IR form of a sandbox a pipeline file gave (a bare mode is that mode's defaults)."""
+    return Sandbox(mode=spec) if isinstance(spec, str) else spec
 
 
 def short_hash(*parts: str) -> str:
