@@ -6,6 +6,7 @@ unless ``GREENLOOP_REQUIRE_BWRAP=1`` (CI sets it), in which case they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import timedelta
@@ -238,3 +239,55 @@ def test_the_plan_line_names_bwrap_when_it_runs(
     env = {"GREENLOOP_CACHE_DIR": str(tmp_path / "cache"), "GREENLOOP_NO_DAEMON": "1"}
     done = cli("run", "--format", "plain", cwd=project, env=env)
     assert "local: bwrap sandbox, overlay snapshots" in done.stdout, done.stdout + done.stderr
+
+
+def test_binds_share_host_folders_read_only_or_read_write(
+    store: Store, project: Path, tmp_path: Path, bwrap_works: None
+) -> None:
+    shared, cache = tmp_path / "shared", tmp_path / "cache-dir"
+    shared.mkdir()
+    cache.mkdir()
+    (shared / "tool.txt").write_text("tool\n")
+    sandbox = f"gl.sandbox(ro_binds=[{str(shared)!r}], rw_binds=[{str(cache)!r}])"
+    write_pipeline(
+        project,
+        f'@gl.pipeline("ci", sandbox={sandbox})\ndef ci():\n'
+        f'    gl.sh("cat {shared}/tool.txt && echo hit > {cache}/entry", label="use")\n'
+        f'    gl.sh("echo bad > {shared}/tool.txt", label="write-ro")\n',
+    )
+    result, events = run(store, project)
+    assert logs(events, "use") == ["tool"]
+    assert (cache / "entry").read_text() == "hit\n"
+    assert result.steps["write-ro"].status == "failed"
+    assert (shared / "tool.txt").read_text() == "tool\n"
+
+
+def test_sandbox_settings_render_into_the_ir_and_bad_ones_are_exit_2(project: Path) -> None:
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci", sandbox="none")\ndef ci():\n'
+        '    gl.sh("true", label="a")\n'
+        '    gl.sh("true", label="b", sandbox=gl.sandbox(network=False, ro_binds=["/opt"]))\n',
+    )
+    rendered = json.loads(cli("render", "ci", cwd=project).stdout)["pipelines"][0]
+    assert rendered["sandbox"]["mode"] == "none"
+    assert rendered["steps"][0]["sandbox"] is None
+    assert rendered["steps"][1]["sandbox"] == {
+        "mode": "bwrap",
+        "network": False,
+        "ro_binds": ["/opt"],
+        "rw_binds": [],
+        "home": False,
+    }
+    for bad, says in (
+        ('"docker"', "invalid sandbox 'docker': expected 'bwrap', 'none' or gl.sandbox(...)"),
+        ('gl.sandbox(rw_binds=["rel"])', "invalid sandbox: a bind must be an absolute host path"),
+    ):
+        write_pipeline(
+            project, f'@gl.pipeline("ci")\ndef ci():\n    gl.sh("true", sandbox={bad})\n'
+        )
+        done = cli("render", "ci", cwd=project)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert "pipeline.py:5: " in done.stderr
+    conflict = cli("run", "--sandbox", "none", "--hermetic", cwd=project)
+    assert conflict.returncode == 2 and "--hermetic needs the bwrap sandbox" in conflict.stderr

@@ -85,7 +85,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             env=definition.env,
             default_image=definition.default_image,
             executor=definition.executor,
-            sandbox=as_sandbox(definition.sandbox),
+            sandbox=as_sandbox(definition.sandbox, definition.where),
             steps=steps,
         )
     except ValidationError as e:
@@ -122,7 +122,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 builds_in=parent.key if parent else None,
                 depends_on=[],
                 executor=spec.executor or (parent.executor if parent else None),
-                sandbox=as_sandbox(spec.sandbox),
+                sandbox=as_sandbox(spec.sandbox, spec.where),
             )
         except ValidationError as e:
             err = e.errors()[0]

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+from pydantic import ValidationError
+
 from greenloop.protocol.ir import CachePolicy, Compose, Forever, OnChange, Sandbox, SandboxMode, Ttl
+from greenloop.sdk.steps import PipelineDefinitionError, _caller
 
 
 def sandbox(
@@ -27,9 +30,13 @@ def sandbox(
     read-write at the same path, e.g. a tool's install folder or a download cache;
     ``home``: the step sees your ``$HOME`` (read-write) instead of an empty one.
     """
-    return Sandbox(
-        mode=mode, network=network, ro_binds=list(ro_binds), rw_binds=list(rw_binds), home=home
-    )
+    try:
+        return Sandbox(
+            mode=mode, network=network, ro_binds=list(ro_binds), rw_binds=list(rw_binds), home=home
+        )
+    except ValidationError as e:
+        message = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise PipelineDefinitionError(f"invalid sandbox: {message}", _caller()) from None
 
 
 def forever() -> Forever:

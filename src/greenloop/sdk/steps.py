@@ -264,9 +264,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text.strip()).strip("-.").lower()[:60]
 
 
-def as_sandbox(spec: SandboxSpec) -> Sandbox | None:
-    """The IR form of a sandbox a pipeline file gave (a bare mode is that mode's defaults)."""
-    return Sandbox(mode=spec) if isinstance(spec, str) else spec
+def as_sandbox(spec: object, where: str) -> Sandbox | None:
+    """The IR form of a sandbox a pipeline file gave at ``where`` (a bare mode is that
+    mode's defaults); :class:`PipelineDefinitionError` for anything else."""
+    if spec is None or isinstance(spec, Sandbox):
+        return spec
+    if spec in ("bwrap", "none"):
+        return Sandbox(mode=spec)  # type: ignore[arg-type]
+    raise PipelineDefinitionError(
+        f"invalid sandbox {spec!r}: expected 'bwrap', 'none' or gl.sandbox(...)", where
+    )
 
 
 def short_hash(*parts: str) -> str:
