@@ -270,7 +270,7 @@ def as_sandbox(spec: object, where: str) -> Sandbox | None:
     if spec is None or isinstance(spec, Sandbox):
         return spec
     if spec in ("bwrap", "none"):
-        return Sandbox(mode=spec)  # type: ignore[arg-type]
+        return Sandbox(mode=spec)
     raise PipelineDefinitionError(
         f"invalid sandbox {spec!r}: expected 'bwrap', 'none' or gl.sandbox(...)", where
     )
