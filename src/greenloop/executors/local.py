@@ -102,11 +102,7 @@ class LocalExecutor:
             code = _execute(["sh", "-c", request.step.command], workdir, env, request, host)
 
             def commit(tag: str) -> None:
-                # The workspace is laid over every child anyway, so it stays out of the
-                # snapshot: snapshots hold only what steps made, and deleted sources
-                # can never come back from a cached parent.
-                tree = self.store.put_tree(rootfs, exclude=injected.__contains__)
-                self.store.set_ref(tag, tree)
+                self.store.set_ref(tag, self._commit_copy(rootfs, injected))
 
             return conclude(request, host, code, lambda: self._collect(request, workdir), commit)
         finally:
@@ -120,10 +116,7 @@ class LocalExecutor:
         parent = self._parent_tree(request)
         root.prepare()
         with self.store.checkout(parent) as lower:
-            upper_workdir = root.upper / workdir if workdir else root.upper
-            upper_workdir.mkdir(parents=True, exist_ok=True)
-            names = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), upper_workdir)
-            injected = {f"{workdir}/{name}" if workdir else name for name in names}
+            injected = self._boot_overlay(request, host, root, workdir)
             env = _env(request, "/")
             command = ["sh", "-c", request.step.command]
             argv = root.command(lower, settings, request.workdir, command, artifacts, env)
@@ -139,12 +132,35 @@ class LocalExecutor:
             return refs, ""
 
         def commit(tag: str) -> None:
-            # As in a copied root, workspace files stay out of the snapshot.
-            lower_entries = self.store.get_tree(parent)
-            entries = bwrap.overlay_tree(lower_entries, root.upper, self.store.put_file, injected)
-            self.store.set_ref(tag, self.store.put_bytes(encode_manifest(entries)))
+            self.store.set_ref(tag, self._commit_overlay(parent, root, injected))
 
         return conclude(request, host, code, collect, commit)
+
+    def _boot_overlay(
+        self, request: ExecutorInput, host: Host, root: bwrap.StepRoot, workdir: str
+    ) -> set[str]:
+        """Lay the workspace into the upper layer at ``workdir`` (root-relative); return
+        the root-relative paths of its files. The lower layer needs no work at all."""
+        upper_workdir = root.upper / workdir if workdir else root.upper
+        upper_workdir.mkdir(parents=True, exist_ok=True)
+        names = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), upper_workdir)
+        return {f"{workdir}/{name}" if workdir else name for name in names}
+
+    def _commit_copy(self, rootfs: Path, injected: set[str]) -> str:
+        """Store the whole copied root; return its tree."""
+        # The workspace is laid over every child anyway, so it stays out of the
+        # snapshot: snapshots hold only what steps made, and deleted sources
+        # can never come back from a cached parent.
+        return self.store.put_tree(rootfs, exclude=injected.__contains__)
+
+    def _commit_overlay(self, parent: str, root: bwrap.StepRoot, injected: set[str]) -> str:
+        """Store the parent's tree with the step's upper layer laid over it; return it.
+
+        Only the upper layer's files are read and stored; the parent's entries are
+        reused as they are (as in a copied root, workspace files stay out)."""
+        lower = self.store.get_tree(parent)
+        entries = bwrap.overlay_tree(lower, root.upper, self.store.put_file, injected)
+        return self.store.put_bytes(encode_manifest(entries))
 
     def _parent_tree(self, request: ExecutorInput) -> str:
         """The tree the step boots from: its parent's snapshot, or the empty tree."""
