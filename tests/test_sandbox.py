@@ -291,3 +291,54 @@ def test_sandbox_settings_render_into_the_ir_and_bad_ones_are_exit_2(project: Pa
         assert "pipeline.py:5: " in done.stderr
     conflict = cli("run", "--sandbox", "none", "--hermetic", cwd=project)
     assert conflict.returncode == 2 and "--hermetic needs the bwrap sandbox" in conflict.stderr
+
+
+def tree_listing(folder: Path) -> dict[str, tuple[str, int, bytes | str]]:
+    """Every entry under ``folder``: kind, mode bits, content or link target."""
+    found: dict[str, tuple[str, int, bytes | str]] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        mode = path.lstat().st_mode & 0o7777
+        if path.is_symlink():
+            found[rel] = ("link", 0, os.readlink(path))
+        elif path.is_dir():
+            found[rel] = ("dir", mode, b"")
+        else:
+            found[rel] = ("file", mode, path.read_bytes())
+    return found
+
+
+def test_a_root_steps_upper_layer_becomes_the_checkout_its_children_use(
+    store: Store, project: Path, tmp_path: Path, bwrap_works: None
+) -> None:
+    (project / "src.txt").write_text("source\n")
+    write_pipeline(
+        project,
+        """
+@gl.pipeline("ci")
+def ci():
+    deps = gl.sh("umask 077 && mkdir -p lib/sub && echo x > lib/sub/x && echo run > lib/run"
+                 " && chmod 700 lib/run && ln -s sub/x lib/link && mkdir empty"
+                 " && echo edited > src.txt", label="deps", cache=gl.forever())
+    deps.sh("cat lib/sub/x src.txt && ./lib/run 2>/dev/null; ls -l lib/run | cut -c1-10",
+            label="use")
+""",
+    )
+    result, events = run(store, project, sandbox="bwrap")
+    assert statuses(result) == {"deps": "passed", "use": "passed"}, events
+    tree = store.get_ref(result.steps["deps"].snapshot or "")
+    assert tree is not None
+    adopted = store.root / "checkouts" / tree
+    assert adopted.is_dir()
+    store.materialize(tree, tmp_path / "materialized")
+    # Exactly the folder a checkout made from the store would be: no workspace
+    # files, modes normalised, nothing of overlayfs's own left in it.
+    assert tree_listing(adopted) == tree_listing(tmp_path / "materialized")
+    assert not (adopted / "workspace" / "src.txt").exists()
+    assert all(
+        not name.startswith("user.overlay.")
+        for path in [adopted, *adopted.rglob("*")]
+        if not path.is_symlink()
+        for name in os.listxattr(path)
+    )
+    assert logs(events, "use")[:2] == ["x", "source"] and logs(events, "use")[-1] == "-rwxr-xr-x"

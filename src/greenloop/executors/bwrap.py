@@ -290,6 +290,42 @@ def overlay_tree(
     return kept + list(changes.values())
 
 
+def settle_upper(upper: Path, skip: set[str]) -> bool:
+    """Turn the upper layer of a step that booted from the empty tree into a checkout of
+    its own commit: delete ``skip`` (root-relative), normalise modes. False (and
+    ``upper`` no longer usable) when it holds a whiteout or an opaque folder,
+    which no checkout has."""
+    for rel in skip:
+        (upper / rel).unlink(missing_ok=True)
+    pending = [os.fspath(upper)]
+    while pending:
+        with os.scandir(pending.pop()) as it:
+            children = list(it)
+        for child in children:
+            st = child.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if _opaque(child.path):
+                    return False
+                _forget_overlay(child.path)
+                os.chmod(child.path, normalize_mode("dir", 0))
+                pending.append(child.path)
+            elif stat.S_ISREG(st.st_mode):
+                _forget_overlay(child.path)
+                os.chmod(child.path, normalize_mode("file", st.st_mode))
+            elif not stat.S_ISLNK(st.st_mode):
+                return False
+    _forget_overlay(os.fspath(upper))
+    os.chmod(upper, normalize_mode("dir", 0))
+    return True
+
+
+def _forget_overlay(path: str) -> None:
+    """Drop overlayfs's bookkeeping (origin, impure): it means nothing in a lower layer."""
+    for name in os.listxattr(path, follow_symlinks=False):
+        if name.startswith(("user.overlay.", "trusted.overlay.")):
+            os.removexattr(path, name, follow_symlinks=False)
+
+
 def _opaque(path: str) -> bool:
     for name in _OPAQUE:
         try:

@@ -15,6 +15,7 @@ a copy of the snapshot, and commits by scanning that whole folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -58,6 +59,8 @@ class LocalExecutor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._sandboxes = store.root / "sandboxes"
+        # Forks of one parent each commit on top of its tree: parse it once.
+        self._tree = functools.lru_cache(maxsize=8)(store.get_tree)
         _sweep_sandboxes(self._sandboxes)
 
     def variant(self, step: CommandStep) -> Variant:
@@ -158,9 +161,14 @@ class LocalExecutor:
 
         Only the upper layer's files are read and stored; the parent's entries are
         reused as they are (as in a copied root, workspace files stay out)."""
-        lower = self.store.get_tree(parent)
+        lower = self._tree(parent)
         entries = bwrap.overlay_tree(lower, root.upper, self.store.put_file, injected)
-        return self.store.put_bytes(encode_manifest(entries))
+        tree = self.store.put_bytes(encode_manifest(entries))
+        # A root step's upper layer is its whole tree: it becomes the checkout its
+        # children boot from, instead of a second copy made from the store.
+        if not lower and bwrap.settle_upper(root.upper, injected):
+            self.store.adopt_checkout(tree, root.upper)
+        return tree
 
     def _parent_tree(self, request: ExecutorInput) -> str:
         """The tree the step boots from: its parent's snapshot, or the empty tree."""

@@ -182,6 +182,21 @@ def checked_out(folder: Path, tree: str, build: Callable[[Path], None]) -> Itera
             os.close(fd)
 
 
+def adopt_checkout(folder: Path, tree: str, prepared: Path) -> bool:
+    """Make ``prepared`` the checkout of ``tree`` in ``folder`` unless there is one; True
+    when it was adopted (moved, not copied).
+
+    ``prepared`` must hold exactly what :func:`checked_out` would build for
+    ``tree`` (normalised modes included) and be on the same filesystem.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(prepared, folder / tree)
+    except OSError:  # there is one already (or another filesystem): keep it
+        return False
+    return True
+
+
 def sweep_checkouts(
     folder: Path, keep: Callable[[str], bool], *, unused_for: float | None, grace: float
 ) -> int:

@@ -16,6 +16,7 @@ from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
 from greenloop.store.materialize import (
     CHECKOUTS_DIR,
+    adopt_checkout,
     checked_out,
     materialize_entries,
     sweep_checkouts,
@@ -207,6 +208,12 @@ class Store:
         return checked_out(
             self.root / CHECKOUTS_DIR, tree, lambda dest: self.materialize(tree, dest)
         )
+
+    def adopt_checkout(self, tree: str, prepared: Path) -> bool:
+        """Move ``prepared`` -- a folder on the store's filesystem holding exactly tree
+        ``tree``, modes normalised -- into place as its checkout, unless one exists;
+        True when it was moved (see :meth:`checkout`)."""
+        return adopt_checkout(self.root / CHECKOUTS_DIR, tree, prepared)
 
     # -- lazy objects ----------------------------------------------------------
 
