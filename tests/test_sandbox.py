@@ -342,3 +342,25 @@ def ci():
         for name in os.listxattr(path)
     )
     assert logs(events, "use")[:2] == ["x", "source"] and logs(events, "use")[-1] == "-rwxr-xr-x"
+
+
+def test_a_step_that_changed_nothing_commits_its_parents_tree(
+    store: Store, project: Path, bwrap_works: None
+) -> None:
+    (project / "src.txt").write_text("source\n")
+    write_pipeline(
+        project,
+        """
+@gl.pipeline("ci")
+def ci():
+    deps = gl.sh("mkdir -p lib && echo x > lib/x", label="deps", cache=gl.forever())
+    deps.sh("cat lib/x > /dev/null && echo edited > src.txt", label="idle", cache=gl.forever())
+    deps.sh("echo y > lib/x", label="busy", cache=gl.forever())
+""",
+    )
+    result, events = run(store, project, sandbox="bwrap")
+    assert result.status == "passed", events
+    tree = {key: store.get_ref(outcome.snapshot or "") for key, outcome in result.steps.items()}
+    # Reading files and editing workspace files leave the snapshot as it was.
+    assert tree["idle"] == tree["deps"]
+    assert tree["busy"] != tree["deps"]

@@ -13,7 +13,7 @@ as long as the namespace: a killed run leaves no mount behind.
 Committing reads only the upper folder: its files, its whiteouts (character
 devices 0/0: deletions) and its opaque directories (``*.overlay.opaque``: a
 folder that was removed and made anew) turn the parent's tree into the step's
-(:func:`overlay_tree`). So checkout and commit cost what the step changed.
+(:func:`read_upper`). So checkout and commit cost what the step changed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -242,19 +243,42 @@ def root_relative(workdir: str, path: str) -> str:
     return rel.as_posix()
 
 
-def overlay_tree(
-    lower: list[TreeEntry], upper: Path, put_file: Callable[[Path], str], skip: set[str]
-) -> list[TreeEntry]:
-    """The entries of ``lower`` with the overlayfs upper layer ``upper`` laid over them.
+@dataclass(frozen=True)
+class UpperLayer:
+    """What a step's overlayfs upper layer changed, read from that layer alone."""
 
-    Only ``upper`` is read; its files are stored with ``put_file``. A whiteout
-    hides the lower path (and all below it), a non-directory or an opaque
-    directory in ``upper`` replaces what ``lower`` had there. Paths in ``skip``
-    (root-relative) are left out of the result, whatever either layer holds.
+    hidden: set[str]
+    """Root-relative paths whose lower content (and all below) the layer replaces or deletes."""
+    changes: dict[str, TreeEntry]
+    """Every entry of the layer, by root-relative path (its files already stored)."""
+
+    def unchanged(self, lower: Path) -> bool:
+        """True when laying this over the checkout ``lower`` gives ``lower`` back."""
+        replaced = any(os.path.lexists(lower / rel) for rel in self.hidden)
+        return not replaced and all(
+            entry.kind == "dir" and rel not in self.hidden for rel, entry in self.changes.items()
+        )
+
+    def over(self, lower: list[TreeEntry]) -> list[TreeEntry]:
+        """The entries of tree ``lower`` with this layer laid over them."""
+        kept = [e for e in lower if not _under(e.path, self.hidden)]
+        return kept + list(self.changes.values())
+
+
+def read_upper(
+    upper: Path, lower: Path, put_file: Callable[[Path], str], skip: set[str]
+) -> UpperLayer:
+    """What the upper layer ``upper`` over the checkout ``lower`` changed.
+
+    Its files are stored with ``put_file`` (several at once). A whiteout hides
+    the lower path (and all below it); a non-directory or an opaque directory
+    replaces what ``lower`` had there. Paths in ``skip`` (root-relative) are
+    left out, whatever either layer holds. Reads ``upper`` whole, and ``lower``
+    only where ``upper`` has a folder.
     """
-    lower_dirs = {e.path for e in lower if e.kind == "dir"}
     hidden: set[str] = set(skip)
     changes: dict[str, TreeEntry] = {}
+    files: list[tuple[str, str, int]] = []
     pending: list[tuple[str, str]] = [(os.fspath(upper), "")]
     while pending:
         dir_path, prefix = pending.pop()
@@ -266,7 +290,7 @@ def overlay_tree(
                 continue
             st = child.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                if rel not in lower_dirs or _opaque(child.path):
+                if not _is_real_dir(lower / rel) or _opaque(child.path):
                     hidden.add(rel)
                 changes[rel] = TreeEntry(rel, "dir", normalize_mode("dir", 0))
                 pending.append((child.path, rel + "/"))
@@ -280,14 +304,25 @@ def overlay_tree(
                     rel, "symlink", normalize_mode("symlink", 0), target=target
                 )
             elif stat.S_ISREG(st.st_mode):
-                blob = put_file(Path(child.path))
-                changes[rel] = TreeEntry(rel, "file", normalize_mode("file", st.st_mode), blob=blob)
+                files.append((rel, child.path, st.st_mode))
             else:
                 raise StoreError(
                     f"cannot store /{rel}: it is neither a file, a directory nor a symlink"
                 )
-    kept = [e for e in lower if not _under(e.path, hidden)]
-    return kept + list(changes.values())
+    # Hashing and fsyncing release the GIL: a fresh dependency install (thousands
+    # of files) stores several at once.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        blobs = pool.map(lambda f: put_file(Path(f[1])), files)
+        for (rel, _, mode), blob in zip(files, blobs, strict=True):
+            changes[rel] = TreeEntry(rel, "file", normalize_mode("file", mode), blob=blob)
+    return UpperLayer(hidden, changes)
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def settle_upper(upper: Path, skip: set[str]) -> bool:

@@ -15,7 +15,7 @@ a copy of the snapshot, and commits by scanning that whole folder.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -23,6 +23,7 @@ import stat
 import subprocess
 import tarfile
 import threading
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
@@ -43,7 +44,7 @@ from greenloop.protocol import (
 from greenloop.protocol.ir import Sandbox, SandboxMode
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
-from greenloop.store.trees import encode_manifest
+from greenloop.store.trees import TreeEntry, encode_manifest
 
 _PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
 
@@ -59,8 +60,6 @@ class LocalExecutor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._sandboxes = store.root / "sandboxes"
-        # Forks of one parent each commit on top of its tree: parse it once.
-        self._tree = functools.lru_cache(maxsize=8)(store.get_tree)
         _sweep_sandboxes(self._sandboxes)
 
     def variant(self, step: CommandStep) -> Variant:
@@ -125,19 +124,20 @@ class LocalExecutor:
             argv = root.command(lower, settings, request.workdir, command, artifacts, env)
             code = _execute(argv, root.base, env, request, host)
 
-        def collect() -> tuple[list[ArtifactRef], str]:
-            refs: list[ArtifactRef] = []
-            for declared, rel in zip(request.step.artifacts, artifacts, strict=True):
-                path = root.saved / rel
-                if not os.path.lexists(path):
-                    return [], declared
-                refs.append(store_artifact(self.store, path))
-            return refs, ""
+            def collect() -> tuple[list[ArtifactRef], str]:
+                refs: list[ArtifactRef] = []
+                for declared, rel in zip(request.step.artifacts, artifacts, strict=True):
+                    path = root.saved / rel
+                    if not os.path.lexists(path):
+                        return [], declared
+                    refs.append(store_artifact(self.store, path))
+                return refs, ""
 
-        def commit(tag: str) -> None:
-            self.store.set_ref(tag, self._commit_overlay(parent, root, injected))
+            def commit(tag: str) -> None:
+                self.store.set_ref(tag, self._commit_overlay(parent, lower, root, injected))
 
-        return conclude(request, host, code, collect, commit)
+            # Still holding the checkout: the commit reads it where the upper has folders.
+            return conclude(request, host, code, collect, commit)
 
     def _boot_overlay(
         self, request: ExecutorInput, host: Host, root: bwrap.StepRoot, workdir: str
@@ -156,24 +156,29 @@ class LocalExecutor:
         # can never come back from a cached parent.
         return self.store.put_tree(rootfs, exclude=injected.__contains__)
 
-    def _commit_overlay(self, parent: str, root: bwrap.StepRoot, injected: set[str]) -> str:
+    def _commit_overlay(
+        self, parent: str, lower: Path, root: bwrap.StepRoot, injected: set[str]
+    ) -> str:
         """Store the parent's tree with the step's upper layer laid over it; return it.
 
         Only the upper layer's files are read and stored; the parent's entries are
-        reused as they are (as in a copied root, workspace files stay out)."""
-        lower = self._tree(parent)
-        entries = bwrap.overlay_tree(lower, root.upper, self.store.put_file, injected)
+        reused as they are (as in a copied root, workspace files stay out). A step
+        that changed nothing commits its parent's tree, without reading it."""
+        layer = bwrap.read_upper(root.upper, lower, self.store.put_file, injected)
+        if layer.unchanged(lower):
+            return parent
+        entries = layer.over(_parsed_tree(self.store, parent))
         tree = self.store.put_bytes(encode_manifest(entries))
         # A root step's upper layer is its whole tree: it becomes the checkout its
         # children boot from, instead of a second copy made from the store.
-        if not lower and bwrap.settle_upper(root.upper, injected):
+        if parent == _EMPTY_TREE and bwrap.settle_upper(root.upper, injected):
             self.store.adopt_checkout(tree, root.upper)
         return tree
 
     def _parent_tree(self, request: ExecutorInput) -> str:
         """The tree the step boots from: its parent's snapshot, or the empty tree."""
         if request.parent_snapshot is None:
-            return self.store.put_bytes(encode_manifest([]))
+            return self.store.put_bytes(encode_manifest([]))  # == _EMPTY_TREE
         tree = self.store.get_ref(request.parent_snapshot)
         if tree is None:
             raise RuntimeError(f"snapshot {request.parent_snapshot!r} is not in the store")
@@ -217,6 +222,27 @@ class LocalExecutor:
                 return [], declared
             refs.append(store_artifact(self.store, path))
         return refs, ""
+
+
+_EMPTY_TREE = hashlib.sha256(encode_manifest([])).hexdigest()
+
+_parsed_lock = threading.Lock()
+_parsed: OrderedDict[str, list[TreeEntry]] = OrderedDict()
+
+
+def _parsed_tree(store: Store, tree: str) -> list[TreeEntry]:
+    """The entries of ``tree``, parsed once per process for the last few trees: forks of
+    one parent each commit on top of it, and a tree's digest names its content."""
+    with _parsed_lock:
+        if tree in _parsed:
+            _parsed.move_to_end(tree)
+            return _parsed[tree]
+    entries = store.get_tree(tree)
+    with _parsed_lock:
+        _parsed[tree] = entries
+        while len(_parsed) > 8:
+            _parsed.popitem(last=False)
+    return entries
 
 
 def _sweep_sandboxes(folder: Path) -> None:
