@@ -37,14 +37,25 @@ from tests.test_run import run, statuses
 from tests.test_sandbox import require_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
-EXECUTORS = ["local+none", "local+bwrap", "docker", "echo"]
-"""Executors under test; ``local+MODE`` is the local executor in that sandbox."""
+EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo"]
+"""Executors under test: ``local+MODE`` is the local executor in that sandbox,
+``docker+podman`` the docker executor on the rootless Podman socket
+``GREENLOOP_PODMAN_HOST`` names."""
+PODMAN_HOST = "GREENLOOP_PODMAN_HOST"
 
 
 def use_executor(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``name`` usable in this test (skipping docker when no engine answers)."""
     if name == "local+bwrap":
         require_bwrap(tmp_path)
+    elif name == "docker+podman":
+        podman = os.environ.get(PODMAN_HOST)
+        if not podman:
+            if os.environ.get("GREENLOOP_REQUIRE_PODMAN") == "1":
+                raise RuntimeError(f"GREENLOOP_REQUIRE_PODMAN=1 but {PODMAN_HOST} is not set")
+            pytest.skip(f"no Podman socket ({PODMAN_HOST} unset)")
+        monkeypatch.setenv("DOCKER_HOST", podman)
+        ensure_image(docker_client())
     elif name == "docker":
         # Per test, not once: another suite sharing the engine may have removed it.
         ensure_image(docker_client())
@@ -68,7 +79,7 @@ def executor(
     name: str = request.param
     use_executor(name, tmp_path, monkeypatch)
     yield name
-    if name == "docker":
+    if name.startswith("docker"):
         forget_docker_snapshots(store)
 
 
@@ -77,7 +88,7 @@ def run_snapshots(executor: str, store: Store, tmp_path: Path, result: RunResult
     prefix = f"greenloop-run:{result.run_id.hex[:12]}-"
     if executor.startswith("local"):
         return [name for name in store.index.refs() if name.startswith(prefix)]
-    if executor == "docker":
+    if executor.startswith("docker"):
         images = docker_client().images.list(name="greenloop-run")
         return [t for image in images for t in image.tags if t.startswith(prefix)]
     folder = tmp_path / "echo-state" / "snapshots"
@@ -95,8 +106,9 @@ def pipeline(project: Path, body: str) -> None:
 
 def execute(store: Store, project: Path, executor: str) -> tuple[RunResult, list[BuildEvent]]:
     """Run the project's ``ci`` pipeline with every step on ``executor``."""
-    name, _, sandbox = executor.partition("+")
-    return run(store, project, executor=name, sandbox=sandbox or None)
+    name, _, variant = executor.partition("+")
+    sandbox = variant if name == "local" else None
+    return run(store, project, executor=name, sandbox=sandbox)
 
 
 def output(events: list[BuildEvent], step: str, stream: str = "stdout") -> list[str]:
@@ -406,5 +418,5 @@ def test_the_same_pipeline_gives_the_same_outcomes_as_local(
         got = [summary(*execute(store, project, other)) for _ in range(2)]
         assert got == expected
     finally:
-        if other == "docker":
+        if other.startswith("docker"):
             forget_docker_snapshots(store)
