@@ -364,3 +364,27 @@ def ci():
     # Reading files and editing workspace files leave the snapshot as it was.
     assert tree["idle"] == tree["deps"]
     assert tree["busy"] != tree["deps"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ('sandbox=gl.sandbox(rw_binds=["/nonexistent-greenloop"])', "bind /nonexistent-greenloop"),
+        ('sandbox="bwrap", workdir="/tmp/app"', "workdir '/tmp/app' is hidden"),
+    ],
+)
+def test_a_bwrap_step_it_cannot_set_up_is_exit_2_before_anything_runs(
+    project: Path, tmp_path: Path, settings: str, says: str, bwrap_works: None
+) -> None:
+    marker = tmp_path / "ran"
+    write_pipeline(
+        project,
+        f'@gl.pipeline("ci")\ndef ci():\n'
+        f'    gl.sh("touch {marker}", label="first", sandbox="none")\n'
+        f'    gl.sh("true", label="bad", {settings})\n',
+    )
+    env = {"GREENLOOP_CACHE_DIR": str(tmp_path / "cache"), "GREENLOOP_NO_DAEMON": "1"}
+    done = cli("run", "--format", "plain", cwd=project, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"step 'bad': {says}" in done.stderr
+    assert not marker.exists()

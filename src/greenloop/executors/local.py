@@ -79,11 +79,21 @@ class LocalExecutor:
         if configured and configured not in ("bwrap", "none"):
             raise SetupError(f"{SANDBOX_ENV}={configured!r}: expected bwrap or none")
         for step in steps:
-            if self._mode(step) == "bwrap" and (why := self._bwrap_unavailable()):
+            if self._mode(step) != "bwrap":
+                continue
+            if why := self._bwrap_unavailable():
                 raise SetupError(
                     f"step {step.key!r} runs in the bwrap sandbox, which cannot run here: "
                     f"{why} (use --sandbox none to run without it)"
                 )
+            settings = step.sandbox or Sandbox(mode="bwrap")
+            for path in (*settings.ro_binds, *settings.rw_binds):
+                if not os.path.exists(path):
+                    raise SetupError(f"step {step.key!r}: bind {path} does not exist here")
+            try:
+                _rooted(step.workdir)
+            except ValueError as e:
+                raise SetupError(f"step {step.key!r}: {e}") from None
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Run one step (or skip it on a hit) and commit its tree when asked."""
@@ -261,7 +271,7 @@ def _rooted(workdir: str) -> str:
     rel = PurePosixPath(os.path.normpath("/" + workdir.lstrip("/"))).relative_to("/").as_posix()
     hidden = (*bwrap.PRIVATE_DIRS, *bwrap.SYSTEM_DIRS)
     if any(f"/{rel}/".startswith(f"{d}/") for d in hidden):
-        raise ValueError(f"workdir {workdir!r} is hidden in the bwrap sandbox (use another)")
+        raise ValueError(f"workdir {workdir!r} is hidden in the bwrap sandbox: use another")
     return "" if rel == "." else rel
 
 
