@@ -1,4 +1,5 @@
-"""One suite, every executor: ``local``, ``docker`` and the out-of-process example ``echo``.
+"""One suite, every executor: ``local`` (copied roots, and overlay roots under bwrap),
+``docker`` and the out-of-process example ``echo``.
 
 Each test runs the same pipeline and workspace through the ``Run`` API under
 each executor and expects the same outcomes: chains inherit files, forks do
@@ -9,7 +10,8 @@ what busybox offers (the docker image is busybox) and paths stay relative to
 ``workdir``, which every executor maps under a private root.
 
 Docker cases skip when no engine answers, unless ``GREENLOOP_REQUIRE_DOCKER=1``
-(see ``tests/test_docker.py``).
+(see ``tests/test_docker.py``); ``local+bwrap`` cases skip where bwrap cannot run,
+unless ``GREENLOOP_REQUIRE_BWRAP=1`` (see ``tests/test_sandbox.py``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,29 @@ from tests.conftest import write_pipeline
 from tests.docker_image import IMAGE, ensure_image
 from tests.test_docker import _client as docker_client
 from tests.test_run import run, statuses
+from tests.test_sandbox import require_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
-EXECUTORS = ["local", "docker", "echo"]
+EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo"]
+"""Executors under test: ``local+MODE`` is the local executor in that sandbox,
+``docker+podman`` the docker executor on the rootless Podman socket
+``GREENLOOP_PODMAN_HOST`` names."""
+PODMAN_HOST = "GREENLOOP_PODMAN_HOST"
 
 
 def use_executor(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``name`` usable in this test (skipping docker when no engine answers)."""
-    if name == "docker":
+    if name == "local+bwrap":
+        require_bwrap(tmp_path)
+    elif name == "docker+podman":
+        podman = os.environ.get(PODMAN_HOST)
+        if not podman:
+            if os.environ.get("GREENLOOP_REQUIRE_PODMAN") == "1":
+                raise RuntimeError(f"GREENLOOP_REQUIRE_PODMAN=1 but {PODMAN_HOST} is not set")
+            pytest.skip(f"no Podman socket ({PODMAN_HOST} unset)")
+        monkeypatch.setenv("DOCKER_HOST", podman)
+        ensure_image(docker_client())
+    elif name == "docker":
         # Per test, not once: another suite sharing the engine may have removed it.
         ensure_image(docker_client())
     elif name == "echo":
@@ -62,16 +79,16 @@ def executor(
     name: str = request.param
     use_executor(name, tmp_path, monkeypatch)
     yield name
-    if name == "docker":
+    if name.startswith("docker"):
         forget_docker_snapshots(store)
 
 
 def run_snapshots(executor: str, store: Store, tmp_path: Path, result: RunResult) -> list[str]:
     """The run-scoped snapshots of ``result``'s run that ``executor`` still keeps."""
     prefix = f"greenloop-run:{result.run_id.hex[:12]}-"
-    if executor == "local":
+    if executor.startswith("local"):
         return [name for name in store.index.refs() if name.startswith(prefix)]
-    if executor == "docker":
+    if executor.startswith("docker"):
         images = docker_client().images.list(name="greenloop-run")
         return [t for image in images for t in image.tags if t.startswith(prefix)]
     folder = tmp_path / "echo-state" / "snapshots"
@@ -89,7 +106,9 @@ def pipeline(project: Path, body: str) -> None:
 
 def execute(store: Store, project: Path, executor: str) -> tuple[RunResult, list[BuildEvent]]:
     """Run the project's ``ci`` pipeline with every step on ``executor``."""
-    return run(store, project, executor=executor)
+    name, _, variant = executor.partition("+")
+    sandbox = variant if name == "local" else None
+    return run(store, project, executor=name, sandbox=sandbox)
 
 
 def output(events: list[BuildEvent], step: str, stream: str = "stdout") -> list[str]:
@@ -381,7 +400,7 @@ def summary(result: RunResult, events: list[BuildEvent]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("other", [e for e in EXECUTORS if e != "local"])
+@pytest.mark.parametrize("other", [e for e in EXECUTORS if e != "local+none"])
 def test_the_same_pipeline_gives_the_same_outcomes_as_local(
     store: Store, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
 ) -> None:
@@ -391,7 +410,7 @@ def test_the_same_pipeline_gives_the_same_outcomes_as_local(
     use_executor(other, tmp_path, monkeypatch)
     try:
         # Once running everything, once with the cached steps answered from the cache.
-        expected = [summary(*execute(store, project, "local")) for _ in range(2)]
+        expected = [summary(*execute(store, project, "local+none")) for _ in range(2)]
         assert expected[0]["child"][3] == ["built", "t", "source"]
         assert expected[0]["left-check"][3] == ["left.txt", "out.txt"]
         assert expected[0]["slow"][:2] == ("failed", 124)
@@ -399,5 +418,5 @@ def test_the_same_pipeline_gives_the_same_outcomes_as_local(
         got = [summary(*execute(store, project, other)) for _ in range(2)]
         assert got == expected
     finally:
-        if other == "docker":
+        if other.startswith("docker"):
             forget_docker_snapshots(store)

@@ -31,6 +31,7 @@ from greenloop.engine.run import Run, RunOptions, RunResult
 from greenloop.engine.select import SelectionError
 from greenloop.plugins import registry
 from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, SetupError
+from greenloop.protocol.ir import SandboxMode
 from greenloop.store import Store
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
 
@@ -64,6 +65,14 @@ _PASSED = ("passed", "cached")
 @click.option("--fail-fast", is_flag=True, help="Stop every step at the first failure.")
 @click.option("--executor", default=None, help="Run every step with this executor.")
 @click.option("--no-cache", is_flag=True, help="Run every step; still record cache entries.")
+@click.option(
+    "--sandbox",
+    type=click.Choice(["bwrap", "none"]),
+    default=None,
+    help="Isolate every local step this way (default: as the pipeline says, else bwrap "
+    "where it works here).",
+)
+@click.option("--hermetic", is_flag=True, help="Run every local step under bwrap, offline.")
 @click.option(
     "--format",
     "fmt",
@@ -162,6 +171,8 @@ def run(
     fail_fast: bool,
     executor: str | None,
     no_cache: bool,
+    sandbox: SandboxMode | None,
+    hermetic: bool,
     fmt: str | None,
     as_json: bool,
     remote_url: str | None,
@@ -182,6 +193,8 @@ def run(
     broken pipeline file or setup problem, 124 when the pipeline's timeout ran
     out, 130 when interrupted.
     """
+    if hermetic and sandbox == "none":
+        fail("--hermetic needs the bwrap sandbox; drop --sandbox none")
     if ir_file is not None:
         document, root = load_ir(ir_file), Path.cwd()
     else:
@@ -216,7 +229,13 @@ def run(
             store.close()
             fail(str(e))
         emit = tee(emit, *reports)
-    options = RunOptions(fail_fast=fail_fast, executor=executor, use_cache=not no_cache)
+    options = RunOptions(
+        fail_fast=fail_fast,
+        executor=executor,
+        use_cache=not no_cache,
+        sandbox=sandbox,
+        hermetic=hermetic,
+    )
     if jobs is not None:
         options = dataclasses.replace(options, jobs=jobs)
     ended: list[RunResult] = []

@@ -56,8 +56,9 @@ def describe(event: BuildEvent) -> Line | None:
         return f"run {event.pipeline} ({event.run_id.hex[:12]})", "bold"
     if isinstance(event, PlanSummary):
         root = f" in {event.root}" if event.root else ""
+        modes = "".join(f"; {mode}" for mode in event.modes)
         return (
-            f"plan: {event.steps} steps, {event.cached} cached, {event.to_run} to run{root}",
+            f"plan: {event.steps} steps, {event.cached} cached, {event.to_run} to run{root}{modes}",
             "dim",
         )
     if isinstance(event, StepStarted):

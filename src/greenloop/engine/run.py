@@ -28,7 +28,7 @@ from greenloop.engine.secrets import Masker
 from greenloop.engine.secrets import for_step as secrets_for
 from greenloop.engine.secrets import missing as missing_secrets
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
-from greenloop.plugins.spec import Executor, Hook
+from greenloop.plugins.spec import Executor, Hook, variant_of
 from greenloop.protocol import (
     ArtifactRef,
     BuildEvent,
@@ -51,7 +51,7 @@ from greenloop.protocol import (
     StepStarted,
 )
 from greenloop.protocol.events import RunStatus, StepStatus
-from greenloop.protocol.ir import parents, topological
+from greenloop.protocol.ir import Sandbox, SandboxMode, parents, topological
 from greenloop.store import CacheEntry, RunRecord, StepRecord, Store, StoreError
 
 DEFAULT_EXECUTOR = "local"
@@ -89,6 +89,10 @@ class RunOptions:
     fail_fast: bool = False
     executor: str | None = None
     use_cache: bool = True
+    sandbox: SandboxMode | None = None
+    """Run every local step in this sandbox (None: as the pipeline and steps say)."""
+    hermetic: bool = False
+    """Run every local step under bwrap without network."""
 
 
 @dataclass
@@ -137,9 +141,9 @@ class Run:
         secrets: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
-        self.pipeline = pipeline
-        self.root = root
         self.options = options or RunOptions()
+        self.pipeline = pipeline = _with_sandboxes(pipeline, self.options)
+        self.root = root
         self.run_id = uuid.uuid4()
         self._executors = executors
         self._emit_to = emit
@@ -336,7 +340,9 @@ class Run:
     ) -> StepOutcome:
         name = self._executor_name(step)
         parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
-        parts = key_parts(step, self.pipeline, name, parent_snapshot, workspace.files)
+        parts = key_parts(
+            step, self.pipeline, self._keyed_as(step), parent_snapshot, workspace.files
+        )
         key = digest(parts)
         decision, entry = self._decide(step, key, name)
         started = time.monotonic()
@@ -470,6 +476,12 @@ class Run:
     def _executor_name(self, step: CommandStep) -> str:
         return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR
 
+    def _keyed_as(self, step: CommandStep) -> str:
+        """The executor as the cache key names it: its name, and its variant if it has one."""
+        name = self._executor_name(step)
+        variant = variant_of(self._executors(name), step)
+        return name if variant is None else f"{name}+{variant.key}"
+
     def _decide(
         self, step: CommandStep, key: str, executor: str
     ) -> tuple[CacheDecision, CacheEntry | None]:
@@ -494,7 +506,6 @@ class Run:
         predicted: dict[str, str | None] = {}  # key -> snapshot when predicted to hit
         cached = 0
         for step in topological(self.pipeline.steps):
-            name = self._executor_name(step)
             parent = predicted.get(step.builds_in) if step.builds_in else None
             hit = None
             if (
@@ -502,21 +513,29 @@ class Run:
                 and self.options.use_cache
                 and (step.builds_in is None or parent is not None)
             ):
-                key = step_key(step, self.pipeline, name, parent, workspace.files)
+                key = step_key(step, self.pipeline, self._keyed_as(step), parent, workspace.files)
                 entry = self.store.index.get_entry(key)
                 if entry is not None and fresh(step.cache, entry.created_at, time.time()):
                     hit = entry.snapshot
                     cached += 1
             predicted[step.key] = hit
         total = len(self.pipeline.steps)
+        to_run = [s for s in self.pipeline.steps if predicted[s.key] is None]
+        modes: set[str] = set()
+        for step in to_run:
+            name = self._executor_name(step)
+            variant = variant_of(self._executors(name), step)
+            if variant is not None:
+                modes.add(f"{name}: {variant.note}")
         summary = PlanSummary(
             run_id=self.run_id,
             steps=total,
             cached=cached,
             to_run=total - cached,
             root=str(self.root),
+            modes=sorted(modes),
         )
-        return summary, [s for s in self.pipeline.steps if predicted[s.key] is None]
+        return summary, to_run
 
     def _finish(
         self,
@@ -617,3 +636,23 @@ _PAST: dict[StepStatus, str] = {
     "passed": "passed",
     "cached": "was cached",
 }
+
+
+def _with_sandboxes(pipeline: Pipeline, options: RunOptions) -> Pipeline:
+    """``pipeline`` with each step's sandbox settled: the run's options over the step's,
+    over the pipeline's; None still leaves the choice to the executor."""
+    steps = []
+    for step in pipeline.steps:
+        sandbox = step.sandbox or pipeline.sandbox
+        if options.sandbox is not None:
+            sandbox = (sandbox or Sandbox(mode=options.sandbox)).model_copy(
+                update={"mode": options.sandbox}
+            )
+        if options.hermetic:
+            sandbox = (sandbox or Sandbox(mode="bwrap")).model_copy(
+                update={"mode": "bwrap", "network": False}
+            )
+        steps.append(
+            step if sandbox is step.sandbox else step.model_copy(update={"sandbox": sandbox})
+        )
+    return pipeline.model_copy(update={"steps": steps})

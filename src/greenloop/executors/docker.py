@@ -68,6 +68,7 @@ class DockerExecutor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._client: Any = None
+        self._network: dict[str, str] = {}
         self._lock = threading.Lock()
         # Which store a snapshot belongs to: this machine and the store's folder.
         self._store_id = hashlib.sha256(
@@ -87,6 +88,7 @@ class DockerExecutor:
         with self._lock:
             if self._client is None:
                 self._client = _connect()
+                self._network = _network_options(self._client)
             return self._client
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
@@ -171,6 +173,7 @@ class DockerExecutor:
             labels=labels,
             stdin_open=False,
             tty=False,
+            **self._network,
         )
         try:
             self._inject(container, request, host)
@@ -269,6 +272,16 @@ def _connect() -> Any:
             "at a running engine (unix://, tcp:// or ssh://)."
         ) from None
     return client
+
+
+def _network_options(client: Any) -> dict[str, str]:
+    """How containers reach the network on this engine: its default, except on rootless
+    Podman, whose Docker API defaults to a bridge that needs a rootless network
+    namespace of its own; slirp4netns is what ``podman run`` uses there."""
+    components = {c.get("Name", "") for c in client.version().get("Components") or []}
+    if "Podman Engine" in components and client.info().get("Rootless"):
+        return {"network_mode": "slirp4netns"}
+    return {}
 
 
 def _engine_name() -> str:

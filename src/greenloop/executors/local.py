@@ -1,15 +1,21 @@
-"""The ``local`` executor: each step runs on this machine in a private directory.
+"""The ``local`` executor: each step runs on this machine in a private root.
 
-A step's filesystem is a directory tree ("rootfs") under the store: empty for
-a root step, its parent's snapshot otherwise, with the workspace archive laid
-over ``workdir``. Snapshots are store trees named by store refs, so they are
-content-addressed and the remote cache can move them. Tools come from the
-host (PATH and HOME are passed through); only the step's files are private.
+A step's filesystem ("rootfs") is empty for a root step, its parent's snapshot
+otherwise, with the workspace archive laid over ``workdir``. Snapshots are
+store trees named by store refs, so they are content-addressed and the remote
+cache can move them. Tools come from the host (PATH and HOME are passed through).
+
+Two sandboxes (``Sandbox.mode``; by default ``bwrap`` where it works here):
+``bwrap`` runs the step under bubblewrap with its rootfs an overlay at ``/``
+(see :mod:`greenloop.executors.bwrap`): checkout and commit cost what the step
+changed. ``none`` runs ``sh -c`` on the host in a folder under the store holding
+a copy of the snapshot, and commits by scanning that whole folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -17,55 +23,187 @@ import stat
 import subprocess
 import tarfile
 import threading
+from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import pid_alive
+from greenloop.executors import bwrap
 from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
-from greenloop.plugins.spec import ArchiveReader, Host
+from greenloop.plugins.spec import ArchiveReader, Host, Variant
 from greenloop.protocol import (
     ArtifactRef,
+    CommandStep,
     ExecutorInput,
     Hit,
+    Pipeline,
+    SetupError,
     SnapshotRef,
     StepResult,
 )
+from greenloop.protocol.ir import Sandbox, SandboxMode
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
+from greenloop.store.trees import TreeEntry, encode_manifest
 
 _PASSED_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "TZ", "SSL_CERT_FILE")
 
+SANDBOX_ENV = "GREENLOOP_LOCAL_SANDBOX"
+"""This machine's default sandbox (``bwrap`` or ``none``) for steps that name none."""
+
 
 class LocalExecutor:
-    """Runs steps with ``sh -c`` in a private directory tree; snapshots are store trees."""
+    """Runs steps on this machine in a private root; snapshots are store trees."""
 
     name = "local"
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        _sweep_sandboxes(store.root / "sandboxes")
+        self._sandboxes = store.root / "sandboxes"
+        _sweep_sandboxes(self._sandboxes)
+
+    def variant(self, step: CommandStep) -> Variant:
+        """The sandbox ``step`` runs in: it changes what the step may write (and where)."""
+        if self._mode(step) == "bwrap":
+            if step.sandbox is not None and not step.sandbox.network:
+                return Variant("bwrap-offline", "bwrap sandbox, offline, overlay snapshots")
+            return Variant("bwrap", "bwrap sandbox, overlay snapshots")
+        why = self._bwrap_unavailable()
+        chosen = step.sandbox is not None or os.environ.get(SANDBOX_ENV)
+        fallback = "" if chosen or why is None else f" (bwrap unavailable: {why})"
+        return Variant("none", f"no sandbox, copied snapshots{fallback}")
+
+    def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
+        """Refuse a bwrap step on a machine where bwrap cannot run, before anything runs."""
+        configured = os.environ.get(SANDBOX_ENV)
+        if configured and configured not in ("bwrap", "none"):
+            raise SetupError(f"{SANDBOX_ENV}={configured!r}: expected bwrap or none")
+        for step in steps:
+            if self._mode(step) != "bwrap":
+                continue
+            if why := self._bwrap_unavailable():
+                raise SetupError(
+                    f"step {step.key!r} runs in the bwrap sandbox, which cannot run here: "
+                    f"{why} (use --sandbox none to run without it)"
+                )
+            settings = step.sandbox or Sandbox(mode="bwrap")
+            for path in (*settings.ro_binds, *settings.rw_binds):
+                if not os.path.exists(path):
+                    raise SetupError(f"step {step.key!r}: bind {path} does not exist here")
+            try:
+                _rooted(step.workdir)
+            except ValueError as e:
+                raise SetupError(f"step {step.key!r}: {e}") from None
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Run one step (or skip it on a hit) and commit its tree when asked."""
         if isinstance(request.cache_lookup, Hit):
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
-        sandbox = self.store.root / "sandboxes" / f"{os.getpid()}-{request.step_id}"
+        sandbox = self._sandboxes / f"{os.getpid()}-{request.step_id}"
+        if self._mode(request.step) == "bwrap":
+            root = bwrap.StepRoot(sandbox)
+            try:
+                return self._run_overlay(request, host, root)
+            finally:
+                root.remove()
         rootfs = sandbox / "root"
         try:
             workdir = _inside(rootfs, request.workdir)
             injected = self._boot(request, host, rootfs, workdir)
-            code = _execute(request, host, rootfs, workdir)
+            env = _env(request, str(rootfs))
+            code = _execute(["sh", "-c", request.step.command], workdir, env, request, host)
 
             def commit(tag: str) -> None:
-                # The workspace is laid over every child anyway, so it stays out of the
-                # snapshot: snapshots hold only what steps made, and deleted sources
-                # can never come back from a cached parent.
-                tree = self.store.put_tree(rootfs, exclude=injected.__contains__)
-                self.store.set_ref(tag, tree)
+                self.store.set_ref(tag, self._commit_copy(rootfs, injected))
 
             return conclude(request, host, code, lambda: self._collect(request, workdir), commit)
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
+
+    def _run_overlay(self, request: ExecutorInput, host: Host, root: bwrap.StepRoot) -> StepResult:
+        """Run the step under bwrap with an overlay root; commit only what it changed."""
+        settings = request.step.sandbox or Sandbox(mode="bwrap")
+        workdir = _rooted(request.workdir)
+        artifacts = [bwrap.root_relative(request.workdir, a) for a in request.step.artifacts]
+        parent = self._parent_tree(request)
+        root.prepare()
+        with self.store.checkout(parent) as lower:
+            injected = self._boot_overlay(request, host, root, workdir)
+            env = _env(request, "/")
+            command = ["sh", "-c", request.step.command]
+            argv = root.command(lower, settings, request.workdir, command, artifacts, env)
+            code = _execute(argv, root.base, env, request, host)
+
+            def collect() -> tuple[list[ArtifactRef], str]:
+                refs: list[ArtifactRef] = []
+                for declared, rel in zip(request.step.artifacts, artifacts, strict=True):
+                    path = root.saved / rel
+                    if not os.path.lexists(path):
+                        return [], declared
+                    refs.append(store_artifact(self.store, path))
+                return refs, ""
+
+            def commit(tag: str) -> None:
+                self.store.set_ref(tag, self._commit_overlay(parent, lower, root, injected))
+
+            # Still holding the checkout: the commit reads it where the upper has folders.
+            return conclude(request, host, code, collect, commit)
+
+    def _boot_overlay(
+        self, request: ExecutorInput, host: Host, root: bwrap.StepRoot, workdir: str
+    ) -> set[str]:
+        """Lay the workspace into the upper layer at ``workdir`` (root-relative); return
+        the root-relative paths of its files. The lower layer needs no work at all."""
+        upper_workdir = root.upper / workdir if workdir else root.upper
+        upper_workdir.mkdir(parents=True, exist_ok=True)
+        names = _lay_workspace(ArchiveReader(host, request.workspace_archive_id), upper_workdir)
+        return {f"{workdir}/{name}" if workdir else name for name in names}
+
+    def _commit_copy(self, rootfs: Path, injected: set[str]) -> str:
+        """Store the whole copied root; return its tree."""
+        # The workspace is laid over every child anyway, so it stays out of the
+        # snapshot: snapshots hold only what steps made, and deleted sources
+        # can never come back from a cached parent.
+        return self.store.put_tree(rootfs, exclude=injected.__contains__)
+
+    def _commit_overlay(
+        self, parent: str, lower: Path, root: bwrap.StepRoot, injected: set[str]
+    ) -> str:
+        """Store the parent's tree with the step's upper layer laid over it; return it.
+
+        Only the upper layer's files are read and stored; the parent's entries are
+        reused as they are (as in a copied root, workspace files stay out). A step
+        that changed nothing commits its parent's tree, without reading it."""
+        layer = bwrap.read_upper(root.upper, lower, self.store.put_file, injected)
+        if layer.unchanged(lower):
+            return parent
+        entries = layer.over(_parsed_tree(self.store, parent))
+        tree = self.store.put_bytes(encode_manifest(entries))
+        # A root step's upper layer is its whole tree: it becomes the checkout its
+        # children boot from, instead of a second copy made from the store.
+        if parent == _EMPTY_TREE and bwrap.settle_upper(root.upper, injected):
+            self.store.adopt_checkout(tree, root.upper)
+        return tree
+
+    def _parent_tree(self, request: ExecutorInput) -> str:
+        """The tree the step boots from: its parent's snapshot, or the empty tree."""
+        if request.parent_snapshot is None:
+            return self.store.put_bytes(encode_manifest([]))  # == _EMPTY_TREE
+        tree = self.store.get_ref(request.parent_snapshot)
+        if tree is None:
+            raise RuntimeError(f"snapshot {request.parent_snapshot!r} is not in the store")
+        return tree
+
+    def _mode(self, step: CommandStep) -> SandboxMode:
+        if step.sandbox is not None:
+            return step.sandbox.mode
+        configured = os.environ.get(SANDBOX_ENV)
+        if configured in ("bwrap", "none"):
+            return configured  # type: ignore[return-value]
+        return "bwrap" if self._bwrap_unavailable() is None else "none"
+
+    def _bwrap_unavailable(self) -> str | None:
+        return bwrap.unavailable(self._sandboxes)
 
     def discard(self, snapshots: list[SnapshotRef]) -> None:
         """Drop the refs of run-scoped snapshots; their objects go at the next gc."""
@@ -99,6 +237,27 @@ class LocalExecutor:
         return refs, ""
 
 
+_EMPTY_TREE = hashlib.sha256(encode_manifest([])).hexdigest()
+
+_parsed_lock = threading.Lock()
+_parsed: OrderedDict[str, list[TreeEntry]] = OrderedDict()
+
+
+def _parsed_tree(store: Store, tree: str) -> list[TreeEntry]:
+    """The entries of ``tree``, parsed once per process for the last few trees: forks of
+    one parent each commit on top of it, and a tree's digest names its content."""
+    with _parsed_lock:
+        if tree in _parsed:
+            _parsed.move_to_end(tree)
+            return _parsed[tree]
+    entries = store.get_tree(tree)
+    with _parsed_lock:
+        _parsed[tree] = entries
+        while len(_parsed) > 8:
+            _parsed.popitem(last=False)
+    return entries
+
+
 def _sweep_sandboxes(folder: Path) -> None:
     """Remove sandboxes a killed greenloop process left behind (named ``<pid>-<step id>``)."""
     if not folder.is_dir():
@@ -107,6 +266,16 @@ def _sweep_sandboxes(folder: Path) -> None:
         pid = sandbox.name.split("-", 1)[0]
         if not pid_alive(pid):
             shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def _rooted(workdir: str) -> str:
+    """``workdir`` relative to the root ("" for the root itself); ValueError where the
+    sandbox hides it (its private and system folders)."""
+    rel = PurePosixPath(os.path.normpath("/" + workdir.lstrip("/"))).relative_to("/").as_posix()
+    hidden = (*bwrap.PRIVATE_DIRS, *bwrap.SYSTEM_DIRS)
+    if any(f"/{rel}/".startswith(f"{d}/") for d in hidden):
+        raise ValueError(f"workdir {workdir!r} is hidden in the bwrap sandbox: use another")
+    return "" if rel == "." else rel
 
 
 def _inside(base: Path, path: str) -> Path:
@@ -161,14 +330,21 @@ def _clear(path: Path) -> None:
         path.unlink()
 
 
-def _execute(request: ExecutorInput, host: Host, rootfs: Path, workdir: Path) -> int:
+def _env(request: ExecutorInput, root: str) -> dict[str, str]:
+    """The step's environment: a few of the host's variables, the step's, and its root."""
     env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
     env.update(request.env)
     env.update(request.secrets)
-    env["GREENLOOP_SANDBOX"] = str(rootfs)
+    env["GREENLOOP_SANDBOX"] = root
+    return env
+
+
+def _execute(
+    argv: list[str], cwd: Path, env: dict[str, str], request: ExecutorInput, host: Host
+) -> int:
     proc = subprocess.Popen(
-        ["sh", "-c", request.step.command],
-        cwd=workdir,
+        argv,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -10,10 +10,17 @@ over JSON-RPC.
 from __future__ import annotations
 
 import io
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
-from greenloop.protocol import BuildEvent, ExecutorInput, HookVerdict, SnapshotRef, StepResult
+from greenloop.protocol import (
+    BuildEvent,
+    CommandStep,
+    ExecutorInput,
+    HookVerdict,
+    SnapshotRef,
+    StepResult,
+)
 
 ARCHIVE_CHUNK = 1 << 20
 """Default size of one workspace-archive read."""
@@ -48,6 +55,24 @@ class Executor(Protocol):
     def discard(self, snapshots: list[SnapshotRef]) -> None:
         """Forget run-scoped snapshots the host no longer needs."""
         ...
+
+
+class Variant(NamedTuple):
+    """How an executor will run a step, where the IR alone does not say it.
+
+    An executor may offer ``variant(step: CommandStep) -> Variant``; the host
+    then keys the step's cache entry on ``key`` as well (outputs can differ
+    between variants) and names ``note`` in the run's plan line.
+    """
+
+    key: str
+    note: str
+
+
+def variant_of(executor: Executor, step: CommandStep) -> Variant | None:
+    """``executor``'s :class:`Variant` for ``step``, or None when it offers none."""
+    describe = getattr(executor, "variant", None)
+    return describe(step) if describe is not None else None
 
 
 class ArchiveReader(io.RawIOBase):

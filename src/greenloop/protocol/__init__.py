@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         IRDocument,
         OnChange,
         Pipeline,
+        Sandbox,
         Ttl,
     )
     from greenloop.protocol.pointer import PointerFormatError, PublishedArtifact
@@ -126,6 +127,7 @@ _MODULES: dict[str, str] = {
     "IR_VERSION": "ir",
     "OnChange": "ir",
     "Pipeline": "ir",
+    "Sandbox": "ir",
     "Ttl": "ir",
     "PointerFormatError": "pointer",
     "PublishedArtifact": "pointer",
@@ -174,6 +176,7 @@ __all__ = [
     "PublishedArtifact",
     "RunFinished",
     "RunStarted",
+    "Sandbox",
     "SetupError",
     "Severity",
     "SnapshotRef",

@@ -37,6 +37,11 @@ class PlanSummary(_Event):
     root: str | None = Field(
         default=None, description="The project folder the workspace is packed from."
     )
+    modes: list[str] = Field(
+        default_factory=list,
+        description="How the steps to run will be isolated, one note per executor mode "
+        "(e.g. 'local: bwrap sandbox, overlay snapshots').",
+    )
 
 
 class StepStarted(_Event):

@@ -69,6 +69,35 @@ class SecretUse(_IR):
     )
 
 
+SandboxMode = Literal["bwrap", "none"]
+"""How the ``local`` executor isolates a step: under bubblewrap, or not at all."""
+
+
+class Sandbox(_IR):
+    """How the ``local`` executor isolates a step (other executors ignore it).
+
+    ``bwrap``: the step's root is an overlay of its parent's snapshot under
+    bubblewrap, with ``workdir`` at its real path, the host's system folders
+    (and ``ro_binds``) read-only, ``rw_binds`` (cache folders) read-write, a
+    private ``/tmp``, an empty ``$HOME`` unless ``home``, and no network unless
+    ``network``. ``none``: ``sh -c`` on the host in a private copy of the snapshot.
+    """
+
+    mode: SandboxMode
+    network: bool = True
+    ro_binds: list[str] = Field(default_factory=list)
+    rw_binds: list[str] = Field(default_factory=list)
+    home: bool = False
+
+    @field_validator("ro_binds", "rw_binds")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/") or "\0" in path:
+                raise ValueError(f"a bind must be an absolute host path, got {path!r}")
+        return paths
+
+
 class CommandStep(_IR):
     """One shell step of a pipeline."""
 
@@ -102,6 +131,10 @@ class CommandStep(_IR):
         "(wait(..., continue_on_failure=True)).",
     )
 
+    sandbox: Sandbox | None = Field(
+        default=None, description="The local executor's isolation (None: the pipeline's)."
+    )
+
     @field_validator("artifacts")
     @classmethod
     def _artifacts_stay_inside(cls, paths: list[str]) -> list[str]:
@@ -127,6 +160,7 @@ class Pipeline(_IR):
         description="Events that trigger this pipeline (push, pull_request, ...): "
         "`greenloop run --event EVENT` runs every pipeline listing EVENT.",
     )
+    sandbox: Sandbox | None = None
     steps: list[CommandStep]
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from greenloop.sdk.compiler import pipeline
 from greenloop.sdk.matrix import Cell, matrix
-from greenloop.sdk.policies import compose, forever, on_change, ttl
+from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
 from greenloop.sdk.secrets import Secret, secret
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
@@ -22,6 +22,7 @@ __all__ = [
     "pipeline",
     "python",
     "rust",
+    "sandbox",
     "secret",
     "sh",
     "ttl",

@@ -13,7 +13,14 @@ from pydantic import ValidationError
 from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse
 from greenloop.sdk import steps as _steps
 from greenloop.sdk.matrix import Cell
-from greenloop.sdk.steps import PipelineDefinitionError, StepSpec, _slug, short_hash
+from greenloop.sdk.steps import (
+    PipelineDefinitionError,
+    SandboxSpec,
+    StepSpec,
+    _slug,
+    as_sandbox,
+    short_hash,
+)
 
 DEFAULT_WORKDIR = "/workspace"
 
@@ -30,6 +37,7 @@ class PipelineDef:
     where: str
     timeout: float | None = None
     on: tuple[str, ...] = ()
+    sandbox: SandboxSpec = None
 
 
 _registry: list[PipelineDef] = []
@@ -43,6 +51,7 @@ def pipeline(
     executor: str | None = None,
     timeout: timedelta | float | None = None,
     on: str | Iterable[str] = (),
+    sandbox: SandboxSpec = None,
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
@@ -52,6 +61,8 @@ def pipeline(
     stopped and the run fails with exit code 124.
     ``on`` names the events that trigger it (``["push", "pull_request"]``):
     ``greenloop run --event push`` runs every pipeline triggered by ``push``.
+    ``sandbox`` is every local step's (``"bwrap"``, ``"none"`` or ``gl.sandbox(...)``)
+    unless a step names its own.
     """
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     where = _steps._caller()
@@ -63,7 +74,17 @@ def pipeline(
         if any(p.name == name for p in _registry):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
         _registry.append(
-            PipelineDef(name, fn, dict(env or {}), default_image, executor, where, seconds, events)
+            PipelineDef(
+                name,
+                fn,
+                dict(env or {}),
+                default_image,
+                executor,
+                where,
+                seconds,
+                events,
+                sandbox,
+            )
         )
         return fn
 
@@ -91,6 +112,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             executor=definition.executor,
             timeout_seconds=definition.timeout,
             on=list(definition.on),
+            sandbox=as_sandbox(definition.sandbox, definition.where),
             steps=steps,
         )
     except ValidationError as e:
@@ -139,6 +161,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 executor=spec.executor or (parent.executor if parent else None),
                 secrets=_inherited(parent.secrets if parent else [], spec.secrets),
                 runs_after_failure=spec.after_failure,
+                sandbox=as_sandbox(spec.sandbox, spec.where),
             )
         except ValidationError as e:
             err = e.errors()[0]

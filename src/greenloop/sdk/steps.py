@@ -16,11 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from greenloop.protocol.ir import CachePolicy, SecretUse
+from greenloop.protocol.ir import CachePolicy, Sandbox, SandboxMode, SecretUse
 from greenloop.sdk.secrets import Secret
 
 Env = Mapping[str, "str | Secret"]
 """A step's env: plain values, or :func:`~greenloop.sdk.secrets.secret` references."""
+
+
+SandboxSpec = Sandbox | SandboxMode | None
+"""A step's sandbox as a pipeline file gives it: ``gl.sandbox(...)``, ``"bwrap"`` or ``"none"``."""
 
 
 class PipelineDefinitionError(Exception):
@@ -50,6 +54,7 @@ class StepSpec:
     """The matrix cell the step runs in (a chained step inherits its parent's)."""
     after_failure: bool
     """Run once the steps it waits for have finished, whether they passed or not."""
+    sandbox: SandboxSpec
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -96,6 +101,7 @@ def _add_step(
     executor: str | None,
     matrix: Mapping[str, str] | None = None,
     after_failure: bool = False,
+    sandbox: SandboxSpec,
 ) -> Chain:
     where = _caller()
     if not _current:
@@ -123,6 +129,7 @@ def _add_step(
         secrets=secrets,
         matrix=dict(matrix) if matrix is not None else (parent.matrix if parent else None),
         after_failure=after_failure,
+        sandbox=sandbox,
         parent=parent,
         after=after,
         fork=fork,
@@ -152,6 +159,7 @@ class Chain:
         cache: CachePolicy | None = None,
         executor: str | None = None,
         matrix: Mapping[str, str] | None = None,
+        sandbox: SandboxSpec = None,
     ) -> Chain:
         """Run ``command`` after this step, booting from its filesystem snapshot."""
         return _add_step(
@@ -169,6 +177,7 @@ class Chain:
             cache=cache,
             executor=executor,
             matrix=matrix,
+            sandbox=sandbox,
         )
 
     def fork(self, label: str) -> Chain:
@@ -204,6 +213,7 @@ class Join:
         cache: CachePolicy | None = None,
         executor: str | None = None,
         matrix: Mapping[str, str] | None = None,
+        sandbox: SandboxSpec = None,
     ) -> Chain:
         """Run ``command`` (from its image) once every joined chain has finished."""
         return _add_step(
@@ -222,6 +232,7 @@ class Join:
             cache=cache,
             executor=executor,
             matrix=matrix,
+            sandbox=sandbox,
         )
 
 
@@ -238,6 +249,7 @@ def sh(
     cache: CachePolicy | None = None,
     executor: str | None = None,
     matrix: Mapping[str, str] | None = None,
+    sandbox: SandboxSpec = None,
 ) -> Chain:
     """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
     return _add_step(
@@ -255,6 +267,7 @@ def sh(
         cache=cache,
         executor=executor,
         matrix=matrix,
+        sandbox=sandbox,
     )
 
 
@@ -280,6 +293,18 @@ def _tails(item: Chain | Join) -> list[StepSpec]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text.strip()).strip("-.").lower()[:60]
+
+
+def as_sandbox(spec: object, where: str) -> Sandbox | None:
+    """The IR form of a sandbox a pipeline file gave at ``where`` (a bare mode is that
+    mode's defaults); :class:`PipelineDefinitionError` for anything else."""
+    if spec is None or isinstance(spec, Sandbox):
+        return spec
+    if spec in ("bwrap", "none"):
+        return Sandbox(mode=spec)
+    raise PipelineDefinitionError(
+        f"invalid sandbox {spec!r}: expected 'bwrap', 'none' or gl.sandbox(...)", where
+    )
 
 
 def short_hash(*parts: str) -> str:

@@ -1,19 +1,27 @@
-"""Recreate a stored tree on disk without ever writing outside the destination."""
+"""Recreate a stored tree on disk without ever writing outside the destination, and keep
+shared read-only checkouts of trees (the lower layers of overlay snapshots)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from greenloop.store.digests import is_digest
 from greenloop.store.errors import StoreError
 from greenloop.store.layout import TEMP_PREFIX
 from greenloop.store.trees import TreeEntry, check_relative_path
+
+CHECKOUTS_DIR = "checkouts"
+"""Subdirectory of the store holding one shared checkout per tree, named by its digest."""
 
 OpenBlob = Callable[[str], BinaryIO]
 """Opens a stored blob for reading."""
@@ -145,3 +153,110 @@ def _replace(tmp: str, target: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def checked_out(folder: Path, tree: str, build: Callable[[Path], None]) -> Iterator[Path]:
+    """The checkout of ``tree`` in ``folder``, built by ``build`` the first time, held
+    (a shared lock, so gc leaves it alone) while the ``with`` block runs.
+
+    A checkout is built in a temp folder and renamed into place, so nobody ever
+    sees half of one; when two processes build the same tree at once, one rename
+    wins and the other's copy is thrown away. Nobody may write into a checkout:
+    it is the read-only lower layer every step built off that tree shares.
+    """
+    final = folder / tree
+    while True:
+        if not final.is_dir():
+            _build_checkout(folder, final, build)
+        fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            # gc renames a checkout away before deleting it: if ours went, build anew.
+            now = _stat_or_none(final)
+            if now is not None and os.path.samestat(os.fstat(fd), now):
+                os.utime(fd)  # last used, for gc's age limit
+                yield final
+                return
+        finally:
+            os.close(fd)
+
+
+def adopt_checkout(folder: Path, tree: str, prepared: Path) -> bool:
+    """Make ``prepared`` the checkout of ``tree`` in ``folder`` unless there is one; True
+    when it was adopted (moved, not copied).
+
+    ``prepared`` must hold exactly what :func:`checked_out` would build for
+    ``tree`` (normalised modes included) and be on the same filesystem.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(prepared, folder / tree)
+    except OSError:  # there is one already (or another filesystem): keep it
+        return False
+    return True
+
+
+def sweep_checkouts(
+    folder: Path, keep: Callable[[str], bool], *, unused_for: float | None, grace: float
+) -> int:
+    """Delete the checkouts of trees ``keep`` rejects, those unused for ``unused_for``
+    seconds, and temp folders older than ``grace`` seconds; return how many went.
+
+    A checkout in use (see :func:`checked_out`) is skipped.
+    """
+    if not folder.is_dir():
+        return 0
+    now = time.time()
+    removed = 0
+    for child in folder.iterdir():
+        age = now - child.lstat().st_mtime
+        if child.name.startswith(TEMP_PREFIX):
+            if age > grace:
+                _rmtree(child)
+                removed += 1
+            continue
+        if not is_digest(child.name):
+            continue
+        if keep(child.name) and (unused_for is None or age <= unused_for):
+            continue
+        fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            doomed = folder / f"{TEMP_PREFIX}gc-{secrets.token_hex(8)}"
+            os.rename(child, doomed)
+        finally:
+            os.close(fd)
+        _rmtree(doomed)
+        removed += 1
+    return removed
+
+
+def _build_checkout(folder: Path, final: Path, build: Callable[[Path], None]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=folder))
+    try:
+        os.chmod(tmp, 0o755)
+        build(tmp)
+        os.rename(tmp, final)
+    except OSError:
+        _rmtree(tmp)
+        if not final.is_dir():  # not merely beaten to it by another process
+            raise
+    except BaseException:
+        _rmtree(tmp)
+        raise
+
+
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,13 @@ from greenloop.store.errors import CorruptObject, StoreError
 from greenloop.store.gc import GcReport, collect_garbage
 from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
-from greenloop.store.materialize import materialize_entries
+from greenloop.store.materialize import (
+    CHECKOUTS_DIR,
+    adopt_checkout,
+    checked_out,
+    materialize_entries,
+    sweep_checkouts,
+)
 from greenloop.store.objects import ObjectDir
 from greenloop.store.scan import Exclude, scan_directory
 from greenloop.store.trees import (
@@ -225,6 +232,20 @@ class Store:
         self._fetch_absent([e.blob for e in entries if e.blob is not None])
         materialize_entries(entries, dest, self.open_blob)
 
+    def checkout(self, tree: str) -> AbstractContextManager[Path]:
+        """A read-only folder holding tree ``tree``, shared by everyone who asks, for
+        the ``with`` block (built once, like :meth:`materialize`; gc removes it once
+        the tree is gone or unused). Never write into it."""
+        return checked_out(
+            self.root / CHECKOUTS_DIR, tree, lambda dest: self.materialize(tree, dest)
+        )
+
+    def adopt_checkout(self, tree: str, prepared: Path) -> bool:
+        """Move ``prepared`` -- a folder on the store's filesystem holding exactly tree
+        ``tree``, modes normalised -- into place as its checkout, unless one exists;
+        True when it was moved (see :meth:`checkout`)."""
+        return adopt_checkout(self.root / CHECKOUTS_DIR, tree, prepared)
+
     # -- lazy objects ----------------------------------------------------------
 
     def set_fetcher(self, fetcher: Fetcher | None) -> None:
@@ -399,11 +420,21 @@ class Store:
         what remains referenced fits. Finally unreferenced objects and ``.tmp-``
         files older than ``grace`` are deleted; the grace period protects
         objects a concurrent run has written but not yet recorded. Temp files
-        whose writer is gone are deleted whatever their age.
+        whose writer is gone are deleted whatever their age. Checkouts
+        (see :meth:`checkout`) of trees no longer stored, or unused for longer
+        than ``max_age``, go too.
         """
-        return collect_garbage(
+        report = collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
         )
+        # A checkout lives as long as its tree (and, with an age limit, while it is used).
+        sweep_checkouts(
+            self.root / CHECKOUTS_DIR,
+            self.has,
+            unused_for=None if max_age is None else max_age.total_seconds(),
+            grace=grace.total_seconds(),
+        )
+        return report
 
     def size_bytes(self) -> int:
         """Total bytes of every file in the object directory."""

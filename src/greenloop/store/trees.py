@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, BinaryIO, Literal
 
 from greenloop.store.digests import is_digest
@@ -115,20 +114,30 @@ def canonicalize(entries: Iterable[TreeEntry]) -> list[TreeEntry]:
     """
     by_path: dict[str, TreeEntry] = {}
     for entry in entries:
-        normal = TreeEntry(
-            entry.path, entry.kind, normalize_mode(entry.kind, entry.mode), entry.blob, entry.target
-        )
-        _add(by_path, normal)
+        mode = normalize_mode(entry.kind, entry.mode)
+        if mode != entry.mode:
+            entry = TreeEntry(entry.path, entry.kind, mode, entry.blob, entry.target)
+        _add(by_path, entry)
+    # Paths are clean (checked on construction), so a parent is the text before the
+    # last "/". A directory whose ancestors were already checked stops the climb:
+    # this runs on every commit, and a tree can have tens of thousands of entries.
+    checked: set[str] = set()
     for path in list(by_path):
-        parent = PurePosixPath(path).parent
-        while str(parent) != ".":
-            existing = by_path.setdefault(str(parent), TreeEntry(str(parent), "dir", EXEC_MODE))
+        cut = path.rfind("/")
+        while cut > 0:
+            parent = path[:cut]
+            existing = by_path.get(parent)
+            if existing is None:
+                existing = by_path[parent] = TreeEntry(parent, "dir", EXEC_MODE)
             if existing.kind != "dir":
                 raise StoreError(
                     f"tree entry {path!r} lies beneath {existing.path!r}, which is a "
                     f"{existing.kind}, not a directory"
                 )
-            parent = parent.parent
+            if parent in checked:
+                break
+            checked.add(parent)
+            cut = path.rfind("/", 0, cut)
     return [by_path[path] for path in sorted(by_path)]
 
 
