@@ -17,9 +17,10 @@ from greenloop.cli._common import (
 )
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.explain import explain as _explain
-from greenloop.engine.run import DEFAULT_EXECUTOR
+from greenloop.engine.run import Run, RunOptions
 from greenloop.engine.workspace import pack
-from greenloop.protocol import CommandStep, SetupError
+from greenloop.plugins import registry
+from greenloop.protocol import PluginFailure, SetupError
 
 _MARKS = {"hit": "↺", "miss": "▶", "always": "▶"}
 
@@ -53,14 +54,23 @@ def explain(
         keys = ", ".join(s.key for s in selected.steps)
         fail(f"pipeline {pipeline!r} has no step {step!r} (its steps: {keys})")
 
-    def executor_of(s: CommandStep) -> str:
-        return executor or s.executor or selected.executor or DEFAULT_EXECUTOR
-
     store = _open_store()
     try:
-        found = _explain(store, selected, pack(root, store), executor_of)
+        # A run that is never executed knows how each step's key names its executor
+        # (with its variant: the local executor's sandbox mode).
+        planned = Run(
+            store,
+            selected,
+            root,
+            registry.Executors(store),
+            lambda event: None,
+            RunOptions(executor=executor),
+        )
+        found = _explain(store, planned.pipeline, pack(root, store), planned.keyed_as)
     except SetupError as e:
         fail(str(e))
+    except PluginFailure as e:
+        fail(e.error.message if e.error.kind == "not_found" else str(e.error))
     finally:
         store.close()
     if step is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,9 +37,13 @@ class Explanation:
 
 
 def explain(
-    store: Store, pipeline: Pipeline, workspace: Workspace, executor_of: Any
+    store: Store,
+    pipeline: Pipeline,
+    workspace: Workspace,
+    executor_of: Callable[[CommandStep], str],
 ) -> list[Explanation]:
-    """Predict every step of ``pipeline`` in order; ``executor_of(step)`` names its executor."""
+    """Predict every step of ``pipeline`` in order; ``executor_of(step)`` names its executor
+    as its key does."""
     now = time.time()
     by_key = {s.key: s for s in pipeline.steps}
     snapshots: dict[str, str | None] = {}  # step -> snapshot when predicted to hit

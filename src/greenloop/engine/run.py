@@ -476,8 +476,11 @@ class Run:
     def _executor_name(self, step: CommandStep) -> str:
         return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR
 
+    def keyed_as(self, step: CommandStep) -> str:
+        """The executor as ``step``'s cache key names it: its name, and its variant if any."""
+        return self._keyed_as(step)
+
     def _keyed_as(self, step: CommandStep) -> str:
-        """The executor as the cache key names it: its name, and its variant if it has one."""
         name = self._executor_name(step)
         variant = variant_of(self._executors(name), step)
         return name if variant is None else f"{name}+{variant.key}"
