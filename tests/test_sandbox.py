@@ -142,9 +142,9 @@ def ci():
     stored: list[Path] = []
     real = store.put_file
 
-    def counting(path: Path) -> str:
+    def counting(path: Path, *, verify_existing: bool = False) -> str:
         stored.append(path)
-        return real(path)
+        return real(path, verify_existing=verify_existing)
 
     monkeypatch.setattr(store, "put_file", counting)
     # Rerun only the child: a new command, the same cached 500-file parent.
