@@ -29,11 +29,18 @@ class Terminal:
         script = f"cd {shlex.quote(str(cwd))} && {command}; echo EXIT=$?; exec cat"
         # tmux runs the command with the server's environment: pass ours on explicitly.
         env = " ".join(
-            f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("GREENLOOP_")
+            f"{k}={shlex.quote(v)}"
+            for k, v in os.environ.items()
+            if k.startswith("GREENLOOP_") or k in ("DOCKER_HOST", "PATH")
         )
         self._tmux(
             "new-session", "-d", "-x", "120", "-y", "40", f"env {env} sh -c {shlex.quote(script)}"
         )
+
+    def send(self, line: str) -> None:
+        """Type ``line`` and Enter into the pane."""
+        self._tmux("send-keys", "-l", line)
+        self._tmux("send-keys", "Enter")
 
     def screen(self) -> str:
         """What the pane shows now, with its scrollback."""

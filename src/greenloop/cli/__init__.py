@@ -24,6 +24,7 @@ _COMMANDS = {
     "render": "greenloop.cli._pipeline:render",
     "pipelines": "greenloop.cli._pipeline:pipelines",
     "explain": "greenloop.cli._explain:explain",
+    "debug": "greenloop.cli._debug:debug",
     "init": "greenloop.cli._pipeline:init",
     "runs": "greenloop.cli._history:runs",
     "logs": "greenloop.cli._history:logs",

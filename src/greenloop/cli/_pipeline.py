@@ -157,6 +157,11 @@ _PASSED = ("passed", "cached")
     help="Read secret NAME from the environment variable VAR; repeatable.",
 )
 @click.option(
+    "--shell-on-failure",
+    is_flag=True,
+    help="When a step fails, open a shell in the filesystem it left (needs a terminal).",
+)
+@click.option(
     "--artifacts-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
@@ -185,6 +190,7 @@ def run(
     env_values: tuple[str, ...],
     secret_files: tuple[str, ...],
     secret_vars: tuple[str, ...],
+    shell_on_failure: bool,
     artifacts_dir: Path | None,
 ) -> None:
     """Run PIPELINE (default: ci) on the working tree.
@@ -201,6 +207,8 @@ def run(
         document, root = load_pipelines(pipeline_file)
     named = click.get_current_context().get_parameter_source("pipeline")
     chosen = _choose(document, pipeline, event, named == ParameterSource.COMMANDLINE)
+    if shell_on_failure and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail("--shell-on-failure needs a terminal (stdin and stdout are not one)")
     extra_env = parse_env_values(env_values)
     chosen = [p.model_copy(update={"env": {**p.env, **extra_env}}) for p in chosen]
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
@@ -248,6 +256,12 @@ def run(
             ended.append(result)
             if artifacts_dir is not None:
                 export_run_artifacts(store, selected, result, artifacts_dir)
+            failed_steps = [k for k, o in result.steps.items() if o.status == "failed"]
+            if shell_on_failure and failed_steps:
+                from greenloop.cli._debug import open_shell
+
+                open_shell(store, selected, failed_steps[0], str(result.run_id), executor)
+                break
             if result.status == "cancelled" or (result.status == "failed" and fail_fast):
                 break
     finally:

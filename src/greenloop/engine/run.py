@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from uuid import UUID
 
 from greenloop._fs import process_start
+from greenloop.engine.debug import kept_as
 from greenloop.engine.keys import check_watched, digest, fresh, key_parts, step_key
 from greenloop.engine.logs import StepLogs
 from greenloop.engine.secrets import Masker
@@ -142,7 +143,7 @@ class Run:
     ) -> None:
         self.store = store
         self.options = options or RunOptions()
-        self.pipeline = pipeline = _with_sandboxes(pipeline, self.options)
+        self.pipeline = pipeline = with_sandboxes(pipeline, self.options)
         self.root = root
         self.run_id = uuid.uuid4()
         self._executors = executors
@@ -373,6 +374,7 @@ class Run:
             cache_lookup=decision,
             parent_snapshot=parent_snapshot,
             secrets=secrets_for(step, self._secrets),
+            keep_failed_as=kept_as(self.run_id, step.key),
         )
         try:
             result = self._executors(name).run(request, self)
@@ -641,7 +643,7 @@ _PAST: dict[StepStatus, str] = {
 }
 
 
-def _with_sandboxes(pipeline: Pipeline, options: RunOptions) -> Pipeline:
+def with_sandboxes(pipeline: Pipeline, options: RunOptions) -> Pipeline:
     """``pipeline`` with each step's sandbox settled: the run's options over the step's,
     over the pipeline's; None still leaves the choice to the executor."""
     steps = []

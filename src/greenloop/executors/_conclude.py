@@ -48,16 +48,28 @@ def conclude(
     exit_code: int,
     collect: Callable[[], tuple[list[ArtifactRef], str]],
     commit: Callable[[str], None],
+    keep: Callable[[str], None] | None = None,
 ) -> StepResult:
     """The step's result once its command exited with ``exit_code``.
 
-    A failed command reports nothing else. A passed one must produce every declared
+    A failed command reports nothing else, but its filesystem is kept by ``keep``
+    (everything, the workspace included) when the host asked for it with
+    ``keep_failed_as``, so ``greenloop debug`` can open a shell in it. A passed one
+    must produce every declared
     artifact (``collect`` returns the refs, or the first missing path, and raises
     :class:`ArtifactEscapeError` for one that leads outside the step) and, when the
     host asked for ``miss_build_as``, is committed to that tag by ``commit``.
     """
     if exit_code != 0:
-        return StepResult(exit_code=exit_code, committed_snapshot=None, artifacts=[])
+        kept = None
+        tag = request.keep_failed_as
+        if keep is not None and tag is not None and exit_code != EXIT_CANCELLED:
+            try:
+                keep(tag)
+                kept = tag
+            except Exception as e:  # keeping is a courtesy: the step failed either way
+                host.log(request.step_id, "stderr", f"greenloop: could not keep it: {e}")
+        return StepResult(exit_code=exit_code, committed_snapshot=kept, artifacts=[])
     try:
         artifacts, missing = collect()
     except ArtifactEscapeError as e:

@@ -44,11 +44,11 @@ _OPAQUE = ("user.overlay.opaque", "trusted.overlay.opaque")
 # Runs in the new namespaces: mount the overlay, run bubblewrap, and copy the
 # declared artifacts out of the merged root while it is still mounted.
 _WRAPPER = """
-opts=$1 merged=$2 saved=$3 list=$4
-shift 4
+opts=$1 merged=$2 saved=$3 list=$4 input=$5
+shift 5
 mount -t overlay overlay -o "$opts" "$merged" || {
   echo "greenloop: cannot mount the step's overlay root" >&2; exit 125; }
-"$@" </dev/null
+"$@" <"$input"
 code=$?
 if [ "$code" = 0 ]; then
   while IFS= read -r p; do
@@ -97,10 +97,13 @@ class StepRoot:
         command: list[str],
         artifacts: Iterable[str],
         env: dict[str, str],
+        *,
+        interactive: bool = False,
     ) -> list[str]:
         """The argv that runs ``command`` in this root over ``lower`` (see the module doc).
 
-        ``artifacts`` are root-relative paths to copy out when the command passes.
+        ``artifacts`` are root-relative paths to copy out when the command passes. A
+        step reads nothing; an ``interactive`` command (a debug shell) reads the terminal.
         """
         binds = _binds(sandbox, env)
         self._make_skeleton(binds)
@@ -151,6 +154,7 @@ class StepRoot:
             str(self.base / "merged"),
             str(self.saved),
             str(self.base / "artifacts.list"),
+            "/dev/stdin" if interactive else "/dev/null",
             *bwrap,
         ]
 

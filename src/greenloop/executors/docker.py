@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
+import subprocess
 import tarfile
 import tempfile
 import threading
@@ -190,11 +192,35 @@ class DockerExecutor:
                     changes=[f"LABEL {LABEL}.store={self._store_id}", *blanked],
                 )
 
-            return conclude(request, host, code, lambda: self._collect(container, request), commit)
+            collect = lambda: self._collect(container, request)  # noqa: E731
+            # A failed step is kept the same way: its container, committed.
+            return conclude(request, host, code, collect, commit, keep=commit)
         finally:
             # Already gone is fine; the next run's leftover sweep is the backstop.
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+
+    def shell(self, kept: SnapshotRef, step: CommandStep, env: dict[str, str]) -> int:
+        """Open an interactive shell in a container of the image a failed ``step`` was
+        committed to (``kept``), in its workdir with ``env``; return its exit status.
+
+        The engine's own ``docker`` command runs it (it needs the terminal); the
+        container is removed when the shell ends."""
+        import docker.errors
+
+        try:
+            self.client.images.get(kept)
+        except docker.errors.ImageNotFound:
+            raise SetupError(
+                f"the filesystem {step.key!r} left is no longer kept (image {kept} is gone): "
+                "run the pipeline again"
+            ) from None
+        if shutil.which("docker") is None:
+            raise SetupError("the debug shell needs the docker command-line client on PATH")
+        # Values travel in the environment, never on the command line (ps shows that).
+        names = [arg for name in sorted(env) for arg in ("-e", name)]
+        argv = ["docker", "run", "--rm", "-it", "-w", step.workdir, *names, "--entrypoint", "sh"]
+        return subprocess.call([*argv, kept, "-i"], env={**os.environ, **env})
 
     def discard(self, snapshots: list[SnapshotRef]) -> None:
         """Remove the image tags of run-scoped snapshots."""

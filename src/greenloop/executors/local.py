@@ -23,6 +23,7 @@ import stat
 import subprocess
 import tarfile
 import threading
+import uuid
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -116,9 +117,49 @@ class LocalExecutor:
             def commit(tag: str) -> None:
                 self.store.set_ref(tag, self._commit_copy(rootfs, injected))
 
-            return conclude(request, host, code, lambda: self._collect(request, workdir), commit)
+            def keep(tag: str) -> None:
+                self.store.set_ref(tag, self._commit_copy(rootfs, set()))
+
+            collect = lambda: self._collect(request, workdir)  # noqa: E731
+            return conclude(request, host, code, collect, commit, keep)
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
+
+    def shell(self, kept: SnapshotRef, step: CommandStep, env: dict[str, str]) -> int:
+        """Open an interactive shell in the filesystem a failed ``step`` left (kept under
+        ``kept``), in its sandbox and workdir with ``env``; return the shell's exit status.
+
+        What is done in the shell is thrown away."""
+        tree = self.store.get_ref(kept)
+        if tree is None:
+            raise SetupError(
+                f"the filesystem {step.key!r} left is no longer kept "
+                "(`greenloop cache gc` removes it after an hour): run the pipeline again"
+            )
+        base = self._sandboxes / f"{os.getpid()}-debug-{uuid.uuid4().hex[:8]}"
+        shell_env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ} | env
+        if self._mode(step) == "bwrap":
+            root = bwrap.StepRoot(base)
+            root.prepare()
+            try:
+                with self.store.checkout(tree) as lower:
+                    settings = step.sandbox or Sandbox(mode="bwrap")
+                    shell_env["GREENLOOP_SANDBOX"] = "/"
+                    argv = root.command(
+                        lower, settings, step.workdir, ["sh", "+m", "-i"], [], shell_env, interactive=True
+                    )
+                    return subprocess.call(argv, cwd=root.base, env=shell_env)
+            finally:
+                root.remove()
+        rootfs = base / "root"
+        try:
+            self.store.materialize(tree, rootfs)
+            workdir = _inside(rootfs, step.workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            shell_env["GREENLOOP_SANDBOX"] = str(rootfs)
+            return subprocess.call(["sh", "-i"], cwd=workdir, env=shell_env)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
 
     def _run_overlay(self, request: ExecutorInput, host: Host, root: bwrap.StepRoot) -> StepResult:
         """Run the step under bwrap with an overlay root; commit only what it changed."""
@@ -146,8 +187,14 @@ class LocalExecutor:
             def commit(tag: str) -> None:
                 self.store.set_ref(tag, self._commit_overlay(parent, lower, root, injected))
 
+            def keep(tag: str) -> None:
+                # Everything the step saw, its workspace included, as one tree.
+                layer = bwrap.read_upper(root.upper, lower, self.store.put_file, set())
+                entries = layer.over(_parsed_tree(self.store, parent))
+                self.store.set_ref(tag, self.store.put_bytes(encode_manifest(entries)))
+
             # Still holding the checkout: the commit reads it where the upper has folders.
-            return conclude(request, host, code, collect, commit)
+            return conclude(request, host, code, collect, commit, keep)
 
     def _boot_overlay(
         self, request: ExecutorInput, host: Host, root: bwrap.StepRoot, workdir: str

@@ -97,6 +97,12 @@ class ExecutorInput(_Wire):
         description="Snapshot of the upstream step in this chain or of the fork parent. "
         "When set, the executor boots from it rather than from step.image.",
     )
+    keep_failed_as: SnapshotRef | None = Field(
+        default=None,
+        description="When the command fails (not when it is cancelled), keep the step's "
+        "filesystem as it was, workspace included, under this tag for `greenloop debug`; "
+        "an executor that cannot may ignore it.",
+    )
     secrets: dict[str, str] = Field(
         default_factory=dict,
         repr=False,
