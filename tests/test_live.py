@@ -70,7 +70,7 @@ def test_the_live_tree_shows_running_steps_and_ends_with_the_failed_log(
     write_pipeline(
         project,
         f"""
-        @gl.pipeline("ci")
+        @gl.pipeline("ci", sandbox="none")  # the steps wait for a file the test makes
         def ci():
             setup = gl.sh("echo ready", label="setup", cache=gl.forever())
             setup.sh("for i in 1 2 3 4 5; do echo unit line $i; done; "
@@ -199,3 +199,26 @@ def test_a_green_run_has_no_summary(project: Path) -> None:
     result = cli("run", "--format", "plain", cwd=project)
     assert result.returncode == 0
     assert "failed" not in result.stdout and "" not in result.stdout.splitlines()
+
+
+def test_the_live_tree_lists_the_steps_still_waiting(
+    terminal: Terminal, project: Path, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", sandbox="none")  # the step waits for a file the test makes
+        def ci():
+            gl.sh("until [ -e {release} ]; do sleep 0.05; done", label="first")
+            gl.sh("echo two", label="second")
+            gl.sh("echo three", label="third")
+        """,
+    )
+    terminal.start(f"{shlex.quote(sys.executable)} -m greenloop run -j 1", project)
+    wait_until(lambda: "○ third  waiting" in terminal.screen(), what="the waiting steps")
+    screen = terminal.screen()
+    assert "○ second  waiting" in screen and "○ first" not in screen
+    release.write_text("")
+    wait_until(lambda: "EXIT=0" in terminal.screen(), what="the run to end")
+    assert "waiting" not in terminal.screen().split("✓ third passed")[-1]

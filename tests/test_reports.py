@@ -163,3 +163,28 @@ def test_a_bad_event_name_is_exit_2_at_its_line(project: Path) -> None:
     assert f"{path.resolve()}:3: pipeline 'ci': event 'Push Now' is not an event name" in (
         result.stderr
     )
+
+
+def test_a_failing_test_steps_own_junit_is_merged(project: Path, tmp_path: Path) -> None:
+    # A failed step reports the artifacts it did write: a red test run's JUnit file is
+    # what a report needs most. It is never cached.
+    (project / "test_calc.py").write_text(TESTS.replace("assert 3 - 1 == 2", "assert 3 - 1 == 5"))
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("{sys.executable} -m pytest -q -p no:cacheprovider test_calc.py "
+                  "--junitxml=reports/unit.xml", label="unit", artifacts=["reports"])
+        """,
+    )
+    report = tmp_path / "junit.xml"
+    result = cli("run", "--format", "plain", "--junit", str(report), cwd=project)
+    assert result.returncode == 1, result.stdout + result.stderr
+    suites = {s.get("name"): s for s in ET.parse(report).getroot().findall("testsuite")}
+    theirs = suites["unit: pytest"]
+    failed = [c.get("name") for c in theirs.findall("testcase") if c.find("failure") is not None]
+    assert failed == ["test_subtracts"]
+    out = tmp_path / "exported"
+    assert cli("artifacts", "unit", "--out", str(out), cwd=project).returncode == 0
+    assert b"test_subtracts" in (out / "unit" / "reports" / "unit.xml").read_bytes()

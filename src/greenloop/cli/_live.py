@@ -3,7 +3,8 @@
 Finished steps become permanent lines above the live region, so the scrollback
 holds one line per step in the order they ended; the region itself shows each
 running step with a spinner and its elapsed time, its last log lines under it,
-and a footer counting what is done and waiting. At the end of the run the region
+then the steps still waiting to start, and a footer counting what is done and
+waiting. At the end of the run the region
 goes away and each failed step's whole log is printed, then the run's line.
 """
 
@@ -49,7 +50,14 @@ class _Running:
 class LiveTree:
     """The live view of one run, from its first running step to its end."""
 
-    def __init__(self, stream: TextIO, *, total: int | None, colour: bool) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        total: int | None,
+        colour: bool,
+        planned: dict[str, str] | None = None,
+    ) -> None:
         self._console = _Console(
             file=stream,
             highlight=False,
@@ -58,6 +66,7 @@ class LiveTree:
             no_color=not colour,
         )
         self._total = total
+        self._waiting = dict(planned or {})  # key -> label, until the step starts or ends
         self._done = 0
         self._running: dict[str, _Running] = {}
         # Held only to read or change the state above, never while calling rich:
@@ -79,6 +88,7 @@ class LiveTree:
         if isinstance(event, StepStarted):
             with self._lock:
                 self._running[event.step] = _Running(event.label, event.executor)
+                self._waiting.pop(event.step, None)
         elif isinstance(event, StepLog):
             if event.step == WARNINGS_STEP or event.step not in self._running:
                 self._print([(f"  {event.step} │ {event.line}", "red")])
@@ -88,6 +98,7 @@ class LiveTree:
         elif isinstance(event, StepFinished):
             with self._lock:
                 self._running.pop(event.step, None)
+                self._waiting.pop(event.step, None)
                 self._done += 1
             self._print([describe(event) or (event.label, "")])
         elif isinstance(event, RunFinished):
@@ -108,9 +119,13 @@ class LiveTree:
         """What the live region shows now (called by rich's refresh thread)."""
         with self._lock:
             running = [(r, list(r.tail)) for r in self._running.values()]
+            waiting = list(self._waiting.values())
             done = self._done
-        # Keep the region within the terminal: fewer log lines per step when crowded.
-        room = self._console.size.height - 1 - len(running)
+        # Keep the region within the terminal: fewer log lines per step when crowded,
+        # and the waiting steps in what room is left.
+        height = self._console.size.height
+        waiting_shown = waiting[: max(0, min(len(waiting), (height - 2 - len(running)) // 2))]
+        room = height - 1 - len(running) - len(waiting_shown)
         shown = max(0, min(LOG_LINES, room // max(1, len(running))))
         now = time.monotonic()
         items: list[RenderableType] = []
@@ -129,6 +144,12 @@ class LiveTree:
                 items.append(
                     Text(f"  │ {plain_text(line)}", style="dim", no_wrap=True, overflow="ellipsis")
                 )
+        for label in waiting_shown:
+            items.append(
+                Text(f"○ {label}  waiting", style="dim", no_wrap=True, overflow="ellipsis")
+            )
+        if len(waiting) > len(waiting_shown):
+            items.append(Text(f"  … and {len(waiting) - len(waiting_shown)} more", style="dim"))
         counts = [f"{len(running)} running", f"{done} done"]
         if self._total is not None:
             counts.append(f"{max(0, self._total - done - len(running))} waiting")

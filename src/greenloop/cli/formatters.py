@@ -168,8 +168,10 @@ class TerminalFormatter:
             # rich is imported only here: a run where nothing runs never pays for it.
             from greenloop.cli._live import LiveTree
 
-            total = run.plan.steps if run is not None and run.plan is not None else None
-            self._live = LiveTree(self._stream, total=total, colour=self._colour)
+            plan = run.plan if run is not None else None
+            total = plan.steps if plan is not None else None
+            planned = plan.planned if plan is not None else {}
+            self._live = LiveTree(self._stream, total=total, planned=planned, colour=self._colour)
         if self._live is not None:
             self._live.handle(event, run)
             if isinstance(event, RunFinished):

@@ -396,7 +396,12 @@ class Run:
         if result.exit_code != 0:
             code = result.exit_code
             if not self._cancel.is_set():
-                return self._finish(step, "failed", exit_code=code, started=started, key=key)
+                # What a failed step declared and did write (its test report) goes
+                # with its outcome, never into the cache.
+                found = list(result.artifacts)
+                return self._finish(
+                    step, "failed", exit_code=code, started=started, key=key, artifacts=found
+                )
             stopped = self._stop_reason
             reason = f"stopped by {stopped}" if stopped else "run cancelled"
             return self._finish(
@@ -538,6 +543,7 @@ class Run:
             cached=cached,
             to_run=total - cached,
             root=str(self.root),
+            planned={s.key: s.label for s in to_run},
             modes=sorted(modes),
         )
         return summary, to_run

@@ -52,9 +52,10 @@ def conclude(
 ) -> StepResult:
     """The step's result once its command exited with ``exit_code``.
 
-    A failed command reports nothing else, but its filesystem is kept by ``keep``
-    (everything, the workspace included) when the host asked for it with
-    ``keep_failed_as``, so ``greenloop debug`` can open a shell in it. A passed one
+    A failed command reports the declared artifacts it did write (all of them, or
+    none), and its filesystem is kept by ``keep`` (everything, the workspace
+    included) when the host asked for it with ``keep_failed_as``, so ``greenloop
+    debug`` can open a shell in it. A passed one
     must produce every declared
     artifact (``collect`` returns the refs, or the first missing path, and raises
     :class:`ArtifactEscapeError` for one that leads outside the step) and, when the
@@ -62,14 +63,24 @@ def conclude(
     """
     if exit_code != 0:
         kept = None
+        found: list[ArtifactRef] = []
         tag = request.keep_failed_as
-        if keep is not None and tag is not None and exit_code != EXIT_CANCELLED:
+        if exit_code != EXIT_CANCELLED:
+            # Courtesies to whoever looks into the failure: what it declared (a test
+            # run's JUnit file, say) and, when asked, its whole filesystem. Neither is
+            # ever cached; the step failed either way.
             try:
-                keep(tag)
-                kept = tag
-            except Exception as e:  # keeping is a courtesy: the step failed either way
-                host.log(request.step_id, "stderr", f"greenloop: could not keep it: {e}")
-        return StepResult(exit_code=exit_code, committed_snapshot=kept, artifacts=[])
+                refs, missing = collect()
+                found = [] if missing else refs
+            except Exception:
+                found = []
+            if keep is not None and tag is not None:
+                try:
+                    keep(tag)
+                    kept = tag
+                except Exception as e:
+                    host.log(request.step_id, "stderr", f"greenloop: could not keep it: {e}")
+        return StepResult(exit_code=exit_code, committed_snapshot=kept, artifacts=found)
     try:
         artifacts, missing = collect()
     except ArtifactEscapeError as e:

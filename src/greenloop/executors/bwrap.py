@@ -50,10 +50,11 @@ mount -t overlay overlay -o "$opts" "$merged" || {
   echo "greenloop: cannot mount the step's overlay root" >&2; exit 125; }
 "$@" <"$input"
 code=$?
-if [ "$code" = 0 ]; then
+if [ "$code" != 130 ]; then
   while IFS= read -r p; do
     if [ -e "$merged/$p" ] || [ -L "$merged/$p" ]; then
-      mkdir -p "$saved/$(dirname "$p")" && cp -a "$merged/$p" "$saved/$p" || exit 126
+      mkdir -p "$saved/$(dirname "$p")" && cp -a "$merged/$p" "$saved/$p" || {
+        [ "$code" = 0 ] && exit 126; }
     fi
   done < "$list"
 fi
@@ -102,7 +103,8 @@ class StepRoot:
     ) -> list[str]:
         """The argv that runs ``command`` in this root over ``lower`` (see the module doc).
 
-        ``artifacts`` are root-relative paths to copy out when the command passes. A
+        ``artifacts`` are root-relative paths to copy out when the command ends (unless
+        it was cancelled): a failed step's too, for its JUnit report. A
         step reads nothing; an ``interactive`` command (a debug shell) reads the terminal.
         """
         binds = _binds(sandbox, env)

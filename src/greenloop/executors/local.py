@@ -146,7 +146,13 @@ class LocalExecutor:
                     settings = step.sandbox or Sandbox(mode="bwrap")
                     shell_env["GREENLOOP_SANDBOX"] = "/"
                     argv = root.command(
-                        lower, settings, step.workdir, ["sh", "+m", "-i"], [], shell_env, interactive=True
+                        lower,
+                        settings,
+                        step.workdir,
+                        ["sh", "+m", "-i"],
+                        [],
+                        shell_env,
+                        interactive=True,
                     )
                     return subprocess.call(argv, cwd=root.base, env=shell_env)
             finally:

@@ -37,6 +37,10 @@ class PlanSummary(_Event):
     root: str | None = Field(
         default=None, description="The project folder the workspace is packed from."
     )
+    planned: dict[str, str] = Field(
+        default_factory=dict,
+        description="Key -> label of each step the plan predicts will run, in file order.",
+    )
     modes: list[str] = Field(
         default_factory=list,
         description="How the steps to run will be isolated, one note per executor mode "
