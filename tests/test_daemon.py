@@ -126,7 +126,9 @@ def _sleeping_run(project: Path, **popen: Any) -> tuple[subprocess.Popen[str], i
     marker = project.parent / "started"
     write_pipeline(
         project,
-        f'@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo $$ > {marker}; exec sleep 60")\n',
+        # Unsandboxed: the test reads the step's pid from a host file.
+        f'@gl.pipeline("ci", sandbox="none")\ndef ci():\n'
+        f'    gl.sh("echo $$ > {marker}; exec sleep 60")\n',
     )
     run = [*GREENLOOP, "run", "--format", "plain"]
     proc = subprocess.Popen(run, cwd=project, text=True, **popen)
