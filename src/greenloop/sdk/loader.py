@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -10,7 +11,17 @@ import types
 from pathlib import Path
 from typing import NoReturn
 
-from greenloop.protocol.ir import IRDocument
+from greenloop.protocol.ir import (
+    CommandStep,
+    Compose,
+    Forever,
+    IRDocument,
+    OnChange,
+    Pipeline,
+    Sandbox,
+    SecretUse,
+    Ttl,
+)
 from greenloop.sdk import compiler as _compiler
 from greenloop.sdk.steps import PipelineDefinitionError
 
@@ -65,6 +76,7 @@ def load(path: Path) -> IRDocument:
 
 def _load_in_child(source: str, path: Path) -> IRDocument:
     """Compile the file in a forked child and read its answer from a pipe."""
+    _warm()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; its outcome is asserted by the parent's tests
@@ -107,6 +119,25 @@ def _child(source: str, path: Path, write_end: int) -> NoReturn:
     finally:
         # Never run the parent's atexit handlers, finalizers or buffered output.
         os._exit(0)
+
+
+@functools.cache
+def _warm() -> None:
+    """Build the IR models' validators here, once, before any fork.
+
+    They are deferred until first use; a child that built them would throw them
+    away with itself, paying ~10 ms on every load of a long-lived process (the
+    dev loop's builder, a daemon's forked commands)."""
+    policies = [Forever(), Ttl(seconds=1), OnChange(globs=["x"])]
+    step = CommandStep(
+        key="w",
+        label="w",
+        command="true",
+        cache=Compose(policies=policies),
+        secrets=[SecretUse(name="W", env="W")],
+        sandbox=Sandbox(mode="none"),
+    )
+    IRDocument(pipelines=[Pipeline(name="w", steps=[step])])
 
 
 def _compile_file(source: str, path: Path) -> bytes:
