@@ -255,7 +255,7 @@ def test_plugin_that_ignores_cancellation_is_killed(
         def ci():
             gl.sh("echo plugged", label="plugged", executor="broken")
             gl.sh("until [ -s {plugin_dir}/broken.pids ]; do sleep 0.05; done; exit 1",
-                  label="bad", executor="local")
+                  label="bad", executor="local", sandbox="none")  # it reads a host file
         """,
     )
     result, events = run(store, project, fail_fast=True)

@@ -111,7 +111,7 @@ def test_a_full_disk_is_one_line_exit_2_and_the_store_still_verifies(
     write_pipeline(
         project,
         f"""
-        @gl.pipeline("ci")
+        @gl.pipeline("ci", sandbox="none")  # the step fills a host disk on purpose
         def ci():
             gl.sh("head -c 8000000 /dev/zero > {small_disk}/filler; true", label="hog")
             gl.sh("echo hi", label="hi", cache=gl.forever())

@@ -309,6 +309,12 @@ def _execute(
         remote = open_remote(store, remote_url or "", remote_mode)
     except ValueError as e:
         fail(str(e))
+    try:
+        hooks = registry.hooks()  # fresh for each run: a hook's time budget is per run
+    except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET
+        if remote is not None:
+            remote.close()
+        fail(str(e))
     the_run = Run(
         store,
         selected,
@@ -316,7 +322,7 @@ def _execute(
         registry.Executors(store),
         emit,
         options,
-        hooks=registry.hooks(),
+        hooks=hooks,
         remote=remote,
         secrets=secrets,
     )
