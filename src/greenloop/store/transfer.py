@@ -15,42 +15,25 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from greenloop.protocol.executor import ArtifactRef
 from greenloop.store.errors import StoreError
 from greenloop.store.index import CacheEntry
+from greenloop.store.remote import ENTRY_FORMAT, RemoteEntry
 from greenloop.store.store import Store
 
 MANIFEST = "greenloop-cache.json"
 """The manifest's name inside an exported folder."""
-
-_Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key: _Digest
-    snapshot: Annotated[str, Field(pattern=r"^[!-~]{1,512}$")]
-    snapshot_tree: _Digest
-    executor: Annotated[str, Field(min_length=1, max_length=128)]
-    tree: _Digest | None = None
-    artifacts: list[ArtifactRef]
-    created_at: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    policy: str
-
-    def roots(self) -> list[str]:
-        return [self.snapshot_tree, *(a.key for a in self.artifacts), *filter(None, [self.tree])]
 
 
 class _Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     greenloop_cache_export: Literal[1] = 1
-    entries: list[_Entry]
+    entries: list[RemoteEntry]
+    """The remote cache's own entry document: one portable form of a cache entry."""
 
 
 @dataclass
@@ -74,7 +57,7 @@ def export_cache(store: Store, dest: Path) -> TransferReport:
     if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).is_file():
         raise StoreError(f"{dest} is not empty and holds no greenloop cache export")
     report = TransferReport()
-    entries: list[_Entry] = []
+    entries: list[RemoteEntry] = []
     objects = dest / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     copied: set[str] = set()
@@ -83,7 +66,8 @@ def export_cache(store: Store, dest: Path) -> TransferReport:
         if tree is None:
             report.skipped.append(f"{entry.key[:12]}: snapshot {entry.snapshot} is not a tree")
             continue
-        exported = _Entry(
+        exported = RemoteEntry(
+            greenloop_remote_entry=ENTRY_FORMAT,
             key=entry.key,
             snapshot=entry.snapshot,
             snapshot_tree=tree,
@@ -92,11 +76,14 @@ def export_cache(store: Store, dest: Path) -> TransferReport:
             artifacts=entry.artifacts,
             created_at=entry.created_at,
             policy=entry.policy,
+            max_object_bytes=0,
         )
         needed = _closure(store, exported.roots())
         if needed is None:
             report.skipped.append(f"{entry.key[:12]}: some of its objects are not here")
             continue
+        largest = max(store.blob_path(d).stat().st_size for d in needed)
+        exported = exported.model_copy(update={"max_object_bytes": largest})
         for digest in needed - copied:
             target = objects / digest
             if not target.exists():
