@@ -241,11 +241,13 @@ def test_a_file_elsewhere_names_its_root_and_never_packs_the_store(tmp_path: Pat
     assert "project root" in cli("run", "--help", cwd=tmp_path).stdout
 
 
-def test_an_artifact_leading_outside_the_step_is_named_as_such(project: Path) -> None:
-    # Regression: this read "plugin 'local' crashed: ValueError ...".
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_an_artifact_leading_outside_the_step_is_named_as_such(project: Path, sandbox: str) -> None:
+    # Regression: this read "plugin 'local' crashed: ValueError ..." (and under bwrap
+    # copied the host's /etc/passwd out as the artifact).
     write_pipeline(
         project,
-        '@gl.pipeline("ci")\ndef ci():\n'
+        f'@gl.pipeline("ci", sandbox="{sandbox}")\ndef ci():\n'
         '    gl.sh("ln -s /etc out", label="esc", artifacts=["out/passwd"])\n',
     )
     result = cli("run", "--format", "plain", cwd=project)

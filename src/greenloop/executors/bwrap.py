@@ -51,8 +51,15 @@ mount -t overlay overlay -o "$opts" "$merged" || {
 "$@" <"$input"
 code=$?
 if [ "$code" != 130 ]; then
+  root=$(realpath "$merged")
   while IFS= read -r p; do
     if [ -e "$merged/$p" ] || [ -L "$merged/$p" ]; then
+      # A path that leads out of the root (through a symlink the step made) is
+      # named, never copied: it would read the host's files.
+      case "$(realpath -m -- "$merged/$p")" in
+        "$root"/*) ;;
+        *) printf '%s\n' "$p" >> "$saved.escaped"; continue ;;
+      esac
       mkdir -p "$saved/$(dirname "$p")" && cp -a "$merged/$p" "$saved/$p" || {
         [ "$code" = 0 ] && exit 126; }
     fi
@@ -72,6 +79,11 @@ class StepRoot:
     def upper(self) -> Path:
         """The overlay's upper layer: every write of the step lands here."""
         return self.base / "upper"
+
+    @property
+    def escaped(self) -> Path:
+        """Lists the declared artifacts that led out of the root (never copied)."""
+        return self.base / "artifacts.escaped"
 
     @property
     def saved(self) -> Path:

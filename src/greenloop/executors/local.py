@@ -183,7 +183,10 @@ class LocalExecutor:
 
             def collect() -> tuple[list[ArtifactRef], str]:
                 refs: list[ArtifactRef] = []
+                escaped = root.escaped.read_text().splitlines() if root.escaped.exists() else []
                 for declared, rel in zip(request.step.artifacts, artifacts, strict=True):
+                    if rel in escaped:
+                        raise ArtifactEscapeError(declared)
                     path = root.saved / rel
                     if not os.path.lexists(path):
                         return [], declared
