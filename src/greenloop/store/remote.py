@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from greenloop.protocol import ArtifactRef
 from greenloop.store.digests import is_digest
+from greenloop.store.index import CacheEntry
 from greenloop.store.store import Store
 
 if TYPE_CHECKING:
@@ -137,6 +138,37 @@ class RemoteEntry(BaseModel):
     a body longer than this is refused as soon as it says so (``Content-Length``)
     or reaches it, instead of being read to the end and only then failing its hash.
     """
+
+    @classmethod
+    def describing(cls, entry: CacheEntry, snapshot_tree: str) -> RemoteEntry:
+        """The document for local ``entry`` whose snapshot ref names ``snapshot_tree``
+        (``max_object_bytes`` still 0: whoever has the objects at hand measures it)."""
+        return cls(
+            greenloop_remote_entry=ENTRY_FORMAT,
+            key=entry.key,
+            snapshot=entry.snapshot,
+            snapshot_tree=snapshot_tree,
+            executor=entry.executor,
+            tree=entry.tree,
+            artifacts=entry.artifacts,
+            created_at=entry.created_at,
+            policy=entry.policy,
+            max_object_bytes=0,
+        )
+
+    def as_entry(self, now: float) -> CacheEntry:
+        """The local cache entry this document describes, first used at ``now``."""
+        return CacheEntry(
+            key=self.key,
+            snapshot=self.snapshot,
+            executor=self.executor,
+            tree=self.tree,
+            artifacts=list(self.artifacts),
+            # A clock ahead of ours (or a lie) must not stretch a ttl policy.
+            created_at=min(self.created_at, now),
+            last_used=now,
+            policy=self.policy,
+        )
 
     @field_validator("artifacts")
     @classmethod

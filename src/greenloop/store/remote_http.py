@@ -35,7 +35,6 @@ from greenloop.store.layout import TEMP_PREFIX
 from greenloop.store.remote import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,
-    ENTRY_FORMAT,
     RemoteEntry,
     RemoteMode,
     Warn,
@@ -419,17 +418,7 @@ class HttpRemoteCache:
             raise _Untrusted(f"snapshot {document.snapshot!r} already names another tree here")
         self._store.set_ref(document.snapshot, tree)
         now = time.time()
-        entry = CacheEntry(
-            key=document.key,
-            snapshot=document.snapshot,
-            executor=document.executor,
-            tree=document.tree,
-            artifacts=list(document.artifacts),
-            # A clock ahead of ours (or a lie) must not stretch a ttl policy.
-            created_at=min(document.created_at, now),
-            last_used=now,
-            policy=document.policy,
-        )
+        entry = document.as_entry(now)
         self._store.index.put_entry(entry)
         return entry
 
@@ -439,18 +428,7 @@ class HttpRemoteCache:
         tree = self._store.get_ref(entry.snapshot)
         if tree is None or not self._store.is_tree(tree):
             return None
-        return RemoteEntry(
-            greenloop_remote_entry=ENTRY_FORMAT,
-            key=entry.key,
-            snapshot=entry.snapshot,
-            snapshot_tree=tree,
-            executor=entry.executor,
-            tree=entry.tree,
-            artifacts=entry.artifacts,
-            created_at=entry.created_at,
-            policy=entry.policy,
-            max_object_bytes=0,  # measured by _upload, off the caller's thread
-        )
+        return RemoteEntry.describing(entry, tree)  # _upload measures its objects
 
     def _upload(self, document: RemoteEntry) -> None:
         if self._down is not None or self._writes_off:

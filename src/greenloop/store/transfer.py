@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,8 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from greenloop.store.errors import StoreError
-from greenloop.store.index import CacheEntry
-from greenloop.store.remote import ENTRY_FORMAT, RemoteEntry
+from greenloop.store.remote import RemoteEntry
 from greenloop.store.store import Store
 
 MANIFEST = "greenloop-cache.json"
@@ -66,18 +66,7 @@ def export_cache(store: Store, dest: Path) -> TransferReport:
         if tree is None:
             report.skipped.append(f"{entry.key[:12]}: snapshot {entry.snapshot} is not a tree")
             continue
-        exported = RemoteEntry(
-            greenloop_remote_entry=ENTRY_FORMAT,
-            key=entry.key,
-            snapshot=entry.snapshot,
-            snapshot_tree=tree,
-            executor=entry.executor,
-            tree=entry.tree,
-            artifacts=entry.artifacts,
-            created_at=entry.created_at,
-            policy=entry.policy,
-            max_object_bytes=0,
-        )
+        exported = RemoteEntry.describing(entry, tree)
         needed = _closure(store, exported.roots())
         if needed is None:
             report.skipped.append(f"{entry.key[:12]}: some of its objects are not here")
@@ -124,18 +113,7 @@ def import_cache(store: Store, source: Path) -> TransferReport:
             report.skipped.append(f"{entry.key[:12]}: an object is missing or damaged")
             continue
         store.set_ref(entry.snapshot, entry.snapshot_tree)
-        store.index.put_entry(
-            CacheEntry(
-                key=entry.key,
-                snapshot=entry.snapshot,
-                executor=entry.executor,
-                tree=entry.tree,
-                artifacts=entry.artifacts,
-                created_at=entry.created_at,
-                last_used=entry.created_at,
-                policy=entry.policy,
-            )
-        )
+        store.index.put_entry(entry.as_entry(time.time()))
         report.entries += 1
     return report
 
