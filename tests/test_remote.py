@@ -28,7 +28,7 @@ from greenloop.store.remote import (
     ac_key,
     open_remote,
 )
-from greenloop.store.remote_http import REFUSED_FILE
+from greenloop.store.remote.refused import REFUSED_FILE
 from tests.conftest import cli, write_pipeline
 from tests.test_remote_server import NginxServer, require_nginx
 

@@ -1,87 +1,53 @@
-"""The HTTP client behind :mod:`greenloop.store.remote`: lookups, uploads, verification.
+"""The remote cache client: lookups, lazy fetches and uploads, and what a failure means.
 
 See :mod:`greenloop.store.remote` for the protocol, what travels and how
-failures are handled. The HTTP library is imported on the first request, not
-with this module: importing it costs ~80 ms, and a run whose every step is a
-local hit never talks to the remote at all.
+failures are handled; the HTTP itself is :mod:`greenloop.store.remote.transport`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
-from urllib.parse import unquote, urlsplit
+from typing import IO
 
 from pydantic import ValidationError
 
-from greenloop._fs import write_atomically
-from greenloop._version import __version__
 from greenloop.store.digests import CHUNK_SIZE, is_digest
 from greenloop.store.errors import StoreError
 from greenloop.store.index import CacheEntry, RemoteStats
-from greenloop.store.layout import TEMP_PREFIX
-from greenloop.store.remote import (
+from greenloop.store.remote.entry import RemoteEntry, ac_key
+from greenloop.store.remote.refused import RefusedBlobs
+from greenloop.store.remote.settings import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,
-    RemoteEntry,
     RemoteMode,
     Warn,
-    ac_key,
     check_mode,
+)
+from greenloop.store.remote.transport import (
+    HttpTransport,
+    TooLarge,
+    Unavailable,
+    Untrusted,
+    WritesRefused,
 )
 from greenloop.store.store import Store
 from greenloop.store.trees import read_manifest
 
-if TYPE_CHECKING:
-    import httpx
-
-_CONNECT_TIMEOUT_S = 5.0
 _MAX_ENTRY_BYTES = 4 << 20
 """Entry documents are a few KB; a larger body is refused rather than read."""
-_LENGTH_SLACK = 1 << 16
-"""How far a ``Content-Length`` may exceed the expected size (a content encoding's overhead)."""
 _SPOOL_BYTES = CHUNK_SIZE
 """Blobs up to this size are verified in memory; larger ones go through a temp file."""
-REFUSED_FILE = "remote-refused.json"
-"""In the store directory: blobs each remote served corrupt, and when."""
-REFUSED_FOR_S = 7 * 86400.0
-"""How long a refused blob makes this machine miss entries that need it.
-
-A snapshot blob is fetched after its entry was reported a hit, so a corrupt
-one fails a step, and a lookup that trusted ``HEAD`` again would fail the next
-run the same way. Remembering the refusal makes that entry a miss instead:
-the step is rebuilt, and its upload rewrites the blob (in ``readwrite``
-mode), which heals the server. The expiry lets a ``read``-mode machine try
-again once someone else has healed it.
-"""
-
-
-class _Unavailable(Exception):
-    """The server cannot be used for the rest of the run (down, slow, 5xx, auth refused)."""
-
-
-class _WritesRefused(Exception):
-    """The server answers reads but refuses our uploads."""
-
-
-class _Untrusted(Exception):
-    """The server answered with data that does not check out; this lookup is a miss."""
-
-
-class _TooLarge(Exception):
-    """A body declares more bytes than its object can have; it is refused unread."""
 
 
 class _Incomplete(Exception):
@@ -121,16 +87,16 @@ class HttpRemoteCache:
         Raises :class:`ValueError` for a URL, mode or timeout that cannot work;
         nothing is sent (or even imported) until the first lookup or publish.
         """
-        self.url, self._basic = _split_url(url)
         self.mode = check_mode(mode)
         if not timeout > 0:
             raise ValueError(f"remote cache timeout must be positive: {timeout!r}")
-        self._store = store
-        self._token = token or None
-        self._timeout = timeout
         self._jobs = max(1, jobs)
+        self._net = HttpTransport(
+            url, token=token or None, timeout=timeout, connections=self._jobs + 2
+        )
+        self.url = self._net.url
+        self._store = store
         self._warn = warn or _print_warning
-        self._client: httpx.Client | None = None
         self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="greenloop-remote")
         # One publisher thread: entries upload in commit order, and two entries
         # sharing blobs never race to upload the same one.
@@ -142,7 +108,8 @@ class HttpRemoteCache:
         self._down: str | None = None
         self._writes_off = False
         self._on_server: set[str] = set()
-        self._corrupt: set[str] = set(self._refused())
+        self._refusals = RefusedBlobs(store.root, self.url)
+        self._corrupt: set[str] = set(self._refusals.recent())
         self._inflight: dict[str, threading.Event] = {}
         # The size each blob may have, from the entry documents that named it.
         self._limits: dict[str, int] = {}
@@ -175,10 +142,10 @@ class HttpRemoteCache:
             entry = self._import(document)
         except _Incomplete:
             return None
-        except _Unavailable as e:
+        except Unavailable as e:
             self._fail(str(e), down=True)
             return None
-        except (_Untrusted, StoreError, OSError) as e:
+        except (Untrusted, StoreError, OSError) as e:
             self._fail(f"entry {key[:12]} rejected ({e})")
             return None
         except Exception as e:  # the contract: a remote problem is never the run's problem
@@ -219,8 +186,7 @@ class HttpRemoteCache:
             self._store.set_fetcher(None)
         self._publisher.shutdown(wait=True)
         self._pool.shutdown(wait=True)
-        if self._client is not None:
-            self._client.close()
+        self._net.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
         if self._run_id is not None:
@@ -246,23 +212,23 @@ class HttpRemoteCache:
     def _get_entry(self, key: str) -> RemoteEntry | None:
         body = bytearray()
         try:
-            with self._get(f"ac/{ac_key(key)}", _MAX_ENTRY_BYTES) as chunks:
+            with self._net.get(f"ac/{ac_key(key)}", _MAX_ENTRY_BYTES) as chunks:
                 if chunks is None:
                     return None
                 for chunk in chunks:
                     body += chunk
                     if len(body) > _MAX_ENTRY_BYTES:
-                        raise _TooLarge(f"is larger than {_MAX_ENTRY_BYTES} bytes")
-        except _TooLarge as e:
-            raise _Untrusted(f"entry document {e}") from e
+                        raise TooLarge(f"is larger than {_MAX_ENTRY_BYTES} bytes")
+        except TooLarge as e:
+            raise Untrusted(f"entry document {e}") from e
         finally:
             self._count("bytes_downloaded", len(body))
         try:
             document = RemoteEntry.model_validate_json(bytes(body))
         except ValidationError as e:
-            raise _Untrusted(f"invalid entry document: {_first_error(e)}") from e
+            raise Untrusted(f"invalid entry document: {_first_error(e)}") from e
         if document.key != key:
-            raise _Untrusted("the entry document names another key")
+            raise Untrusted("the entry document names another key")
         return document
 
     def _fetch(self, document: RemoteEntry) -> None:
@@ -281,7 +247,7 @@ class HttpRemoteCache:
         self._parallel(self._download, [d for d in roots if not self._store.has(d)])
         snapshot = self._tree_blobs(document.snapshot_tree)
         if snapshot is None:
-            raise _Untrusted("its snapshot is not a tree")
+            raise Untrusted("its snapshot is not a tree")
         needed: dict[str, None] = {}
         for root in [*(a.key for a in document.artifacts), document.tree]:
             if root is not None:
@@ -302,10 +268,10 @@ class HttpRemoteCache:
     def _check_on_server(self, digest: str) -> None:
         with self._lock:
             if digest in self._corrupt:
-                raise _Untrusted(f"blob {digest[:12]} was served corrupt before")
+                raise Untrusted(f"blob {digest[:12]} was served corrupt before")
             if digest in self._on_server:
                 return
-        if not self._head(f"cas/{digest}"):
+        if not self._net.head(f"cas/{digest}"):
             raise _Incomplete(digest)
         with self._lock:
             self._on_server.add(digest)
@@ -317,13 +283,13 @@ class HttpRemoteCache:
             if self._closed:
                 raise StoreError(f"remote cache {self.url} was closed at the end of its run")
             self._parallel(self._download, digests)
-        except _Unavailable as e:
+        except Unavailable as e:
             self._fail(f"{e}, fetching {what}", down=True, fatal=True)
             raise StoreError(f"remote cache {self.url} is unavailable: {e}") from e
         except _Incomplete as e:
             self._fail(f"blob {e} is no longer on the server", fatal=True)
             raise StoreError(f"remote cache {self.url} no longer has blob {e}") from e
-        except _Untrusted as e:
+        except Untrusted as e:
             self._fail(f"{e}; refused", fatal=True)
             raise StoreError(f"remote cache {self.url} served bad data: {e}; refused") from e
         except StoreError:
@@ -338,7 +304,7 @@ class HttpRemoteCache:
             with self._lock:
                 if digest in self._corrupt:
                     # It would only be refused again; the first refusal was reported.
-                    raise _Untrusted(f"blob {digest[:12]} does not match its hash")
+                    raise Untrusted(f"blob {digest[:12]} does not match its hash")
                 running = self._inflight.get(digest)
                 if running is None:
                     done = self._inflight[digest] = threading.Event()
@@ -366,8 +332,8 @@ class HttpRemoteCache:
         try:
             with ExitStack() as stack:
                 try:
-                    chunks = stack.enter_context(self._get(f"cas/{digest}", limit))
-                except _TooLarge as e:
+                    chunks = stack.enter_context(self._net.get(f"cas/{digest}", limit))
+                except TooLarge as e:
                     raise self._refuse(digest, str(e)) from e
                 if chunks is None:
                     raise _Incomplete(digest)
@@ -396,26 +362,26 @@ class HttpRemoteCache:
                     spill.flush()
                     stored = self._store.put_file(Path(spill.name))
                 if stored != digest:  # the temp file changed under us
-                    raise _Untrusted(f"blob {digest[:12]} changed while being stored")
+                    raise Untrusted(f"blob {digest[:12]} changed while being stored")
         finally:
             self._count("bytes_downloaded", received)
         self._count("blobs_downloaded")
         with self._lock:
             self._on_server.add(digest)
 
-    def _refuse(self, digest: str, why: str) -> _Untrusted:
+    def _refuse(self, digest: str, why: str) -> Untrusted:
         """Remember that the server served ``digest`` corrupt; the error to raise."""
         with self._lock:
             self._corrupt.add(digest)
-            self._remember_refused(digest, refused=True)
-        return _Untrusted(f"blob {digest[:12]} {why}")
+            self._refusals.remember(digest, refused=True)
+        return Untrusted(f"blob {digest[:12]} {why}")
 
     def _import(self, document: RemoteEntry) -> CacheEntry:
         tree = document.snapshot_tree
         existing = self._store.get_ref(document.snapshot)
         if existing is not None and existing != tree:
             # Never repoint a local snapshot: entries here may boot from it.
-            raise _Untrusted(f"snapshot {document.snapshot!r} already names another tree here")
+            raise Untrusted(f"snapshot {document.snapshot!r} already names another tree here")
         self._store.set_ref(document.snapshot, tree)
         now = time.time()
         entry = document.as_entry(now)
@@ -442,11 +408,12 @@ class HttpRemoteCache:
             # The entry goes last, so whoever can read it finds its blobs.
             sized = document.model_copy(update={"max_object_bytes": largest})
             body = sized.model_dump_json().encode()
-            self._put(f"ac/{ac_key(document.key)}", body, len(body), entry=True)
+            self._net.put(f"ac/{ac_key(document.key)}", body, len(body), entry=True)
+            self._count("bytes_uploaded", len(body))
             self._count("published")
-        except _Unavailable as e:
+        except Unavailable as e:
             self._fail(str(e), down=True)
-        except _WritesRefused as e:
+        except WritesRefused as e:
             self._fail(str(e), writes=True)
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
@@ -461,7 +428,7 @@ class HttpRemoteCache:
 
     def _ensure_on_server(self, digest: str) -> None:
         if self._writes_off:
-            raise _WritesRefused("uploads refused earlier")
+            raise WritesRefused("uploads refused earlier")
         with self._lock:
             if digest in self._on_server:
                 return
@@ -469,124 +436,20 @@ class HttpRemoteCache:
         path = f"cas/{digest}"
         # A blob the server once served corrupt is rewritten without asking:
         # HEAD would say it exists and leave the damage in place forever.
-        if not suspect and self._head(path):
+        if not suspect and self._net.head(path):
             with self._lock:
                 self._on_server.add(digest)
             return
         with self._store.open_blob(digest) as fh:
-            self._put(path, fh, os.fstat(fh.fileno()).st_size)
+            size = os.fstat(fh.fileno()).st_size
+            self._net.put(path, fh, size)
+        self._count("bytes_uploaded", size)
         self._count("blobs_uploaded")
         with self._lock:
             self._on_server.add(digest)
             if suspect:
                 self._corrupt.discard(digest)
-                self._remember_refused(digest, refused=False)
-
-    # -- HTTP --------------------------------------------------------------------
-    # Every request goes through these three, which turn the HTTP library's
-    # errors into ours: _Unavailable when the server cannot be used, _Untrusted
-    # when what it sent cannot be decoded.
-
-    @contextmanager
-    def _get(self, path: str, limit: int | None) -> Iterator[Iterator[bytes] | None]:
-        """Stream ``GET path``: yields the body's chunks, or None for a 404.
-
-        Raises :class:`_TooLarge` before reading a byte when the body's declared
-        length is over ``limit`` (plus slack); the caller stops a body without
-        one once it has seen too much.
-        """
-        import httpx
-
-        client = self._http()
-        try:
-            with client.stream("GET", path) as resp:
-                if resp.status_code == 404:
-                    yield None
-                    return
-                _check_read(resp.status_code, "GET", path)
-                declared = _content_length(resp.headers.get("content-length"))
-                if limit is not None and declared is not None and declared > limit + _LENGTH_SLACK:
-                    # Closing the response drops the connection with the body unread.
-                    raise _TooLarge(f"is larger than {limit} bytes (Content-Length: {declared})")
-                yield resp.iter_bytes(CHUNK_SIZE)
-        except httpx.TransportError as e:
-            raise _Unavailable(_describe(e)) from e
-        except httpx.DecodingError as e:
-            raise _Untrusted(f"undecodable body for GET /{path}: {e}") from e
-
-    def _head(self, path: str) -> bool:
-        """Whether the server has ``path``."""
-        import httpx
-
-        try:
-            status = self._http().head(path).status_code
-        except httpx.TransportError as e:
-            raise _Unavailable(_describe(e)) from e
-        if status == 404:
-            return False
-        _check_read(status, "HEAD", path)
-        return True
-
-    def _put(self, path: str, content: bytes | BinaryIO, size: int, *, entry: bool = False) -> None:
-        """Upload ``size`` bytes of ``content`` to ``path``."""
-        import httpx
-
-        client = self._http()
-        try:
-            resp = client.put(
-                path,
-                content=content,
-                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            )
-        except httpx.TransportError as e:
-            raise _Unavailable(_describe(e)) from e
-        if resp.status_code in (200, 201, 204):
-            self._count("bytes_uploaded", size)
-            return
-        if resp.status_code >= 500:
-            raise _Unavailable(f"HTTP {resp.status_code} for PUT /{path}")
-        hint = ""
-        if entry and resp.status_code == 400:
-            hint = " (bazel-remote? start it with --disable_http_ac_validation)"
-        raise _WritesRefused(f"upload refused: {_refusal(resp.status_code)} for PUT /{path}{hint}")
-
-    def _http(self) -> httpx.Client:
-        if self._down is not None:
-            raise _Unavailable(self._down)
-        with self._lock:
-            if self._client is None:
-                self._client = self._new_client()
-            return self._client
-
-    def _new_client(self) -> httpx.Client:
-        import ssl
-
-        import httpx
-
-        headers = {"User-Agent": f"greenloop/{__version__}"}
-        auth = None
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        elif self._basic is not None:
-            auth = httpx.BasicAuth(*self._basic)
-        # trust_env keeps the standard knobs working: SSL_CERT_FILE/SSL_CERT_DIR
-        # for a private CA, and HTTPS_PROXY/NO_PROXY. A plain-http remote never
-        # does TLS, so it gets an empty (fail-closed) context instead of paying
-        # ~20 ms to load a CA bundle.
-        verify: ssl.SSLContext | bool = True
-        if self.url.startswith("http://"):
-            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        limit = self._jobs + 2
-        return httpx.Client(
-            base_url=self.url + "/",
-            auth=auth,
-            headers=headers,
-            verify=verify,
-            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT_S)),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            follow_redirects=False,
-            trust_env=True,
-        )
+                self._refusals.remember(digest, refused=False)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -611,7 +474,7 @@ class HttpRemoteCache:
         futures = [self._pool.submit(self._as_worker, work, item) for item in todo]
         errors = [e for e in (f.exception() for f in futures) if e is not None]
         # A dead server outranks a bad blob: it decides whether to keep trying.
-        for kind in (_Unavailable, _WritesRefused, _Untrusted, _Incomplete):
+        for kind in (Unavailable, WritesRefused, Untrusted, _Incomplete):
             for error in errors:
                 if isinstance(error, kind):
                     raise error
@@ -624,49 +487,6 @@ class HttpRemoteCache:
             work(item)
         finally:
             self._worker.busy = False
-
-    def _refused(self) -> list[str]:
-        """The blobs this server served corrupt to this store lately (see :data:`REFUSED_FILE`)."""
-        cutoff = time.time() - REFUSED_FOR_S
-        return [d for d, when in self._read_refused().get(self.url, {}).items() if when > cutoff]
-
-    def _read_refused(self) -> dict[str, dict[str, float]]:
-        try:
-            raw = json.loads((self._store.root / REFUSED_FILE).read_bytes())
-        except (OSError, ValueError):
-            return {}  # none yet, or damaged: forgetting costs at most one more failed step
-        if not isinstance(raw, dict):
-            return {}
-        return {
-            url: {
-                d: float(when)
-                for d, when in blobs.items()
-                if is_digest(d) and isinstance(when, int | float)
-            }
-            for url, blobs in raw.items()
-            if isinstance(url, str) and isinstance(blobs, dict)
-        }
-
-    def _remember_refused(self, digest: str, *, refused: bool) -> None:
-        # Called under self._lock, which serialises this process's writers;
-        # another process racing us can lose one record, which costs one
-        # more failed step, never a wrong result.
-        try:
-            data = self._read_refused()
-            mine = data.setdefault(self.url, {})
-            if refused:
-                mine[digest] = time.time()
-            elif mine.pop(digest, None) is None:
-                return
-            cutoff = time.time() - REFUSED_FOR_S
-            kept = {
-                url: {d: when for d, when in blobs.items() if when > cutoff}
-                for url, blobs in data.items()
-            }
-            body = json.dumps({u: b for u, b in kept.items() if b}, indent=1, sort_keys=True)
-            write_atomically(self._store.root / REFUSED_FILE, body.encode(), prefix=TEMP_PREFIX)
-        except OSError:
-            pass
 
     def _tempdir(self) -> Path:
         with self._lock:
@@ -699,6 +519,7 @@ class HttpRemoteCache:
             self._stats.errors += 1
             if down and self._down is None:
                 self._down = message
+                self._net.give_up(message)
             if writes:
                 self._writes_off = True
             first = not self._warned
@@ -709,53 +530,8 @@ class HttpRemoteCache:
             self._warn(line)
 
 
-def _split_url(url: str) -> tuple[str, tuple[str, str] | None]:
-    """(base URL without credentials, query or fragment; basic-auth pair from the URL or None)."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 -- raises ValueError for a malformed port
-    except ValueError as e:
-        raise ValueError(f"invalid remote cache URL {url!r}: {e}") from e
-    if parts.scheme not in ("http", "https") or not parts.hostname or " " in url.strip():
-        raise ValueError(f"remote cache URL must be http:// or https:// with a host: {url!r}")
-    host = parts.netloc.rpartition("@")[2]
-    base = f"{parts.scheme}://{host}{parts.path}".rstrip("/")
-    basic = None
-    if parts.username is not None or parts.password is not None:
-        basic = (unquote(parts.username or ""), unquote(parts.password or ""))
-    return base, basic
-
-
-def _check_read(status: int, method: str, path: str) -> None:
-    if status == 200:
-        return
-    raise _Unavailable(f"{_refusal(status)} for {method} /{path}")
-
-
-def _refusal(status: int) -> str:
-    """How to word an HTTP error status: 403 need not be about credentials at all."""
-    if status == 401:
-        return "credentials refused (HTTP 401)"
-    if status == 403:
-        # A WebDAV server that may not read or write its own folder answers 403 too.
-        return "refused (HTTP 403: credentials or server permissions)"
-    return f"HTTP {status}"
-
-
-def _content_length(value: str | None) -> int | None:
-    """A ``Content-Length`` header's value, None when absent or not a number."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
 def _print_warning(line: str) -> None:
     print(f"greenloop: warning: {line}", file=sys.stderr, flush=True)
-
-
-def _describe(error: Exception) -> str:
-    detail = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {detail}"
 
 
 def _first_error(error: ValidationError) -> str:
