@@ -121,6 +121,22 @@ def test_run_history_round_trip(index: Index) -> None:
     assert index.steps("run-0") == []
 
 
+def test_newest_run_of_a_pipeline_and_newest_step_by_key_and_status(index: Index) -> None:
+    for n, pipeline, status in [(1, "ci", "failed"), (2, "ci", "passed"), (3, "docs", "failed")]:
+        index.record_run(RunRecord(f"run-{n}", pipeline, status, float(n), float(n) + 1, 1, 0))
+        index.record_step(
+            StepRecord(f"run-{n}", "test", "Test", status, int(status != "passed"), 1.0, False)
+        )
+    assert [r.run_id for r in index.runs(pipeline="ci")] == ["run-2", "run-1"]
+    assert index.runs(pipeline="nope") == []
+    newest = index.latest_step("test")
+    assert newest is not None and newest[0].run_id == "run-3" and newest[1].status == "failed"
+    in_ci = index.latest_step("test", pipeline="ci", status="failed")
+    assert in_ci is not None and in_ci[0].run_id == "run-1" and in_ci[1].key == "test"
+    assert index.latest_step("test", pipeline="ci", status="cancelled") is None
+    assert index.latest_step("lint") is None
+
+
 def test_a_running_run_whose_process_is_gone_reads_as_interrupted(index: Index) -> None:
     me = os.getpid()
     gone = subprocess.Popen(["true"])

@@ -37,17 +37,18 @@ def find_run(store: Store, run_id: str) -> RunRecord:
 
 def find_step(store: Store, run_id: str | None, key: str) -> tuple[RunRecord, StepRecord]:
     """Step ``key`` of run ``run_id``, or of the newest run that has a step ``key``."""
-    runs = [find_run(store, run_id)] if run_id else store.index.runs(limit=100_000)
-    if not runs:
-        fail("no run recorded yet; `greenloop run` records one")
-    for run in runs:
-        steps = {s.key: s for s in store.index.steps(run.run_id)}
-        if key in steps:
-            return run, steps[key]
     if run_id:
-        known = ", ".join(s.key for s in store.index.steps(runs[0].run_id))
-        fail(f"run {run_id} has no step {key!r} (its steps: {known or 'none'})")
-    fail(f"no recorded run has a step {key!r}")
+        run = find_run(store, run_id)
+        steps = {s.key: s for s in store.index.steps(run.run_id)}
+        if key not in steps:
+            fail(f"run {run_id} has no step {key!r} (its steps: {', '.join(steps) or 'none'})")
+        return run, steps[key]
+    found = store.index.latest_step(key)
+    if found is None:
+        if not store.index.runs(limit=1):
+            fail("no run recorded yet; `greenloop run` records one")
+        fail(f"no recorded run has a step {key!r}")
+    return found
 
 
 def step_data(step: StepRecord) -> dict[str, Any]:

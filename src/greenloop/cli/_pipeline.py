@@ -379,8 +379,7 @@ def _select(
         pipeline, select.matching(pipeline, froms)
     )
     if failed:
-        runs = store.index.runs(limit=10_000)
-        last = next((r for r in runs if r.pipeline == pipeline.name), None)
+        last = next(iter(store.index.runs(limit=1, pipeline=pipeline.name)), None)
         if last is None:
             raise select.SelectionError(f"--failed: pipeline {pipeline.name!r} has not run yet")
         missed = {s.key for s in store.index.steps(last.run_id) if s.status not in _PASSED}

@@ -23,10 +23,5 @@ def kept_as(run_id: str | UUID, step: str) -> str:
 
 def last_failure(store: Store, pipeline: str, step: str) -> RunRecord | None:
     """The newest run of ``pipeline`` in which ``step`` failed, or None."""
-    for run in store.index.runs(limit=10_000):
-        if run.pipeline != pipeline:
-            continue
-        for record in store.index.steps(run.run_id):
-            if record.key == step and record.status == "failed":
-                return run
-    return None
+    found = store.index.latest_step(step, pipeline=pipeline, status="failed")
+    return None if found is None else found[0]

@@ -433,17 +433,43 @@ class Index:
                 ),
             )
 
-    def runs(self, limit: int = 20) -> list[RunRecord]:
-        """The ``limit`` most recently started runs, newest first.
+    def runs(self, limit: int = 20, *, pipeline: str | None = None) -> list[RunRecord]:
+        """The ``limit`` most recently started runs (of ``pipeline``, if given), newest first.
 
         A run recorded ``running`` whose process is gone (killed before it could
         record its end) reads as ``interrupted``.
         """
+        where, params = ("WHERE pipeline = ?", (pipeline,)) if pipeline is not None else ("", ())
         rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
-            (limit,),
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
         )
         return [_run_from_row(row) for row in rows]
+
+    def latest_step(
+        self, key: str, *, pipeline: str | None = None, status: str | None = None
+    ) -> tuple[RunRecord, StepRecord] | None:
+        """Step ``key`` of the newest run that has one (of ``pipeline``, with ``status``)."""
+        where = ["s.key = ?"]
+        params: list[object] = [key]
+        if pipeline is not None:
+            where.append("r.pipeline = ?")
+            params.append(pipeline)
+        if status is not None:
+            where.append("s.status = ?")
+            params.append(status)
+        run_columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        step_columns = ", ".join(f"s.{c.strip()}" for c in _STEP_COLUMNS.split(","))
+        rows = self._read(
+            f"SELECT {run_columns}, {step_columns} FROM steps s JOIN runs r USING (run_id)"
+            f" WHERE {' AND '.join(where)}"
+            " ORDER BY r.started_at DESC, r.rowid DESC LIMIT 1",
+            tuple(params),
+        )
+        if not rows:
+            return None
+        split = _RUN_COLUMNS.count(",") + 1
+        return _run_from_row(rows[0][:split]), _step_from_row(rows[0][split:])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The steps of run ``run_id`` in the order they were first recorded."""
