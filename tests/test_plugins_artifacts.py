@@ -137,7 +137,7 @@ def test_only_the_steps_own_declared_artifacts(uploads: Any, step: ExecutorInput
 def test_chunks_are_size_limited(
     uploads: Any, step: ExecutorInput, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stdio, "MAX_PUT", 8)
+    monkeypatch.setattr(stdio.uploads, "MAX_PUT", 8)
     assert "at most 8 bytes" in refused(uploads, step, path="notes.txt", kind="file", data=b"9" * 9)
     assert put(uploads, step, path="notes.txt", kind="file", data=b"8" * 8)["size_bytes"] == 8
 
