@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from greenloop.server.app import create_app
 from greenloop.server.run import DevServer, serve
-from greenloop.server.state import LiveState, Snapshot
+from greenloop.server.snapshot import Snapshot
+from greenloop.server.state import LiveState
 
 __all__ = ["DevServer", "LiveState", "Snapshot", "create_app", "serve"]

@@ -10,12 +10,10 @@ never fall out of step; clients that want the stream read the payloads.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from greenloop.protocol.devloop import BuildResult, StateEvent
-
-if TYPE_CHECKING:
-    from greenloop.server.state import Snapshot
+from greenloop.server.snapshot import Snapshot
 
 
 def status_document(snapshot: Snapshot) -> dict[str, Any]:

@@ -27,31 +27,11 @@ from greenloop.protocol.devloop import (
     TreeState,
 )
 from greenloop.server.messages import artifact_message, build_message, state_message, sync_message
+from greenloop.server.snapshot import Snapshot
 
 # A client that falls this far behind is cut off; it reconnects and resyncs,
 # which costs less than buffering without bound for a stuck browser tab.
 _QUEUE_LIMIT = 256
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One consistent view of the state, taken under its lock."""
-
-    directory: Path | None
-    """The resolved artifact directory being served, or None before the first green."""
-    artifact: ArtifactMeta | None
-    """Metadata of the served artifact."""
-    verdict: TreeState
-    """The tree's current verdict."""
-    diagnostics: tuple[Diagnostic, ...]
-    """The diagnostics of the current verdict, sorted by path, line and column."""
-    last_build: BuildResult | None
-    """The most recent build result, servable or failed."""
-
-    @property
-    def artifact_id(self) -> str:
-        """The served artifact's tree hash; empty before the first green."""
-        return self.artifact.tree if self.artifact is not None else ""
 
 
 class Subscription:
