@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.devloop.builder import Builder, output_step
-from greenloop.devloop.publisher import POINTER, Publisher, read_pointer
+from greenloop.dev.builder import Builder, output_step
+from greenloop.dev.publisher import POINTER, Publisher, read_pointer
 from greenloop.plugins.registry import Executors
 from greenloop.protocol import (
     BuildIdentity,

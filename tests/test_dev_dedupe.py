@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from greenloop.devloop.publisher import DEFAULT_OUT, POINTER
+from greenloop.dev.publisher import DEFAULT_OUT, POINTER
 from greenloop.protocol import Compiled, Deduplicated, PublishedArtifact
 from greenloop.store import Store
 from tests.test_dev_faults import DevProcess, copy_site, require_mypy

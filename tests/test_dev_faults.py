@@ -45,7 +45,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from greenloop.devloop.publisher import POINTER
+from greenloop.dev.publisher import POINTER
 from greenloop.protocol import (
     ArtifactMeta,
     BuildIdentity,
@@ -70,7 +70,7 @@ PUBLISH_LOOP = """
 import sys
 from pathlib import Path
 
-from greenloop.devloop.publisher import Publisher
+from greenloop.dev.publisher import Publisher
 from greenloop.protocol import BuildResult
 from greenloop.store import Store
 
@@ -478,7 +478,7 @@ def test_a_prune_cut_short_is_never_served(tmp_path: Path) -> None:
     tree under a trash name — and the next publish of that tree must build a
     complete folder, not reuse the partial one, and sweep the leftover.
     """
-    from greenloop.devloop.publisher import Publisher
+    from greenloop.dev.publisher import Publisher
 
     root = tmp_path / "project"
     (root / ".greenloop").mkdir(parents=True)

@@ -20,18 +20,16 @@ from typing import Any, NoReturn
 
 import click
 
-from greenloop.cli._common import echo_json, fail, json_option, open_store
+from greenloop.cli._common import echo_json, fail, json_option
 from greenloop.devloop import process
-from greenloop.devloop.builder import output_step
 from greenloop.devloop.loop import FanOut, Listener, Verdict, WatchLoop
 from greenloop.devloop.oneshot import Interrupted, check_once
-from greenloop.devloop.publisher import Publisher
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import (
     StatusListener,
     StatusWriter,
     WatchLock,
-    status_sections,
+    watcher_section,
 )
 from greenloop.protocol import (
     BecameRed,
@@ -42,8 +40,6 @@ from greenloop.protocol import (
     StateEvent,
     TreeState,
 )
-from greenloop.sdk.loader import PIPELINE_FILE, PipelineFileError
-from greenloop.sdk.loader import load as load_pipeline
 
 EXIT_RED = 1
 """``check``: the tree is red (or could not be pinned down while it kept changing)."""
@@ -183,55 +179,36 @@ def dev(
     build and shows what is red in an overlay. Exit 2 for a setup error, 130 when
     stopped by Ctrl-C or SIGTERM.
     """
-    # The server stack loads only for `dev`, never for `check` or `watch`.
-    from greenloop.devloop.dev import DevBuilds
-    from greenloop.server import LiveState, serve
-    from greenloop.server.hosts import HostPolicy
+    # The build and server stack loads only for `dev`, never for `check` or `watch`.
+    from greenloop.dev.session import DevSession
 
-    try:
-        HostPolicy.of(host, allowed_hosts)
-    except ValueError as e:
-        fail(str(e))
     root = root.resolve()
-    pipeline_file = root / PIPELINE_FILE
+    reporter = _BuildReporter(as_json)
     try:
         setup = Setup.load(root)
-        output_step(load_pipeline(pipeline_file).pipeline(pipeline_name))
-    except (SetupError, ValueError) as e:
-        fail(str(e))
-    except PipelineFileError as e:
-        fail(str(e))
-    except KeyError:
-        fail(f"{pipeline_file} defines no pipeline {pipeline_name!r} to build the site with")
-    store = open_store()
-    try:
-        publisher = Publisher(store, root, out)
         lock = WatchLock.acquire(root)
     except SetupError as e:
-        store.close()
         fail(str(e))
     except OSError as e:
-        store.close()
         fail(f"cannot take the watcher slot in {root}: {e}")
-    state = LiveState()
-    reporter = _BuildReporter(as_json)
-    builds = DevBuilds(store, root, pipeline_file, pipeline_name, publisher, state, reporter)
     try:
-        server = serve(state, host, port, allowed_hosts=allowed_hosts)
-    except OSError as e:
+        session = DevSession(
+            root,
+            pipeline_name=pipeline_name,
+            host=host,
+            port=port,
+            allowed_hosts=allowed_hosts,
+            out=out,
+            report=reporter,
+        )
+    except SetupError as e:
         lock.release()
-        store.close()
-        fail(f"cannot serve on {host}:{port}: {e}")
-    click.echo(f"greenloop: serving {server.url} (latest green build of {root})", err=True)
+        fail(str(e))
+    click.echo(f"greenloop: serving {session.url} (latest green build of {root})", err=True)
 
     def start_building(writer: StatusWriter) -> None:
         reporter.record_in(writer)
-        builds.start()
-
-    def stop_serving() -> None:
-        builds.stop()
-        server.stop()
-        store.close()
+        session.start()
 
     if debounce_ms is None and "debounce_ms" not in setup.config.settings.model_fields_set:
         debounce_ms = DEV_DEBOUNCE_MS
@@ -241,9 +218,9 @@ def dev(
         lock,
         as_json=as_json,
         debounce_ms=debounce_ms,
-        extra=builds,
+        extra=session.builds,
         on_start=start_building,
-        on_stop=stop_serving,
+        on_stop=session.close,
     )
 
 
@@ -323,7 +300,10 @@ class _BuildReporter:
 @json_option
 def status(root: Path, as_json: bool) -> None:
     """Say whether a watcher is live on the tree and what it last saw."""
-    sections = status_sections(root.resolve())
+    from greenloop.dev.publisher import latest_green_section
+
+    root = root.resolve()
+    sections = {"watcher": watcher_section(root), "latest_green": latest_green_section(root)}
     if as_json:
         echo_json(sections)
         return

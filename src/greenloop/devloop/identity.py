@@ -50,7 +50,7 @@ TOOLCHAIN_FILES = (
 """Files at the root that pin a toolchain version."""
 
 PIPELINE_FILE = ".greenloop/pipeline.py"
-"""The pipeline file (a later change hashes its IR instead)."""
+"""The pipeline file: the identity's ``pipeline`` is the hash of its content."""
 
 
 class _Hasher:

@@ -206,29 +206,6 @@ def _refusal(root: Path, status: WatchStatus | None) -> str:
     )
 
 
-def status_sections(root: Path) -> dict[str, dict[str, Any]]:
-    """Everything ``greenloop status`` reports, one section per concern."""
-    return {"watcher": watcher_section(root), "latest_green": latest_green_section(root)}
-
-
-def latest_green_section(root: Path) -> dict[str, Any]:
-    """The published latest-green pointer; a corrupt one reads as no green yet, with a warning."""
-    from greenloop.devloop.publisher import read_pointer
-
-    record, warning = read_pointer(root)
-    section: dict[str, Any] = {"state": "none" if record is None else "published"}
-    if warning is not None:
-        section["warning"] = warning
-    if record is not None:
-        section.update(
-            published_at=record.published_at,
-            input_hash=record.input_hash,
-            artifact=record.artifact,
-            identity=record.identity.model_dump(mode="json"),
-        )
-    return section
-
-
 def watcher_section(root: Path) -> dict[str, Any]:
     """Whether a watcher is live on ``root`` and what it last saw."""
     status = read_status(root)

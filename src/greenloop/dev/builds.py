@@ -10,14 +10,13 @@ requests that arrive while it is busy collapse into the newest one.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from greenloop.devloop.builder import Builder
+from greenloop.dev.builder import Builder
+from greenloop.dev.publisher import Publisher, read_pointer
 from greenloop.devloop.loop import Listener
-from greenloop.devloop.publisher import Publisher, read_pointer
 from greenloop.plugins.registry import Executors
 from greenloop.protocol import (
     BecameGreen,
@@ -75,7 +74,8 @@ class DevBuilds(Listener):
         with self._lock:
             self._stopped = True
             self._wake.notify_all()
-        self._thread.join(timeout=60)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=60)
 
     # -- Listener --------------------------------------------------------------
 
@@ -118,10 +118,7 @@ class DevBuilds(Listener):
             self.state.push_build(result)
             self._report(result, False)
             return
-        # The identity names the build pipeline by its IR, so an edit that does not
-        # change what the pipeline does (a comment) does not force a rebuild.
-        ir = hashlib.sha256(pipeline.model_dump_json().encode()).hexdigest()
-        trigger = BuildTrigger.for_identity(identity.model_copy(update={"pipeline": ir}))
+        trigger = BuildTrigger.for_identity(identity)
         result = self._builder(pipeline).build(trigger)
         self.state.push_build(result)
         with self._lock:

@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from greenloop._fs import fsync_dir, write_atomically
 from greenloop.devloop.treestate import state_dir
@@ -194,3 +195,19 @@ def _link(link: Path, target: Path) -> None:
     os.symlink(target, temporary)
     os.replace(temporary, link)
     fsync_dir(link.parent)
+
+
+def latest_green_section(root: Path) -> dict[str, Any]:
+    """The published latest-green pointer; a corrupt one reads as no green yet, with a warning."""
+    record, warning = read_pointer(root)
+    section: dict[str, Any] = {"state": "none" if record is None else "published"}
+    if warning is not None:
+        section["warning"] = warning
+    if record is not None:
+        section.update(
+            published_at=record.published_at,
+            input_hash=record.input_hash,
+            artifact=record.artifact,
+            identity=record.identity.model_dump(mode="json"),
+        )
+    return section
