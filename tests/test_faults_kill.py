@@ -10,6 +10,7 @@ the seed is printed, and ``GREENLOOP_FAULT_SEED=N`` replays a failure;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -19,8 +20,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from greenloop.store import Store
-from tests.conftest import cli, write_pipeline
+from tests.conftest import cli, wait_until, write_pipeline
+from tests.test_sandbox import require_bwrap
 
 PIPELINE = """
 @gl.pipeline("ci")
@@ -128,3 +132,58 @@ def test_sigkill_at_random_moments_never_corrupts_never_caches_a_failure(project
     assert cli("cache", "gc", cwd=project).returncode == 0
     final = _json("cache", "verify", cwd=project)
     assert final == {"corrupt": [], "leftovers": []}, f"seed {seed}: {final}"
+
+
+# `exec`: unsandboxed, only the step's own first process is bound to the run (its
+# background children are not: docs/sandbox.md); under bwrap the shell's child too.
+ORPHAN = """
+@gl.pipeline("ci", sandbox="{sandbox}")
+def ci():
+    gl.sh("echo started; {exec}sleep {marker}", label="long", cache=gl.forever())
+"""
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if marker.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_a_killed_run_takes_its_running_step_with_it(project: Path, sandbox: str) -> None:
+    if sandbox == "bwrap":
+        require_bwrap(project.parent)
+    # A duration no other process on the machine sleeps for: the step's fingerprint.
+    marker = f"{300 + random.random():.6f}"
+    exec_ = "" if sandbox == "bwrap" else "exec "
+    write_pipeline(project, ORPHAN.format(sandbox=sandbox, marker=marker, exec=exec_))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenloop", "run", "--format", "plain"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GREENLOOP_NO_DAEMON": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            if b"started" in line:
+                break
+        wait_until(lambda: bool(_processes_with(marker)))
+        proc.kill()
+        proc.wait()
+        # No step outlives the run that started it: nobody would ever stop it.
+        wait_until(lambda: not _processes_with(marker))
+    finally:
+        proc.kill()
+        for pid in _processes_with(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)

@@ -15,6 +15,7 @@ a copy of the snapshot, and commits by scanning that whole folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -399,7 +400,7 @@ def _execute(
     argv: list[str], cwd: Path, env: dict[str, str], request: ExecutorInput, host: Host
 ) -> int:
     proc = subprocess.Popen(
-        argv,
+        [*_dies_with_us(), *argv],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -429,6 +430,20 @@ def _execute(
     for pump in pumps:
         pump.join(timeout=5)
     return code
+
+
+@functools.cache
+def _dies_with_us() -> tuple[str, ...]:
+    """A prefix that makes the step's first process get SIGKILL when we die, if util-linux has it.
+
+    A run killed outright (SIGKILL, a closed terminal) runs no cleanup, and a
+    step's process group would live on with nobody to stop it. Under bwrap
+    that one signal takes the whole step: bwrap dies with its parent and its
+    PID namespace with it. Unsandboxed, what the step started in the
+    background can still outlive it.
+    """
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
 
 
 def _pump(
