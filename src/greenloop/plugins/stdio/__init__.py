@@ -17,7 +17,7 @@ An executor plugin hands its step's artifacts to the host with ``artifact.put``
 artifact from a plugin is the same store object as one from ``local``.
 """
 
-from greenloop.plugins.stdio.executor import (
+from greenloop.plugins.stdio.executor_plugin import (
     DEFAULT_RUN_TIMEOUT,
     EXIT_CANCELLED,
     MAX_READ,
@@ -26,9 +26,9 @@ from greenloop.plugins.stdio.executor import (
     StdioExecutor,
     run_timeout,
 )
-from greenloop.plugins.stdio.formatter import StdioFormatter
-from greenloop.plugins.stdio.hook import HOOK_BUDGET, HOOK_BUDGET_ENV, StdioHook, hook_budget
-from greenloop.plugins.stdio.process import (
+from greenloop.plugins.stdio.formatter_plugin import StdioFormatter
+from greenloop.plugins.stdio.hook_plugin import HOOK_BUDGET, HOOK_BUDGET_ENV, StdioHook, hook_budget
+from greenloop.plugins.stdio.plugin_process import (
     CANCEL_GRACE,
     EVENT_TIMEOUT,
     HANDSHAKE_TIMEOUT,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from greenloop._fs import pid_alive
 from greenloop.plugins.jsonrpc import INVALID_PARAMS, RpcError
-from greenloop.plugins.stdio.process import parse_params
+from greenloop.plugins.stdio.plugin_process import parse_params
 from greenloop.protocol.executor import ArtifactRef, ExecutorInput
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact

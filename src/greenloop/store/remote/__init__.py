@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import os
 
-from greenloop.store.remote.client import HttpRemoteCache
 from greenloop.store.remote.entry import ENTRY_FORMAT, RemoteEntry, ac_key
+from greenloop.store.remote.http_cache import HttpRemoteCache
 from greenloop.store.remote.settings import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,

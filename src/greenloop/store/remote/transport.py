@@ -1,7 +1,7 @@
 """HTTP to a remote cache server: three verbs, and the HTTP library's errors turned into ours.
 
 The transport knows nothing of entries, trees or the local store; the client
-(:mod:`greenloop.store.remote.client`) decides what a failure means for a run.
+(:mod:`greenloop.store.remote.http_cache`) decides what a failure means for a run.
 The HTTP library is imported on the first request, not with this module:
 importing it costs ~80 ms, and a run whose every step is a local hit never
 talks to the remote at all.

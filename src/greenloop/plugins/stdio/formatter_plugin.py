@@ -9,7 +9,7 @@ from typing import TextIO
 
 from pydantic import BaseModel
 
-from greenloop.plugins.stdio.process import EVENT_TIMEOUT, Plugin, write_line
+from greenloop.plugins.stdio.plugin_process import EVENT_TIMEOUT, Plugin, write_line
 from greenloop.protocol.errors import PluginError, PluginFailure
 from greenloop.protocol.events import BuildEvent
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from greenloop.plugins.jsonrpc import INVALID_PARAMS, Handler, RpcError
 from greenloop.plugins.spec import Host
-from greenloop.plugins.stdio.process import (
+from greenloop.plugins.stdio.plugin_process import (
     CANCEL_GRACE,
     EVENT_TIMEOUT,
     Cancelled,

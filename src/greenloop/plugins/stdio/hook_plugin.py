@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from greenloop.plugins.stdio.process import (
+from greenloop.plugins.stdio.plugin_process import (
     EVENT_TIMEOUT,
     HANDSHAKE_TIMEOUT,
     Plugin,
