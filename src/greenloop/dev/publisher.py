@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from greenloop._fs import fsync_dir, write_atomically
+from greenloop._project import DEFAULT_OUT, LATEST_GREEN, LEGACY_SITE
 from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import BuildResult, PointerFormatError, PublishedArtifact, SetupError
 from greenloop.store import Store
 
-POINTER = Path(".greenloop") / "latest-green"
-DEFAULT_OUT = Path(".greenloop") / "out"
-# Where --out pointed while greenloop kept its state in the tree.
-_LEGACY_SITE = Path(".greenloop") / "current" / "site"
+POINTER = LATEST_GREEN
+"""The latest-green pointer, relative to the project root."""
 _KEEP = 2  # the current publish and the one before: a reader may still be walking it
 
 
@@ -69,7 +68,7 @@ class Publisher:
             # Ours: into this tree's state folder (wherever GREENLOOP_STATE_DIR put it),
             # or where greenloop pointed it before the state left the tree.
             ours = target.parts[-3:] == (self.state.name, "current", "site")
-            if not ours and target != self.root.absolute() / _LEGACY_SITE:
+            if not ours and target != self.root.absolute() / LEGACY_SITE:
                 raise SetupError(
                     f"--out {out} is a symlink greenloop did not make (to {os.readlink(out)}); "
                     + refusal

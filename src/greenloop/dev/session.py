@@ -11,11 +11,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from greenloop._project import PIPELINE_FILE
 from greenloop.dev.builder import output_step
 from greenloop.dev.builds import DevBuilds
 from greenloop.dev.publisher import Publisher
 from greenloop.protocol import BuildResult, SetupError
-from greenloop.sdk.loader import PIPELINE_FILE, PipelineFileError, load
+from greenloop.sdk.loader import PipelineFileError, load
 from greenloop.server import LiveState, serve
 from greenloop.server.hosts import HostPolicy
 from greenloop.store import Store, StoreError

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from greenloop._project import PIPELINE_FILE
 from greenloop.devloop.checkers import Checker, resolve_checkers
 from greenloop.devloop.config import Config
 from greenloop.devloop.digests import DigestCache
@@ -48,9 +49,6 @@ TOOLCHAIN_FILES = (
     ".tool-versions",
 )
 """Files at the root that pin a toolchain version."""
-
-PIPELINE_FILE = ".greenloop/pipeline.py"
-"""The pipeline file: the identity's ``pipeline`` is the hash of its content."""
 
 
 class _Hasher:
@@ -99,7 +97,7 @@ def build_identity(
         lockfiles=_files_hash("lockfiles", root, _lockfile_names(root), digests),
         toolchain=_toolchain_hash(root, checkers, digests),
         config=_config_hash(config),
-        pipeline=_files_hash("pipeline", root, [PIPELINE_FILE], digests),
+        pipeline=_files_hash("pipeline", root, [PIPELINE_FILE.as_posix()], digests),
         target=settings.target or host_triple(),
         profile=settings.profile,
     )

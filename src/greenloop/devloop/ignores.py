@@ -14,28 +14,21 @@ from pathlib import Path
 import pathspec
 
 from greenloop.devloop.treestate import state_root
-from greenloop.engine.files import project_files
+from greenloop.engine.files import WORKSPACE_IGNORES, project_files
 from greenloop.store import default_root
 
 FIXED_IGNORES: tuple[str, ...] = (
-    ".git/",
+    *WORKSPACE_IGNORES,
     ".hg/",
     ".svn/",
     ".jj/",
-    ".greenloop/*",
-    "!.greenloop/pipeline.py",
-    "!.greenloop/*.toml",
     "target/",
     "node_modules/",
     "dist/",
-    "__pycache__/",
     "*.py[cod]",
     ".venv/",
     ".tox/",
     ".nox/",
-    ".mypy_cache/",
-    ".ruff_cache/",
-    ".pytest_cache/",
     ".hypothesis/",
     "*.egg-info/",
     "*.tsbuildinfo",
@@ -49,7 +42,8 @@ FIXED_IGNORES: tuple[str, ...] = (
     "#*#",
     "4913",
 )
-"""Gitignore-style patterns the dev loop skips in every project."""
+"""Gitignore-style patterns the dev loop skips in every project: what is never part of a
+workspace, and the build outputs, dependency folders and editor files a check must not see."""
 
 
 class Ignores:

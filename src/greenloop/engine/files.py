@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pathspec
 
+from greenloop._project import STATE_IGNORES
 from greenloop.protocol.errors import SetupError
 
-FIXED_IGNORES = (
+WORKSPACE_IGNORES = (
     ".git/",
-    ".greenloop/*",
-    "!.greenloop/pipeline.py",
-    "!.greenloop/*.toml",
+    *STATE_IGNORES,
     "__pycache__/",
     ".mypy_cache/",
     ".ruff_cache/",
@@ -32,7 +31,7 @@ def project_files(root: Path) -> list[str]:
     cannot read raises :class:`SetupError` naming it: leaving its files out would
     run steps on part of the project.
     """
-    fixed = pathspec.GitIgnoreSpec.from_lines(FIXED_IGNORES)
+    fixed = pathspec.GitIgnoreSpec.from_lines(WORKSPACE_IGNORES)
     listed = _git_files(root)
     paths = listed if listed is not None else _walk(root)
     return sorted(p for p in paths if not fixed.match_file(p) and os.path.lexists(root / p))

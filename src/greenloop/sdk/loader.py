@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 from typing import NoReturn
 
+from greenloop._project import PIPELINE_FILE
 from greenloop.protocol.ir import (
     CommandStep,
     Compose,
@@ -24,8 +25,6 @@ from greenloop.protocol.ir import (
 )
 from greenloop.sdk import compiler as _compiler
 from greenloop.sdk.steps import PipelineDefinitionError
-
-PIPELINE_FILE = Path(".greenloop") / "pipeline.py"
 
 
 class PipelineFileError(Exception):
