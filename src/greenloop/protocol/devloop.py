@@ -15,15 +15,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from greenloop._sha256 import SHA256_PATTERN
+
 ContentHash = Annotated[
     str,
-    Field(title="ContentHash", pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex."),
+    Field(title="ContentHash", pattern=SHA256_PATTERN, description="SHA-256, lowercase hex."),
 ]
 InputHash = Annotated[
     str,
     Field(
         title="InputHash",
-        pattern=r"^[0-9a-f]{64}$",
+        pattern=SHA256_PATTERN,
         description="The CAS key of a build: a digest of its BuildIdentity.",
     ),
 ]

@@ -20,11 +20,11 @@ off is a :class:`PointerFormatError`, never a half-decoded pointer.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from greenloop._sha256 import is_sha256
 from greenloop.protocol.devloop import (
     BuildIdentity,
     ContentHash,
@@ -44,7 +44,6 @@ _IDENTITY_KEYS = (
     "profile",
 )
 KEYS = ("input_hash", "artifact", *_IDENTITY_KEYS, "published_at")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 MAX_PUBLISHED_AT = 2**64 - 1
 """The largest ``published_at`` a pointer may carry (an unsigned 64-bit count of seconds)."""
@@ -115,7 +114,7 @@ class PublishedArtifact(BaseModel):
             "config",
             "pipeline",
         ):
-            if not _HEX.match(values[k]):
+            if not is_sha256(values[k]):
                 raise PointerFormatError(f"{k} is not a 64-digit hex hash")
         try:
             return cls(

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
+from greenloop._sha256 import is_sha256
 from greenloop.store.errors import StoreError
 
 CHUNK_SIZE = 1 << 20
 """Bytes read or written at a time, so large files never sit whole in memory."""
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-
 
 def is_digest(value: str) -> bool:
     """True when ``value`` is a lowercase hex SHA-256 (the only names objects have)."""
-    return _DIGEST.fullmatch(value) is not None
+    return is_sha256(value)
 
 
 def check_digest(value: str) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from greenloop._sha256 import SHA256_PATTERN
 from greenloop.protocol import ArtifactRef
 from greenloop.store.digests import is_digest
 from greenloop.store.index import CacheEntry
@@ -14,7 +15,7 @@ from greenloop.store.index import CacheEntry
 ENTRY_FORMAT = 2
 """Version of the :class:`RemoteEntry` document written today (2: ``max_object_bytes``)."""
 
-_Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_Digest = Annotated[str, Field(pattern=SHA256_PATTERN)]
 
 
 class RemoteEntry(BaseModel):
