@@ -40,12 +40,11 @@ from greenloop.protocol import (
     StateEvent,
     TreeState,
 )
+from greenloop.protocol.executor import EXIT_INTERRUPTED
 
 EXIT_RED = 1
 """``check``: the tree is red (or could not be pinned down while it kept changing)."""
 
-EXIT_INTERRUPTED = 130
-"""Ctrl-C or SIGTERM stopped the command; every checker process group was killed."""
 
 root_option = click.option(
     "--root",

@@ -31,6 +31,7 @@ from greenloop.engine.run import Run, RunOptions, RunResult
 from greenloop.engine.select import SelectionError
 from greenloop.plugins import registry
 from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, SetupError
+from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT
 from greenloop.protocol.ir import SandboxMode
 from greenloop.store import Store
 from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from greenloop.cli._reports import Report
 
 EXIT_FAILED = 1
-EXIT_TIMEOUT = 124
-EXIT_INTERRUPTED = 130
 _PASSED = ("passed", "cached")
 
 

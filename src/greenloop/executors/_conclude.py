@@ -8,15 +8,13 @@ from collections.abc import Callable
 
 from greenloop.plugins.spec import Host
 from greenloop.protocol import ArtifactRef, ExecutorInput, MissBuildAs, StepResult
-
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
+from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT
 
 
 def await_exit(
     poll: Callable[[], int | None], stop: Callable[[], None], request: ExecutorInput, host: Host
 ) -> int:
-    """The command's exit code; ``EXIT_CANCELLED`` once the step is cancelled, or
+    """The command's exit code; ``EXIT_INTERRUPTED`` once the step is cancelled, or
     ``EXIT_TIMEOUT`` (logged) past its timeout, after ``stop`` has killed it.
 
     ``poll`` waits a short while for the command and returns its code, or None
@@ -27,7 +25,7 @@ def await_exit(
     while (code := poll()) is None:
         if host.cancelled(request.step_id):
             stop()
-            return EXIT_CANCELLED
+            return EXIT_INTERRUPTED
         if deadline is not None and time.monotonic() > deadline:
             stop()
             host.log(request.step_id, "stderr", f"greenloop: timed out after {timeout:g}s")
@@ -65,7 +63,7 @@ def conclude(
         kept = None
         found: list[ArtifactRef] = []
         tag = request.keep_failed_as
-        if exit_code != EXIT_CANCELLED:
+        if exit_code != EXIT_INTERRUPTED:
             # Courtesies to whoever looks into the failure: what it declared (a test
             # run's JUnit file, say) and, when asked, its whole filesystem. Neither is
             # ever cached; the step failed either way.

@@ -18,6 +18,11 @@ from greenloop.protocol.ir import CommandStep
 PROTOCOL_VERSION = 1
 """Version of the executor wire protocol; both sides must agree on it."""
 
+EXIT_TIMEOUT = 124
+"""The exit code of a step, or a run, stopped at its timeout (as ``timeout(1)`` exits)."""
+EXIT_INTERRUPTED = 130
+"""The exit code of a cancelled step, and of a command stopped by Ctrl-C or SIGTERM."""
+
 ArchiveId = Annotated[
     UUID,
     Field(

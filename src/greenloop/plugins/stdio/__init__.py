@@ -19,7 +19,6 @@ artifact from a plugin is the same store object as one from ``local``.
 
 from greenloop.plugins.stdio.executor_plugin import (
     DEFAULT_RUN_TIMEOUT,
-    EXIT_CANCELLED,
     MAX_READ,
     RUN_GRACE,
     TIMEOUT_ENV,
@@ -45,7 +44,6 @@ __all__ = [
     "CANCEL_GRACE",
     "DEFAULT_RUN_TIMEOUT",
     "EVENT_TIMEOUT",
-    "EXIT_CANCELLED",
     "HANDSHAKE_TIMEOUT",
     "HOOK_BUDGET",
     "HOOK_BUDGET_ENV",

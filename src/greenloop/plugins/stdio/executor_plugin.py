@@ -21,7 +21,7 @@ from greenloop.plugins.stdio.plugin_process import (
     parse_params,
 )
 from greenloop.plugins.stdio.uploads import UPLOADS_DIR, ArtifactUploads, sweep_uploads
-from greenloop.protocol.executor import ExecutorInput, SnapshotRef, StepResult
+from greenloop.protocol.executor import EXIT_INTERRUPTED, ExecutorInput, SnapshotRef, StepResult
 from greenloop.protocol.ir import CommandStep
 from greenloop.store import Store
 
@@ -33,8 +33,6 @@ TIMEOUT_ENV = "GREENLOOP_PLUGIN_TIMEOUT"
 """Environment variable replacing :data:`DEFAULT_RUN_TIMEOUT` (seconds)."""
 MAX_READ = 4 << 20
 """Largest ``archive.read`` chunk served (bigger requests get this much)."""
-EXIT_CANCELLED = 130
-"""Exit code reported for a step whose plugin had to be killed after cancellation."""
 
 
 class _ArchiveRead(BaseModel):
@@ -106,7 +104,7 @@ class StdioExecutor:
                     f"greenloop: executor {self.name!r} did not stop within "
                     f"{self.cancel_grace:g}s of cancellation; killed",
                 )
-                return StepResult(exit_code=EXIT_CANCELLED)
+                return StepResult(exit_code=EXIT_INTERRUPTED)
             result = plugin.validate(StepResult, raw, "executor.run")
             if self.store is not None:
                 # Whatever reads the result (cache hits, materializing) looks these keys
