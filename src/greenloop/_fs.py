@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -87,3 +88,16 @@ def pid_alive(pid: int | str) -> bool:
             return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def remove_orphans(folder: Path) -> None:
+    """Remove the folders in ``folder`` whose owner died: each is named ``<pid>-<anything>``.
+
+    A greenloop process killed outright cannot clean up its scratch folders
+    (a step's sandbox, a plugin's half-sent uploads); the next one does.
+    """
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if not pid_alive(entry.name.split("-", 1)[0]):
+            shutil.rmtree(entry, ignore_errors=True)

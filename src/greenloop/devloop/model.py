@@ -41,6 +41,7 @@ from greenloop.protocol import (
     StateEvent,
     TreeState,
 )
+from greenloop.protocol.devloop import sorted_diagnostics
 
 
 @dataclass(frozen=True)
@@ -260,12 +261,3 @@ class Model:
                 self._sent[path] = verdict
             else:
                 self._sent.pop(path, None)
-
-
-def sorted_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
-    """Diagnostics in path, line, column order with exact duplicates dropped."""
-    unique = {d.model_dump_json(): d for d in diagnostics}
-    return sorted(
-        unique.values(),
-        key=lambda d: (d.path, d.line, d.col, d.severity.value, d.source, d.message),
-    )

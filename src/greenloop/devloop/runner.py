@@ -26,9 +26,10 @@ from greenloop.devloop import process
 from greenloop.devloop.checkers import Checker
 from greenloop.devloop.config import Format
 from greenloop.devloop.lsp import LanguageServers, ServerFailed
-from greenloop.devloop.model import CheckerReport, Omitted, sorted_diagnostics
+from greenloop.devloop.model import CheckerReport, Omitted
 from greenloop.devloop.parsers import Found, parse
 from greenloop.protocol import Diagnostic, SetupError, Severity
+from greenloop.protocol.devloop import sorted_diagnostics
 
 _TAIL_LINES = 12
 """How much of a failing checker's output its synthetic diagnostic quotes."""

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
-from greenloop._fs import pid_alive
+from greenloop._fs import remove_orphans
 from greenloop.executors import bwrap
 from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
@@ -62,7 +62,7 @@ class LocalExecutor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._sandboxes = store.root / "sandboxes"
-        _sweep_sandboxes(self._sandboxes)
+        remove_orphans(self._sandboxes)
 
     def variant(self, step: CommandStep) -> Variant:
         """The sandbox ``step`` runs in: it changes what the step may write (and where)."""
@@ -313,16 +313,6 @@ def _parsed_tree(store: Store, tree: str) -> list[TreeEntry]:
         while len(_parsed) > 8:
             _parsed.popitem(last=False)
     return entries
-
-
-def _sweep_sandboxes(folder: Path) -> None:
-    """Remove sandboxes a killed greenloop process left behind (named ``<pid>-<step id>``)."""
-    if not folder.is_dir():
-        return
-    for sandbox in folder.iterdir():
-        pid = sandbox.name.split("-", 1)[0]
-        if not pid_alive(pid):
-            shutil.rmtree(sandbox, ignore_errors=True)
 
 
 def _rooted(workdir: str) -> str:

@@ -9,6 +9,7 @@ with a :class:`BuildResult`, and the publisher records a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from enum import Enum, StrEnum
 from pathlib import PurePath
 from typing import Annotated, Literal
@@ -238,4 +239,14 @@ class CheckResult(_Contract):
             "max_diagnostics (errors first) and only counts the rest. Omitted errors still "
             "make the tree red."
         ),
+    )
+
+
+def sorted_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics in the one order every view shows them (path, line, column, then
+    severity, source and message), with exact duplicates dropped."""
+    unique = {d.model_dump_json(): d for d in diagnostics}
+    return sorted(
+        unique.values(),
+        key=lambda d: (d.path, d.line, d.col, d.severity.value, d.source, d.message),
     )

@@ -25,6 +25,7 @@ from greenloop.protocol.devloop import (
     FileVerdict,
     StateEvent,
     TreeState,
+    sorted_diagnostics,
 )
 from greenloop.server.messages import artifact_message, build_message, state_message, sync_message
 from greenloop.server.snapshot import Snapshot
@@ -162,9 +163,7 @@ class LiveState:
 
     def _snapshot(self) -> Snapshot:
         f = self._fields
-        diagnostics = sorted(
-            (d for ds in f.by_file.values() for d in ds), key=lambda d: (d.path, d.line, d.col)
-        )
+        diagnostics = sorted_diagnostics(d for ds in f.by_file.values() for d in ds)
         return Snapshot(f.directory, f.artifact, f.verdict, tuple(diagnostics), f.last_build)
 
     def _broadcast(self, message: str) -> None:

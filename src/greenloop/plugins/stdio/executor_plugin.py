@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from greenloop._fs import remove_orphans
 from greenloop.plugins.jsonrpc import INVALID_PARAMS, Handler, RpcError
 from greenloop.plugins.spec import Host
 from greenloop.plugins.stdio.plugin_process import (
@@ -20,7 +21,7 @@ from greenloop.plugins.stdio.plugin_process import (
     failure,
     parse_params,
 )
-from greenloop.plugins.stdio.uploads import UPLOADS_DIR, ArtifactUploads, sweep_uploads
+from greenloop.plugins.stdio.uploads import UPLOADS_DIR, ArtifactUploads
 from greenloop.protocol.executor import EXIT_INTERRUPTED, ExecutorInput, SnapshotRef, StepResult
 from greenloop.protocol.ir import CommandStep
 from greenloop.store import Store
@@ -70,7 +71,7 @@ class StdioExecutor:
         self.store = store
         self._stderr = stderr
         if store is not None:
-            sweep_uploads(store.root / UPLOADS_DIR)
+            remove_orphans(store.root / UPLOADS_DIR)
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Start the plugin, hand it the step, serve its calls, and return its result."""

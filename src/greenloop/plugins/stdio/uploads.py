@@ -16,7 +16,6 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from greenloop._fs import pid_alive
 from greenloop.plugins.jsonrpc import INVALID_PARAMS, RpcError
 from greenloop.plugins.stdio.plugin_process import parse_params
 from greenloop.protocol.executor import ArtifactRef, ExecutorInput
@@ -162,12 +161,3 @@ class ArtifactUploads:
                 INVALID_PARAMS, f"artifact {path!r}: cannot unpack the tar: {e}"
             ) from None
         return store_artifact(self._store, tree)
-
-
-def sweep_uploads(folder: Path) -> None:
-    """Remove uploads a killed greenloop process left behind (named ``<pid>-<step id>``)."""
-    if not folder.is_dir():
-        return
-    for upload in folder.iterdir():
-        if not pid_alive(upload.name.split("-", 1)[0]):
-            shutil.rmtree(upload, ignore_errors=True)
