@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from greenloop._procs import stop_group, wait_exit
 from greenloop.devloop.parsers import lsp_diagnostics
 from greenloop.protocol import Diagnostic
 
@@ -127,11 +127,10 @@ class LanguageServer:
                 request_id = self._request("shutdown", None)
                 self._await({request_id: "shutdown"}, threading.Event(), time.monotonic() + 2)
                 self._notify("exit", None)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=2)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        self._proc.wait()
+        # A server that took its exit cue is gone by now; one that did not, and what it
+        # started, is stopped here.
+        wait_exit(self._proc, 2)
+        stop_group(self._proc, 0)
 
     # --- the conversation -----------------------------------------------------------
 

@@ -9,9 +9,7 @@ spooled to temporary files and read back as a stream (:class:`Output`).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -20,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from greenloop._procs import stop_group
 
 _GRACE_S = 2.0
 """How long a checker gets to exit after SIGTERM before SIGKILL."""
@@ -137,13 +137,13 @@ def run(
     try:
         while True:
             if cancel.is_set():
-                _kill_group(proc)
+                stop_group(proc, _GRACE_S)
                 break
             wait = _POLL_S
             if timeout_s is not None:
                 left = started + timeout_s - time.monotonic()
                 if left <= 0:
-                    _kill_group(proc)
+                    stop_group(proc, _GRACE_S)
                     outcome = TimedOut(timeout_s, out, err)
                     break
                 wait = min(wait, left)
@@ -169,19 +169,4 @@ def kill_all() -> None:
     with _live_lock:
         running = list(_live)
     for proc in running:
-        _kill_group(proc)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    _signal_group(proc, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=_GRACE_S)
-    # Helpers may outlive (or ignore) the SIGTERM their leader got: finish the group off.
-    _signal_group(proc, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=_GRACE_S)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+        stop_group(proc, _GRACE_S)

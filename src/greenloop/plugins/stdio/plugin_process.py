@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import IO, Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from greenloop._procs import exit_status, stop_group, wait_exit
 from greenloop.plugins.jsonrpc import (
     INVALID_PARAMS,
     Connection,
@@ -179,7 +179,7 @@ class Plugin:
             # End of input alone cannot tell us the plugin died: anything it started
             # inherits its stdout and keeps the pipe open. So watch the process too,
             # leaving a moment for an answer it wrote just before exiting to arrive.
-            if exited_at is None and _peek_exit(self._proc) is not None:
+            if exited_at is None and exit_status(self._proc) is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > _DRAIN:
                 self._rpc.abandon(pending)
@@ -219,7 +219,7 @@ class Plugin:
                 self.call("shutdown", None, SHUTDOWN_TIMEOUT)
         if not self._dead:
             self._rpc.close()  # end of input: the plugin's cue to exit
-            _wait_exit(self._proc, SHUTDOWN_TIMEOUT)
+            wait_exit(self._proc, SHUTDOWN_TIMEOUT)
             self.kill()
 
     def kill(self) -> None:
@@ -229,14 +229,7 @@ class Plugin:
                 return
             self._dead = True
         proc = self._proc
-        if _peek_exit(proc) is None:
-            _signal_group(proc, signal.SIGTERM)
-            _wait_exit(proc, TERM_GRACE)
-        # The leader is a zombie (not reaped) until proc.wait() below, so its group id
-        # cannot have been reused: this reaches exactly what the plugin left running.
-        _signal_group(proc, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        stop_group(proc, TERM_GRACE)
         self._rpc.close()
         self._rpc.join(timeout=2)
         self._relay.join(timeout=2)
@@ -249,8 +242,8 @@ class Plugin:
         _LIVE.discard(self)
 
     def _ended(self) -> str:
-        _wait_exit(self._proc, 1.0)
-        return _peek_exit(self._proc) or "closed its stdout"
+        wait_exit(self._proc, 1.0)
+        return exit_status(self._proc) or "closed its stdout"
 
     def _sink(self) -> TextIO:
         return self._stderr or sys.stderr
@@ -311,54 +304,6 @@ def summary(error: ValidationError, limit: int = 3) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-def _peek_exit(proc: subprocess.Popen[bytes]) -> str | None:
-    """How the process ended, or ``None`` while it runs — without reaping it."""
-    if proc.returncode is not None:
-        return _describe(proc.returncode)
-    if not hasattr(os, "waitid"):  # e.g. macOS: fall back to reaping
-        code = proc.poll()
-        return None if code is None else _describe(code)
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return "exited"
-    if info is None:
-        return None
-    if info.si_code == os.CLD_EXITED:
-        return f"exited with code {info.si_status}"
-    return f"was killed by {_signal_name(info.si_status)}"
-
-
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _peek_exit(proc) is None:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _describe(returncode: int) -> str:
-    if returncode < 0:
-        return f"was killed by {_signal_name(-returncode)}"
-    return f"exited with code {returncode}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
-        os.killpg(proc.pid, sig)
 
 
 def _relay(stream: IO[bytes], prefix: str, sink: Callable[[], TextIO]) -> None:

@@ -1,0 +1,75 @@
+"""Child processes run as their own process group: watching them end, and stopping all of a group.
+
+Checkers, plugins, language servers and steps spawn helpers (cargo runs
+rustc, npx runs node); killing only the direct child would leave those
+running, so each is started in a new session (``start_new_session=True``)
+and stopped here, group and all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM ``proc``'s group, SIGKILL it ``grace`` seconds later (or at once if the
+    leader is gone), and reap the leader."""
+    if exit_status(proc) is None:
+        signal_group(proc.pid, signal.SIGTERM)
+        wait_exit(proc, grace)
+    # The leader is a zombie (not reaped) until proc.wait() below, so its group id
+    # cannot have been reused: this reaches exactly what the child left running.
+    signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to process group ``pgid``; a group that is gone already is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def exit_status(proc: subprocess.Popen[bytes]) -> str | None:
+    """How the process ended, or ``None`` while it runs -- without reaping it."""
+    if proc.returncode is not None:
+        return _describe(proc.returncode)
+    if not hasattr(os, "waitid"):  # e.g. macOS: fall back to reaping
+        code = proc.poll()
+        return None if code is None else _describe(code)
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "exited"
+    if info is None:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with code {info.si_status}"
+    return f"was killed by {_signal_name(info.si_status)}"
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``proc`` to end, without reaping it; whether it did."""
+    deadline = time.monotonic() + timeout
+    while exit_status(proc) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {_signal_name(-returncode)}"
+    return f"exited with code {returncode}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
