@@ -51,7 +51,7 @@ from greenloop.plugins.registry import Executors
 from greenloop.protocol import BuildEvent
 from greenloop.sdk.loader import load
 from greenloop.store import Store
-from greenloop.store.index import RemoteStats
+from greenloop.store.records import RemoteStats
 from greenloop.store.remote import HttpRemoteCache, RemoteMode
 from tests.test_remote_server import NginxServer, nginx_binary
 

@@ -13,7 +13,8 @@ import pytest
 from greenloop._fs import process_start
 from greenloop.protocol import ArtifactMeta, ArtifactRef, BuildIdentity, Profile
 from greenloop.store import CacheEntry, Index, RunRecord, StepRecord, Store, StoreError
-from greenloop.store.index import _SCHEMA_V1, SCHEMA_VERSION
+from greenloop.store.schema import SCHEMA_V1 as _SCHEMA_V1
+from greenloop.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture

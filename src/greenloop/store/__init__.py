@@ -7,8 +7,9 @@ entries, dev-loop artifacts and run history, and is the set of gc roots.
 
 from greenloop.store.errors import StoreError
 from greenloop.store.gc import GcReport
-from greenloop.store.index import CacheEntry, Index, RunRecord, StepRecord
+from greenloop.store.index import Index
 from greenloop.store.layout import clean, default_root
+from greenloop.store.records import CacheEntry, RunRecord, StepRecord
 from greenloop.store.store import Leftover, Store
 from greenloop.store.trees import TreeEntry
 

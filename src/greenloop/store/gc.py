@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from greenloop.store.digests import is_digest
-from greenloop.store.index import CacheEntry, Index
+from greenloop.store.index import Index
 from greenloop.store.objects import ObjectDir, ObjectFile
+from greenloop.store.records import CacheEntry
 from greenloop.store.trees import read_manifest
 
 

@@ -8,228 +8,44 @@ forward on open.
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from greenloop._fs import process_alive
-from greenloop.protocol.executor import ArtifactRef
 from greenloop.store.errors import StoreError
+from greenloop.store.records import (
+    ENTRY_COLUMNS,
+    REMOTE_COLUMNS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    CacheEntry,
+    RemoteStats,
+    RunRecord,
+    StepRecord,
+    artifact_from_json,
+    artifact_refs,
+    entry_from_row,
+    remote_stats_from_row,
+    run_from_row,
+    step_from_row,
+)
+from greenloop.store.schema import SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).
     from greenloop.protocol.devloop import ArtifactMeta
 
-SCHEMA_VERSION = 3
-"""The index schema this code reads and writes."""
-
 _BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's transaction before giving up."""
-
-
-@functools.cache
-def _artifact_refs() -> TypeAdapter[list[ArtifactRef]]:
-    # Built on first use: building a validator at import time costs every command.
-    return TypeAdapter(list[ArtifactRef])
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """A cached step outcome: what the engine needs to reuse a step without running it."""
-
-    key: str
-    snapshot: str
-    executor: str
-    tree: str | None
-    artifacts: list[ArtifactRef]
-    created_at: float
-    last_used: float
-    policy: str
-    """The cache policy that produced the entry, as JSON text."""
-    log: str | None = None
-    """The digest of the log the step printed when it produced the entry."""
-
-
-INTERRUPTED = "interrupted"
-"""The status a run reads as when it is recorded ``running`` but its process is gone."""
-
-
-@dataclass
-class RunRecord:
-    """One pipeline run, as shown by the history commands."""
-
-    run_id: str
-    pipeline: str
-    status: str
-    """``running`` until it ends; ``interrupted`` when read after its process died."""
-    started_at: float
-    finished_at: float | None
-    steps: int
-    cached: int
-    pid: int | None = None
-    """The process running it (None: not recorded, so a ``running`` run stays so)."""
-    pid_start: str | None = None
-    """When that process started (:func:`greenloop._fs.process_start`), so a reused pid
-    is not taken for it."""
-
-
-@dataclass
-class StepRecord:
-    """One step of a recorded run."""
-
-    run_id: str
-    key: str
-    label: str
-    status: str
-    exit_code: int | None
-    duration_s: float
-    cached: bool
-    cache_key: str | None = None
-    """The step's cache key in this run (None when it never got as far as one)."""
-    log: str | None = None
-    """The digest of its log: this run's, or for a cached step the producing run's."""
-    artifacts: list[ArtifactRef] = field(default_factory=list)
-    """The artifacts it declared, as stored."""
-    artifact_paths: list[str] = field(default_factory=list)
-    """The path each of ``artifacts`` was declared as."""
-
-
-@dataclass
-class RemoteStats:
-    """What one run exchanged with a remote cache (see :mod:`greenloop.store.remote`)."""
-
-    run_id: str
-    url: str
-    """The remote's URL with any credentials removed."""
-    mode: str
-    """``read`` or ``readwrite``."""
-    recorded_at: float
-    """When the run's client closed (unix seconds)."""
-    lookups: int = 0
-    """Local misses the remote was asked about."""
-    hits: int = 0
-    """Lookups the remote answered with a usable, verified entry."""
-    errors: int = 0
-    """Requests that failed or returned data that did not check out."""
-    published: int = 0
-    """Cache entries written to the remote."""
-    blobs_uploaded: int = 0
-    """Blobs sent with PUT (those the server already had are not counted)."""
-    bytes_uploaded: int = 0
-    """Body bytes sent, blobs and entry documents."""
-    blobs_downloaded: int = 0
-    """Blobs received, verified and stored."""
-    bytes_downloaded: int = 0
-    """Body bytes received, including any that failed verification."""
-    warning: str | None = None
-    """The one warning the run printed about the remote, if any."""
-
-    @property
-    def misses(self) -> int:
-        """Lookups the remote could not answer (including failed ones)."""
-        return self.lookups - self.hits
-
-
-_SCHEMA_V1 = """
-CREATE TABLE cache_entries (
-    key        TEXT PRIMARY KEY,
-    snapshot   TEXT NOT NULL,
-    executor   TEXT NOT NULL,
-    tree       TEXT,
-    artifacts  TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    last_used  REAL NOT NULL,
-    policy     TEXT NOT NULL
-);
-CREATE INDEX cache_entries_last_used ON cache_entries (last_used);
-CREATE TABLE artifacts (
-    input_hash TEXT PRIMARY KEY,
-    meta       TEXT NOT NULL
-);
-CREATE TABLE runs (
-    run_id      TEXT PRIMARY KEY,
-    pipeline    TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  REAL NOT NULL,
-    finished_at REAL,
-    steps       INTEGER NOT NULL,
-    cached      INTEGER NOT NULL
-);
-CREATE INDEX runs_started_at ON runs (started_at);
-CREATE TABLE steps (
-    run_id     TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    label      TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    exit_code  INTEGER,
-    duration_s REAL NOT NULL,
-    cached     INTEGER NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE TABLE refs (
-    name       TEXT PRIMARY KEY,
-    digest     TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE remote_stats (
-    run_id           TEXT PRIMARY KEY,
-    url              TEXT NOT NULL,
-    mode             TEXT NOT NULL,
-    recorded_at      REAL NOT NULL,
-    lookups          INTEGER NOT NULL,
-    hits             INTEGER NOT NULL,
-    errors           INTEGER NOT NULL,
-    published        INTEGER NOT NULL,
-    blobs_uploaded   INTEGER NOT NULL,
-    bytes_uploaded   INTEGER NOT NULL,
-    blobs_downloaded INTEGER NOT NULL,
-    bytes_downloaded INTEGER NOT NULL,
-    warning          TEXT
-);
-"""
-
-# A run records its process, so one killed before it could record its end reads as such.
-_SCHEMA_V2 = """
-ALTER TABLE runs ADD COLUMN pid INTEGER;
-ALTER TABLE runs ADD COLUMN pid_start TEXT
-"""
-
-# Each step keeps its log, key and artifacts; each (pipeline, step) the parts of
-# its last key, so `greenloop explain` can say which input changed.
-_SCHEMA_V3 = """
-ALTER TABLE steps ADD COLUMN cache_key TEXT;
-ALTER TABLE steps ADD COLUMN log TEXT;
-ALTER TABLE steps ADD COLUMN artifacts TEXT;
-ALTER TABLE steps ADD COLUMN artifact_paths TEXT;
-ALTER TABLE cache_entries ADD COLUMN log TEXT;
-CREATE TABLE key_parts (
-    pipeline    TEXT NOT NULL,
-    step        TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    parts       TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
-    PRIMARY KEY (pipeline, step)
-)
-"""
-
-# _MIGRATIONS[n] brings a schema at version n to version n + 1.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    lambda conn: _run_script(conn, _SCHEMA_V1),
-    lambda conn: _run_script(conn, _SCHEMA_V2),
-    lambda conn: _run_script(conn, _SCHEMA_V3),
-]
-assert len(_MIGRATIONS) == SCHEMA_VERSION
+_FULL_BELOW = 1 << 20
+"""Free bytes under which a failing disk write is put down to a full disk."""
 
 
 class Index:
@@ -285,7 +101,7 @@ class Index:
         """Insert or replace the cache entry ``e.key``."""
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO cache_entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO cache_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot,"
                 " executor = excluded.executor, tree = excluded.tree,"
                 " artifacts = excluded.artifacts, created_at = excluded.created_at,"
@@ -296,7 +112,7 @@ class Index:
                     e.snapshot,
                     e.executor,
                     e.tree,
-                    _artifact_refs().dump_json(e.artifacts).decode(),
+                    artifact_refs().dump_json(e.artifacts).decode(),
                     e.created_at,
                     e.last_used,
                     e.policy,
@@ -306,8 +122,8 @@ class Index:
 
     def get_entry(self, key: str) -> CacheEntry | None:
         """The cache entry ``key``, or None."""
-        rows = self._read(f"SELECT {_ENTRY_COLUMNS} FROM cache_entries WHERE key = ?", (key,))
-        return _entry_from_row(rows[0]) if rows else None
+        rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM cache_entries WHERE key = ?", (key,))
+        return entry_from_row(rows[0]) if rows else None
 
     def touch_entry(self, key: str, when: float) -> None:
         """Record that entry ``key`` was used at ``when`` (unix seconds); no-op if absent."""
@@ -328,8 +144,8 @@ class Index:
 
     def entries(self) -> list[CacheEntry]:
         """Every cache entry, ordered by key."""
-        rows = self._read(f"SELECT {_ENTRY_COLUMNS} FROM cache_entries ORDER BY key", ())
-        return [_entry_from_row(row) for row in rows]
+        rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM cache_entries ORDER BY key", ())
+        return [entry_from_row(row) for row in rows]
 
     # -- named refs -----------------------------------------------------------
 
@@ -372,7 +188,7 @@ class Index:
     def get_artifact(self, input_hash: str) -> ArtifactMeta | None:
         """The artifact built from ``input_hash``, or None."""
         rows = self._read("SELECT meta FROM artifacts WHERE input_hash = ?", (input_hash,))
-        return _artifact_from_json(rows[0][0]) if rows else None
+        return artifact_from_json(rows[0][0]) if rows else None
 
     def delete_artifact(self, input_hash: str) -> None:
         """Forget the artifact built from ``input_hash``. Its objects go at the next gc."""
@@ -382,7 +198,7 @@ class Index:
     def artifacts(self) -> list[ArtifactMeta]:
         """Every recorded artifact, ordered by input hash."""
         rows = self._read("SELECT meta FROM artifacts ORDER BY input_hash", ())
-        return [_artifact_from_json(row[0]) for row in rows]
+        return [artifact_from_json(row[0]) for row in rows]
 
     # -- run history ---------------------------------------------------------
 
@@ -390,7 +206,7 @@ class Index:
         """Insert or update a run (record it at start, then again when it finishes)."""
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET pipeline = excluded.pipeline,"
                 " status = excluded.status, started_at = excluded.started_at,"
                 " finished_at = excluded.finished_at, steps = excluded.steps,"
@@ -412,7 +228,7 @@ class Index:
         """Insert or update one step of a run; steps keep their first-recorded order."""
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id, key) DO UPDATE SET label = excluded.label,"
                 " status = excluded.status, exit_code = excluded.exit_code,"
                 " duration_s = excluded.duration_s, cached = excluded.cached,"
@@ -428,7 +244,7 @@ class Index:
                     int(step.cached),
                     step.cache_key,
                     step.log,
-                    _artifact_refs().dump_json(step.artifacts).decode(),
+                    artifact_refs().dump_json(step.artifacts).decode(),
                     json.dumps(step.artifact_paths),
                 ),
             )
@@ -441,10 +257,10 @@ class Index:
         """
         where, params = ("WHERE pipeline = ?", (pipeline,)) if pipeline is not None else ("", ())
         rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (*params, limit),
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def latest_step(
         self, key: str, *, pipeline: str | None = None, status: str | None = None
@@ -458,8 +274,8 @@ class Index:
         if status is not None:
             where.append("s.status = ?")
             params.append(status)
-        run_columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
-        step_columns = ", ".join(f"s.{c.strip()}" for c in _STEP_COLUMNS.split(","))
+        run_columns = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
+        step_columns = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
         rows = self._read(
             f"SELECT {run_columns}, {step_columns} FROM steps s JOIN runs r USING (run_id)"
             f" WHERE {' AND '.join(where)}"
@@ -468,15 +284,15 @@ class Index:
         )
         if not rows:
             return None
-        split = _RUN_COLUMNS.count(",") + 1
-        return _run_from_row(rows[0][:split]), _step_from_row(rows[0][split:])
+        split = RUN_COLUMNS.count(",") + 1
+        return run_from_row(rows[0][:split]), step_from_row(rows[0][split:])
 
     def steps(self, run_id: str) -> list[StepRecord]:
         """The steps of run ``run_id`` in the order they were first recorded."""
         rows = self._read(
-            f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
-        return [_step_from_row(row) for row in rows]
+        return [step_from_row(row) for row in rows]
 
     def step_logs(self) -> set[str]:
         """The digest of every log the run history refers to (gc keeps them)."""
@@ -508,7 +324,7 @@ class Index:
         """Insert or replace what run ``stats.run_id`` exchanged with its remote cache."""
         with self._write() as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO remote_stats ({_REMOTE_COLUMNS})"
+                f"INSERT OR REPLACE INTO remote_stats ({REMOTE_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     stats.run_id,
@@ -535,11 +351,11 @@ class Index:
             chunk = run_ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             rows = self._read(
-                f"SELECT {_REMOTE_COLUMNS} FROM remote_stats WHERE run_id IN ({marks})"
+                f"SELECT {REMOTE_COLUMNS} FROM remote_stats WHERE run_id IN ({marks})"
                 " ORDER BY recorded_at DESC",
                 tuple(chunk),
             )
-            out.extend(_remote_stats_from_row(row) for row in rows)
+            out.extend(remote_stats_from_row(row) for row in rows)
         return out
 
     # -- plumbing ------------------------------------------------------------
@@ -583,21 +399,8 @@ class Index:
                     f"the store index {self.path} has schema {version}, newer than this "
                     f"greenloop understands ({SCHEMA_VERSION}); upgrade greenloop"
                 )
-            for step in range(version, SCHEMA_VERSION):
-                _MIGRATIONS[step](conn)
+            migrate(conn, version)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-_ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log"
-_STEP_COLUMNS = (
-    "run_id, key, label, status, exit_code, duration_s, cached, cache_key, log, artifacts,"
-    " artifact_paths"
-)
-_RUN_COLUMNS = "run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start"
-_REMOTE_COLUMNS = (
-    "run_id, url, mode, recorded_at, lookups, hits, errors, published,"
-    " blobs_uploaded, bytes_uploaded, blobs_downloaded, bytes_downloaded, warning"
-)
 
 
 def _enable_wal(conn: sqlite3.Connection, path: Path) -> None:
@@ -633,93 +436,3 @@ def _cause(exc: sqlite3.Error, path: Path) -> str:
     except OSError:
         full = False
     return f"{exc} (no space left on the disk it is on)" if full else str(exc)
-
-
-_FULL_BELOW = 1 << 20
-"""Free bytes under which a failing disk write is put down to a full disk."""
-
-
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT our open transaction; run statements one by one.
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
-    key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log = row
-    try:
-        refs = _artifact_refs().validate_json(artifacts)
-    except ValidationError as exc:
-        raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
-    return CacheEntry(
-        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy, log
-    )
-
-
-def _step_from_row(row: tuple[Any, ...]) -> StepRecord:
-    run_id, key, label, status, exit_code, duration_s, cached, cache_key, log, *stored = row
-    try:
-        refs = _artifact_refs().validate_json(stored[0]) if stored[0] else []
-        paths = [str(p) for p in json.loads(stored[1])] if stored[1] else []
-    except (ValidationError, ValueError, TypeError) as exc:
-        raise StoreError(f"step {key!r} of run {run_id} has corrupt artifacts: {exc}") from exc
-    return StepRecord(
-        run_id,
-        key,
-        label,
-        status,
-        exit_code,
-        float(duration_s),
-        bool(cached),
-        cache_key,
-        log,
-        refs,
-        paths,
-    )
-
-
-def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    run_id, pipeline, status, started_at, finished_at, steps, cached, pid, pid_start = row
-    if status == "running" and pid is not None and not process_alive(pid, pid_start):
-        status = INTERRUPTED
-    return RunRecord(
-        run_id,
-        pipeline,
-        status,
-        float(started_at),
-        None if finished_at is None else float(finished_at),
-        steps,
-        cached,
-        pid,
-        pid_start,
-    )
-
-
-def _remote_stats_from_row(row: tuple[Any, ...]) -> RemoteStats:
-    run_id, url, mode, recorded_at, lookups, hits, errors, published, *moved, warning = row
-    blobs_up, bytes_up, blobs_down, bytes_down = (int(n) for n in moved)
-    return RemoteStats(
-        run_id=run_id,
-        url=url,
-        mode=mode,
-        recorded_at=float(recorded_at),
-        lookups=int(lookups),
-        hits=int(hits),
-        errors=int(errors),
-        published=int(published),
-        blobs_uploaded=blobs_up,
-        bytes_uploaded=bytes_up,
-        blobs_downloaded=blobs_down,
-        bytes_downloaded=bytes_down,
-        warning=warning,
-    )
-
-
-def _artifact_from_json(raw: str) -> ArtifactMeta:
-    from greenloop.protocol.devloop import ArtifactMeta
-
-    try:
-        return ArtifactMeta.model_validate_json(raw)
-    except ValidationError as exc:
-        raise StoreError(f"corrupt artifact metadata in the store index: {exc}") from exc

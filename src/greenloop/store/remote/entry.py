@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from greenloop._sha256 import SHA256_PATTERN
 from greenloop.protocol import ArtifactRef
 from greenloop.store.digests import is_digest
-from greenloop.store.index import CacheEntry
+from greenloop.store.records import CacheEntry
 
 ENTRY_FORMAT = 2
 """Version of the :class:`RemoteEntry` document written today (2: ``max_object_bytes``)."""

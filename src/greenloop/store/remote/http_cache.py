@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from greenloop.store.digests import CHUNK_SIZE, is_digest
 from greenloop.store.errors import StoreError
-from greenloop.store.index import CacheEntry, RemoteStats
+from greenloop.store.records import CacheEntry, RemoteStats
 from greenloop.store.remote.entry import RemoteEntry, ac_key
 from greenloop.store.remote.refused import RefusedBlobs
 from greenloop.store.remote.settings import (
