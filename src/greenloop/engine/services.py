@@ -220,8 +220,11 @@ class HostService:
         self.port: int | None = free_port()
         self._service = service
         self._base = Path(tempfile.mkdtemp(prefix=f"greenloop-service-{service.name}-"))
+        # Others may pass through (not list) the base: a server run as another user
+        # (runuser -u postgres) reaches {dir} once it is handed over.
+        self._base.chmod(0o711)
         self._folder = self._base / "dir"
-        self._folder.mkdir()
+        self._folder.mkdir(mode=0o700)
         self._log = self._base / "log"
         self._env = {**os.environ, **env}
         with self._log.open("wb") as log:

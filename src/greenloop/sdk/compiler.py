@@ -182,7 +182,9 @@ def _services(recorder: _steps._Recorder) -> list[Service]:
     """Every service the pipeline's steps can name: those declared while its function
     ran, then those its steps were handed (declared elsewhere); one definition a name."""
     found: dict[str, tuple[Service, str]] = {}
-    handed = [(u.spec, u.where) for s in recorder.steps for u in s.services if not isinstance(u, str)]
+    handed = [
+        (u.spec, u.where) for s in recorder.steps for u in s.services if not isinstance(u, str)
+    ]
     for service, where in [*recorder.services, *handed]:
         if service.name in found and found[service.name][0] != service:
             raise PipelineDefinitionError(

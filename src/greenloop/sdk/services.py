@@ -89,12 +89,12 @@ def service(
             ready=ready,
             ready_timeout_seconds=ready_timeout,
             env={k: v for k, v in given.items() if not isinstance(v, Secret)},
-            secrets=[SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)],
+            secrets=[
+                SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)
+            ],
         )
     except ValueError as e:  # pydantic's ValidationError is one
-        raise steps.PipelineDefinitionError(
-            f"service {name!r}: {_first_error(e)}", where
-        ) from None
+        raise steps.PipelineDefinitionError(f"service {name!r}: {_first_error(e)}", where) from None
     if steps._current:
         steps._current[-1].services.append((spec, where))
     return Service(spec, where)
