@@ -206,12 +206,7 @@ class DockerExecutor:
             labels=labels,
             stdin_open=False,
             tty=False,
-            # A step that names services joins their network, where each is its name.
-            **(
-                {"network": network_name(request.run_id)}
-                if request.step.services
-                else self._network
-            ),
+            **(self._service_network(request) if request.step.services else self._network),
         )
         try:
             self._inject(container, request, host)
@@ -264,6 +259,11 @@ class DockerExecutor:
             self._remove_image(tag)
 
     # -- internals -------------------------------------------------------------
+
+    def _service_network(self, request: ExecutorInput) -> dict[str, Any]:
+        """A step that names services joins their network, where each is its name."""
+        hosts = self._service_networks.hosts(request.run_id)
+        return {"network": network_name(request.run_id), "extra_hosts": hosts}
 
     def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
         reader = ArchiveReader(host, request.workspace_archive_id)

@@ -2,7 +2,9 @@
 
 Each run that uses services gets a bridge network (``greenloop-<run>``); a
 service is a container of its image on it with the service's name as its
-alias, and the containers of steps naming services join the same network. The
+alias, and the containers of steps naming services join the same network with
+the name also in their ``/etc/hosts`` (Podman without its DNS plugin resolves
+no alias). The
 steps see ``<NAME>_HOST`` = the name and ``<NAME>_PORT`` = its first container
 port; ``ready`` runs inside the service's container with ``{host}`` = 127.0.0.1.
 The network goes once the run's last service has stopped.
@@ -32,7 +34,18 @@ class Networks:
 
     def __init__(self) -> None:
         self._users: dict[str, int] = {}
+        self._hosts: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
+
+    def hosts(self, run_id: UUID) -> dict[str, str]:
+        """The address of each running service of run ``run_id``, by name."""
+        with self._lock:
+            return dict(self._hosts.get(network_name(run_id), {}))
+
+    def add_host(self, network: str, name: str, address: str) -> None:
+        """Service ``name`` answers at ``address`` on ``network``."""
+        with self._lock:
+            self._hosts.setdefault(network, {})[name] = address
 
     def join(self, client: Any, run_id: UUID, labels: dict[str, str]) -> str:
         """The run's network, created if this is its first service."""
@@ -43,9 +56,10 @@ class Networks:
             self._users[name] = self._users.get(name, 0) + 1
         return name
 
-    def leave(self, client: Any, name: str) -> None:
-        """One service of the network stopped; remove the network after the last."""
+    def leave(self, client: Any, name: str, service: str | None = None) -> None:
+        """``service`` of the network stopped; remove the network after the last."""
         with self._lock:
+            self._hosts.get(name, {}).pop(service or "", None)
             self._users[name] -= 1
             if self._users[name]:
                 return
@@ -93,6 +107,9 @@ class ContainerService:
                 },
             )
             self._container.start()
+            self._container.reload()
+            address = self._container.attrs["NetworkSettings"]["Networks"][self._network]
+            networks.add_host(self._network, service.name, address["IPAddress"])
         except docker.errors.DockerException as e:
             self._networks.leave(client, self._network)
             raise SetupError(f"image {service.image!r}: {str(e).splitlines()[0]}") from None
@@ -131,4 +148,4 @@ class ContainerService:
         with contextlib.suppress(Exception):  # gone already
             self._container.remove(force=True)
         self._container = None
-        self._networks.leave(self._client, self._network)
+        self._networks.leave(self._client, self._network, self._service.name)
