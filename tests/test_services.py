@@ -296,3 +296,19 @@ def test_render_carries_services_and_older_ir_reads(project: Path) -> None:
 
     del pipeline["services"], pipeline["steps"][0]["services"]
     assert parse_document(json.dumps(document)).pipelines[0].services == []
+
+
+def test_the_pipeline_timeout_stops_the_service(store: Store, project: Path) -> None:
+    token = uuid.uuid4().hex
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", timeout=2)
+        def ci():
+            svc = gl.service("svc", run={sleeper(token)!r}, ready="test -f {{dir}}/up")
+            gl.sh("sleep 600", label="long", services=[svc])
+        """,
+    )
+    result, _ = run(store, project)
+    assert result.timed_out and statuses(result) == {"long": "cancelled"}
+    assert not alive(token)
