@@ -20,6 +20,7 @@ import pytest
 
 from greenloop.store import Store
 from tests.conftest import cli, write_pipeline
+from tests.test_executor_suite import use_executor
 from tests.test_run import logs, run, statuses
 
 # Debian's postgresql package keeps its servers off PATH, one folder a major version.
@@ -312,3 +313,34 @@ def test_the_pipeline_timeout_stops_the_service(store: Store, project: Path) -> 
     result, _ = run(store, project)
     assert result.timed_out and statuses(result) == {"long": "cancelled"}
     assert not alive(token)
+
+
+def test_a_plugin_executor_step_gets_the_host_service_in_its_env(
+    store: Store, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_executor("echo", tmp_path, monkeypatch)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "index.html").write_text("hello from web\n")
+    fetch = (
+        "python3 -c 'import os, urllib.request; print(urllib.request.urlopen("
+        '"http://%s:%s/" % (os.environ["WEB_HOST"], os.environ["WEB_PORT"]))'
+        ".read().decode().strip())'"
+    )
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", executor="echo")
+        def ci():
+            web = gl.service(
+                "web",
+                run="exec python3 -m http.server {{port}} --bind 127.0.0.1 --directory {served}",
+                ready="python3 -c 'import urllib.request; "
+                      "urllib.request.urlopen(\\"http://{{host}}:{{port}}/\\")'",
+            )
+            gl.sh({fetch!r}, label="fetch", services=[web])
+        """,
+    )
+    result, events = run(store, project)
+    assert statuses(result) == {"fetch": "passed"}, result.steps["fetch"].error
+    assert "hello from web" in logs(events, "fetch")  # among the plugin's own lines
