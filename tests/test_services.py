@@ -344,3 +344,18 @@ def test_a_plugin_executor_step_gets_the_host_service_in_its_env(
     result, events = run(store, project)
     assert statuses(result) == {"fetch": "passed"}, result.steps["fetch"].error
     assert "hello from web" in logs(events, "fetch")  # among the plugin's own lines
+
+
+def test_an_image_only_service_for_a_local_step_is_an_error(project: Path) -> None:
+    write_pipeline(
+        project,
+        """
+        @gl.pipeline("ci")
+        def ci():
+            web = gl.service("web", image="busybox", ports=[80], ready="true")
+            gl.sh("true", label="t", services=[web])
+        """,
+    )
+    done = cli("run", cwd=project)
+    assert done.returncode == 2, done.stderr
+    assert "service 'web' (step 't') has no run=... command, and the local executor" in done.stderr

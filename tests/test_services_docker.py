@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from greenloop.store import Store
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 from tests.docker_image import IMAGE
 from tests.test_docker import _client
 from tests.test_executor_suite import use_executor
@@ -82,3 +82,18 @@ def test_a_container_service_that_never_gets_ready_fails_with_its_log(
     assert "service 'web' was not ready after 1s" in error and "listening nowhere" in error
     assert services_left(client) == []
     assert networks_left(client, str(result.run_id)) == []
+
+
+def test_a_run_only_service_for_a_docker_step_is_an_error(client: Any, project: Path) -> None:
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", default_image="{IMAGE}", executor="docker")
+        def ci():
+            db = gl.service("db", run="postgres", ready="true")
+            gl.sh("true", label="t", services=[db])
+        """,
+    )
+    done = cli("run", cwd=project)
+    assert done.returncode == 2, done.stderr
+    assert "service 'db' has no image=...: the docker executor runs services" in done.stderr

@@ -28,7 +28,8 @@ from greenloop.engine.logs import StepLogs
 from greenloop.engine.secrets import Masker
 from greenloop.engine.secrets import for_step as secrets_for
 from greenloop.engine.secrets import missing as missing_secrets
-from greenloop.engine.services import HostService, ServiceFailed, Services, check_reachable
+from greenloop.engine.services import HostService, ServiceFailed, Services
+from greenloop.engine.services import check as check_services
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook, variant_of
 from greenloop.protocol import (
@@ -237,7 +238,7 @@ class Run:
         ``on_change`` glob that watches no file.
         """
         missing_secrets(self.pipeline, self._secrets)
-        check_reachable(self.pipeline, self._executor_name)
+        check_services(self.pipeline, self._executor_name, self._starts_services)
         workspace = pack(self.root, self.store)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
@@ -369,6 +370,7 @@ class Run:
             )
         self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
         try:
+            # An executor with its own ``start_service`` runs them; else the host does.
             start = getattr(self._executors(name), "start_service", HostService)
             services_env = self._services.env_for(step, start)
         except ServiceFailed as e:
@@ -492,6 +494,10 @@ class Run:
                 if outcome.status != "passed":
                     return False
             return True
+
+    def _starts_services(self, step: CommandStep) -> bool:
+        """Whether ``step``'s executor starts services itself (else they run on the host)."""
+        return hasattr(self._executors(self._executor_name(step)), "start_service")
 
     def _executor_name(self, step: CommandStep) -> str:
         return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR

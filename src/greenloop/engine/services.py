@@ -80,10 +80,23 @@ def fill(template: str, *, host: str, port: int | None, folder: str = "") -> str
     )
 
 
-def check_reachable(pipeline: Pipeline, executor_of: Callable[[CommandStep], str]) -> None:
-    """Raise ``SetupError`` for a local step that names a service but has no network:
-    a sandbox without network has no loopback shared with the host either."""
+def check(
+    pipeline: Pipeline,
+    executor_of: Callable[[CommandStep], str],
+    starts_own: Callable[[CommandStep], bool],
+) -> None:
+    """Raise ``SetupError`` before anything runs for a service no step could use: one
+    without ``run`` for a step whose executor starts no services itself (they run on
+    the host), or one named by a local step without network (a sandbox without
+    network shares no loopback with the host either)."""
     for step in pipeline.steps:
+        for name in step.services:
+            if pipeline.service(name).run is None and not starts_own(step):
+                raise SetupError(
+                    f"service {name!r} (step {step.key!r}) has no run=... command, and the "
+                    f"{executor_of(step)} executor runs services on the host; image=... is "
+                    "for the docker executor"
+                )
         sandbox = step.sandbox
         if step.services and executor_of(step) == "local" and sandbox and not sandbox.network:
             raise SetupError(
