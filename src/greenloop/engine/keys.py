@@ -55,6 +55,12 @@ def key_parts(
         # Names only, never values (BuildKit's and Dagger's rule): a new token
         # does not rerun a cached step.
         parts["secrets"] = sorted((use.env, use.name) for use in step.secrets)
+    if step.services:
+        # The definitions, not the ports picked or the secret values they get: a
+        # changed server reruns the step, a new run of the same one does not.
+        parts["services"] = [
+            pipeline.service(name).model_dump(mode="json") for name in sorted(step.services)
+        ]
     # Tuples become lists, as they will when read back from the index.
     loaded: dict[str, Any] = json.loads(json.dumps(parts))
     return loaded

@@ -28,6 +28,8 @@ from greenloop.engine.logs import StepLogs
 from greenloop.engine.secrets import Masker
 from greenloop.engine.secrets import for_step as secrets_for
 from greenloop.engine.secrets import missing as missing_secrets
+from greenloop.engine.services import HostService, ServiceFailed, Services
+from greenloop.engine.services import check as check_services
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook, variant_of
 from greenloop.protocol import (
@@ -169,6 +171,7 @@ class Run:
         self._lock = threading.Lock()
         self._by_key = {s.key: s for s in pipeline.steps}
         self._rebuilding = threading.RLock()
+        self._services = Services(pipeline, self.run_id, self._secrets, self._cancel.is_set)
 
     # -- the Host interface executors call back into -------------------------------
 
@@ -235,6 +238,7 @@ class Run:
         ``on_change`` glob that watches no file.
         """
         missing_secrets(self.pipeline, self._secrets)
+        check_services(self.pipeline, self._executor_name, self._starts_services)
         workspace = pack(self.root, self.store)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
@@ -258,6 +262,7 @@ class Run:
                 self._emit(plan)
                 self._schedule(workspace, archive_id, outcomes)
         finally:
+            self._services.stop_all()
             if timer is not None:
                 timer.cancel()
             self._archives.close()
@@ -364,10 +369,20 @@ class Run:
                 log=entry.log,
             )
         self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
+        try:
+            # An executor with its own ``start_service`` runs them; else the host does.
+            start = getattr(self._executors(name), "start_service", HostService)
+            services_env = self._services.env_for(step, start)
+        except ServiceFailed as e:
+            if self._cancel.is_set():
+                stopped = self._stop_reason
+                reason = f"stopped by {stopped}" if stopped else "run cancelled"
+                return self._finish(step, "cancelled", started=started, key=key, error=reason)
+            return self._finish(step, "failed", started=started, key=key, error=str(e))
         request = ExecutorInput(
             step=step,
             workspace_archive_id=archive_id,
-            env={**self.pipeline.env, **step.env},
+            env={**self.pipeline.env, **step.env, **services_env},
             workdir=step.workdir,
             run_id=self.run_id,
             step_id=self._step_ids[step.key],
@@ -480,6 +495,10 @@ class Run:
                     return False
             return True
 
+    def _starts_services(self, step: CommandStep) -> bool:
+        """Whether ``step``'s executor starts services itself (else they run on the host)."""
+        return hasattr(self._executors(self._executor_name(step)), "start_service")
+
     def _executor_name(self, step: CommandStep) -> str:
         return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR
 
@@ -566,6 +585,7 @@ class Run:
             error = self._masker.mask(error)
         if status != "cached":
             log = self._logs.seal(step.key)
+        self._services.finished(step.key)
         outcome = StepOutcome(
             step.key,
             step.label,

@@ -15,6 +15,9 @@ def missing(pipeline: Pipeline, values: Mapping[str, str]) -> None:
     for step in pipeline.steps:
         for use in step.secrets:
             wanted.setdefault(use.name, []).append(step.key)
+    for service in pipeline.services:
+        for use in service.secrets:
+            wanted.setdefault(use.name, []).append(f"service {service.name}")
     absent = sorted(name for name in wanted if name not in values)
     if absent:
         named = "; ".join(f"{name} (read by {', '.join(wanted[name])})" for name in absent)

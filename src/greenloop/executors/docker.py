@@ -27,9 +27,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from uuid import UUID
 
 from greenloop._fs import pid_alive
 from greenloop.executors._conclude import await_exit, conclude
+from greenloop.executors.docker_services import ContainerService, Networks, network_name
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
     ArtifactRef,
@@ -41,6 +43,7 @@ from greenloop.protocol import (
     SnapshotRef,
     StepResult,
 )
+from greenloop.protocol.ir import Service
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
 
@@ -71,6 +74,7 @@ class DockerExecutor:
         self.store = store
         self._client: Any = None
         self._network: dict[str, str] = {}
+        self._service_networks = Networks()
         self._lock = threading.Lock()
         # Which store a snapshot belongs to: this machine and the store's folder.
         self._store_id = hashlib.sha256(
@@ -99,6 +103,20 @@ class DockerExecutor:
 
         client = self.client
         self.remove_leftovers()
+        for name in sorted({name for step in steps for name in step.services}):
+            image = pipeline.service(name).image
+            if image is None:
+                raise SetupError(
+                    f"service {name!r} has no image=...: the docker executor runs services "
+                    "as containers"
+                )
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                raise SetupError(
+                    f"image {image!r} (service {name!r}) is not on the Docker engine at "
+                    f"{_engine_name()}; build it or `docker pull {image}` first"
+                ) from None
         for step in steps:
             if step.builds_in is not None:
                 continue
@@ -124,6 +142,11 @@ class DockerExecutor:
             if not pid_alive(container.labels.get(f"{LABEL}.pid", "")):
                 container.remove(force=True)
                 removed += 1
+        for network in self.client.networks.list(filters=mine):
+            if not pid_alive((network.attrs.get("Labels") or {}).get(f"{LABEL}.pid", "")):
+                with contextlib.suppress(Exception):  # a live container may still be on it
+                    network.remove()
+                    removed += 1
         for image in self.client.images.list(name=RUN_REPO, filters=mine):
             if not pid_alive((image.labels or {}).get(f"{LABEL}.pid", "")):
                 # Only our own tags: the same image may carry a user's tag too.
@@ -154,6 +177,14 @@ class DockerExecutor:
 
     # -- the executor interface ----------------------------------------------
 
+    def start_service(
+        self, service: Service, run_id: UUID, env: dict[str, str]
+    ) -> ContainerService:
+        """Start ``service`` as a container on run ``run_id``'s network (the engine
+        waits for it to be ready and stops it)."""
+        labels = {**self._labels, f"{LABEL}.run": str(run_id)}
+        return ContainerService(self.client, self._service_networks, service, run_id, env, labels)
+
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Run one step in a fresh container (or skip it on a hit)."""
         if isinstance(request.cache_lookup, Hit):
@@ -175,7 +206,7 @@ class DockerExecutor:
             labels=labels,
             stdin_open=False,
             tty=False,
-            **self._network,
+            **(self._service_network(request) if request.step.services else self._network),
         )
         try:
             self._inject(container, request, host)
@@ -228,6 +259,11 @@ class DockerExecutor:
             self._remove_image(tag)
 
     # -- internals -------------------------------------------------------------
+
+    def _service_network(self, request: ExecutorInput) -> dict[str, Any]:
+        """A step that names services joins their network, where each is its name."""
+        hosts = self._service_networks.hosts(request.run_id)
+        return {"network": network_name(request.run_id), "extra_hosts": hosts}
 
     def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
         reader = ArchiveReader(host, request.workspace_archive_id)

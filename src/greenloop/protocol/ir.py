@@ -69,6 +69,37 @@ class SecretUse(_IR):
     )
 
 
+class Service(_IR):
+    """A server steps talk to (a database, a web server), started by the engine for them.
+
+    ``run`` (a host command under the local executor, the container's command under
+    docker) and ``ready`` may use ``{port}``, ``{host}`` and ``{dir}`` (a private
+    scratch folder, local only); the engine fills them in at run time.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    run: str | None = None
+    image: str | None = None
+    ports: list[int] = Field(default_factory=list)
+    ready: str = Field(min_length=1, description="A command that exits 0 once it is ready.")
+    ready_timeout_seconds: float = Field(default=60.0, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[SecretUse] = Field(
+        default_factory=list, description="Secrets in the service's env (names, never values)."
+    )
+
+    @model_validator(mode="after")
+    def _runs_something(self) -> Service:
+        if self.run is None and self.image is None:
+            raise ValueError(f"service {self.name!r} needs run=... (local) or image=... (docker)")
+        return self
+
+    @property
+    def env_prefix(self) -> str:
+        """What its variables start with: ``db`` -> ``DB`` (``DB_HOST``, ``DB_PORT``)."""
+        return self.name.upper().replace("-", "_")
+
+
 SandboxMode = Literal["bwrap", "none"]
 """How the ``local`` executor isolates a step: under bubblewrap, or not at all."""
 
@@ -134,6 +165,9 @@ class CommandStep(_IR):
     sandbox: Sandbox | None = Field(
         default=None, description="The local executor's isolation (None: the pipeline's)."
     )
+    services: list[str] = Field(
+        default_factory=list, description="Names of the pipeline's services the step talks to."
+    )
 
     @field_validator("artifacts")
     @classmethod
@@ -161,6 +195,9 @@ class Pipeline(_IR):
         "`greenloop run --event EVENT` runs every pipeline listing EVENT.",
     )
     sandbox: Sandbox | None = None
+    services: list[Service] = Field(
+        default_factory=list, description="Servers started for the steps that name them."
+    )
     steps: list[CommandStep]
 
     @model_validator(mode="after")
@@ -177,10 +214,27 @@ class Pipeline(_IR):
                     raise ValueError(
                         f"pipeline {self.name!r}: step {step.key!r} refers to unknown step {ref!r}"
                     )
+        declared = {s.name for s in self.services}
+        if len(declared) < len(self.services):
+            raise ValueError(f"pipeline {self.name!r}: a service name is declared twice")
+        for step in self.steps:
+            for name in step.services:
+                if name not in declared:
+                    raise ValueError(
+                        f"pipeline {self.name!r}: step {step.key!r} names undeclared service "
+                        f"{name!r}"
+                    )
         cycle = find_cycle(self.steps)
         if cycle:
             raise ValueError(f"pipeline {self.name!r}: cycle {' -> '.join(repr(k) for k in cycle)}")
         return self
+
+    def service(self, name: str) -> Service:
+        """Return the service called ``name`` or raise ``KeyError``."""
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
 
     def step(self, key: str) -> CommandStep:
         """Return the step with ``key`` or raise ``KeyError``."""

@@ -4,6 +4,7 @@ from greenloop.sdk.compiler import pipeline
 from greenloop.sdk.matrix import Cell, matrix
 from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
 from greenloop.sdk.secrets import Secret, secret
+from greenloop.sdk.services import Service, service
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
@@ -13,6 +14,7 @@ __all__ = [
     "Join",
     "PipelineDefinitionError",
     "Secret",
+    "Service",
     "Toolchain",
     "compose",
     "forever",
@@ -24,6 +26,7 @@ __all__ = [
     "rust",
     "sandbox",
     "secret",
+    "service",
     "sh",
     "ttl",
     "wait",

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse
+from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse, Service
 from greenloop.sdk import steps as _steps
 from greenloop.sdk.matrix import Cell
 from greenloop.sdk.steps import (
@@ -104,6 +104,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             f"pipeline {definition.name!r} has no steps", definition.where
         )
     steps = _resolve(recorder.steps, definition)
+    services = _services(recorder)
     try:
         return Pipeline(
             name=definition.name,
@@ -113,6 +114,7 @@ def compile_pipeline(definition: PipelineDef) -> Pipeline:
             timeout_seconds=definition.timeout,
             on=list(definition.on),
             sandbox=as_sandbox(definition.sandbox, definition.where),
+            services=services,
             steps=steps,
         )
     except ValidationError as e:
@@ -162,6 +164,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 secrets=_inherited(parent.secrets if parent else [], spec.secrets),
                 runs_after_failure=spec.after_failure,
                 sandbox=as_sandbox(spec.sandbox, spec.where),
+                services=[u if isinstance(u, str) else u.name for u in spec.services],
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -173,6 +176,28 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
         resolved[id(spec)].model_copy(update={"depends_on": [t.resolved_key for t in spec.after]})
         for spec in specs
     ]
+
+
+def _services(recorder: _steps._Recorder) -> list[Service]:
+    """Every service the pipeline's steps can name: those declared while its function
+    ran, then those its steps were handed (declared elsewhere); one definition a name."""
+    found: dict[str, tuple[Service, str]] = {}
+    handed = [
+        (u.spec, u.where) for s in recorder.steps for u in s.services if not isinstance(u, str)
+    ]
+    for service, where in [*recorder.services, *handed]:
+        if service.name in found and found[service.name][0] != service:
+            raise PipelineDefinitionError(
+                f"service {service.name!r} is declared twice, differently "
+                f"(first at {found[service.name][1]})",
+                where,
+            )
+        found.setdefault(service.name, (service, where))
+    for spec in recorder.steps:
+        for name in spec.services:
+            if isinstance(name, str) and name not in found:
+                raise PipelineDefinitionError(f"step names undeclared service {name!r}", spec.where)
+    return [service for service, _ in found.values()]
 
 
 def _key_for(spec: StepSpec, parent: CommandStep | None, occurrence: int, taken: set[str]) -> str:

@@ -17,11 +17,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from greenloop.protocol.ir import CachePolicy, Sandbox, SandboxMode, SecretUse
+from greenloop.protocol.ir import Service as ServiceSpec
 from greenloop.sdk.secrets import Secret
+from greenloop.sdk.services import Service
 
 Env = Mapping[str, "str | Secret"]
 """A step's env: plain values, or :func:`~greenloop.sdk.secrets.secret` references."""
 
+
+Services = list["Service | str"] | None
+"""The services a step talks to: ``gl.service(...)`` handles, or the names of services
+declared in the same pipeline function."""
 
 SandboxSpec = Sandbox | SandboxMode | None
 """A step's sandbox as a pipeline file gives it: ``gl.sandbox(...)``, ``"bwrap"`` or ``"none"``."""
@@ -55,6 +61,7 @@ class StepSpec:
     after_failure: bool
     """Run once the steps it waits for have finished, whether they passed or not."""
     sandbox: SandboxSpec
+    services: list[Service | str]
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -68,6 +75,8 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.steps: list[StepSpec] = []
+        self.services: list[tuple[ServiceSpec, str]] = []
+        """Services declared while the function ran, with the ``file:line`` of each."""
 
 
 _current: list[_Recorder] = []
@@ -102,6 +111,7 @@ def _add_step(
     matrix: Mapping[str, str] | None = None,
     after_failure: bool = False,
     sandbox: SandboxSpec,
+    services: Services = None,
 ) -> Chain:
     where = _caller()
     if not _current:
@@ -112,6 +122,11 @@ def _add_step(
         raise PipelineDefinitionError("a step needs a non-empty shell command string", where)
     if isinstance(timeout, timedelta):
         timeout = timeout.total_seconds()
+    for used in services or []:
+        if not isinstance(used, Service | str):
+            raise PipelineDefinitionError(
+                f"services= takes gl.service(...) handles or names, got {used!r}", where
+            )
     given = dict(env or {})
     plain = {k: v for k, v in given.items() if not isinstance(v, Secret)}
     secrets = [SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)]
@@ -130,6 +145,7 @@ def _add_step(
         matrix=dict(matrix) if matrix is not None else (parent.matrix if parent else None),
         after_failure=after_failure,
         sandbox=sandbox,
+        services=list(services or []),
         parent=parent,
         after=after,
         fork=fork,
@@ -160,6 +176,7 @@ class Chain:
         executor: str | None = None,
         matrix: Mapping[str, str] | None = None,
         sandbox: SandboxSpec = None,
+        services: Services = None,
     ) -> Chain:
         """Run ``command`` after this step, booting from its filesystem snapshot."""
         return _add_step(
@@ -178,6 +195,7 @@ class Chain:
             executor=executor,
             matrix=matrix,
             sandbox=sandbox,
+            services=services,
         )
 
     def fork(self, label: str) -> Chain:
@@ -214,6 +232,7 @@ class Join:
         executor: str | None = None,
         matrix: Mapping[str, str] | None = None,
         sandbox: SandboxSpec = None,
+        services: Services = None,
     ) -> Chain:
         """Run ``command`` (from its image) once every joined chain has finished."""
         return _add_step(
@@ -233,6 +252,7 @@ class Join:
             executor=executor,
             matrix=matrix,
             sandbox=sandbox,
+            services=services,
         )
 
 
@@ -250,6 +270,7 @@ def sh(
     executor: str | None = None,
     matrix: Mapping[str, str] | None = None,
     sandbox: SandboxSpec = None,
+    services: Services = None,
 ) -> Chain:
     """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
     return _add_step(
@@ -268,6 +289,7 @@ def sh(
         executor=executor,
         matrix=matrix,
         sandbox=sandbox,
+        services=services,
     )
 
 
