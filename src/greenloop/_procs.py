@@ -16,16 +16,34 @@ import time
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM ``proc``'s group, SIGKILL it ``grace`` seconds later (or at once if the
-    leader is gone), and reap the leader."""
+    """Stop ``proc`` and its whole group: SIGTERM, up to ``grace`` seconds for the group
+    to end (a server's workers finish shutting down), then SIGKILL; the leader is reaped."""
+    signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    wait_exit(proc, grace)
     if exit_status(proc) is None:
-        signal_group(proc.pid, signal.SIGTERM)
-        wait_exit(proc, grace)
-    # The leader is a zombie (not reaped) until proc.wait() below, so its group id
-    # cannot have been reused: this reaches exactly what the child left running.
-    signal_group(proc.pid, signal.SIGKILL)
+        # The leader is alive or an unreaped zombie, so its group id cannot have been
+        # reused: this reaches exactly what the child left running.
+        signal_group(proc.pid, signal.SIGKILL)
+    else:
+        # Reaped, the leader's id stays reserved while any of its group lives on.
+        proc.wait()
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process is left in group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def signal_group(pgid: int, sig: int) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
+from greenloop._procs import stop_group
 from greenloop.protocol import CommandStep, Pipeline, SetupError
 from greenloop.protocol.ir import Service
 
@@ -283,24 +283,8 @@ class HostService:
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL what is left after a grace period."""
-        group = self._process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-            deadline = time.monotonic() + _STOP_GRACE_S
-            while time.monotonic() < deadline and _group_alive(group, self._process):
-                time.sleep(0.05)
-            os.killpg(group, signal.SIGKILL)
-        self._process.wait()
+        stop_group(self._process, _STOP_GRACE_S)
         shutil.rmtree(self._base, ignore_errors=True)
-
-
-def _group_alive(group: int, leader: subprocess.Popen[bytes]) -> bool:
-    leader.poll()  # reap the leader, or it would count as alive
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def free_port() -> int:
