@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from greenloop.engine.keys import digest, fresh, key_parts
+from greenloop.engine.predict import predict
 from greenloop.engine.workspace import Workspace
 from greenloop.protocol import CommandStep, Pipeline
-from greenloop.protocol.ir import Ttl, topological
+from greenloop.protocol.ir import Ttl
 from greenloop.store import Store
 
 Outcome = Literal["hit", "miss", "always"]
@@ -46,37 +46,21 @@ def explain(
     as its key does."""
     now = time.time()
     by_key = {s.key: s for s in pipeline.steps}
-    snapshots: dict[str, str | None] = {}  # step -> snapshot when predicted to hit
     found: list[Explanation] = []
-    for step in topological(pipeline.steps):
+    for p in predict(store, pipeline, workspace.files, executor_of, now=now):
+        step = p.step
         if step.cache is None:
-            snapshots[step.key] = None
             found.append(Explanation(step.key, "always", None, ["no cache policy: it always runs"]))
-            continue
-        parent = step.builds_in
-        if parent is not None and snapshots[parent] is None:
-            snapshots[step.key] = None
+        elif p.key is None or p.parts is None:
+            parent = str(step.builds_in)
             why = "it always runs" if by_key[parent].cache is None else "it will run"
-            found.append(
-                Explanation(
-                    step.key,
-                    "miss",
-                    None,
-                    [f"builds in {parent!r}, and {why}: a new parent snapshot"],
-                )
-            )
-            continue
-        parent_snapshot = snapshots[parent] if parent is not None else None
-        parts = key_parts(step, pipeline, executor_of(step), parent_snapshot, workspace.files)
-        key = digest(parts)
-        entry = store.index.get_entry(key)
-        if entry is not None and fresh(step.cache, entry.created_at, now):
-            snapshots[step.key] = entry.snapshot
-            age = _age(now - entry.created_at)
-            found.append(Explanation(step.key, "hit", key, [f"cached {age} ago"]))
-            continue
-        snapshots[step.key] = None
-        found.append(_miss(store, pipeline, step, key, parts, entry, now))
+            reason = f"builds in {parent!r}, and {why}: a new parent snapshot"
+            found.append(Explanation(step.key, "miss", None, [reason]))
+        elif p.hit and p.entry is not None:
+            age = _age(now - p.entry.created_at)
+            found.append(Explanation(step.key, "hit", p.key, [f"cached {age} ago"]))
+        else:
+            found.append(_miss(store, pipeline, step, p.key, p.parts, p.entry, now))
     return found
 
 

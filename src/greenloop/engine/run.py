@@ -16,15 +16,23 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 from uuid import UUID
 
 from greenloop._fs import process_start
 from greenloop.engine.debug import kept_as
-from greenloop.engine.keys import check_watched, digest, fresh, key_parts, step_key
+from greenloop.engine.emitter import Emitter
+from greenloop.engine.keys import check_watched, digest, fresh, key_parts
 from greenloop.engine.logs import StepLogs
+from greenloop.engine.outcomes import (
+    RemoteCache,
+    RunOptions,
+    RunResult,
+    StepOutcome,
+    with_sandboxes,
+)
+from greenloop.engine.predict import predict
 from greenloop.engine.secrets import Masker
 from greenloop.engine.secrets import for_step as secrets_for
 from greenloop.engine.secrets import missing as missing_secrets
@@ -54,78 +62,20 @@ from greenloop.protocol import (
     StepStarted,
 )
 from greenloop.protocol.events import RunStatus, StepStatus
-from greenloop.protocol.ir import Sandbox, SandboxMode, parents, topological
+from greenloop.protocol.ir import parents
 from greenloop.store import CacheEntry, RunRecord, StepRecord, Store, StoreError
 
+__all__ = [
+    "DEFAULT_EXECUTOR",
+    "RemoteCache",
+    "Run",
+    "RunOptions",
+    "RunResult",
+    "StepOutcome",
+    "with_sandboxes",
+]
+
 DEFAULT_EXECUTOR = "local"
-_HOOKED = (RunStarted, RunFinished, StepStarted, StepFinished)
-
-
-class RemoteCache(Protocol):
-    """A shared cache the host consults after a local miss and feeds after a commit.
-
-    Failures never propagate: a remote that is down, slow or lying reads as a miss.
-    """
-
-    def bind_run(self, run_id: UUID) -> None:
-        """The run this client serves, for its statistics."""
-        ...
-
-    def lookup(self, key: str) -> CacheEntry | None:
-        """The entry for ``key`` from the remote, imported into the local store, or None."""
-        ...
-
-    def publish(self, entry: CacheEntry) -> None:
-        """Share ``entry`` (and the objects it references) with the remote."""
-        ...
-
-    def close(self) -> None:
-        """Finish pending uploads and release connections."""
-        ...
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run a pipeline."""
-
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 2)
-    fail_fast: bool = False
-    executor: str | None = None
-    use_cache: bool = True
-    sandbox: SandboxMode | None = None
-    """Run every local step in this sandbox (None: as the pipeline and steps say)."""
-    hermetic: bool = False
-    """Run every local step under bwrap without network."""
-
-
-@dataclass
-class StepOutcome:
-    """How one step ended."""
-
-    key: str
-    label: str
-    status: StepStatus
-    exit_code: int | None = None
-    duration_s: float = 0.0
-    snapshot: str | None = None
-    artifacts: list[ArtifactRef] = field(default_factory=list)
-    error: str | None = None
-    cache_key: str | None = None
-    """The step's cache key (for a cached step, that of the entry that answered it)."""
-    log: str | None = None
-    """The digest of the step's log in the store (a cached step's: the producing run's)."""
-
-
-@dataclass
-class RunResult:
-    """How a whole run ended."""
-
-    run_id: UUID
-    status: RunStatus
-    steps: dict[str, StepOutcome]
-    duration_s: float
-    timed_out: bool = False
-    """The pipeline's own timeout ran out (the run is ``failed``)."""
 
 
 class Run:
@@ -149,12 +99,10 @@ class Run:
         self.root = root
         self.run_id = uuid.uuid4()
         self._executors = executors
-        self._emit_to = emit
-        self._hooks = list(hooks or [])
+        self._events = Emitter(emit, hooks or [], self._warning)
         self._remote = remote
         if remote is not None:
             remote.bind_run(self.run_id)
-        self._emit_lock = threading.Lock()
         self._cancel = threading.Event()
         # Why the run stopped by itself (--fail-fast, the pipeline's timeout): running
         # steps are stopped as on a cancel, but the run failed, it was not interrupted.
@@ -532,24 +480,17 @@ class Run:
     def _plan(self, workspace: Workspace) -> tuple[PlanSummary, list[CommandStep]]:
         """Predict which steps the cache will answer (cached parents staying cached);
         return the summary and the steps predicted to run."""
-        predicted: dict[str, str | None] = {}  # key -> snapshot when predicted to hit
-        cached = 0
-        for step in topological(self.pipeline.steps):
-            parent = predicted.get(step.builds_in) if step.builds_in else None
-            hit = None
-            if (
-                step.cache is not None
-                and self.options.use_cache
-                and (step.builds_in is None or parent is not None)
-            ):
-                key = step_key(step, self.pipeline, self._keyed_as(step), parent, workspace.files)
-                entry = self.store.index.get_entry(key)
-                if entry is not None and fresh(step.cache, entry.created_at, time.time()):
-                    hit = entry.snapshot
-                    cached += 1
-            predicted[step.key] = hit
+        predictions = predict(
+            self.store,
+            self.pipeline,
+            workspace.files,
+            self._keyed_as,
+            use_cache=self.options.use_cache,
+        )
+        hits = {p.step.key for p in predictions if p.hit}
+        cached = len(hits)
         total = len(self.pipeline.steps)
-        to_run = [s for s in self.pipeline.steps if predicted[s.key] is None]
+        to_run = [s for s in self.pipeline.steps if s.key not in hits]
         modes: set[str] = set()
         for step in to_run:
             name = self._executor_name(step)
@@ -645,19 +586,7 @@ class Run:
 
     def _emit(self, event: BuildEvent) -> str | None:
         """Send ``event`` to the formatter and every hook; return a hook's veto of a run."""
-        veto = None
-        with self._emit_lock:
-            self._emit_to(event)
-            # Hooks see the before/after events of runs and steps, not every log line.
-            for hook in self._hooks if isinstance(event, _HOOKED) else ():
-                try:
-                    verdict = hook.handle(event)
-                except Exception as e:  # a broken hook must not take the run down with it
-                    self._emit_to(self._warning(f"hook {hook.name!r} failed: {e}"))
-                    continue
-                if verdict is not None and verdict.veto and isinstance(event, RunStarted):
-                    veto = veto or f"vetoed by hook {hook.name!r}: {verdict.veto}"
-        return veto
+        return self._events.emit(event)
 
 
 _PAST: dict[StepStatus, str] = {
@@ -667,23 +596,3 @@ _PAST: dict[StepStatus, str] = {
     "passed": "passed",
     "cached": "was cached",
 }
-
-
-def with_sandboxes(pipeline: Pipeline, options: RunOptions) -> Pipeline:
-    """``pipeline`` with each step's sandbox settled: the run's options over the step's,
-    over the pipeline's; None still leaves the choice to the executor."""
-    steps = []
-    for step in pipeline.steps:
-        sandbox = step.sandbox or pipeline.sandbox
-        if options.sandbox is not None:
-            sandbox = (sandbox or Sandbox(mode=options.sandbox)).model_copy(
-                update={"mode": options.sandbox}
-            )
-        if options.hermetic:
-            sandbox = (sandbox or Sandbox(mode="bwrap")).model_copy(
-                update={"mode": "bwrap", "network": False}
-            )
-        steps.append(
-            step if sandbox is step.sandbox else step.model_copy(update={"sandbox": sandbox})
-        )
-    return pipeline.model_copy(update={"steps": steps})

@@ -1,0 +1,68 @@
+"""Which steps the cache will answer, predicted before a run from the local index alone.
+
+A step is predicted a hit when its entry is in the index and fresh and, if it
+builds in a parent, that parent is predicted a hit too: a parent that runs
+makes a new snapshot, so its children's keys are unknown until then. ``run``
+plans with this (its plan line, and which executors it must check), and
+``explain`` says why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from greenloop.engine.keys import digest, fresh, key_parts
+from greenloop.protocol import CommandStep, Pipeline
+from greenloop.protocol.ir import topological
+from greenloop.store import CacheEntry, Store
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One step's predicted cache outcome."""
+
+    step: CommandStep
+    hit: bool
+    key: str | None = None
+    """The step's cache key; None without a policy or when its parent will run."""
+    parts: dict[str, Any] | None = None
+    """What ``key`` is made of (see :func:`~greenloop.engine.keys.key_parts`)."""
+    entry: CacheEntry | None = None
+    """The entry the index has for ``key``, fresh or not."""
+
+
+def predict(
+    store: Store,
+    pipeline: Pipeline,
+    files: dict[str, str],
+    keyed_as: Callable[[CommandStep], str],
+    *,
+    use_cache: bool = True,
+    now: float | None = None,
+) -> list[Prediction]:
+    """Every step of ``pipeline``, parents first; ``keyed_as(step)`` names its executor as
+    its key does, ``files`` are the workspace's (path to digest)."""
+    now = time.time() if now is None else now
+    snapshots: dict[str, str | None] = {}  # step -> its snapshot when predicted to hit
+    found = []
+    for step in topological(pipeline.steps):
+        parent = step.builds_in
+        if (
+            step.cache is None
+            or not use_cache
+            or (parent is not None and snapshots[parent] is None)
+        ):
+            snapshots[step.key] = None
+            found.append(Prediction(step, hit=False))
+            continue
+        parent_snapshot = snapshots[parent] if parent is not None else None
+        parts = key_parts(step, pipeline, keyed_as(step), parent_snapshot, files)
+        key = digest(parts)
+        entry = store.index.get_entry(key)
+        hit = entry is not None and fresh(step.cache, entry.created_at, now)
+        snapshots[step.key] = entry.snapshot if hit and entry is not None else None
+        found.append(Prediction(step, hit, key, parts, entry))
+    return found
