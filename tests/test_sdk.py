@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from greenloop.protocol import IR_VERSION, IRDocument, OnChange
 from greenloop.sdk.loader import PipelineFileError, load
-from tests.conftest import write_pipeline
+from tests.conftest import cli, write_pipeline
 
 
 def test_chain_fork_wait_compile_to_edges(project: Path) -> None:
@@ -152,6 +152,31 @@ def test_what_a_pipeline_file_does_stays_in_its_loader(project: Path) -> None:
 def test_file_without_pipelines_is_an_error(project: Path) -> None:
     with pytest.raises(PipelineFileError, match="no pipelines"):
         load(write_pipeline(project, "x = 1\n"))
+
+
+@pytest.mark.parametrize("sandbox", ["bwrap", "none"])
+def test_toolchain_steps_find_what_the_install_put_on_path(project: Path, sandbox: str) -> None:
+    # A real venv: `python` on PATH must be the venv's (pyright --verifytypes, tox and
+    # friends look themselves up that way), and an npm-installed binary must run by name.
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", sandbox="{sandbox}")
+        def ci():
+            venv = gl.python.install(command="python3 -m venv .venv")
+            gl.python.test(venv, command="echo prefix=$(python -c 'import sys; print(sys.prefix)')")
+            npm = gl.node.install(
+                command="mkdir -p node_modules/.bin && printf '#!/bin/sh\\necho hi from bin\\n'"
+                " > node_modules/.bin/hello && chmod +x node_modules/.bin/hello"
+            )
+            gl.node.lint(npm, command="hello")
+        """,
+    )
+    done = cli("run", "--format", "plain", cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    prefix = next(line for line in done.stdout.splitlines() if "prefix=" in line)
+    assert prefix.rstrip().endswith("/.venv"), prefix
+    assert "hi from bin" in done.stdout
 
 
 def test_toolchains_cache_installs_on_their_lock_files(project: Path) -> None:

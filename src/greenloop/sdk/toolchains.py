@@ -24,6 +24,16 @@ class Toolchain:
     build_cmd: str
     test_cmd: str
     lint_cmd: str
+    bin_dirs: tuple[str, ...] = ()
+    """Folders (relative to the workdir) the install fills with programs: put first on
+    ``PATH`` for every step after it, so a tool that looks itself or its peers up on
+    ``PATH`` (``pyright --verifytypes``, an npm script's binaries) finds them."""
+
+    def _activated(self, command: str) -> str:
+        if not self.bin_dirs:
+            return command
+        dirs = ":".join(f"$PWD/{d}" for d in self.bin_dirs)
+        return f'export PATH="{dirs}:$PATH"; {command}'
 
     def install(
         self, *, lockfile: str | None = None, command: str | None = None, image: str | None = None
@@ -41,15 +51,15 @@ class Toolchain:
 
     def build(self, deps: Chain, command: str | None = None) -> Chain:
         """Build after ``deps`` (in its filesystem)."""
-        return deps.sh(command or self.build_cmd, label=f"{self.name} build")
+        return deps.sh(self._activated(command or self.build_cmd), label=f"{self.name} build")
 
     def test(self, deps: Chain, command: str | None = None) -> Chain:
         """Run the tests after ``deps`` (in its filesystem)."""
-        return deps.sh(command or self.test_cmd, label=f"{self.name} test")
+        return deps.sh(self._activated(command or self.test_cmd), label=f"{self.name} test")
 
     def lint(self, deps: Chain, command: str | None = None) -> Chain:
         """Run the linter after ``deps`` (in its filesystem)."""
-        return deps.sh(command or self.lint_cmd, label=f"{self.name} lint")
+        return deps.sh(self._activated(command or self.lint_cmd), label=f"{self.name} lint")
 
 
 # The project's own code is never installed into the cached venv: a cached install
@@ -88,10 +98,12 @@ python = Toolchain(
     build_cmd=_PYTHON_SOURCES + ".venv/bin/python -m compileall -q .",
     test_cmd=_PYTHON_SOURCES + ".venv/bin/python -m pytest -q",
     lint_cmd=".venv/bin/python -m ruff check .",
+    bin_dirs=(".venv/bin",),
 )
 """Python: a virtualenv in the workspace with the project's dependencies (from
 requirements.txt, or the project's own metadata), pytest and ruff; the steps after
-it import the project from the workspace's current sources, never an installed copy."""
+it import the project from the workspace's current sources, never an installed copy;
+they run with ``.venv/bin`` first on ``PATH``."""
 
 rust = Toolchain(
     name="rust",
@@ -112,5 +124,7 @@ node = Toolchain(
     build_cmd="npm run build",
     test_cmd="npm test",
     lint_cmd="npm run lint",
+    bin_dirs=("node_modules/.bin",),
 )
-"""Node: npm ci, then the package's build, test and lint scripts."""
+"""Node: npm ci, then the package's build, test and lint scripts, with ``node_modules/.bin``
+first on ``PATH``."""
