@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from greenloop.sdk import (
+        CacheDirSpec,
         Cell,
         Chain,
         Join,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         Secret,
         Service,
         Toolchain,
+        cache_dir,
         compose,
         forever,
         matrix,
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CacheDirSpec",
     "Cell",
     "Chain",
     "Join",
@@ -54,6 +57,7 @@ __all__ = [
     "Service",
     "Toolchain",
     "__version__",
+    "cache_dir",
     "compose",
     "forever",
     "matrix",

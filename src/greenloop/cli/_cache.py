@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def stats(last: int, as_json: bool) -> None:
             "runs": len(runs),
             "hits": sum(s.cached for s in steps),
             "misses": sum(s.status in ("passed", "failed") for s in steps),
+            "cache_dirs": [dataclasses.asdict(u) for u in store.cache_dirs.usage()],
         }
     finally:
         store.close()
@@ -79,6 +81,8 @@ def stats(last: int, as_json: bool) -> None:
     click.echo(f"last {data['runs']} runs: {data['hits']} hits, {data['misses']} misses ({rate})")
     local = data["local"]
     click.echo(f"  local  {local['hits']} hits, {local['misses']} misses")
+    for usage in data["cache_dirs"]:
+        click.echo(f"cache dir {usage['name']}: {_size(usage['size_bytes'])}")
     r = data["remote"]
     if not r["runs"]:
         click.echo("  remote not used (see --remote-cache)")
@@ -104,25 +108,42 @@ def _size(n: int) -> str:
 @cache.command()
 @click.option("--max-age-days", type=float, default=30.0, show_default=True)
 @click.option("--max-size-mb", type=float, default=None, help="Shrink the store to this size.")
+@click.option(
+    "--cache-dirs",
+    "all_cache_dirs",
+    is_flag=True,
+    help="Also empty every cache folder (cache_dirs=) no step is using; without it, only "
+    "those unused for --max-age-days go.",
+)
 @json_option
-def gc(max_age_days: float, max_size_mb: float | None, as_json: bool) -> None:
-    """Drop old cache entries and every object nothing recent references."""
+def gc(max_age_days: float, max_size_mb: float | None, all_cache_dirs: bool, as_json: bool) -> None:
+    """Drop old cache entries, every object nothing recent references, and old cache folders."""
     store = open_store()
     try:
         report = store.gc(
             max_age=timedelta(days=max_age_days),
             max_bytes=int(max_size_mb * 1e6) if max_size_mb is not None else None,
         )
+        unused_for = 0.0 if all_cache_dirs else max_age_days * 86400
+        cache_dirs = store.cache_dirs.remove(unused_for=unused_for, now=time.time())
         snapshots = _executor_gc(store)
     finally:
         store.close()
     if as_json:
-        echo_json({**report.__dict__, "executor_snapshots_removed": snapshots})
+        echo_json(
+            {
+                **report.__dict__,
+                "cache_dirs_removed": cache_dirs,
+                "executor_snapshots_removed": snapshots,
+            }
+        )
         return
     click.echo(
         f"removed {report.entries_removed} entries, {report.objects_removed} objects "
         f"({report.bytes_freed / 1e6:.1f} MB), {report.temp_files_removed} temp files"
     )
+    if cache_dirs:
+        click.echo(f"removed cache dirs: {', '.join(cache_dirs)}")
     for name, removed in snapshots.items():
         click.echo(f"{name}: " + (f"removed {removed} snapshots" if removed >= 0 else "skipped"))
 

@@ -84,7 +84,10 @@ class LanguageServer:
         self._documents: dict[str, tuple[int, bytes]] = {}  # rel path -> (version, text digest)
         assert self._proc.stdout is not None and self._proc.stderr is not None
         threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True).start()
-        threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True).start()
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, args=(self._proc.stderr,), daemon=True
+        )
+        self._stderr_reader.start()
         try:
             self._initialize()
         except BaseException:
@@ -216,7 +219,9 @@ class LanguageServer:
                 stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
                 stdin.flush()
             except (OSError, ValueError) as e:
-                raise ServerFailed(self._describe(f"stopped reading its input ({e})")) from e
+                raise ServerFailed(
+                    self._describe(f"stopped reading its input ({e})", ended=True)
+                ) from e
 
     def _await(
         self, asked: Mapping[int, str], cancel: threading.Event, deadline: float
@@ -283,13 +288,15 @@ class LanguageServer:
         for line in stream:
             self._stderr.append(line.decode("utf-8", "replace").rstrip())
 
-    def _describe(self, what: str) -> str:
+    def _describe(self, what: str, *, ended: bool = False) -> str:
         code = None
         with contextlib.suppress(subprocess.TimeoutExpired):
             # Its output closes a moment before it is reaped: give the status that moment.
-            code = self._proc.wait(timeout=1 if self._failure == "exited" else 0)
+            code = self._proc.wait(timeout=1 if ended or self._failure == "exited" else 0)
         if code is not None:
             what += f" (killed by signal {-code})" if code < 0 else f" (exit status {code})"
+            # A dead server's last words may still be in the pipe: read them before quoting.
+            self._stderr_reader.join(timeout=1)
         tail = " | ".join(line for line in self._stderr if line.strip())
         return f"{self.argv[0]} {what}" + (f"; it said: {tail}" if tail else "")
 

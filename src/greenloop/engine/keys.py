@@ -55,6 +55,9 @@ def key_parts(
         # Names only, never values (BuildKit's and Dagger's rule): a new token
         # does not rerun a cached step.
         parts["secrets"] = sorted((use.env, use.name) for use in step.secrets)
+    if step.cache_dirs:
+        # What is kept where, never what is in it: a warm cache must not change a key.
+        parts["cache_dirs"] = [c.model_dump(mode="json") for c in step.cache_dirs]
     if step.services:
         # The definitions, not the ports picked or the secret values they get: a
         # changed server reruns the step, a new run of the same one does not.

@@ -112,14 +112,16 @@ class StepRoot:
         env: dict[str, str],
         *,
         interactive: bool = False,
+        mounts: Iterable[tuple[Path, str]] = (),
     ) -> list[str]:
         """The argv that runs ``command`` in this root over ``lower`` (see the module doc).
 
         ``artifacts`` are root-relative paths to copy out when the command ends (unless
         it was cancelled): a failed step's too, for its JUnit report. A
         step reads nothing; an ``interactive`` command (a debug shell) reads the terminal.
+        ``mounts`` are (host folder, path in the sandbox) bound read-write: cache folders.
         """
-        binds = _binds(sandbox, env)
+        binds = _binds(sandbox, env) + [("--bind", str(src), dest) for src, dest in mounts]
         self._make_skeleton(binds)
         for path in (lower, self.base):
             if any(c in os.fspath(path) for c in ",:\\\n"):

@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from uuid import UUID
@@ -197,18 +198,33 @@ class DockerExecutor:
             f"{LABEL}.run": str(request.run_id),
             f"{LABEL}.step": request.step.key,
         }
-        container = self.client.containers.create(
-            image,
-            command=["sh", "-c", _PRELUDE, "greenloop-step", request.step.command],
-            entrypoint=[],
-            working_dir=request.workdir,
-            environment={**request.env, **request.secrets},
-            labels=labels,
-            stdin_open=False,
-            tty=False,
-            **(self._service_network(request) if request.step.services else self._network),
-        )
+        held = ExitStack()
         try:
+            volumes = {}
+            environment = {**request.env, **request.secrets}
+            if any(cache.path.startswith("~/") for cache in request.step.cache_dirs):
+                # An image without a passwd file gives root the home "/": a step that
+                # names ~ gets the home its image or env says, else root's usual one.
+                environment.setdefault("HOME", self._image_home(image))
+            for cache in request.step.cache_dirs:
+                folder = held.enter_context(self.store.cache_dirs.use(cache.name, cache.sharing))
+                at = cache.path
+                if at.startswith("~/"):
+                    at = environment["HOME"].rstrip("/") + at[1:]
+                volumes[self._cache_volume(folder)] = {"bind": at, "mode": "rw"}
+            container = self.client.containers.create(
+                image,
+                command=["sh", "-c", _PRELUDE, "greenloop-step", request.step.command],
+                entrypoint=[],
+                working_dir=request.workdir,
+                environment=environment,
+                labels=labels,
+                stdin_open=False,
+                tty=False,
+                volumes=volumes,
+                **(self._service_network(request) if request.step.services else self._network),
+            )
+            held.callback(container.remove, force=True)
             self._inject(container, request, host)
             code = self._start_and_wait(container, request, host)
 
@@ -229,7 +245,7 @@ class DockerExecutor:
         finally:
             # Already gone is fine; the next run's leftover sweep is the backstop.
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                held.close()  # the container first, then the cache folders' locks
 
     def shell(self, kept: SnapshotRef, step: CommandStep, env: dict[str, str]) -> int:
         """Open an interactive shell in a container of the image a failed ``step`` was
@@ -259,6 +275,25 @@ class DockerExecutor:
             self._remove_image(tag)
 
     # -- internals -------------------------------------------------------------
+
+    def _image_home(self, image: str) -> str:
+        """The ``HOME`` ``image``'s config sets, else ``/root``."""
+        for item in self.client.images.get(image).attrs["Config"].get("Env") or []:
+            name, _, value = item.partition("=")
+            if name == "HOME" and value.startswith("/"):
+                return value
+        return "/root"
+
+    def _cache_volume(self, folder: Path) -> str:
+        """The engine's volume for the cache held at store ``folder`` (made on first use).
+
+        The store folder stays empty and only carries the lock: the engine may not
+        see this machine's files (rootless Podman, a remote engine), its volumes it does.
+        """
+        name = f"greenloop-cache-{self._store_id[:12]}-{folder.name.replace('~', '-')}"
+        labels = {LABEL: "cache-dir", f"{LABEL}.store": self._store_id}
+        self.client.volumes.create(name=name, labels=labels)
+        return name
 
     def _service_network(self, request: ExecutorInput) -> dict[str, Any]:
         """A step that names services joins their network, where each is its name."""

@@ -26,6 +26,7 @@ import tarfile
 import threading
 import uuid
 from collections import OrderedDict
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
@@ -82,6 +83,13 @@ class LocalExecutor:
             raise SetupError(f"{SANDBOX_ENV}={configured!r}: expected bwrap or none")
         for step in steps:
             if self._mode(step) != "bwrap":
+                for cache in step.cache_dirs:
+                    if cache.env is None:
+                        raise SetupError(
+                            f"step {step.key!r}: cache dir {cache.name!r} at {cache.path} can "
+                            "only be mounted in the bwrap sandbox; without one, say which "
+                            "variable the tool reads it from: gl.cache_dir(path, env=...)"
+                        )
                 continue
             if why := self._bwrap_unavailable():
                 raise SetupError(
@@ -113,7 +121,14 @@ class LocalExecutor:
             workdir = _inside(rootfs, request.workdir)
             injected = self._boot(request, host, rootfs, workdir)
             env = _env(request, str(rootfs))
-            code = _execute(["sh", "-c", request.step.command], workdir, env, request, host)
+            with ExitStack() as held:
+                for cache in request.step.cache_dirs:
+                    # No mount without a sandbox: the tool is pointed at the folder.
+                    folder = held.enter_context(
+                        self.store.cache_dirs.use(cache.name, cache.sharing)
+                    )
+                    env[str(cache.env)] = str(folder)
+                code = _execute(["sh", "-c", request.step.command], workdir, env, request, host)
 
             def commit(tag: str) -> None:
                 self.store.set_ref(tag, self._commit_copy(rootfs, injected))
@@ -175,11 +190,17 @@ class LocalExecutor:
         artifacts = [bwrap.root_relative(request.workdir, a) for a in request.step.artifacts]
         parent = self._parent_tree(request)
         root.prepare()
-        with self.store.checkout(parent) as lower:
+        with self.store.checkout(parent) as lower, ExitStack() as held:
             injected = self._boot_overlay(request, host, root, workdir)
             env = _env(request, "/")
+            mounts = [
+                (held.enter_context(self.store.cache_dirs.use(c.name, c.sharing)), _at(c.path, env))
+                for c in request.step.cache_dirs
+            ]
             command = ["sh", "-c", request.step.command]
-            argv = root.command(lower, settings, request.workdir, command, artifacts, env)
+            argv = root.command(
+                lower, settings, request.workdir, command, artifacts, env, mounts=mounts
+            )
             code = _execute(argv, root.base, env, request, host)
 
             def collect() -> tuple[list[ArtifactRef], str]:
@@ -313,6 +334,13 @@ def _parsed_tree(store: Store, tree: str) -> list[TreeEntry]:
         while len(_parsed) > 8:
             _parsed.popitem(last=False)
     return entries
+
+
+def _at(path: str, env: dict[str, str]) -> str:
+    """Where cache folder ``path`` (``~/...`` or absolute) is in the sandbox."""
+    if path.startswith("~/"):
+        return env.get("HOME", "/root").rstrip("/") + path[1:]
+    return path
 
 
 def _rooted(workdir: str) -> str:

@@ -100,6 +100,36 @@ class Service(_IR):
         return self.name.upper().replace("-", "_")
 
 
+CacheSharing = Literal["shared", "locked", "private"]
+"""How steps running at once use one cache folder (BuildKit's names): all together,
+one at a time, or each its own copy when another holds it."""
+
+
+class CacheDir(_IR):
+    """A folder that persists across runs for the steps that name it (a package cache).
+
+    Never part of a snapshot, nor of a key beyond its name, path and sharing.
+    ``path`` is ``~/...`` (the step's home: its ``HOME``, else ``/root`` in a container) or a path
+    inside the step's workdir. ``env`` names the variable a tool reads the folder
+    from, for where it cannot be mounted (the local executor without a sandbox).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    path: str = Field(min_length=1)
+    sharing: CacheSharing = "shared"
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("path")
+    @classmethod
+    def _home_or_absolute(cls, path: str) -> str:
+        parts = path.split("/")
+        if ".." in parts or "\0" in path or not (path.startswith("~/") or path.startswith("/")):
+            raise ValueError(
+                f"cache dir path {path!r} must be ~/... or a path inside the step's workdir"
+            )
+        return path
+
+
 SandboxMode = Literal["bwrap", "none"]
 """How the ``local`` executor isolates a step: under bubblewrap, or not at all."""
 
@@ -168,6 +198,9 @@ class CommandStep(_IR):
     services: list[str] = Field(
         default_factory=list, description="Names of the pipeline's services the step talks to."
     )
+    cache_dirs: list[CacheDir] = Field(
+        default_factory=list, description="Folders kept across runs (package caches)."
+    )
 
     @field_validator("artifacts")
     @classmethod
@@ -177,6 +210,21 @@ class CommandStep(_IR):
             if not path.strip() or parts[0] == ".." or parts == ["."]:
                 raise ValueError(f"artifact path {path!r} escapes the step's folder")
         return paths
+
+    @model_validator(mode="after")
+    def _cache_dirs_at_home_or_inside(self) -> CommandStep:
+        names: set[str] = set()
+        for cache in self.cache_dirs:
+            if cache.name in names:
+                raise ValueError(f"step {self.key!r} names cache dir {cache.name!r} twice")
+            names.add(cache.name)
+            inside = posixpath.normpath(cache.path).startswith(self.workdir.rstrip("/") + "/")
+            if cache.path.startswith("/") and not inside:
+                raise ValueError(
+                    f"step {self.key!r}: cache dir {cache.name!r} at {cache.path} is neither "
+                    f"under ~ nor inside its workdir {self.workdir}"
+                )
+        return self
 
 
 class Pipeline(_IR):
@@ -223,6 +271,15 @@ class Pipeline(_IR):
                     raise ValueError(
                         f"pipeline {self.name!r}: step {step.key!r} names undeclared service "
                         f"{name!r}"
+                    )
+        caches: dict[str, tuple[str, str]] = {}
+        for step in self.steps:
+            for cache in step.cache_dirs:
+                first = caches.setdefault(cache.name, (cache.path, step.key))
+                if first[0] != cache.path:
+                    raise ValueError(
+                        f"pipeline {self.name!r}: cache dir {cache.name!r} is {first[0]} in "
+                        f"step {first[1]!r} but {cache.path} in step {step.key!r}"
                     )
         cycle = find_cycle(self.steps)
         if cycle:

@@ -1,5 +1,6 @@
 """The pipeline DSL users import as ``import greenloop as gl``."""
 
+from greenloop.sdk.cache_dirs import CacheDirSpec, cache_dir
 from greenloop.sdk.compiler import pipeline
 from greenloop.sdk.matrix import Cell, matrix
 from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
@@ -9,6 +10,7 @@ from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
 __all__ = [
+    "CacheDirSpec",
     "Cell",
     "Chain",
     "Join",
@@ -16,6 +18,7 @@ __all__ = [
     "Secret",
     "Service",
     "Toolchain",
+    "cache_dir",
     "compose",
     "forever",
     "matrix",

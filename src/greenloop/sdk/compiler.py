@@ -165,6 +165,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 runs_after_failure=spec.after_failure,
                 sandbox=as_sandbox(spec.sandbox, spec.where),
                 services=[u if isinstance(u, str) else u.name for u in spec.services],
+                cache_dirs=spec.cache_dirs,
             )
         except ValidationError as e:
             err = e.errors()[0]

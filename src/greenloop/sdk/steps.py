@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from greenloop.protocol.ir import CachePolicy, Sandbox, SandboxMode, SecretUse
+from greenloop.protocol.ir import CacheDir, CachePolicy, Sandbox, SandboxMode, SecretUse
 from greenloop.protocol.ir import Service as ServiceSpec
+from greenloop.sdk.cache_dirs import CacheDirs, as_cache_dirs
 from greenloop.sdk.secrets import Secret
 from greenloop.sdk.services import Service
 
@@ -62,6 +63,7 @@ class StepSpec:
     """Run once the steps it waits for have finished, whether they passed or not."""
     sandbox: SandboxSpec
     services: list[Service | str]
+    cache_dirs: list[CacheDir]
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
@@ -112,6 +114,7 @@ def _add_step(
     after_failure: bool = False,
     sandbox: SandboxSpec,
     services: Services = None,
+    cache_dirs: CacheDirs = None,
 ) -> Chain:
     where = _caller()
     if not _current:
@@ -127,6 +130,10 @@ def _add_step(
             raise PipelineDefinitionError(
                 f"services= takes gl.service(...) handles or names, got {used!r}", where
             )
+    try:
+        caches = as_cache_dirs(cache_dirs)
+    except ValueError as e:
+        raise PipelineDefinitionError(str(e), where) from None
     given = dict(env or {})
     plain = {k: v for k, v in given.items() if not isinstance(v, Secret)}
     secrets = [SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)]
@@ -146,6 +153,7 @@ def _add_step(
         after_failure=after_failure,
         sandbox=sandbox,
         services=list(services or []),
+        cache_dirs=caches,
         parent=parent,
         after=after,
         fork=fork,
@@ -177,6 +185,7 @@ class Chain:
         matrix: Mapping[str, str] | None = None,
         sandbox: SandboxSpec = None,
         services: Services = None,
+        cache_dirs: CacheDirs = None,
     ) -> Chain:
         """Run ``command`` after this step, booting from its filesystem snapshot."""
         return _add_step(
@@ -196,6 +205,7 @@ class Chain:
             matrix=matrix,
             sandbox=sandbox,
             services=services,
+            cache_dirs=cache_dirs,
         )
 
     def fork(self, label: str) -> Chain:
@@ -233,6 +243,7 @@ class Join:
         matrix: Mapping[str, str] | None = None,
         sandbox: SandboxSpec = None,
         services: Services = None,
+        cache_dirs: CacheDirs = None,
     ) -> Chain:
         """Run ``command`` (from its image) once every joined chain has finished."""
         return _add_step(
@@ -253,6 +264,7 @@ class Join:
             matrix=matrix,
             sandbox=sandbox,
             services=services,
+            cache_dirs=cache_dirs,
         )
 
 
@@ -271,6 +283,7 @@ def sh(
     matrix: Mapping[str, str] | None = None,
     sandbox: SandboxSpec = None,
     services: Services = None,
+    cache_dirs: CacheDirs = None,
 ) -> Chain:
     """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
     return _add_step(
@@ -290,6 +303,7 @@ def sh(
         matrix=matrix,
         sandbox=sandbox,
         services=services,
+        cache_dirs=cache_dirs,
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
+from greenloop.store.cache_dirs import CacheDirs
 from greenloop.store.digests import digest_file, is_digest
 from greenloop.store.errors import CorruptObject, StoreError
 from greenloop.store.gc import GcReport, collect_garbage
@@ -85,6 +86,8 @@ class Store:
         # a concurrent reader that then finds one absent reports the damage, not a
         # mysteriously missing object.
         self._damaged: dict[str, str] = {}
+        self.cache_dirs = CacheDirs(root)
+        """The folders steps keep across runs (``cache_dirs=``)."""
         self._damage_lock = threading.Lock()
 
     @classmethod
