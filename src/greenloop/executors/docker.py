@@ -281,7 +281,7 @@ class DockerExecutor:
         for item in self.client.images.get(image).attrs["Config"].get("Env") or []:
             name, _, value = item.partition("=")
             if name == "HOME" and value.startswith("/"):
-                return value
+                return str(value)
         return "/root"
 
     def _cache_volume(self, folder: Path) -> str:
