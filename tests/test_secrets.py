@@ -128,3 +128,74 @@ def test_a_secret_in_a_container(client: Any, project: Path, tmp_path: Path) -> 
         config = client.api.inspect_image(tag)["Config"]
         assert "TOKEN=" in config["Env"]  # blanked when committed
         assert all(VALUE not in item for item in config["Env"])
+
+
+FILE_PIPELINE = """
+@gl.pipeline("ci"{extra})
+def ci():
+    gl.sh(
+        'printf "%s" "$KEY" | cmp - "$KEY_FILE" && echo same; echo "file=$KEY_FILE"; '
+        'ls -l "$KEY_FILE" | cut -c1-10; cat "$KEY_FILE"; echo; '
+        'case "$KEY_FILE" in "$PWD"/*) echo inside;; *) echo outside;; esac',
+        label="use",
+        env={{"KEY_FILE": gl.secret_file("API_TOKEN"), "KEY": gl.secret("API_TOKEN")}},
+    )
+"""
+"""A step that reads a secret from a file and compares it with the same secret from its env."""
+
+
+@pytest.mark.parametrize("executor", ["local+none", "local+bwrap", "docker", "docker+podman"])
+def test_a_secret_file_holds_the_value_outside_the_tree(
+    executor: str, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_executor_suite import forget_docker_snapshots, use_executor
+
+    use_executor(executor, tmp_path, monkeypatch)
+    mode = executor.partition("+")[2]
+    extra = (
+        f', default_image="{IMAGE}", executor="docker"'
+        if executor.startswith("docker")
+        else f', sandbox="{mode}"'
+    )
+    write_pipeline(project, FILE_PIPELINE.format(extra=extra))
+    value = VALUE + "\nsecond line\n"
+    result = cli("run", "--json", cwd=project, env={"API_TOKEN": value})
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = _lines(_events(result), "use")
+    assert lines[0] == "same"  # byte for byte, trailing newline included
+    where = lines[1].removeprefix("file=")
+    if mode != "none":
+        assert where == "/run/secrets/KEY_FILE"
+    assert lines[2:] == ["-r--------", "***", "***", "", "outside"]
+    assert VALUE not in result.stdout + result.stderr
+    with Store.open(tmp_path / "cache") as store:
+        if executor.startswith("docker"):
+            import docker
+
+            engine = docker.from_env()
+            for entry in store.index.entries():
+                seen = engine.containers.run(
+                    entry.snapshot,
+                    ["sh", "-c", "cat /run/secrets/KEY_FILE; env"],
+                    entrypoint=[],
+                    remove=True,
+                    stderr=True,
+                )
+                assert VALUE.encode() not in seen
+            forget_docker_snapshots(store)
+    # Nothing greenloop keeps holds it: objects, snapshots, history, logs.
+    assert _grep_tree(tmp_path / "cache", VALUE.encode()) == []
+    if mode == "none":
+        assert not Path(where).exists()  # gone with the step
+
+
+def test_a_service_cannot_take_a_secret_file(project: Path) -> None:
+    path = write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.service("db", run="sleep 9", ready="true", env={"K": gl.secret_file("K")})\n',
+    )
+    result = cli("render", cwd=project)
+    assert result.returncode == 2
+    assert f"{path.resolve()}:5" in result.stderr
+    assert "env['K'] is a secret file, which only steps get; use gl.secret('K')" in result.stderr

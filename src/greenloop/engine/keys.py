@@ -54,7 +54,10 @@ def key_parts(
     if step.secrets:
         # Names only, never values (BuildKit's and Dagger's rule): a new token
         # does not rerun a cached step.
-        parts["secrets"] = sorted((use.env, use.name) for use in step.secrets)
+        parts["secrets"] = sorted(
+            (use.env, use.name, "file") if use.as_file else (use.env, use.name)
+            for use in step.secrets
+        )
     if step.cache_dirs:
         # What is kept where, never what is in it: a warm cache must not change a key.
         parts["cache_dirs"] = [c.model_dump(mode="json") for c in step.cache_dirs]

@@ -34,6 +34,7 @@ from greenloop.engine.outcomes import (
 )
 from greenloop.engine.predict import predict
 from greenloop.engine.secrets import Masker
+from greenloop.engine.secrets import files_for_step as secret_files_for
 from greenloop.engine.secrets import for_step as secrets_for
 from greenloop.engine.secrets import missing as missing_secrets
 from greenloop.engine.services import HostService, ServiceFailed, Services
@@ -337,6 +338,7 @@ class Run:
             cache_lookup=decision,
             parent_snapshot=parent_snapshot,
             secrets=secrets_for(step, self._secrets),
+            secret_files=secret_files_for(step, self._secrets),
             keep_failed_as=kept_as(self.run_id, step.key),
         )
         try:

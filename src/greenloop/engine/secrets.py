@@ -28,8 +28,13 @@ def missing(pipeline: Pipeline, values: Mapping[str, str]) -> None:
 
 
 def for_step(step: CommandStep, values: Mapping[str, str]) -> dict[str, str]:
-    """``step``'s secrets by the env variable it reads each from."""
-    return {use.env: values[use.name] for use in step.secrets}
+    """``step``'s secrets read from the env, by the variable it reads each from."""
+    return {use.env: values[use.name] for use in step.secrets if not use.as_file}
+
+
+def files_for_step(step: CommandStep, values: Mapping[str, str]) -> dict[str, str]:
+    """``step``'s secret files' values, by the variable that gets each file's path."""
+    return {use.env: values[use.name] for use in step.secrets if use.as_file}
 
 
 class Masker:

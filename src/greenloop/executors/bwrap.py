@@ -113,15 +113,19 @@ class StepRoot:
         *,
         interactive: bool = False,
         mounts: Iterable[tuple[Path, str]] = (),
+        read_only: Iterable[tuple[Path, str]] = (),
     ) -> list[str]:
         """The argv that runs ``command`` in this root over ``lower`` (see the module doc).
 
         ``artifacts`` are root-relative paths to copy out when the command ends (unless
         it was cancelled): a failed step's too, for its JUnit report. A
         step reads nothing; an ``interactive`` command (a debug shell) reads the terminal.
-        ``mounts`` are (host folder, path in the sandbox) bound read-write: cache folders.
+        ``mounts`` are (host folder, path in the sandbox) bound read-write: cache folders;
+        ``read_only`` are (host file, path in the sandbox) bound read-only: secret files.
+        Their mount points live in the lowest layer, so none of them is ever committed.
         """
         binds = _binds(sandbox, env) + [("--bind", str(src), dest) for src, dest in mounts]
+        binds += [("--ro-bind", str(src), dest) for src, dest in read_only]
         self._make_skeleton(binds)
         for path in (lower, self.base):
             if any(c in os.fspath(path) for c in ",:\\\n"):

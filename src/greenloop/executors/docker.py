@@ -44,6 +44,7 @@ from greenloop.protocol import (
     SnapshotRef,
     StepResult,
 )
+from greenloop.protocol.executor import SECRETS_DIR
 from greenloop.protocol.ir import Service
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
@@ -54,7 +55,9 @@ RUN_REPO = "greenloop-run"
 _STATE = "/.greenloop"
 
 # Runs before the step's command: drop files the previous injection put in
-# workdir that the current workspace no longer has, then record the new list.
+# workdir that the current workspace no longer has, then record the new list;
+# write each secret file (the variables named after the command, holding the
+# values) into the tmpfs at SECRETS_DIR and point its variable at it.
 _PRELUDE = f"""\
 if [ -f {_STATE}/injected ]; then
   grep -vxF -f {_STATE}/injected.new {_STATE}/injected | while IFS= read -r f; do
@@ -62,7 +65,14 @@ if [ -f {_STATE}/injected ]; then
   done
 fi
 mv {_STATE}/injected.new {_STATE}/injected
-exec sh -c "$1"
+cmd=$1
+shift
+for v in "$@"; do
+  eval "value=\\${{$v}}"
+  printf '%s' "$value" >{SECRETS_DIR}/"$v" && chmod 0400 {SECRETS_DIR}/"$v" &&
+    export "$v={SECRETS_DIR}/$v" || exit 125
+done
+exec sh -c "$cmd"
 """
 
 
@@ -201,7 +211,7 @@ class DockerExecutor:
         held = ExitStack()
         try:
             volumes = {}
-            environment = {**request.env, **request.secrets}
+            environment = {**request.env, **request.secrets, **request.secret_files}
             if any(cache.path.startswith("~/") for cache in request.step.cache_dirs):
                 # An image without a passwd file gives root the home "/": a step that
                 # names ~ gets the home its image or env says, else root's usual one.
@@ -214,7 +224,14 @@ class DockerExecutor:
                 volumes[self._cache_volume(folder)] = {"bind": at, "mode": "rw"}
             container = self.client.containers.create(
                 image,
-                command=["sh", "-c", _PRELUDE, "greenloop-step", request.step.command],
+                command=[
+                    "sh",
+                    "-c",
+                    _PRELUDE,
+                    "greenloop-step",
+                    request.step.command,
+                    *sorted(request.secret_files),
+                ],
                 entrypoint=[],
                 working_dir=request.workdir,
                 environment=environment,
@@ -222,6 +239,8 @@ class DockerExecutor:
                 stdin_open=False,
                 tty=False,
                 volumes=volumes,
+                # Never committed: a tmpfs is not part of the container's filesystem.
+                tmpfs={SECRETS_DIR: "mode=0700"} if request.secret_files else {},
                 **(self._service_network(request) if request.step.services else self._network),
             )
             held.callback(container.remove, force=True)
@@ -232,7 +251,9 @@ class DockerExecutor:
                 repository, _, tag = snapshot.partition(":")
                 # A commit keeps the container's environment in the image: blank the
                 # secrets' variables, so their values never land in a snapshot.
-                blanked = [f"ENV {name}=" for name in sorted(request.secrets)]
+                blanked = [
+                    f"ENV {name}=" for name in sorted({*request.secrets, *request.secret_files})
+                ]
                 container.commit(
                     repository=repository,
                     tag=tag or "latest",

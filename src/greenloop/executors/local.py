@@ -44,6 +44,7 @@ from greenloop.protocol import (
     SnapshotRef,
     StepResult,
 )
+from greenloop.protocol.executor import SECRETS_DIR
 from greenloop.protocol.ir import Sandbox, SandboxMode
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
@@ -121,6 +122,8 @@ class LocalExecutor:
             workdir = _inside(rootfs, request.workdir)
             injected = self._boot(request, host, rootfs, workdir)
             env = _env(request, str(rootfs))
+            # No mount without a sandbox: the files sit beside the root, not in it.
+            env.update(_write_secret_files(sandbox / "secrets", request.secret_files))
             with ExitStack() as held:
                 for cache in request.step.cache_dirs:
                     # No mount without a sandbox: the tool is pointed at the folder.
@@ -197,9 +200,19 @@ class LocalExecutor:
                 (held.enter_context(self.store.cache_dirs.use(c.name, c.sharing)), _at(c.path, env))
                 for c in request.step.cache_dirs
             ]
+            files = _write_secret_files(root.base / "secrets", request.secret_files)
+            secret_mounts = [(Path(path), f"{SECRETS_DIR}/{var}") for var, path in files.items()]
+            env.update({var: f"{SECRETS_DIR}/{var}" for var in files})
             command = ["sh", "-c", request.step.command]
             argv = root.command(
-                lower, settings, request.workdir, command, artifacts, env, mounts=mounts
+                lower,
+                settings,
+                request.workdir,
+                command,
+                artifacts,
+                env,
+                mounts=mounts,
+                read_only=secret_mounts,
             )
             code = _execute(argv, root.base, env, request, host)
 
@@ -403,6 +416,22 @@ def _clear(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _write_secret_files(folder: Path, values: dict[str, str]) -> dict[str, str]:
+    """Write each secret file's value into ``folder`` (the step's alone); the
+    variables with the paths they get."""
+    if not values:
+        return {}
+    folder.mkdir(mode=0o700)
+    paths = {}
+    for variable, value in values.items():
+        path = folder / variable
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(value)
+        paths[variable] = str(path)
+    return paths
 
 
 def _env(request: ExecutorInput, root: str) -> dict[str, str]:

@@ -23,6 +23,10 @@ EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 """The exit code of a cancelled step, and of a command stopped by Ctrl-C or SIGTERM."""
 
+SECRETS_DIR = "/run/secrets"
+"""Where the bundled executors put a step's secret files in its sandbox or container
+(BuildKit's place for them)."""
+
 ArchiveId = Annotated[
     UUID,
     Field(
@@ -114,6 +118,15 @@ class ExecutorInput(_Wire):
         description="Secret values by the env variable the step reads them from: set them "
         "in the command's environment like env, but never log, store, snapshot or echo "
         "them. The host masks them in the step's output.",
+    )
+    secret_files: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Secret values the step reads from files, by the env variable that "
+        "gets each file's path: write each to a file only the step can read, outside the "
+        "tree it commits (the bundled executors use SECRETS_DIR/<VARIABLE>), set the "
+        "variable to its path, and remove the file when the step ends. Never log, store, "
+        "snapshot or echo them.",
     )
 
 

@@ -67,6 +67,10 @@ class SecretUse(_IR):
     env: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The variable the step reads it from."
     )
+    as_file: bool = Field(
+        default=False,
+        description="The variable holds the path of a file with the value, not the value.",
+    )
 
 
 class Service(_IR):

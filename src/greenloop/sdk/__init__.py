@@ -4,7 +4,7 @@ from greenloop.sdk.cache_dirs import CacheDirSpec, cache_dir
 from greenloop.sdk.compiler import pipeline
 from greenloop.sdk.matrix import Cell, matrix
 from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
-from greenloop.sdk.secrets import Secret, secret
+from greenloop.sdk.secrets import Secret, secret, secret_file
 from greenloop.sdk.services import Service, service
 from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
@@ -29,6 +29,7 @@ __all__ = [
     "rust",
     "sandbox",
     "secret",
+    "secret_file",
     "service",
     "sh",
     "ttl",

@@ -80,6 +80,13 @@ def service(
     if isinstance(ready_timeout, timedelta):
         ready_timeout = ready_timeout.total_seconds()
     given = dict(env or {})
+    for variable, value in given.items():
+        if isinstance(value, Secret) and value.as_file:
+            raise steps.PipelineDefinitionError(
+                f"service {name!r}: env[{variable!r}] is a secret file, which only steps "
+                f"get; use gl.secret({value.name!r})",
+                where,
+            )
     try:
         spec = ServiceSpec(
             name=name,

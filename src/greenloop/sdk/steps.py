@@ -136,7 +136,11 @@ def _add_step(
         raise PipelineDefinitionError(str(e), where) from None
     given = dict(env or {})
     plain = {k: v for k, v in given.items() if not isinstance(v, Secret)}
-    secrets = [SecretUse(name=v.name, env=k) for k, v in given.items() if isinstance(v, Secret)]
+    secrets = [
+        SecretUse(name=v.name, env=k, as_file=v.as_file)
+        for k, v in given.items()
+        if isinstance(v, Secret)
+    ]
     spec = StepSpec(
         command=command,
         label=label,
