@@ -205,6 +205,11 @@ class CommandStep(_IR):
     cache_dirs: list[CacheDir] = Field(
         default_factory=list, description="Folders kept across runs (package caches)."
     )
+    git: bool = Field(
+        default=False,
+        description="The step sees the project's git metadata: a read-only .git in its "
+        "workdir for the commit the workspace was taken from; its key holds the commit id.",
+    )
 
     @field_validator("artifacts")
     @classmethod

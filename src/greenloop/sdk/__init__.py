@@ -6,17 +6,29 @@ from greenloop.sdk.matrix import Cell, matrix
 from greenloop.sdk.policies import compose, forever, on_change, sandbox, ttl
 from greenloop.sdk.secrets import Secret, secret, secret_file
 from greenloop.sdk.services import Service, service
-from greenloop.sdk.steps import Chain, Join, PipelineDefinitionError, sh, wait
+from greenloop.sdk.steps import (
+    Chain,
+    FreshStepOptions,
+    Join,
+    PipelineDefinitionError,
+    StepOptions,
+    sh,
+    wait,
+)
+from greenloop.sdk.targets import Target, target
 from greenloop.sdk.toolchains import Toolchain, node, python, rust
 
 __all__ = [
     "CacheDirSpec",
     "Cell",
     "Chain",
+    "FreshStepOptions",
     "Join",
     "PipelineDefinitionError",
     "Secret",
     "Service",
+    "StepOptions",
+    "Target",
     "Toolchain",
     "cache_dir",
     "compose",
@@ -32,6 +44,7 @@ __all__ = [
     "secret_file",
     "service",
     "sh",
+    "target",
     "ttl",
     "wait",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from greenloop.protocol.ir import CommandStep, Pipeline, SecretUse, Service
 from greenloop.sdk import steps as _steps
 from greenloop.sdk.matrix import Cell
+from greenloop.sdk.registry import PipelineDef, Recorder, recording, registry
 from greenloop.sdk.steps import (
     PipelineDefinitionError,
     SandboxSpec,
@@ -25,24 +25,6 @@ from greenloop.sdk.steps import (
 DEFAULT_WORKDIR = "/workspace"
 
 
-@dataclass(frozen=True)
-class PipelineDef:
-    """A registered pipeline function and its settings."""
-
-    name: str
-    fn: Callable[[], Any]
-    env: dict[str, str]
-    default_image: str | None
-    executor: str | None
-    where: str
-    timeout: float | None = None
-    on: tuple[str, ...] = ()
-    sandbox: SandboxSpec = None
-
-
-_registry: list[PipelineDef] = []
-
-
 def pipeline(
     name: str,
     *,
@@ -52,6 +34,7 @@ def pipeline(
     timeout: timedelta | float | None = None,
     on: str | Iterable[str] = (),
     sandbox: SandboxSpec = None,
+    git: bool = False,
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     """Register the decorated function as pipeline ``name``.
 
@@ -62,7 +45,8 @@ def pipeline(
     ``on`` names the events that trigger it (``["push", "pull_request"]``):
     ``greenloop run --event push`` runs every pipeline triggered by ``push``.
     ``sandbox`` is every local step's (``"bwrap"``, ``"none"`` or ``gl.sandbox(...)``)
-    unless a step names its own.
+    unless a step names its own. ``git=True`` gives every step the project's git
+    metadata (as a step's ``git=True`` does) unless a step says ``git=False``.
     """
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
     where = _steps._caller()
@@ -71,9 +55,10 @@ def pipeline(
         raise PipelineDefinitionError(f"pipeline {name!r}: on= takes event names", where)
 
     def register(fn: Callable[[], Any]) -> Callable[[], Any]:
-        if any(p.name == name for p in _registry):
+        pipelines = registry().pipelines
+        if any(p.name == name for p in pipelines):
             raise PipelineDefinitionError(f"pipeline {name!r} is defined twice", where)
-        _registry.append(
+        pipelines.append(
             PipelineDef(
                 name,
                 fn,
@@ -84,6 +69,7 @@ def pipeline(
                 seconds,
                 events,
                 sandbox,
+                git,
             )
         )
         return fn
@@ -93,12 +79,8 @@ def pipeline(
 
 def compile_pipeline(definition: PipelineDef) -> Pipeline:
     """Run a pipeline function and turn the steps it declared into IR."""
-    recorder = _steps._Recorder()
-    _steps._current.append(recorder)
-    try:
+    with recording() as recorder:
         definition.fn()
-    finally:
-        _steps._current.pop()
     if not recorder.steps:
         raise PipelineDefinitionError(
             f"pipeline {definition.name!r} has no steps", definition.where
@@ -166,6 +148,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 sandbox=as_sandbox(spec.sandbox, spec.where),
                 services=[u if isinstance(u, str) else u.name for u in spec.services],
                 cache_dirs=spec.cache_dirs,
+                git=_git(spec, parent, definition),
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -179,7 +162,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
     ]
 
 
-def _services(recorder: _steps._Recorder) -> list[Service]:
+def _services(recorder: Recorder) -> list[Service]:
     """Every service the pipeline's steps can name: those declared while its function
     ran, then those its steps were handed (declared elsewhere); one definition a name."""
     found: dict[str, tuple[Service, str]] = {}
@@ -203,6 +186,8 @@ def _services(recorder: _steps._Recorder) -> list[Service]:
 
 def _key_for(spec: StepSpec, parent: CommandStep | None, occurrence: int, taken: set[str]) -> str:
     suffix = Cell(spec.matrix).suffix if spec.matrix is not None else ""
+    if spec.target is not None:
+        suffix = spec.target[1] + suffix  # one target called with other arguments
     if spec.key is not None:
         if spec.key + suffix in taken:
             raise PipelineDefinitionError(f"duplicate step key {spec.key + suffix!r}", spec.where)
@@ -210,6 +195,9 @@ def _key_for(spec: StepSpec, parent: CommandStep | None, occurrence: int, taken:
     base = _slug(spec.label) if spec.label else ""
     if base and spec.fork:
         base = f"{spec.fork}.{base}"
+    if spec.target is not None:
+        # A target's steps are named by the target, wherever it is called.
+        base = f"{spec.target[0]}.{base}" if base else spec.target[0]
     if not base:
         base = short_hash(parent.key if parent else "", spec.command, str(occurrence))
     key, n = base + suffix, 2
@@ -237,3 +225,11 @@ def _inherited(parents: list[SecretUse], own: list[SecretUse]) -> list[SecretUse
     """A chained step reads its parent's secrets too, as it gets its env; its own win."""
     mine = {use.env for use in own}
     return [*(use for use in parents if use.env not in mine), *own]
+
+
+def _git(spec: StepSpec, parent: CommandStep | None, definition: PipelineDef) -> bool:
+    """A step's own ``git=``, else its parent's (a chain stays in one checkout), else the
+    pipeline's."""
+    if spec.git is not None:
+        return spec.git
+    return parent.git if parent else definition.git

@@ -23,7 +23,8 @@ from greenloop.protocol.ir import (
     SecretUse,
     Ttl,
 )
-from greenloop.sdk import compiler as _compiler
+from greenloop.sdk.compiler import compile_pipeline
+from greenloop.sdk.registry import loading
 from greenloop.sdk.steps import PipelineDefinitionError
 
 
@@ -141,32 +142,36 @@ def _warm() -> None:
 
 def _compile_file(source: str, path: Path) -> bytes:
     """Run the pipeline file in this process and return its IR document as JSON."""
-    saved = list(_compiler._registry)
-    _compiler._registry.clear()
+    # Targets may live beside the pipeline file (``from targets import tests``).
+    sys.path.insert(0, str(path.parent))
     try:
-        module = types.ModuleType("greenloop_pipeline")
-        module.__file__ = str(path)
-        try:
-            code = compile(source, str(path), "exec")
-            exec(code, module.__dict__)
-            pipelines = [_compiler.compile_pipeline(d) for d in _compiler._registry]
-        except PipelineDefinitionError as e:
-            raise PipelineFileError(str(e), e.where) from None
-        except SyntaxError as e:
-            raise PipelineFileError(f"syntax error: {e.msg}", f"{e.filename}:{e.lineno}") from None
-        except SystemExit as e:
-            raise PipelineFileError(
-                f"the pipeline file called sys.exit({e.code!r}); "
-                "a pipeline file defines pipelines and must not exit",
-                _blame(e, str(path)),
-            ) from None
-        except BaseException as e:
-            raise PipelineFileError(f"{type(e).__name__}: {e}", _blame(e, str(path))) from None
-        if not pipelines:
-            raise PipelineFileError("no pipelines defined (use @greenloop.pipeline)", str(path))
-        return IRDocument(pipelines=pipelines).model_dump_json().encode()
+        with loading() as found:
+            module = types.ModuleType("greenloop_pipeline")
+            module.__file__ = str(path)
+            found.namespace = module.__dict__
+            try:
+                code = compile(source, str(path), "exec")
+                exec(code, module.__dict__)
+                pipelines = [compile_pipeline(d) for d in found.pipelines]
+            except PipelineDefinitionError as e:
+                raise PipelineFileError(str(e), e.where) from None
+            except SyntaxError as e:
+                raise PipelineFileError(
+                    f"syntax error: {e.msg}", f"{e.filename}:{e.lineno}"
+                ) from None
+            except SystemExit as e:
+                raise PipelineFileError(
+                    f"the pipeline file called sys.exit({e.code!r}); "
+                    "a pipeline file defines pipelines and must not exit",
+                    _blame(e, str(path)),
+                ) from None
+            except BaseException as e:
+                raise PipelineFileError(f"{type(e).__name__}: {e}", _blame(e, str(path))) from None
+            if not pipelines:
+                raise PipelineFileError("no pipelines defined (use @greenloop.pipeline)", str(path))
+            return IRDocument(pipelines=pipelines).model_dump_json().encode()
     finally:
-        _compiler._registry[:] = saved
+        sys.path.remove(str(path.parent))
 
 
 def _blame(error: BaseException, filename: str) -> str | None:

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from greenloop.protocol.ir import SecretUse
 from greenloop.protocol.ir import Service as ServiceSpec
+from greenloop.sdk.registry import recorder
 from greenloop.sdk.secrets import Secret
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -102,8 +103,9 @@ def service(
         )
     except ValueError as e:  # pydantic's ValidationError is one
         raise steps.PipelineDefinitionError(f"service {name!r}: {_first_error(e)}", where) from None
-    if steps._current:
-        steps._current[-1].services.append((spec, where))
+    current = recorder()
+    if current is not None:
+        current.services.append((spec, where))
     return Service(spec, where)
 
 

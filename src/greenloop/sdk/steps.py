@@ -15,10 +15,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypedDict, Unpack
 
 from greenloop.protocol.ir import CacheDir, CachePolicy, Sandbox, SandboxMode, SecretUse
-from greenloop.protocol.ir import Service as ServiceSpec
 from greenloop.sdk.cache_dirs import CacheDirs, as_cache_dirs
+from greenloop.sdk.registry import recorder
 from greenloop.sdk.secrets import Secret
 from greenloop.sdk.services import Service
 
@@ -32,6 +33,45 @@ declared in the same pipeline function."""
 
 SandboxSpec = Sandbox | SandboxMode | None
 """A step's sandbox as a pipeline file gives it: ``gl.sandbox(...)``, ``"bwrap"`` or ``"none"``."""
+
+
+class StepOptions(TypedDict, total=False):
+    """What every way of adding a step (``gl.sh``, ``Chain.sh``, ``Join.sh``) takes."""
+
+    label: str | None
+    """Shown in output; also the step's key when ``key`` is not given (as a slug)."""
+    key: str | None
+    """The step's stable name in the cache, history and ``--only``."""
+    env: Env | None
+    """Variables for the command; values may be ``gl.secret(...)``/``gl.secret_file(...)``."""
+    workdir: str | None
+    """Where the command runs (default ``/workspace``, or the parent step's)."""
+    timeout: timedelta | float | None
+    """Seconds (or a ``timedelta``) after which the step is stopped (exit 124)."""
+    artifacts: list[str] | None
+    """Files or folders (relative to the workdir) kept from the step."""
+    cache: CachePolicy | None
+    """When a cached result still answers: ``gl.forever()``, ``gl.on_change(...)``..."""
+    executor: str | None
+    """``"local"``, ``"docker"`` or a plugin's name (default: the pipeline's)."""
+    matrix: Mapping[str, str] | None
+    """A cell of ``gl.matrix(...)``: in the key, the label and the env."""
+    sandbox: SandboxSpec
+    """The local executor's sandbox for this step."""
+    services: Services
+    """Services the step talks to, started for it."""
+    cache_dirs: CacheDirs
+    """Folders kept across runs (package caches): name -> path or ``gl.cache_dir(...)``."""
+    git: bool | None
+    """Give the step the project's git metadata (a read-only ``.git``); its key then
+    holds the commit id."""
+
+
+class FreshStepOptions(StepOptions, total=False):
+    """A step that starts a chain takes an image too."""
+
+    image: str | None
+    """The image it boots from (default: the pipeline's ``default_image``)."""
 
 
 class PipelineDefinitionError(Exception):
@@ -64,24 +104,16 @@ class StepSpec:
     sandbox: SandboxSpec
     services: list[Service | str]
     cache_dirs: list[CacheDir]
+    git: bool | None
+    """Whether the step sees the project's git metadata (``None``: as its pipeline says)."""
+    target: tuple[str, str] | None
+    """The target that declared it: (name, key suffix of its arguments)."""
     parent: StepSpec | None
     after: list[StepSpec]
     fork: str | None
     where: str
     after_where: str | None = field(default=None, init=False)
     resolved_key: str = field(default="", init=False)
-
-
-class _Recorder:
-    """Collects the steps created while one pipeline function runs."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepSpec] = []
-        self.services: list[tuple[ServiceSpec, str]] = []
-        """Services declared while the function ran, with the ``file:line`` of each."""
-
-
-_current: list[_Recorder] = []
 
 
 def _caller() -> str:
@@ -101,26 +133,28 @@ def _add_step(
     after: list[StepSpec],
     fork: str | None,
     *,
-    label: str | None,
-    key: str | None,
-    image: str | None,
-    env: Env | None,
-    workdir: str | None,
-    timeout: timedelta | float | None,
-    artifacts: list[str] | None,
-    cache: CachePolicy | None,
-    executor: str | None,
-    matrix: Mapping[str, str] | None = None,
     after_failure: bool = False,
-    sandbox: SandboxSpec,
-    services: Services = None,
-    cache_dirs: CacheDirs = None,
+    **options: Unpack[FreshStepOptions],
 ) -> Chain:
     where = _caller()
-    if not _current:
+    current = recorder()
+    if current is None:
         raise PipelineDefinitionError(
             "steps can only be created inside a @greenloop.pipeline function", where
         )
+    allowed = StepOptions.__optional_keys__ if parent else FreshStepOptions.__optional_keys__
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise PipelineDefinitionError(
+            f"a step takes no {unknown[0]!r} (it takes {', '.join(sorted(allowed))})"
+            + (
+                ": a chained step boots from its parent, not an image" if "image" in unknown else ""
+            ),
+            where,
+        )
+    timeout = options.get("timeout")
+    services = options.get("services")
+    matrix = options.get("matrix")
     if not isinstance(command, str) or not command.strip():
         raise PipelineDefinitionError("a step needs a non-empty shell command string", where)
     if isinstance(timeout, timedelta):
@@ -131,10 +165,10 @@ def _add_step(
                 f"services= takes gl.service(...) handles or names, got {used!r}", where
             )
     try:
-        caches = as_cache_dirs(cache_dirs)
+        caches = as_cache_dirs(options.get("cache_dirs"))
     except ValueError as e:
         raise PipelineDefinitionError(str(e), where) from None
-    given = dict(env or {})
+    given = dict(options.get("env") or {})
     plain = {k: v for k, v in given.items() if not isinstance(v, Secret)}
     secrets = [
         SecretUse(name=v.name, env=k, as_file=v.as_file)
@@ -143,27 +177,29 @@ def _add_step(
     ]
     spec = StepSpec(
         command=command,
-        label=label,
-        key=key,
-        image=image,
+        label=options.get("label"),
+        key=options.get("key"),
+        image=options.get("image"),
         env=plain,
-        workdir=workdir,
+        workdir=options.get("workdir"),
         timeout=timeout,
-        artifacts=list(artifacts or []),
-        cache=cache,
-        executor=executor,
+        artifacts=list(options.get("artifacts") or []),
+        cache=options.get("cache"),
+        executor=options.get("executor"),
         secrets=secrets,
         matrix=dict(matrix) if matrix is not None else (parent.matrix if parent else None),
         after_failure=after_failure,
-        sandbox=sandbox,
+        sandbox=options.get("sandbox"),
         services=list(services or []),
         cache_dirs=caches,
+        git=options.get("git"),
+        target=current.scopes[-1] if current.scopes else None,
         parent=parent,
         after=after,
         fork=fork,
         where=where,
     )
-    _current[-1].steps.append(spec)
+    current.steps.append(spec)
     return Chain(spec)
 
 
@@ -174,43 +210,12 @@ class Chain:
         self._tail = tail
         self._fork = fork
 
-    def sh(
-        self,
-        command: str,
-        *,
-        label: str | None = None,
-        key: str | None = None,
-        env: Env | None = None,
-        workdir: str | None = None,
-        timeout: timedelta | float | None = None,
-        artifacts: list[str] | None = None,
-        cache: CachePolicy | None = None,
-        executor: str | None = None,
-        matrix: Mapping[str, str] | None = None,
-        sandbox: SandboxSpec = None,
-        services: Services = None,
-        cache_dirs: CacheDirs = None,
-    ) -> Chain:
-        """Run ``command`` after this step, booting from its filesystem snapshot."""
-        return _add_step(
-            command,
-            self._tail,
-            [],
-            self._fork,
-            label=label,
-            key=key,
-            image=None,
-            env=env,
-            workdir=workdir,
-            timeout=timeout,
-            artifacts=artifacts,
-            cache=cache,
-            executor=executor,
-            matrix=matrix,
-            sandbox=sandbox,
-            services=services,
-            cache_dirs=cache_dirs,
-        )
+    def sh(self, command: str, **options: Unpack[StepOptions]) -> Chain:
+        """Run ``command`` after this step, booting from its filesystem snapshot.
+
+        ``options`` are :class:`StepOptions` (``gl.sh``'s, without ``image``).
+        """
+        return _add_step(command, self._tail, [], self._fork, **options)
 
     def fork(self, label: str) -> Chain:
         """A named branch off this step; steps added to it get ``label`` as a key prefix."""
@@ -231,84 +236,25 @@ class Join:
         self._tails = tails
         self._continue_on_failure = continue_on_failure
 
-    def sh(
-        self,
-        command: str,
-        *,
-        label: str | None = None,
-        key: str | None = None,
-        image: str | None = None,
-        env: Env | None = None,
-        workdir: str | None = None,
-        timeout: timedelta | float | None = None,
-        artifacts: list[str] | None = None,
-        cache: CachePolicy | None = None,
-        executor: str | None = None,
-        matrix: Mapping[str, str] | None = None,
-        sandbox: SandboxSpec = None,
-        services: Services = None,
-        cache_dirs: CacheDirs = None,
-    ) -> Chain:
-        """Run ``command`` (from its image) once every joined chain has finished."""
+    def sh(self, command: str, **options: Unpack[FreshStepOptions]) -> Chain:
+        """Run ``command`` (from its image) once every joined chain has finished.
+
+        ``options`` are :class:`FreshStepOptions`, as ``gl.sh`` takes.
+        """
+        after_failure = self._continue_on_failure
         return _add_step(
-            command,
-            None,
-            list(self._tails),
-            None,
-            after_failure=self._continue_on_failure,
-            label=label,
-            key=key,
-            image=image,
-            env=env,
-            workdir=workdir,
-            timeout=timeout,
-            artifacts=artifacts,
-            cache=cache,
-            executor=executor,
-            matrix=matrix,
-            sandbox=sandbox,
-            services=services,
-            cache_dirs=cache_dirs,
+            command, None, list(self._tails), None, after_failure=after_failure, **options
         )
 
 
-def sh(
-    command: str,
-    *,
-    label: str | None = None,
-    key: str | None = None,
-    image: str | None = None,
-    env: Env | None = None,
-    workdir: str | None = None,
-    timeout: timedelta | float | None = None,
-    artifacts: list[str] | None = None,
-    cache: CachePolicy | None = None,
-    executor: str | None = None,
-    matrix: Mapping[str, str] | None = None,
-    sandbox: SandboxSpec = None,
-    services: Services = None,
-    cache_dirs: CacheDirs = None,
-) -> Chain:
-    """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default)."""
-    return _add_step(
-        command,
-        None,
-        [],
-        None,
-        label=label,
-        key=key,
-        image=image,
-        env=env,
-        workdir=workdir,
-        timeout=timeout,
-        artifacts=artifacts,
-        cache=cache,
-        executor=executor,
-        matrix=matrix,
-        sandbox=sandbox,
-        services=services,
-        cache_dirs=cache_dirs,
-    )
+def sh(command: str, **options: Unpack[FreshStepOptions]) -> Chain:
+    """Start a chain with a step that runs ``command`` in ``image`` (or the pipeline default).
+
+    ``options`` are :class:`FreshStepOptions`: ``label``, ``key``, ``image``, ``env``,
+    ``workdir``, ``timeout``, ``artifacts``, ``cache``, ``executor``, ``matrix``,
+    ``sandbox``, ``services``, ``cache_dirs``, ``git``.
+    """
+    return _add_step(command, None, [], None, **options)
 
 
 def wait(*chains: Chain | Join, continue_on_failure: bool = False) -> Join:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from greenloop.sdk.policies import on_change
+from greenloop.sdk.registry import recorder
 from greenloop.sdk.steps import Chain, sh
 
 
@@ -38,27 +39,42 @@ class Toolchain:
     def install(
         self, *, lockfile: str | None = None, command: str | None = None, image: str | None = None
     ) -> Chain:
-        """Install dependencies; cached until ``lockfile`` (default: any usual one) changes."""
+        """Install dependencies; cached until ``lockfile`` (default: any usual one) changes.
+
+        As a target is: asked again in the same pipeline with the same arguments, it
+        gives the same step, so ``build``, ``test`` and ``lint`` share one install.
+        """
         # The usual lock files are alternatives: a project has some of them, never all.
         cache = on_change(lockfile) if lockfile else on_change(*self.lockfiles, optional=True)
-        return sh(
-            command or self.install_cmd,
-            label=f"{self.name} install",
-            key=f"{self.name}-install",
-            image=image or self.image,
-            cache=cache,
-        )
 
-    def build(self, deps: Chain, command: str | None = None) -> Chain:
-        """Build after ``deps`` (in its filesystem)."""
+        def make() -> Chain:
+            return sh(
+                command or self.install_cmd,
+                label=f"{self.name} install",
+                key=f"{self.name}-install",
+                image=image or self.image,
+                cache=cache,
+            )
+
+        current = recorder()
+        if current is None:
+            return make()  # sh() says where steps can be made
+        chain: Chain = current.once((self.name, "install", lockfile, command, image), make)
+        return chain
+
+    def build(self, deps: Chain | None = None, command: str | None = None) -> Chain:
+        """Build after ``deps`` (default: :meth:`install`), in its filesystem."""
+        deps = deps or self.install()
         return deps.sh(self._activated(command or self.build_cmd), label=f"{self.name} build")
 
-    def test(self, deps: Chain, command: str | None = None) -> Chain:
-        """Run the tests after ``deps`` (in its filesystem)."""
+    def test(self, deps: Chain | None = None, command: str | None = None) -> Chain:
+        """Run the tests after ``deps`` (default: :meth:`install`), in its filesystem."""
+        deps = deps or self.install()
         return deps.sh(self._activated(command or self.test_cmd), label=f"{self.name} test")
 
-    def lint(self, deps: Chain, command: str | None = None) -> Chain:
-        """Run the linter after ``deps`` (in its filesystem)."""
+    def lint(self, deps: Chain | None = None, command: str | None = None) -> Chain:
+        """Run the linter after ``deps`` (default: :meth:`install`), in its filesystem."""
+        deps = deps or self.install()
         return deps.sh(self._activated(command or self.lint_cmd), label=f"{self.name} lint")
 
 
