@@ -66,7 +66,12 @@ def explain(
             lambda event: None,
             RunOptions(executor=executor),
         )
-        found = _explain(store, planned.pipeline, pack(root, store), planned.keyed_as)
+        found = _explain(
+            store,
+            planned.pipeline,
+            pack(root, store, git=planned.pipeline.wants_git),
+            planned.keyed_as,
+        )
     except SetupError as e:
         fail(str(e))
     except PluginFailure as e:

@@ -47,7 +47,7 @@ def explain(
     now = time.time()
     by_key = {s.key: s for s in pipeline.steps}
     found: list[Explanation] = []
-    for p in predict(store, pipeline, workspace.files, executor_of, now=now):
+    for p in predict(store, pipeline, workspace.files, executor_of, now=now, git=workspace.git):
         step = p.step
         if step.cache is None:
             found.append(Explanation(step.key, "always", None, ["no cache policy: it always runs"]))

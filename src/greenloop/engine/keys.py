@@ -15,6 +15,7 @@ from typing import Any
 
 import pathspec
 
+from greenloop.engine.git import GitMetadata
 from greenloop.protocol import PROTOCOL_VERSION, CommandStep, Pipeline, SetupError
 from greenloop.protocol.ir import CachePolicy, Compose, OnChange, Ttl
 
@@ -25,9 +26,10 @@ def step_key(
     executor: str,
     parent_snapshot: str | None,
     files: dict[str, str],
+    git: GitMetadata | None = None,
 ) -> str:
     """The cache key of ``step`` given its parent's snapshot and the workspace file digests."""
-    return digest(key_parts(step, pipeline, executor, parent_snapshot, files))
+    return digest(key_parts(step, pipeline, executor, parent_snapshot, files, git))
 
 
 def key_parts(
@@ -36,8 +38,11 @@ def key_parts(
     executor: str,
     parent_snapshot: str | None,
     files: dict[str, str],
+    git: GitMetadata | None = None,
 ) -> dict[str, Any]:
-    """What ``step``'s cache key is made of, as JSON-ready data (``explain`` compares them)."""
+    """What ``step``'s cache key is made of, as JSON-ready data (``explain`` compares them).
+
+    ``git`` is the repository's HEAD, read when a step asks for git metadata."""
     parts = {
         "protocol": PROTOCOL_VERSION,
         "executor": executor,
@@ -58,6 +63,10 @@ def key_parts(
             (use.env, use.name, "file") if use.as_file else (use.env, use.name)
             for use in step.secrets
         )
+    if step.git:
+        if git is None:
+            raise SetupError(f"step {step.key!r} asks for git=True but no git metadata was read")
+        parts["git"] = git.key_part()
     if step.cache_dirs:
         # What is kept where, never what is in it: a warm cache must not change a key.
         parts["cache_dirs"] = [c.model_dump(mode="json") for c in step.cache_dirs]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from greenloop.engine.git import GitMetadata
 from greenloop.engine.keys import digest, fresh, key_parts
 from greenloop.protocol import CommandStep, Pipeline
 from greenloop.protocol.ir import topological
@@ -42,6 +43,7 @@ def predict(
     *,
     use_cache: bool = True,
     now: float | None = None,
+    git: GitMetadata | None = None,
 ) -> list[Prediction]:
     """Every step of ``pipeline``, parents first; ``keyed_as(step)`` names its executor as
     its key does, ``files`` are the workspace's (path to digest)."""
@@ -59,7 +61,7 @@ def predict(
             found.append(Prediction(step, hit=False))
             continue
         parent_snapshot = snapshots[parent] if parent is not None else None
-        parts = key_parts(step, pipeline, keyed_as(step), parent_snapshot, files)
+        parts = key_parts(step, pipeline, keyed_as(step), parent_snapshot, files, git)
         key = digest(parts)
         entry = store.index.get_entry(key)
         hit = entry is not None and fresh(step.cache, entry.created_at, now)

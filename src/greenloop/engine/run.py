@@ -110,6 +110,8 @@ class Run:
         self._stop_reason: str | None = None
         self._timed_out = False
         self._archives = ArchiveRegistry(store)
+        self._git_archive_id: UUID | None = None
+        """The workspace with a ``.git`` laid in, for the steps that ask (``git=True``)."""
         self._logs = StepLogs(store)
         self._secrets = dict(secrets or {})
         self._masker = Masker(self._secrets)
@@ -188,7 +190,7 @@ class Run:
         """
         missing_secrets(self.pipeline, self._secrets)
         check_services(self.pipeline, self._executor_name, self._starts_services)
-        workspace = pack(self.root, self.store)
+        workspace = pack(self.root, self.store, git=self.pipeline.wants_git)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
         self.preflight(to_run)
@@ -208,6 +210,8 @@ class Run:
         try:
             if veto is None:
                 archive_id = self._archives.register(workspace.archive)
+                if workspace.git_archive is not None:
+                    self._git_archive_id = self._archives.register(workspace.git_archive)
                 self._emit(plan)
                 self._schedule(workspace, archive_id, outcomes)
         finally:
@@ -296,7 +300,12 @@ class Run:
         name = self._executor_name(step)
         parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
         parts = key_parts(
-            step, self.pipeline, self._keyed_as(step), parent_snapshot, workspace.files
+            step,
+            self.pipeline,
+            self._keyed_as(step),
+            parent_snapshot,
+            workspace.files,
+            workspace.git,
         )
         key = digest(parts)
         decision, entry = self._decide(step, key, name)
@@ -330,7 +339,7 @@ class Run:
             return self._finish(step, "failed", started=started, key=key, error=str(e))
         request = ExecutorInput(
             step=step,
-            workspace_archive_id=archive_id,
+            workspace_archive_id=(self._git_archive_id or archive_id) if step.git else archive_id,
             env={**self.pipeline.env, **step.env, **services_env},
             workdir=step.workdir,
             run_id=self.run_id,
@@ -488,6 +497,7 @@ class Run:
             workspace.files,
             self._keyed_as,
             use_cache=self.options.use_cache,
+            git=workspace.git,
         )
         hits = {p.step.key for p in predictions if p.hit}
         cached = len(hits)

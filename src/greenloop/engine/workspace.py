@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 import tarfile
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 from uuid import UUID
 
 from greenloop.engine.files import project_files
+from greenloop.engine.git import GitMetadata, git_dir
+from greenloop.engine.git import read as git_metadata
 from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 
@@ -33,12 +36,17 @@ class Workspace:
     root: Path
     archive: str
     files: dict[str, str]
+    git: GitMetadata | None = None
+    """The repository's HEAD, when a step asks for git metadata."""
+    git_archive: str | None = None
+    """The archive with a ``.git`` for :attr:`git` laid beside the files."""
 
 
-def pack(root: Path, store: Store) -> Workspace:
+def pack(root: Path, store: Store, *, git: bool = False) -> Workspace:
     """Pack the project at ``root`` into a deterministic tar stored in ``store``.
 
-    The store itself is never packed, even when it lies inside the project.
+    The store itself is never packed, even when it lies inside the project. With
+    ``git``, a second archive holds a ``.git`` for HEAD too (see :mod:`greenloop.engine.git`).
     """
     files: dict[str, str] = {}
     inside = _inside(store.root, root)
@@ -60,7 +68,27 @@ def pack(root: Path, store: Store) -> Workspace:
             ) from None
         # Executors read the archive by path, unchecked: make sure the stored copy is sound.
         archive = store.put_file(Path(tmp.name), verify_existing=True)
-    return Workspace(root=root, archive=archive, files=files)
+    if not git:
+        return Workspace(root=root, archive=archive, files=files)
+    meta = git_metadata(root)
+    return Workspace(root, archive, files, meta, _with_git(root, store, archive, meta))
+
+
+def _with_git(root: Path, store: Store, archive: str, meta: GitMetadata) -> str:
+    """The workspace ``archive`` with a ``.git`` for ``meta`` added; its digest."""
+    with (
+        tempfile.TemporaryDirectory(prefix="greenloop-git-") as scratch,
+        store.scratch_file(".tar") as tmp,
+    ):
+        dot_git = git_dir(root, meta, Path(scratch))
+        with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(store.blob_path(archive), mode="r|") as files:
+                for member in files:
+                    tar.addfile(member, files.extractfile(member) if member.isfile() else None)
+            for path in sorted(p for p in dot_git.rglob("*") if p.is_file()):
+                _add(tar, path, f".git/{path.relative_to(dot_git).as_posix()}")
+        tmp.flush()
+        return store.put_file(Path(tmp.name), verify_existing=True)
 
 
 def _inside(folder: Path, root: Path) -> str | None:

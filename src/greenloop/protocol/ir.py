@@ -257,6 +257,11 @@ class Pipeline(_IR):
     )
     steps: list[CommandStep]
 
+    @property
+    def wants_git(self) -> bool:
+        """Whether a step asks for the project's git metadata."""
+        return any(step.git for step in self.steps)
+
     @model_validator(mode="after")
     def _well_formed_graph(self) -> Pipeline:
         keys = [s.key for s in self.steps]
