@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
+from greenloop.devloop.checkers.formats import gnu
 from greenloop.devloop.config import (
     DEFAULT_CHECKER_TIMEOUT_S,
     Config,
@@ -21,7 +22,7 @@ from greenloop.devloop.config import (
 from greenloop.devloop.detect import detect_kinds, mypy_supports_json, python_type_checker
 from greenloop.devloop.identity import build_identity, host_triple
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.parsers import cargo_json, gnu, mypy_json, tsc
+from greenloop.devloop.parsers import cargo_json, mypy_json, tsc
 from greenloop.protocol import Profile, SetupError, Severity
 from tests.test_devloop_helpers import cli, python_env, python_project, write
 
