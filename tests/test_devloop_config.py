@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
+from greenloop.devloop.checkers.cargo import cargo_json
+from greenloop.devloop.checkers.detect import detect_kinds
 from greenloop.devloop.checkers.formats import gnu
+from greenloop.devloop.checkers.mypy import mypy_json, mypy_supports_json
+from greenloop.devloop.checkers.pyright import python_type_checker
+from greenloop.devloop.checkers.tsc import tsc
 from greenloop.devloop.config import (
     DEFAULT_CHECKER_TIMEOUT_S,
     Config,
@@ -19,10 +24,8 @@ from greenloop.devloop.config import (
     Role,
     load_config,
 )
-from greenloop.devloop.detect import detect_kinds, mypy_supports_json, python_type_checker
 from greenloop.devloop.identity import build_identity, host_triple
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.parsers import cargo_json, mypy_json, tsc
 from greenloop.protocol import Profile, SetupError, Severity
 from tests.test_devloop_helpers import cli, python_env, python_project, write
 
