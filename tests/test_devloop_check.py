@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from greenloop._fs import pid_alive
-from greenloop.devloop import checkers as checkers_module
+from greenloop.devloop.checkers import resolve as checkers_module
 from greenloop.devloop.config import Format, load_config
 from greenloop.devloop.oneshot import check_once
 from greenloop.protocol import CheckResult, Severity, TreeState

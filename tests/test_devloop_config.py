@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
+from greenloop.devloop.checkers.cargo import cargo_json
+from greenloop.devloop.checkers.detect import detect_kinds
+from greenloop.devloop.checkers.formats import gnu
+from greenloop.devloop.checkers.mypy import mypy_json, mypy_supports_json
+from greenloop.devloop.checkers.pyright import python_type_checker
+from greenloop.devloop.checkers.table import BUILTINS, OUTPUTS
+from greenloop.devloop.checkers.tsc import tsc
 from greenloop.devloop.config import (
     DEFAULT_CHECKER_TIMEOUT_S,
     Config,
@@ -18,10 +25,8 @@ from greenloop.devloop.config import (
     Role,
     load_config,
 )
-from greenloop.devloop.detect import detect_kinds, mypy_supports_json, python_type_checker
 from greenloop.devloop.identity import build_identity, host_triple
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.parsers import cargo_json, gnu, mypy_json, tsc
 from greenloop.protocol import Profile, SetupError, Severity
 from tests.test_devloop_helpers import cli, python_env, python_project, write
 
@@ -401,6 +406,13 @@ def test_mypy_file_level_errors_are_clamped_to_line_1() -> None:
     out += '"code": "misc", "severity": "error"}\n'
     (only,) = mypy_json([out], [], BASE, "mypy")
     assert (only.line, only.col) == (1, 1)
+
+
+def test_every_output_format_is_read_by_exactly_one_parser() -> None:
+    # A format nobody reads fails at its first report; two modules bringing one, silently.
+    brought = [fmt for checker in BUILTINS.values() for fmt in checker.outputs]
+    assert len(brought) == len(set(brought))
+    assert set(OUTPUTS) == set(Format) - {Format.LSP}
 
 
 def test_config_object_defaults() -> None:

@@ -59,6 +59,9 @@ class Role(StrEnum):
 class Format(StrEnum):
     """How a checker's output is parsed into diagnostics.
 
+    Each is read by the parser of the checker module that brings it (``gnu`` by
+    :mod:`greenloop.devloop.checkers.formats`); the names live here so that a
+    ``format`` setting is validated with the rest of the settings.
     ``lsp`` is not an output: the checker is a language server on stdio, kept
     running between rounds (see :mod:`greenloop.devloop.lsp`).
     """

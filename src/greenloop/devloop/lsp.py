@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from greenloop._procs import stop_group, wait_exit
-from greenloop.devloop.parsers import lsp_diagnostics
+from greenloop.devloop.checkers.formats import lsp_diagnostics
 from greenloop.protocol import Diagnostic
 
 LANGUAGES = {

@@ -11,16 +11,6 @@ from pathlib import Path
 LOCAL_BIN_DIRS = (".venv/bin", "node_modules/.bin")
 """Project-local tool folders searched before ``PATH``, so a project's pinned tools win."""
 
-INSTALL_HINTS = {
-    "cargo": "install the Rust toolchain with rustup",
-    "ruff": "pip install ruff (in the project's .venv or on PATH)",
-    "mypy": "pip install mypy (in the project's .venv or on PATH)",
-    "pyright": "npm install --save-dev pyright (or pip install pyright)",
-    "pyright-langserver": "npm install --save-dev pyright (or pip install pyright)",
-    "tsc": "npm install --save-dev typescript",
-}
-"""How to get each built-in checker's program, shown when it is missing."""
-
 _versions: dict[tuple[str, int, int], str] = {}
 _versions_lock = threading.Lock()
 

@@ -16,7 +16,6 @@ million validated models, and its errors still make the tree red.
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -24,10 +23,11 @@ from pathlib import Path
 
 from greenloop.devloop import process
 from greenloop.devloop.checkers import Checker
+from greenloop.devloop.checkers.formats import Found
+from greenloop.devloop.checkers.table import parse_output
 from greenloop.devloop.config import Format
 from greenloop.devloop.lsp import LanguageServers, ServerFailed
 from greenloop.devloop.model import CheckerReport, Omitted
-from greenloop.devloop.parsers import Found, parse
 from greenloop.protocol import Diagnostic, SetupError, Severity
 from greenloop.protocol.devloop import sorted_diagnostics
 
@@ -116,8 +116,7 @@ def _report(
         return CheckerReport(
             checker.name, checker.role, (diagnostic,), complete=False, crashed=True
         )
-    base = _cargo_workspace(root, checker) if checker.format is Format.CARGO_JSON else root
-    found = parse(checker.format, done.stdout.lines(), done.stderr.lines(), base, checker.source)
+    found = parse_output(checker, root, done.stdout.lines(), done.stderr.lines())
     diagnostics, omitted = collect(found, checker.max_diagnostics)
     has_errors = omitted.error_paths() or any(d.severity is Severity.ERROR for d in diagnostics)
     if done.returncode != 0 and not has_errors:
@@ -231,20 +230,3 @@ def _timeout(root: Path, checker: Checker, done: process.TimedOut) -> Diagnostic
 def _tail(stdout: process.Output, stderr: process.Output) -> str:
     output = (stderr.tail().strip() or stdout.tail().strip()).splitlines()[-_TAIL_LINES:]
     return " | ".join(line.strip() for line in output if line.strip()) or "no output"
-
-
-def _cargo_workspace(root: Path, checker: Checker) -> Path:
-    # rustc names files relative to the workspace root, which may sit above ``root``.
-    try:
-        done = subprocess.run(
-            [checker.program, "locate-project", "--workspace", "--message-format", "plain"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return root
-    manifest = done.stdout.strip()
-    return Path(manifest).parent if done.returncode == 0 and manifest else root
