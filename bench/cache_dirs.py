@@ -33,7 +33,7 @@ TREES = {
         # docopt and sgmllib3k ship sdists only: pip builds their wheels every
         # time unless its cache keeps them; the rest are wheels pip downloads.
         "deps": "requests\nrich\nclick\ndocopt\nsgmllib3k\n",
-        "install": "python3 -m venv .venv && .venv/bin/python -m pip install -q -r requirements.txt",
+        "install": "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt",
         "cache": '{"pip": "~/.cache/pip"}',
     },
     "npm": {
