@@ -51,3 +51,8 @@ def test_release_reads_its_version_from_git_and_its_token_from_a_secret(example:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "would upload notes v0.1.0" in done.stdout
     assert "t0k" not in done.stdout
+
+
+def test_the_docs_show_the_example_as_it_is() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "pipelines.md").read_text()
+    assert (EXAMPLE / ".greenloop" / "pipeline.py").read_text() in docs
