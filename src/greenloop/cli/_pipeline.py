@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from greenloop._project import PIPELINE_FILE
 from greenloop.cli import _templates
 from greenloop.cli._artifacts import check_out_dir, export_run_artifacts
 from greenloop.cli._common import (
@@ -472,7 +473,7 @@ def init(template: str | None, force: bool, as_json: bool) -> None:
     """Write a starter .greenloop/pipeline.py for the project in this directory."""
     root = Path.cwd()
     chosen = template or _templates.detect(root)
-    target = root / ".greenloop" / "pipeline.py"
+    target = root / PIPELINE_FILE
     if target.exists() and not force:
         fail(f"{target} exists; use --force to overwrite it")
     _templates.write(root, chosen)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from greenloop._project import PROJECT_DIR
+
 _HEADER = '''"""greenloop pipelines for this project: `greenloop run ci` runs the `ci` pipeline."""
 
 import greenloop as gl
@@ -73,7 +75,7 @@ def detect(root: Path) -> str:
 
 def write(root: Path, template: str) -> Path:
     """Write ``.greenloop/pipeline.py`` (and its ``.gitignore``) from ``template``."""
-    folder = root / ".greenloop"
+    folder = root / PROJECT_DIR
     folder.mkdir(exist_ok=True)
     if not (folder / ".gitignore").exists():
         (folder / ".gitignore").write_text(_GITIGNORE)

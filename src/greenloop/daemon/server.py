@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from greenloop._procs import signal_group
 from greenloop._version import __version__
 from greenloop.daemon import DaemonPaths
 from greenloop.daemon.client import FORWARDED
@@ -283,7 +284,7 @@ class Server:
             self._selector.unregister(command.conn)
             command.conn.close()
             command.conn = None
-            _signal_group(command.pid, signal.SIGTERM)
+            signal_group(command.pid, signal.SIGTERM)
             return
         try:
             messages, command.buffer = unframe(command.buffer + data)
@@ -291,7 +292,7 @@ class Server:
             messages, command.buffer = [], b""
         for message in messages:
             if message.get("signal") in FORWARDED:
-                _signal_group(command.pid, message["signal"])
+                signal_group(command.pid, message["signal"])
 
     def _close_listener(self) -> None:
         assert self._listener is not None
@@ -465,11 +466,6 @@ def _decline(conn: socket.socket, reason: str) -> None:
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,6 @@ a copy of the snapshot, and commits by scanning that whole folder.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -31,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import remove_orphans
+from greenloop._procs import signal_group, stop_group
 from greenloop.executors import bwrap
 from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
@@ -469,11 +469,10 @@ def _execute(
         except subprocess.TimeoutExpired:
             return None
 
-    code = await_exit(poll, lambda: _kill(proc), request, host)
+    code = await_exit(poll, lambda: stop_group(proc, grace=2.0), request, host)
     # A step ends with its command: whatever it left running in the background goes too
     # (it would hold the output pipes open and outlive the sandbox it runs in).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     for pump in pumps:
         pump.join(timeout=5)
     return code
@@ -499,16 +498,3 @@ def _pump(
     for raw in iter(stream.readline, b""):
         host.log(request.step_id, name, raw.decode("utf-8", "replace").rstrip("\r\n"))
     stream.close()
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue

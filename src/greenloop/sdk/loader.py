@@ -11,7 +11,7 @@ import types
 from pathlib import Path
 from typing import NoReturn
 
-from greenloop._project import PIPELINE_FILE
+from greenloop._project import PIPELINE_FILE, PROJECT_DIR
 from greenloop.protocol.ir import (
     CommandStep,
     Compose,
@@ -49,7 +49,7 @@ def find_pipeline_file(start: Path) -> Path | None:
 def project_root(pipeline_file: Path) -> Path:
     """The project a pipeline file belongs to (the parent of its ``.greenloop`` folder)."""
     pipeline_file = pipeline_file.resolve()
-    if pipeline_file.parent.name == ".greenloop":
+    if pipeline_file.parent.name == PROJECT_DIR.name:
         return pipeline_file.parent.parent
     return pipeline_file.parent
 
