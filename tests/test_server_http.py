@@ -216,6 +216,7 @@ def test_status_before_anything(server: DevServer) -> None:
         "last_build": None,
         "diagnostics_count": 0,
         "diagnostics": [],
+        "app": None,  # a site: no app behind a proxy
     }
 
 

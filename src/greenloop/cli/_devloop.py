@@ -7,6 +7,7 @@ when stopped by Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -41,6 +42,9 @@ from greenloop.protocol import (
     TreeState,
 )
 from greenloop.protocol.executor import EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from greenloop.server import AppStatus
 
 EXIT_RED = 1
 """``check``: the tree is red (or could not be pinned down while it kept changing)."""
@@ -151,9 +155,25 @@ next batch restarts it), never a wrong page. webpack's watcher waits 20 ms."""
 @click.option(
     "--pipeline",
     "pipeline_name",
-    default="build",
-    show_default=True,
-    help="The pipeline that builds the site; its output step's directory is served.",
+    default=None,
+    help="The pipeline that builds the site (or the app); its output step's directory is "
+    "served (or run from). Default: [dev] build, else 'build' for a site and a snapshot of "
+    "the green tree for an app.",
+)
+@click.option(
+    "--app",
+    "app_command",
+    default=None,
+    metavar="CMD",
+    help="Run this web app from each green build behind a reverse proxy on --port; {port} "
+    "in CMD (and $PORT) is its own loopback port. Default: [dev] app.",
+)
+@click.option(
+    "--ready",
+    default=None,
+    metavar="PATH|CMD",
+    help="When a new app is ready to take over: an HTTP path that answers 2xx/3xx, or a "
+    "command that exits 0. Default: [dev] ready, else its port accepts connections.",
 )
 @click.option(
     "--debounce-ms",
@@ -168,17 +188,22 @@ def dev(
     port: int,
     allowed_hosts: tuple[str, ...],
     out: Path | None,
-    pipeline_name: str,
+    pipeline_name: str | None,
+    app_command: str | None,
+    ready: str | None,
     debounce_ms: int | None,
     as_json: bool,
 ) -> None:
     """Watch, build every green tree, and serve the latest green build with live reload.
 
     A red tree is never built, published or served: the page keeps the last green
-    build and shows what is red in an overlay. Exit 2 for a setup error, 130 when
-    stopped by Ctrl-C or SIGTERM.
+    build and shows what is red in an overlay. With an app (--app or [dev] app),
+    each green build's app starts on its own port and takes over the proxy once
+    ready; until then, and when it fails, the last one keeps serving. Exit 2 for a
+    setup error, 130 when stopped by Ctrl-C or SIGTERM.
     """
     # The build and server stack loads only for `dev`, never for `check` or `watch`.
+    from greenloop.dev.app import AppConfig
     from greenloop.dev.session import DevSession
 
     root = root.resolve()
@@ -190,6 +215,12 @@ def dev(
         fail(str(e))
     except OSError as e:
         fail(f"cannot take the watcher slot in {root}: {e}")
+    settings = setup.config.settings
+    app = AppConfig.of(settings.dev, app_command, ready)
+    if app is None and ready is not None:
+        lock.release()
+        fail("--ready needs an app to wait for (--app CMD, or app in the [dev] settings)")
+    pipeline_name = pipeline_name or settings.dev.build or (None if app else "build")
     try:
         session = DevSession(
             root,
@@ -199,11 +230,16 @@ def dev(
             allowed_hosts=allowed_hosts,
             out=out,
             report=reporter,
+            app=app,
+            ignore=tuple(settings.ignore),
+            on_app_change=reporter.app,
+            app_echo=lambda line: click.echo(line, err=True),
         )
     except SetupError as e:
         lock.release()
         fail(str(e))
-    click.echo(f"greenloop: serving {session.url} (latest green build of {root})", err=True)
+    what = "the app of the latest green build" if app else "latest green build"
+    click.echo(f"greenloop: serving {session.url} ({what} of {root})", err=True)
 
     def start_building(writer: StatusWriter) -> None:
         reporter.record_in(writer)
@@ -268,7 +304,7 @@ def _watch_until_stopped(
 
 
 class _BuildReporter:
-    """Says what each build came to: on stdout, and in the status file once it is running."""
+    """Says what each build (and app) came to: on stdout, and in the status file once it runs."""
 
     def __init__(self, as_json: bool) -> None:
         self._as_json = as_json
@@ -292,6 +328,16 @@ class _BuildReporter:
             click.echo(f"  build {outcome.kind}: published {result.input_hash[:12]}")
         else:
             click.echo(f"  build {outcome.kind}: not published (the tree changed meanwhile)")
+
+    def app(self, status: AppStatus, line: str) -> None:
+        """Report a change of the app: a line in the terminal, the status file, JSON."""
+        document = status.model_dump(mode="json")
+        if self._status is not None:
+            self._status.update(app=document)
+        if self._as_json:
+            click.echo(json.dumps({"app": document}, separators=(",", ":")))
+        elif line:
+            click.echo(f"  {line}")
 
 
 @click.command()
@@ -408,6 +454,9 @@ def _describe_section(name: str, section: dict[str, Any]) -> str:
             else f"; last build {build['outcome']}"
             + ("" if build["published"] else " (not published)")
         )
+    app = section.get("app")
+    if app is not None:
+        seen += _describe_app(app, live=state == "live")
     if state == "live":
         return (
             f"live (pid {section['pid']}, {section['activity']}, heartbeat "
@@ -416,6 +465,26 @@ def _describe_section(name: str, section: dict[str, Any]) -> str:
     if state == "stopped":
         return f"not running (pid {section['pid']} stopped); {seen}"
     return f"not running (pid {section['pid']} died or hung without stopping); {seen}"
+
+
+def _describe_app(app: dict[str, Any], *, live: bool) -> str:
+    current, failed = app.get("current"), app.get("failed_start")
+    if current is None:
+        text = "; no app serving yet" if live else "; no app was serving"
+    else:
+        text = (
+            f"; app pid {current['pid']} on port {current['port']}, build "
+            f"{current['input_hash'][:12]}, {current['health']}"
+        )
+        problem = current.get("problem")
+        if problem:
+            text += f" ({problem['summary']})"
+    if failed is not None and failed.get("problem"):
+        text += (
+            f"; the app of build {failed['input_hash'][:12]} did not start: "
+            f"{failed['problem']['summary']}"
+        )
+    return text
 
 
 def _describe_latest_green(section: dict[str, Any]) -> str:

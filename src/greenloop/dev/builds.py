@@ -6,6 +6,10 @@ edge, and its result is published only if the tree is still green with the same
 identity when the build ends (an edit during the build makes the result stale,
 and the next green edge builds again). Builds run on one background thread;
 requests that arrive while it is busy collapse into the newest one.
+
+For an app, a published build is handed to ``deploy`` (the app supervisor)
+instead of being served as files, and without a build pipeline the build is a
+snapshot of the green tree (:mod:`greenloop.dev.snapshot`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from greenloop.dev.builder import Builder
 from greenloop.dev.publisher import Publisher, read_pointer
+from greenloop.dev.snapshot import StaleSnapshot, TreeSnapshot
 from greenloop.devloop.loop import Listener
 from greenloop.plugins.registry import Executors
 from greenloop.protocol import (
@@ -35,6 +40,9 @@ from greenloop.store import Store
 
 BUILD_PIPELINE = "build"
 
+Deploy = Callable[[Path, BuildResult], object]
+"""Runs a published build (its folder and result) instead of serving it as files."""
+
 
 class DevBuilds(Listener):
     """Turns green edges into builds, publishes servable results, feeds the server."""
@@ -44,11 +52,20 @@ class DevBuilds(Listener):
         store: Store,
         root: Path,
         pipeline_file: Path,
-        pipeline_name: str,
+        pipeline_name: str | None,
         publisher: Publisher,
         state: LiveState,
         report: Callable[[BuildResult, bool], None],
+        *,
+        snapshot: TreeSnapshot | None = None,
+        deploy: Deploy | None = None,
     ) -> None:
+        """Build with ``pipeline_name`` from ``pipeline_file``, or (None) take ``snapshot``.
+
+        Each published build is served as files, or handed to ``deploy``.
+        """
+        if pipeline_name is None and snapshot is None:
+            raise ValueError("a build needs a pipeline or a snapshot")
         self.store = store
         self.root = root
         self.pipeline_file = pipeline_file
@@ -56,6 +73,8 @@ class DevBuilds(Listener):
         self.publisher = publisher
         self.state = state
         self._report = report
+        self._snapshot = snapshot
+        self._deploy = deploy
         self._executors = Executors(store)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -65,8 +84,13 @@ class DevBuilds(Listener):
         self._thread = threading.Thread(target=self._work, name="greenloop-builds", daemon=True)
 
     def start(self) -> None:
-        """Serve the last published build (if any) and start the build thread."""
-        self._serve_previous()
+        """Serve the last published build (if any) and start the build thread.
+
+        An app's previous build is started on the build thread, which it keeps
+        busy until it is ready.
+        """
+        if self._deploy is None:
+            self._serve_previous()
         self._thread.start()
 
     def stop(self) -> None:
@@ -99,6 +123,8 @@ class DevBuilds(Listener):
     # -- the build thread --------------------------------------------------------
 
     def _work(self) -> None:
+        if self._deploy is not None:
+            self._serve_previous()
         while True:
             with self._lock:
                 while self._requested is None and not self._stopped:
@@ -110,16 +136,23 @@ class DevBuilds(Listener):
             self._build(identity)
 
     def _build(self, identity: BuildIdentity) -> None:
-        try:
-            pipeline = load(self.pipeline_file).pipeline(self.pipeline_name)
-        except (PipelineFileError, KeyError) as e:
-            reason = f"cannot load pipeline {self.pipeline_name!r}: {e}"
-            result = BuildResult(input_hash=identity.input_hash(), outcome=Failed(reason=reason))
-            self.state.push_build(result)
-            self._report(result, False)
-            return
         trigger = BuildTrigger.for_identity(identity)
-        result = self._builder(pipeline).build(trigger)
+        if self.pipeline_name is None:
+            assert self._snapshot is not None
+            try:
+                result = self._snapshot.build(trigger)
+            except StaleSnapshot:
+                return  # the watcher has the change that made it stale: a new round follows
+        else:
+            try:
+                pipeline = load(self.pipeline_file).pipeline(self.pipeline_name)
+            except (PipelineFileError, KeyError) as e:
+                reason = f"cannot load pipeline {self.pipeline_name!r}: {e}"
+                result = BuildResult(input_hash=trigger.input_hash, outcome=Failed(reason=reason))
+                self.state.push_build(result)
+                self._report(result, False)
+                return
+            result = self._builder(pipeline).build(trigger)
         self.state.push_build(result)
         with self._lock:
             still_green = self._green == identity
@@ -135,15 +168,19 @@ class DevBuilds(Listener):
                 result = BuildResult(input_hash=result.input_hash, outcome=Failed(reason=reason))
                 self.state.push_build(result)
         self._report(result, published)
+        current = self.publisher.current() if published else None
+        if self._deploy is not None and current is not None:
+            self._deploy(current, result)
 
     def _publish(self, result: BuildResult) -> bool:
-        """Publish ``result`` and serve it; False when there was nothing to serve."""
+        """Publish ``result`` and serve it (an app's is run later); False: nothing to serve."""
         if self.publisher.publish(result) is None:
             return False
         current = self.publisher.current()
         if current is None:
             return False
-        self.state.set_artifact(current, result)
+        if self._deploy is None:
+            self.state.set_artifact(current, result)
         return True
 
     def _builder(self, pipeline: Pipeline) -> Builder:
@@ -159,4 +196,7 @@ class DevBuilds(Listener):
             previous = BuildResult(
                 input_hash=meta.input_hash, outcome=Deduplicated(), artifact=meta
             )
-            self.state.set_artifact(current, previous)
+            if self._deploy is not None:
+                self._deploy(current, previous)
+            else:
+                self.state.set_artifact(current, previous)

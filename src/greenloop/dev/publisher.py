@@ -23,8 +23,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,8 @@ class Publisher:
         self.state = state_dir(root)
         self.out = (out if out is not None else root / DEFAULT_OUT).absolute()
         self.pointer = root / POINTER
+        self._held: Counter[Path] = Counter()  # a site may be held by two apps of one build
+        self._held_lock = threading.Lock()
         self._claim_out()
 
     def _claim_out(self) -> None:
@@ -129,6 +133,23 @@ class Publisher:
         self._prune(publishes, current=stamp)
         return record
 
+    def hold(self, site: Path) -> None:
+        """Keep the published folder ``site`` (as :meth:`current` gave it) through later publishes.
+
+        Pruning keeps only the last two publishes; an app still running from an
+        older one (its newer builds failed to start) must keep its files.
+        """
+        with self._held_lock:
+            self._held[site.resolve()] += 1
+
+    def release(self, site: Path) -> None:
+        """Let a later publish prune ``site`` again."""
+        with self._held_lock:
+            held = site.resolve()
+            self._held[held] -= 1
+            if self._held[held] <= 0:
+                del self._held[held]
+
     def current(self) -> Path | None:
         """The folder ``out`` shows now, or None before the first publish."""
         return self.out.resolve() if self.out.is_dir() else None
@@ -153,7 +174,8 @@ class Publisher:
         for old in ordered:
             if old not in keep:
                 _discard(old)
-        used = {(p / "site").resolve() for p in keep}
+        with self._held_lock:
+            used = {(p / "site").resolve() for p in keep} | set(self._held)
         for site in (self.state / "sites").iterdir():
             if site.resolve() not in used:
                 _discard(site)

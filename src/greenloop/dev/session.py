@@ -12,12 +12,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from greenloop._project import PIPELINE_FILE
+from greenloop.dev.app import AppConfig, AppSupervisor, OnChange
 from greenloop.dev.builder import output_step
 from greenloop.dev.builds import DevBuilds
 from greenloop.dev.publisher import Publisher
+from greenloop.dev.snapshot import TreeSnapshot
 from greenloop.protocol import BuildResult, SetupError
 from greenloop.sdk.loader import PipelineFileError, load
-from greenloop.server import LiveState, serve
+from greenloop.server import LiveState, Proxy, serve
 from greenloop.server.hosts import HostPolicy
 from greenloop.store import Store, StoreError
 
@@ -34,38 +36,59 @@ class DevSession:
     with whatever it had opened closed again. :attr:`builds` is the listener
     to put on the watch loop; :meth:`start` serves the previous build and
     starts building, :meth:`close` stops it all.
+
+    With ``app``, the server is a reverse proxy in front of the app process of
+    the latest green build that became ready (:mod:`greenloop.dev.app`), and
+    without a build pipeline (``pipeline_name`` None) that build is a snapshot
+    of the green tree.
     """
 
     url: str
     """Where the server listens."""
     builds: DevBuilds
     """The watch-loop listener that builds green trees and publishes them."""
+    apps: AppSupervisor | None
+    """The app supervisor, when the session runs an app."""
 
     def __init__(
         self,
         root: Path,
         *,
-        pipeline_name: str,
+        pipeline_name: str | None,
         host: str,
         port: int,
         allowed_hosts: tuple[str, ...],
         out: Path | None,
         report: Report,
+        app: AppConfig | None = None,
+        ignore: tuple[str, ...] = (),
+        on_app_change: OnChange | None = None,
+        app_echo: Callable[[str], None] | None = None,
     ) -> None:
-        """Open a session for ``root`` (see the class docstring); raises ``SetupError``."""
+        """Open a session for ``root`` (see the class docstring); raises ``SetupError``.
+
+        ``ignore`` is the settings' list (what a snapshot leaves out besides the
+        fixed ignores); ``on_app_change`` and ``app_echo`` hear about the app.
+        """
         try:
             HostPolicy.of(host, allowed_hosts)
         except ValueError as e:
             raise SetupError(str(e)) from None
+        if app is not None:
+            app.check(root)
+        elif pipeline_name is None:
+            raise SetupError("a site needs a build pipeline (--pipeline)")
         pipeline_file = root / PIPELINE_FILE
-        try:
-            output_step(load(pipeline_file).pipeline(pipeline_name))
-        except (PipelineFileError, ValueError) as e:
-            raise SetupError(str(e)) from None
-        except KeyError:
-            raise SetupError(
-                f"{pipeline_file} defines no pipeline {pipeline_name!r} to build the site with"
-            ) from None
+        if pipeline_name is not None:
+            what = "the app" if app is not None else "the site"
+            try:
+                output_step(load(pipeline_file).pipeline(pipeline_name))
+            except (PipelineFileError, ValueError) as e:
+                raise SetupError(str(e)) from None
+            except KeyError:
+                raise SetupError(
+                    f"{pipeline_file} defines no pipeline {pipeline_name!r} to build {what} with"
+                ) from None
         with ExitStack() as opened:
             try:
                 store = Store.open()
@@ -74,15 +97,40 @@ class DevSession:
             opened.callback(store.close)
             publisher = Publisher(store, root, out)
             state = LiveState()
+            proxy: Proxy | None = None
+            self.apps = None
+            if app is not None:
+                self.apps = AppSupervisor(
+                    app,
+                    root,
+                    state,
+                    hold=publisher.hold,
+                    release=publisher.release,
+                    on_change=on_app_change,
+                    echo=app_echo,
+                )
+                proxy = self.apps.proxy
             self.builds = DevBuilds(
-                store, root, pipeline_file, pipeline_name, publisher, state, report
+                store,
+                root,
+                pipeline_file,
+                pipeline_name,
+                publisher,
+                state,
+                report,
+                snapshot=TreeSnapshot(store, root, ignore) if pipeline_name is None else None,
+                deploy=self.apps.deploy if self.apps is not None else None,
             )
             try:
-                server = serve(state, host, port, allowed_hosts=allowed_hosts)
+                server = serve(state, host, port, allowed_hosts=allowed_hosts, proxy=proxy)
             except OSError as e:
                 raise SetupError(f"cannot serve on {host}:{port}: {e}") from None
             opened.callback(server.stop)
             opened.callback(self.builds.stop)
+            if self.apps is not None:
+                # First: a deploy waiting for its app to be ready gives up, so the
+                # build thread ends; then every app process is stopped.
+                opened.callback(self.apps.close)
             self.url = server.url
             self._close = opened.pop_all()
 
@@ -91,5 +139,5 @@ class DevSession:
         self.builds.start()
 
     def close(self) -> None:
-        """Stop building (a build in flight finishes), stop serving, close the store."""
+        """Stop the apps and building (a build in flight ends), stop serving, close the store."""
         self._close.close()

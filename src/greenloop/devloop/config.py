@@ -116,6 +116,84 @@ class CheckerSettings(BaseModel):
         return v
 
 
+DEFAULT_READY_TIMEOUT_S = 30.0
+"""Seconds a new app may take to become ready before it counts as a failed start."""
+
+
+class DevSettings(BaseModel):
+    """The ``[dev]`` table: what ``greenloop dev`` runs when the project is an app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app: list[str] | None = Field(
+        default=None,
+        description=(
+            "The command that runs the app (argv, or one string split like a shell would); "
+            "{port} is replaced by the port it must listen on (also in $PORT)."
+        ),
+    )
+    ready: str | None = Field(
+        default=None,
+        description=(
+            "When a new app is ready: an HTTP path ('/healthz') that must answer 2xx/3xx, "
+            "or a command that must exit 0 (default: its port accepts connections)."
+        ),
+    )
+    ready_timeout_s: float = Field(
+        default=DEFAULT_READY_TIMEOUT_S,
+        gt=0,
+        le=MAX_CHECKER_TIMEOUT_S,
+        allow_inf_nan=False,
+        description="Seconds a new app may take to become ready before it counts as failed.",
+    )
+    stop_timeout_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3_600,
+        allow_inf_nan=False,
+        description="Seconds an old app gets between SIGTERM and SIGKILL.",
+    )
+    drain_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3_600,
+        allow_inf_nan=False,
+        description="Seconds the old app's in-flight requests may take to finish after a swap.",
+    )
+    build: str | None = Field(
+        default=None,
+        description=(
+            "The pipeline whose output the app runs from (default: a snapshot of the green tree)."
+        ),
+    )
+
+    @field_validator("ready_timeout_s", "stop_timeout_s", "drain_timeout_s", mode="before")
+    @classmethod
+    def _no_bool(cls, v: object) -> object:
+        return _reject_bool(v)
+
+    @field_validator("app", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return shlex.split(v)
+        return v
+
+    @field_validator("app")
+    @classmethod
+    def _non_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("app must name a program")
+        return v
+
+    @field_validator("ready")
+    @classmethod
+    def _ready(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("ready must be an HTTP path ('/healthz') or a command")
+        return v
+
+
 class Settings(BaseModel):
     """The whole greenloop settings table."""
 
@@ -153,6 +231,9 @@ class Settings(BaseModel):
     )
     target: TargetTriple | None = Field(default=None, description="Default: the host triple.")
     profile: Profile = Profile.DEV
+    dev: DevSettings = Field(
+        default_factory=DevSettings, description="What `greenloop dev` runs for an app."
+    )
 
     @field_validator("checker_timeout_s", mode="before")
     @classmethod

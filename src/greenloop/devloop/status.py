@@ -100,6 +100,8 @@ class WatchStatus(BaseModel):
     last_check_ms: int | None = None
     stopped_at: float | None = None
     last_build: LastBuild | None = None
+    app: dict[str, Any] | None = None
+    """``greenloop dev``'s app, as ``/__greenloop/status`` has it (pid, port, build, health)."""
 
 
 class AlreadyWatching(SetupError):
@@ -229,6 +231,8 @@ def watcher_section(root: Path) -> dict[str, Any]:
         )
         if status.last_build is not None:
             section["last_build"] = status.last_build.model_dump(mode="json")
+        if status.app is not None:
+            section["app"] = status.app
     return section
 
 

@@ -10,8 +10,23 @@ red. See ``docs/dev-server.md``.
 from __future__ import annotations
 
 from greenloop.server.app import create_app
+from greenloop.server.appstatus import AppHealth, AppProblem, AppProcessInfo, AppStatus
+from greenloop.server.proxy import Proxy, Upstream, UpstreamFailure
 from greenloop.server.run import DevServer, serve
 from greenloop.server.snapshot import Snapshot
 from greenloop.server.state import LiveState
 
-__all__ = ["DevServer", "LiveState", "Snapshot", "create_app", "serve"]
+__all__ = [
+    "AppHealth",
+    "AppProblem",
+    "AppProcessInfo",
+    "AppStatus",
+    "DevServer",
+    "LiveState",
+    "Proxy",
+    "Snapshot",
+    "Upstream",
+    "UpstreamFailure",
+    "create_app",
+    "serve",
+]

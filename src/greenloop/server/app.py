@@ -2,7 +2,9 @@
 
 Everything under ``/__greenloop/`` belongs to the server; every other path is
 looked up in the artifact directory the state holds at the moment the request
-arrives (or answered with the holding page before the first green build).
+arrives (or answered with the holding page before the first green build) — or,
+for an app, relayed by the :class:`~greenloop.server.proxy.Proxy` to the app
+process currently serving.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from greenloop.server.inject import (
     inject,
 )
 from greenloop.server.messages import status_document
+from greenloop.server.proxy import Proxy
 from greenloop.server.state import LiveState
 
 _CHUNK = 64 * 1024
@@ -45,10 +48,14 @@ _CHUNK = 64 * 1024
 _FILE_HEADERS = {"x-content-type-options": "nosniff"}
 
 
-def create_app(state: LiveState, hosts: HostPolicy | None = None) -> Starlette:
+def create_app(
+    state: LiveState, hosts: HostPolicy | None = None, proxy: Proxy | None = None
+) -> Starlette:
     """The Starlette app serving ``state``; see ``docs/dev-server.md`` for the endpoints.
 
     Only requests whose ``Host`` ``hosts`` allows are answered (default: loopback).
+    With ``proxy``, every path outside ``/__greenloop/`` (any method, and
+    WebSockets) goes to the app behind it instead of the artifact directory.
     """
 
     async def status(request: Request) -> Response:
@@ -76,13 +83,19 @@ def create_app(state: LiveState, hosts: HostPolicy | None = None) -> Starlette:
             _file_response, request, snapshot.directory, snapshot.artifact_id
         )
 
+    # An ASGI object (not a function) as endpoint: the route passes every method to it.
+    rest = (
+        [Route("/{path:path}", artifact)]
+        if proxy is None
+        else [Route("/{path:path}", proxy), WebSocketRoute("/{path:path}", proxy)]
+    )
     return Starlette(
         routes=[
             Route("/__greenloop/status", status),
             Route(CLIENT_PATH, client),
             WebSocketRoute("/__greenloop/events", events_endpoint(state)),
             Route("/__greenloop/{rest:path}", reserved),
-            Route("/{path:path}", artifact),
+            *rest,
         ],
         # Outermost first: a refused Host gets its 403 with no-store too.
         middleware=[

@@ -64,8 +64,10 @@
   }
 
   function problemOf(status) {
+    // Every problem at once, most fundamental first: the title is the first one's.
+    var sections = [];
     if (status.verdict === "red") {
-      return {
+      sections.push({
         title: "The tree is red",
         items: (status.diagnostics || []).map(function (d) {
           return {
@@ -75,16 +77,44 @@
             source: d.code ? d.code + "; " + d.source : d.source,
           };
         }),
-      };
+      });
     }
     var build = status.last_build;
-    if (build && build.outcome && build.outcome.kind === "failed") {
-      return {
+    if (status.verdict !== "red" && build && build.outcome && build.outcome.kind === "failed") {
+      sections.push({
         title: "The last build failed",
         items: [{ where: "", severity: "error", message: build.outcome.reason, source: "build" }],
-      };
+      });
     }
-    return null;
+    var app = status.app;
+    if (app && app.failed_start && app.failed_start.problem) {
+      sections.push(appSection("The new app did not start", app.failed_start));
+    }
+    if (app && app.current && app.current.problem) {
+      var exited = app.current.health === "exited";
+      sections.push(appSection(exited ? "The app exited" : "The app is failing", app.current));
+    }
+    if (!sections.length) {
+      return null;
+    }
+    return { title: sections[0].title, sections: sections };
+  }
+
+  function appSection(title, info) {
+    var problem = info.problem;
+    var at = problem.location;
+    return {
+      title: title,
+      items: [
+        {
+          where: at ? at.path + ":" + at.line + (at.col ? ":" + at.col : "") : "",
+          severity: "error",
+          message: problem.error ? problem.summary + ": " + problem.error : problem.summary,
+          source: "app pid " + info.pid + ", build " + String(info.input_hash).slice(0, 12),
+          log: (problem.log_tail || []).join("\n"),
+        },
+      ],
+    };
   }
 
   function render(problem) {
@@ -153,8 +183,22 @@
     close.setAttribute("aria-label", "Dismiss the greenloop overlay");
     header.append(title, note, close);
 
+    var body = el("div", "");
+    problem.sections.forEach(function (section, index) {
+      if (index > 0) {
+        var subtitle = el("strong", "display:block;margin:10px 0 6px;color:#ff9592;", section.title);
+        subtitle.className = "greenloop-section-title";
+        body.append(subtitle);
+      }
+      body.append(listOf(section.items));
+    });
+    overlay.append(header, body);
+    return overlay;
+  }
+
+  function listOf(items) {
     var list = el("ol", "margin:0;padding:0;list-style:none;");
-    problem.items.forEach(function (item) {
+    items.forEach(function (item) {
       var row = el("li", "margin:0 0 6px;padding:0;white-space:pre-wrap;");
       row.className = "greenloop-diagnostic";
       if (item.where) {
@@ -168,10 +212,20 @@
       var source = el("span", "color:#b99a9c;", " [" + item.source + "]");
       source.className = "greenloop-source";
       row.append(severity, message, source);
+      if (item.log) {
+        // The app's own output, as it printed it: the traceback is read top to bottom.
+        var log = el(
+          "pre",
+          "margin:6px 0 0;padding:6px 8px;background:#1c0709;color:#e8d3d4;white-space:pre-wrap;" +
+            "font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;",
+          item.log
+        );
+        log.className = "greenloop-log";
+        row.append(log);
+      }
       list.append(row);
     });
-    overlay.append(header, list);
-    return overlay;
+    return list;
   }
 
   connect();

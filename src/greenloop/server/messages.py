@@ -1,8 +1,8 @@
 """The JSON the dev server speaks: the status document and the WebSocket messages.
 
 Every WebSocket message is an object with a ``type`` — ``sync``, ``state``,
-``build`` or ``artifact`` — the contract payload that caused it (``event`` or
-``result``, as its pydantic JSON), and ``status``: the whole status after the
+``build``, ``artifact`` or ``app`` — the contract payload that caused it (``event``,
+``result`` or ``app``, as its pydantic JSON), and ``status``: the whole status after the
 change. Clients that only need to know "what now" read ``status`` and can
 never fall out of step; clients that want the stream read the payloads.
 """
@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from greenloop.protocol.devloop import BuildResult, StateEvent
+from greenloop.server.appstatus import AppStatus
 from greenloop.server.snapshot import Snapshot
 
 
@@ -28,6 +29,7 @@ def status_document(snapshot: Snapshot) -> dict[str, Any]:
         ),
         "diagnostics_count": len(snapshot.diagnostics),
         "diagnostics": [d.model_dump(mode="json") for d in snapshot.diagnostics],
+        "app": snapshot.app.model_dump(mode="json") if snapshot.app is not None else None,
     }
 
 
@@ -52,6 +54,12 @@ def artifact_message(result: BuildResult, snapshot: Snapshot) -> str:
     """A newly served artifact and the build that made it, with the status after it."""
     payload = result.model_dump(mode="json")
     return _encode({"type": "artifact", "result": payload, "status": status_document(snapshot)})
+
+
+def app_message(app: AppStatus, snapshot: Snapshot) -> str:
+    """The app behind the proxy changed (started, took over, failed, exited)."""
+    payload = app.model_dump(mode="json")
+    return _encode({"type": "app", "app": payload, "status": status_document(snapshot)})
 
 
 def _encode(message: dict[str, Any]) -> str:

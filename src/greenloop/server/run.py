@@ -13,6 +13,7 @@ import uvicorn
 
 from greenloop.server.app import create_app
 from greenloop.server.hosts import HostPolicy
+from greenloop.server.proxy import Proxy
 from greenloop.server.state import LiveState
 
 _POLL_S = 0.01
@@ -90,6 +91,7 @@ def serve(
     *,
     allowed_hosts: Iterable[str] = (),
     start_timeout: float = 10.0,
+    proxy: Proxy | None = None,
 ) -> DevServer:
     """Serve ``state`` on ``host``:``port`` (0 picks a free port) from a background thread.
 
@@ -97,11 +99,12 @@ def serve(
     their ``Host`` header (see :mod:`greenloop.server.hosts`); a malformed name
     raises ``ValueError``. Returns once the server accepts connections. Binding
     happens here, so a port in use raises ``OSError`` in the caller's thread.
+    With ``proxy``, the server fronts an app (see :func:`create_app`).
     """
     policy = HostPolicy.of(host, allowed_hosts)
     sock = _bind(host, port)
     config = uvicorn.Config(
-        create_app(state, policy),
+        create_app(state, policy, proxy),
         lifespan="off",
         # The sans-I/O websockets backend: the legacy one is deprecated upstream.
         ws="websockets-sansio",
@@ -110,6 +113,10 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=3,
+        # Behind the proxy the app's own Server and Date headers are the ones to pass on;
+        # uvicorn would add its own next to them.
+        server_header=proxy is None,
+        date_header=proxy is None,
     )
     server = DevServer(uvicorn.Server(config), sock, host)
     server._start(start_timeout)

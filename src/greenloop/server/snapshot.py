@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenloop.protocol.devloop import ArtifactMeta, BuildResult, Diagnostic, TreeState
+from greenloop.server.appstatus import AppStatus
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Snapshot:
     """The diagnostics of the current verdict, sorted by path, line and column."""
     last_build: BuildResult | None
     """The most recent build result, servable or failed."""
+    app: AppStatus | None = None
+    """The app behind the proxy, when ``greenloop dev`` runs one."""
 
     @property
     def artifact_id(self) -> str:

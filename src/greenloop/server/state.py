@@ -27,7 +27,14 @@ from greenloop.protocol.devloop import (
     TreeState,
     sorted_diagnostics,
 )
-from greenloop.server.messages import artifact_message, build_message, state_message, sync_message
+from greenloop.server.appstatus import AppStatus
+from greenloop.server.messages import (
+    app_message,
+    artifact_message,
+    build_message,
+    state_message,
+    sync_message,
+)
 from greenloop.server.snapshot import Snapshot
 
 # A client that falls this far behind is cut off; it reconnects and resyncs,
@@ -81,6 +88,7 @@ class _Fields:
     verdict: TreeState = TreeState.UNKNOWN
     by_file: dict[str, list[Diagnostic]] = field(default_factory=dict)
     last_build: BuildResult | None = None
+    app: AppStatus | None = None
 
 
 class LiveState:
@@ -135,6 +143,17 @@ class LiveState:
             self._fields.last_build = result
             self._broadcast(build_message(result, self._snapshot()))
 
+    def set_app(self, app: AppStatus) -> None:
+        """Record what the app behind the proxy is doing now, and broadcast it.
+
+        Like :meth:`push_build`, this never changes what is served: the proxy
+        switches targets on its own, and :meth:`set_artifact` says which build
+        the pages now come from.
+        """
+        with self._lock:
+            self._fields.app = app
+            self._broadcast(app_message(app, self._snapshot()))
+
     def snapshot(self) -> Snapshot:
         """A consistent copy of the current state."""
         with self._lock:
@@ -164,7 +183,7 @@ class LiveState:
     def _snapshot(self) -> Snapshot:
         f = self._fields
         diagnostics = sorted_diagnostics(d for ds in f.by_file.values() for d in ds)
-        return Snapshot(f.directory, f.artifact, f.verdict, tuple(diagnostics), f.last_build)
+        return Snapshot(f.directory, f.artifact, f.verdict, tuple(diagnostics), f.last_build, f.app)
 
     def _broadcast(self, message: str) -> None:
         self._subscribers = [s for s in self._subscribers if s._deliver(message)]
