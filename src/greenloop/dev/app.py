@@ -67,7 +67,8 @@ class AppConfig:
     command: tuple[str, ...]
     """The argv; ``{port}`` in any argument is replaced by the port it must listen on."""
     ready: str | None = None
-    """An HTTP path (``/healthz``), a command, or None: its port accepts connections."""
+    """An HTTP path (``/healthz``: starts with ``/``, no spaces), else a command; None: its
+    port accepts connections."""
     ready_timeout_s: float = 30.0
     stop_timeout_s: float = 5.0
     drain_timeout_s: float = 10.0
@@ -104,6 +105,14 @@ class AppConfig:
         raise SetupError(
             f"the app command's program {program!r} is not found (on PATH or in {root})"
         )
+
+    @property
+    def ready_path(self) -> str | None:
+        """The HTTP path readiness asks for, when ``ready`` is one."""
+        ready = self.ready
+        if ready is not None and ready.startswith("/") and not any(c.isspace() for c in ready):
+            return ready
+        return None
 
     def argv(self, port: int) -> list[str]:
         """The command for an app on ``port``."""
@@ -385,7 +394,7 @@ class AppSupervisor:
                     return None
             except OSError as e:
                 return f"port {app.port}: {e.strerror or e}"
-        if ready.startswith("/"):
+        if self.config.ready_path is not None:
             url = f"http://{LOOPBACK}:{app.port}{ready}"
             try:
                 status = self._probe.get(url).status_code

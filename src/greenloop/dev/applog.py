@@ -27,7 +27,8 @@ _PYTHON_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
 # throw ("/x/server.js:5"); also any tool that prints path:line[:col].
 _PATH_LINE = re.compile(r"(?P<path>(?:file://)?/[^\s():\"']+):(?P<line>\d+)(?::(?P<col>\d+))?")
 _ERROR_LINE = re.compile(
-    r"^(?:Uncaught )?(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$"
+    r"^(?:Uncaught )?(?:[A-Za-z_][\w.]*\.)?(?:[A-Z]\w*)?(?:Error|Exception|Exit|Interrupt)\b"
+    r"(?::.*)?$"
 )
 
 

@@ -135,8 +135,9 @@ class DevSettings(BaseModel):
     ready: str | None = Field(
         default=None,
         description=(
-            "When a new app is ready: an HTTP path ('/healthz') that must answer 2xx/3xx, "
-            "or a command that must exit 0 (default: its port accepts connections)."
+            "When a new app is ready: an HTTP path ('/healthz': starts with /, no spaces) "
+            "that must answer 2xx/3xx, or else a command that must exit 0 (default: its "
+            "port accepts connections)."
         ),
     )
     ready_timeout_s: float = Field(
