@@ -282,6 +282,8 @@ class AppSupervisor:
         self._retirements: list[threading.Thread] = []
         self._refreshing: set[AppProcess] = set()
         self._probe = httpx.Client(trust_env=False, timeout=_PROBE_TIMEOUT_S)
+        # The status says "an app" from the start, before any has started.
+        state.set_app(self.status())
 
     def status(self) -> AppStatus:
         """Where the apps stand now."""
