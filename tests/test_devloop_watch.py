@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.loop import Verdict
 from greenloop.devloop.status import (

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from greenloop.store import CacheEntry, Store, StoreError, clean, default_root
-from greenloop.store.digests import CHUNK_SIZE
-from greenloop.store.errors import CorruptObject
+from greenloop.store.exceptions import CorruptObject
+from greenloop.store.hashing import CHUNK_SIZE
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from greenloop.cli._common import echo_json, fail, json_option, open_store
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import PluginFailure, SetupError
 from greenloop.store import Store, StoreError, clean, default_root
 from greenloop.store.transfer import TransferReport, export_cache, import_cache

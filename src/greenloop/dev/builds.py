@@ -17,7 +17,7 @@ from pathlib import Path
 from greenloop.dev.builder import Builder
 from greenloop.dev.publisher import Publisher, read_pointer
 from greenloop.devloop.loop import Listener
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import (
     BecameGreen,
     BecameRed,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import watchfiles
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 
 _MAX_HOLD_MS = 2_000

@@ -33,12 +33,12 @@ from greenloop.engine.outcomes import (
     with_sandboxes,
 )
 from greenloop.engine.predict import predict
-from greenloop.engine.secrets import Masker
-from greenloop.engine.secrets import files_for_step as secret_files_for
-from greenloop.engine.secrets import for_step as secrets_for
-from greenloop.engine.secrets import missing as missing_secrets
-from greenloop.engine.services import HostService, ServiceFailed, Services
-from greenloop.engine.services import check as check_services
+from greenloop.engine.secret_values import Masker
+from greenloop.engine.secret_values import files_for_step as secret_files_for
+from greenloop.engine.secret_values import for_step as secrets_for
+from greenloop.engine.secret_values import missing as missing_secrets
+from greenloop.engine.service_lifecycle import HostService, ServiceFailed, Services
+from greenloop.engine.service_lifecycle import check as check_services
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
 from greenloop.plugins.spec import Executor, Hook, variant_of
 from greenloop.protocol import (

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from greenloop.protocol.ir import Sandbox
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 from greenloop.store.trees import TreeEntry, normalize_mode
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")

@@ -10,7 +10,7 @@ red. See ``docs/dev-server.md``.
 from __future__ import annotations
 
 from greenloop.server.app import create_app
-from greenloop.server.run import DevServer, serve
+from greenloop.server.background import DevServer, serve
 from greenloop.server.snapshot import Snapshot
 from greenloop.server.state import LiveState
 

@@ -27,8 +27,6 @@ from starlette.responses import (
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from greenloop.server.events import events_endpoint
-from greenloop.server.files import Found, NeedsSlash, content_type, is_html, lookup, open_file
 from greenloop.server.hosts import HostGuard, HostPolicy
 from greenloop.server.inject import (
     CLIENT_PATH,
@@ -38,7 +36,9 @@ from greenloop.server.inject import (
     inject,
 )
 from greenloop.server.messages import status_document
+from greenloop.server.safe_paths import Found, NeedsSlash, content_type, is_html, lookup, open_file
 from greenloop.server.state import LiveState
+from greenloop.server.websocket import events_endpoint
 
 _CHUNK = 64 * 1024
 # The type we send is the type: a browser must not sniff a build file into HTML.

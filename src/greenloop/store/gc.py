@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from greenloop.store.digests import is_digest
+from greenloop.store.hashing import is_digest
 from greenloop.store.index import Index
 from greenloop.store.objects import ObjectDir, ObjectFile
 from greenloop.store.records import CacheEntry

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from greenloop.store.digests import is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.hashing import is_digest
 from greenloop.store.layout import TEMP_PREFIX
 from greenloop.store.trees import TreeEntry, check_relative_path
 

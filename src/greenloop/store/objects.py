@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from greenloop._fs import fsync_dir, pid_alive
-from greenloop.store.digests import (
+from greenloop.store.exceptions import CorruptObject, StoreError
+from greenloop.store.hashing import (
     CHUNK_SIZE,
     check_digest,
     digest_bytes,
     digest_file,
     is_digest,
 )
-from greenloop.store.errors import CorruptObject, StoreError
 from greenloop.store.layout import TEMP_PREFIX, temp_prefix, temp_writer
 
 _OBJECT_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH

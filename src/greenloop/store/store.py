@@ -11,10 +11,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
-from greenloop.store.cache_dirs import CacheDirs
-from greenloop.store.digests import digest_file, is_digest
-from greenloop.store.errors import CorruptObject, StoreError
+from greenloop.store.cache_folders import CacheDirs
+from greenloop.store.exceptions import CorruptObject, StoreError
 from greenloop.store.gc import GcReport, collect_garbage
+from greenloop.store.hashing import digest_file, is_digest
 from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
 from greenloop.store.materialize import (
@@ -162,7 +162,7 @@ class Store:
 
         A read to the end checks the bytes against ``digest``. A damaged object
         is removed, with every cache entry that needs it, and the read raises
-        :class:`~greenloop.store.errors.CorruptObject`: as a miss, those steps
+        :class:`~greenloop.store.exceptions.CorruptObject`: as a miss, those steps
         are rebuilt instead of running on wrong bytes.
         """
         try:

@@ -22,8 +22,8 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from greenloop.store.digests import CHUNK_SIZE, is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.hashing import CHUNK_SIZE, is_digest
 from greenloop.store.records import CacheEntry, RemoteStats
 from greenloop.store.remote.entry import RemoteEntry, ac_key
 from greenloop.store.remote.refused import RefusedBlobs
