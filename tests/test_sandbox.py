@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,7 +147,14 @@ def ci():
         stored.append(path)
         return real(path, verify_existing=verify_existing)
 
+    real_many = store.put_files
+
+    def counting_many(paths: Sequence[Path]) -> list[str]:
+        stored.extend(paths)
+        return real_many(paths)
+
     monkeypatch.setattr(store, "put_file", counting)
+    monkeypatch.setattr(store, "put_files", counting_many)
     # Rerun only the child: a new command, the same cached 500-file parent.
     write_pipeline(
         project,

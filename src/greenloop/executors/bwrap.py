@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -290,11 +289,11 @@ class UpperLayer:
 
 
 def read_upper(
-    upper: Path, lower: Path, put_file: Callable[[Path], str], skip: set[str]
+    upper: Path, lower: Path, put_files: Callable[[list[Path]], list[str]], skip: set[str]
 ) -> UpperLayer:
     """What the upper layer ``upper`` over the checkout ``lower`` changed.
 
-    Its files are stored with ``put_file`` (several at once). A whiteout hides
+    Its files are stored with ``put_files``, all at once. A whiteout hides
     the lower path (and all below it); a non-directory or an opaque directory
     replaces what ``lower`` had there. Paths in ``skip`` (root-relative) are
     left out, whatever either layer holds. Reads ``upper`` whole, and ``lower``
@@ -333,12 +332,9 @@ def read_upper(
                 raise StoreError(
                     f"cannot store /{rel}: it is neither a file, a directory nor a symlink"
                 )
-    # Hashing and fsyncing release the GIL: a fresh dependency install (thousands
-    # of files) stores several at once.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        blobs = pool.map(lambda f: put_file(Path(f[1])), files)
-        for (rel, _, mode), blob in zip(files, blobs, strict=True):
-            changes[rel] = TreeEntry(rel, "file", normalize_mode("file", mode), blob=blob)
+    blobs = put_files([Path(path) for _, path, _ in files])
+    for (rel, _, mode), blob in zip(files, blobs, strict=True):
+        changes[rel] = TreeEntry(rel, "file", normalize_mode("file", mode), blob=blob)
     return UpperLayer(hidden, changes)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -132,6 +132,13 @@ class Store:
         which does not check.
         """
         return self._objects.put_file(path, verify_existing=verify_existing)
+
+    def put_files(self, paths: Sequence[Path]) -> list[str]:
+        """Store many files at once (a step's new tree); their digests, in order.
+
+        Durable together, with one filesystem sync rather than an fsync each.
+        """
+        return self._objects.put_files(paths)
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream``, in chunks; return its digest."""
