@@ -35,6 +35,9 @@ class GcReport:
     objects_removed: int
     bytes_freed: int
     temp_files_removed: int
+    checkouts_removed: int = 0
+    """Tree checkouts (overlay lower layers) removed: their tree went, they were old,
+    or the store had to fit ``--max-size-mb``."""
 
 
 def collect_garbage(

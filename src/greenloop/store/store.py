@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -21,6 +22,7 @@ from greenloop.store.materialize import (
     CHECKOUTS_DIR,
     adopt_checkout,
     checked_out,
+    checkout_sizes,
     materialize_entries,
     sweep_checkouts,
 )
@@ -434,21 +436,36 @@ class Store:
         (see :meth:`checkout`) of trees no longer stored, or unused for longer
         than ``max_age``, go too.
         """
+        checkouts = self.root / CHECKOUTS_DIR
+        unused_for = None if max_age is None else max_age.total_seconds()
+        swept = 0
+        if max_bytes is not None:
+            # Checkouts only repeat stored trees, and are rebuilt on demand: they
+            # make room before any cache entry has to.
+            swept = sweep_checkouts(
+                checkouts,
+                self.has,
+                unused_for=unused_for,
+                grace=grace.total_seconds(),
+                max_bytes=max(0, max_bytes - self.size_bytes()),
+            )
+            max_bytes = max(0, max_bytes - self.checkout_bytes())
         report = collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
         )
         # A checkout lives as long as its tree (and, with an age limit, while it is used).
-        sweep_checkouts(
-            self.root / CHECKOUTS_DIR,
-            self.has,
-            unused_for=None if max_age is None else max_age.total_seconds(),
-            grace=grace.total_seconds(),
+        swept += sweep_checkouts(
+            checkouts, self.has, unused_for=unused_for, grace=grace.total_seconds()
         )
-        return report
+        return dataclasses.replace(report, checkouts_removed=swept)
 
     def size_bytes(self) -> int:
         """Total bytes of every file in the object directory."""
         return sum(found.size for found in self._objects.scan())
+
+    def checkout_bytes(self) -> int:
+        """Total bytes of the tree checkouts overlay snapshots boot from (see :meth:`checkout`)."""
+        return sum(checkout_sizes(self.root / CHECKOUTS_DIR).values())
 
 
 def _dropped(count: int) -> str:
