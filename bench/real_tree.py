@@ -37,7 +37,7 @@ from typing import Any
 
 from greenloop.engine.run import Run, RunOptions
 from greenloop.executors.local import LocalExecutor
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import BuildEvent, PlanSummary, StepFinished
 from greenloop.sdk.loader import load
 from greenloop.store import Store

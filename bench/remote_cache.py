@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from greenloop.engine.run import Run, RunOptions
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import BuildEvent
 from greenloop.sdk.loader import load
 from greenloop.store import Store

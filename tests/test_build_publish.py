@@ -9,7 +9,7 @@ import pytest
 
 from greenloop.dev.builder import Builder, output_step
 from greenloop.dev.publisher import POINTER, Publisher, read_pointer
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import (
     BuildIdentity,
     BuildTrigger,

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from greenloop._fs import pid_alive
-from greenloop.dev.app import AppConfig, AppSupervisor
+from greenloop.dev.app_supervisor import AppConfig, AppSupervisor
 from greenloop.server import AppHealth, AppStatus, DevServer, LiveState, serve
 from tests.conftest import wait_until
 from tests.test_server_support import green_result

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.dev.app import AppConfig
-from greenloop.dev.applog import TAIL_LINES, LogTail, error_line, location_of
-from greenloop.dev.snapshot import StaleSnapshot, TreeSnapshot
+from greenloop.dev.app_log import TAIL_LINES, LogTail, error_line, location_of
+from greenloop.dev.app_supervisor import AppConfig
+from greenloop.dev.tree_snapshot import StaleSnapshot, TreeSnapshot
 from greenloop.devloop.config import ConfigError, DevSettings, load_config
 from greenloop.devloop.identity import build_identity
 from greenloop.protocol import BuildTrigger, SetupError

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.inotify_source import available as inotify_available
 from greenloop.devloop.loop import Verdict
 from greenloop.devloop.status import (
     AlreadyWatching,
@@ -30,7 +31,7 @@ from greenloop.devloop.status import (
     write_status,
 )
 from greenloop.devloop.treestate import state_dir, tree_key
-from greenloop.devloop.watcher import ChangeFilter, Watcher
+from greenloop.devloop.watcher import WATCHER_ENV, ChangeFilter, Watcher
 from greenloop.protocol import BecameRed, TreeState
 from tests.conftest import wait_until
 from tests.test_devloop_helpers import GATED_CHECKER as GATED_AUTHORITATIVE
@@ -88,8 +89,14 @@ def test_new_and_removed_folders_count_their_files(tmp_path: Path) -> None:
 # --- the watcher on real file events ------------------------------------------------
 
 
-@pytest.fixture
-def watcher(tmp_path: Path) -> Iterator[Watcher]:
+@pytest.fixture(params=["inotify", "watchfiles"])
+def watcher(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Watcher]:
+    """A watcher on each event source: inotify where Linux has it, watchfiles elsewhere."""
+    if request.param == "inotify" and not inotify_available():
+        pytest.skip("no inotify here")
+    monkeypatch.setenv(WATCHER_ENV, request.param)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     write(tmp_path, {"a.py": "0\n", "b.py": "0\n", ".gitignore": "*.log\nbuild-out/\n"})
     stop = threading.Event()
@@ -123,6 +130,18 @@ def test_a_burst_of_writes_is_one_batch(tmp_path: Path, watcher: Watcher) -> Non
     (tmp_path / "target/x").write_text("noise")
     (tmp_path / "b.py").write_text("sentinel\n")
     assert _next_real_batch(watcher) == {"b.py"}
+
+
+def test_files_in_a_folder_made_while_watching_are_seen(tmp_path: Path, watcher: Watcher) -> None:
+    # The files land before a watch on the new folders can: the scan finds them.
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "mod.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    seen: set[str] = set()
+    while seen != {"pkg/sub/mod.py", "pkg/__init__.py"}:
+        seen |= _next_real_batch(watcher)
+    (tmp_path / "pkg" / "sub" / "mod.py").write_text("x = 2\n")  # and watched from then on
+    assert _next_real_batch(watcher) == {"pkg/sub/mod.py"}
 
 
 # --- the loop: one check per batch, none for non-changes ----------------------------

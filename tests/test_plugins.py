@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from greenloop.cli._plugins import plugins as plugins_command
 from greenloop.executors.local import LocalExecutor
-from greenloop.plugins import registry, stdio
+from greenloop.plugins import discovery, stdio
 from greenloop.protocol.errors import PluginFailure
 from greenloop.store import Store
 from tests.conftest import write_pipeline
@@ -113,15 +113,15 @@ def test_echo_example_reports_failures_and_honours_cancellation(
 
 def test_unknown_executor_names_stdio_plugins_too(plugin_path: Path) -> None:
     with pytest.raises(PluginFailure) as failure:
-        registry.load("executor", "nope")
+        discovery.load("executor", "nope")
     assert failure.value.error.kind == "not_found"
     assert "echo" in failure.value.error.message and "local" in failure.value.error.message
-    assert {"echo", "local"} <= set(registry.available("executor"))
+    assert {"echo", "local"} <= set(discovery.available("executor"))
 
 
 def test_entry_points_win_over_executables_of_the_same_name(plugin_path: Path) -> None:
     write_plugin(plugin_path, "executor", "local")
-    assert registry.load("executor", "local") is LocalExecutor
+    assert discovery.load("executor", "local") is LocalExecutor
 
 
 def test_plugin_path_is_searched_before_path(
@@ -132,10 +132,10 @@ def test_plugin_path_is_searched_before_path(
     write_plugin(plugin_path, "executor", "dup")
     (plugin_path / "greenloop-executor-noexec").write_text("#!/bin/sh\n")  # not executable
     monkeypatch.setenv("PATH", os.pathsep.join([str(on_path), os.environ["PATH"]]))
-    executor = registry.load("executor", "dup")(None)
+    executor = discovery.load("executor", "dup")(None)
     assert isinstance(executor, stdio.StdioExecutor)
     assert executor.name == "dup" and executor.path == plugin_path / "greenloop-executor-dup"
-    assert "noexec" not in registry.available("executor")
+    assert "noexec" not in discovery.available("executor")
 
 
 def test_plugins_command_lists_builtins_and_stdio_plugins(plugin_path: Path) -> None:

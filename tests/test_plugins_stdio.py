@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from greenloop.engine.run import Run, RunOptions, RunResult
-from greenloop.plugins import registry, stdio
-from greenloop.plugins.registry import Executors
+from greenloop.plugins import discovery, stdio
+from greenloop.plugins.discovery import Executors
 from greenloop.plugins.spec import Hook
 from greenloop.protocol.errors import PluginFailure
 from greenloop.protocol.events import (
@@ -304,7 +304,7 @@ def _run_started() -> RunStarted:
 
 def test_stdio_hook_answers_each_event_from_one_process(plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "hook", "friday")
-    [hook] = [h for h in registry.hooks() if h.name == "friday"]
+    [hook] = [h for h in discovery.hooks() if h.name == "friday"]
     assert isinstance(hook, stdio.StdioHook)
     try:
         assert hook.handle(_run_started()) == HookVerdict(veto="not on a Friday")
@@ -319,7 +319,7 @@ def test_stdio_hook_answers_each_event_from_one_process(plugin_dir: Path) -> Non
 def test_stdio_hook_vetoes_a_run(store: Store, project: Path, plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "hook", "friday")
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo hi", label="hi")\n')
-    hooks = registry.hooks()
+    hooks = discovery.hooks()
     try:
         result, events = run(store, project, hooks=hooks)
     finally:
@@ -336,7 +336,7 @@ def test_a_crashing_stdio_hook_does_not_stop_the_run(
     store: Store, project: Path, plugin_dir: Path
 ) -> None:
     write_plugin(plugin_dir, "hook", "fragile", "crash")
-    hook = registry.load("hook", "fragile")()
+    hook = discovery.load("hook", "fragile")()
     with pytest.raises(PluginFailure) as failure:
         hook.handle(_run_started())
     assert failure.value.error.plugin == "fragile" and failure.value.error.kind == "crashed"
@@ -362,7 +362,7 @@ def test_a_hanging_stdio_hook_costs_one_budget_per_run_then_is_disabled(
     write_plugin(plugin_dir, "hook", "sleepy", "hang")
     write_pipeline(project, THREE_STEPS)
     monkeypatch.setenv(stdio.HOOK_BUDGET_ENV, "1")
-    hooks = registry.hooks()
+    hooks = discovery.hooks()
     try:
         result, events = run(store, project, hooks=hooks)
     finally:
@@ -382,7 +382,7 @@ def test_a_hanging_stdio_hook_costs_one_budget_per_run_then_is_disabled(
 def test_a_hook_given_up_on_warns_once(store: Store, project: Path, plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "hook", "fragile", "crash")
     write_pipeline(project, THREE_STEPS)
-    result, events = run(store, project, hooks=[registry.load("hook", "fragile")()])
+    result, events = run(store, project, hooks=[discovery.load("hook", "fragile")()])
     assert result.status == "passed"
     warnings = [line for line in logs(events, "greenloop") if "fragile" in line]
     # One warning per start that crashed, the last saying it is given up on.
@@ -402,7 +402,7 @@ def test_a_bad_hook_budget_is_a_usage_error(project: Path, plugin_dir: Path) -> 
 def test_stdio_formatter_writes_what_the_plugin_renders(plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "formatter", "tags")
     out = io.StringIO()
-    formatter = registry.load("formatter", "tags")(out)
+    formatter = discovery.load("formatter", "tags")(out)
     try:
         run_id = uuid.uuid4()
         formatter(RunStarted(run_id=run_id, pipeline="ci", at=0.0))
@@ -416,6 +416,6 @@ def test_stdio_formatter_writes_what_the_plugin_renders(plugin_dir: Path) -> Non
 def test_stdio_formatter_with_wrong_protocol_is_refused_up_front(plugin_dir: Path) -> None:
     write_plugin(plugin_dir, "formatter", "old", "mismatch")
     with pytest.raises(PluginFailure) as failure:
-        registry.load("formatter", "old")(io.StringIO())
+        discovery.load("formatter", "old")(io.StringIO())
     assert failure.value.error.kind == "protocol_mismatch"
     assert_no_leftovers(plugin_dir, "old")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from greenloop.engine.run import Run, RunOptions, RunResult
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import ArtifactRef, BuildEvent, StepLog
 from greenloop.sdk.loader import load
 from greenloop.store import CacheEntry, Store

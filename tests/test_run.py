@@ -14,7 +14,7 @@ import pytest
 
 from greenloop.engine.run import Run, RunOptions, RunResult
 from greenloop.executors.bwrap import unavailable
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import BuildEvent, StepLog
 from greenloop.sdk.loader import load
 from greenloop.store import Store

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from greenloop.executors.bwrap import unavailable
-from greenloop.store import Store
+from greenloop.store import CacheEntry, Store
 from tests.conftest import cli, write_pipeline
 from tests.test_run import logs, run, statuses
 
@@ -146,7 +148,14 @@ def ci():
         stored.append(path)
         return real(path, verify_existing=verify_existing)
 
+    real_many = store.put_files
+
+    def counting_many(paths: Sequence[Path]) -> list[str]:
+        stored.extend(paths)
+        return real_many(paths)
+
     monkeypatch.setattr(store, "put_file", counting)
+    monkeypatch.setattr(store, "put_files", counting_many)
     # Rerun only the child: a new command, the same cached 500-file parent.
     write_pipeline(
         project,
@@ -201,6 +210,29 @@ def test_checkouts_go_with_their_tree_and_stay_while_used(store: Store, tmp_path
     assert not folder.exists()
     store.gc(grace=timedelta(0))
     assert not held.exists()
+
+
+def test_checkouts_count_in_the_size_budget_and_go_before_any_entry(
+    store: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "big").write_bytes(os.urandom(200_000))
+    tree = store.put_tree(tmp_path / "t")
+    now = time.time()
+    store.set_ref("snap", tree)
+    entry = CacheEntry("k" * 64, "snap", "local", tree, [], now, now, "{}", None)
+    store.index.put_entry(entry)  # the entry keeps the tree's objects
+    with store.checkout(tree):
+        pass
+    assert store.checkout_bytes() >= 200_000
+    objects = store.size_bytes()
+    # Room for the objects but not for a second copy of them: the checkout goes.
+    report = store.gc(grace=timedelta(0), max_bytes=objects + 1000)
+    assert report.checkouts_removed == 1 and report.objects_removed == 0
+    assert report.entries_removed == 0
+    assert store.checkout_bytes() == 0 and store.has(tree)
+    with store.checkout(tree) as again:  # rebuilt on demand
+        assert (again / "big").stat().st_size == 200_000
 
 
 # -- the plan line says which mode ran -------------------------------------------------------

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.server.files import Found, NeedsSlash, content_type, lookup
 from greenloop.server.inject import (
     CLIENT_PATH,
     client_script,
@@ -14,6 +13,7 @@ from greenloop.server.inject import (
     holding_page,
     inject,
 )
+from greenloop.server.safe_paths import Found, NeedsSlash, content_type, lookup
 from tests.test_server_support import page, write_site
 
 

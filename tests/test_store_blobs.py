@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from greenloop.store import CacheEntry, Store, StoreError, clean, default_root
-from greenloop.store.digests import CHUNK_SIZE
-from greenloop.store.errors import CorruptObject
+from greenloop.store.exceptions import CorruptObject
+from greenloop.store.hashing import CHUNK_SIZE
 
 
 @pytest.fixture
@@ -254,3 +254,25 @@ def test_storing_with_verify_existing_replaces_a_damaged_copy(store: Store, tmp_
     assert store.put_file(source) == digest and path.read_bytes() == b"the ARCHIVE"
     assert store.put_file(source, verify_existing=True) == digest
     assert path.read_bytes() == b"the archive"
+
+
+def test_a_batch_of_files_is_stored_as_one_by_one_would(tmp_path: Path) -> None:
+    folder = tmp_path / "tree"
+    folder.mkdir()
+    paths = []
+    for i in range(40):
+        path = folder / f"f{i}"
+        path.write_bytes(b"same\n" if i % 10 == 0 else os.urandom(100 + i))  # duplicates too
+        paths.append(path)
+    with Store.open(tmp_path / "one") as single, Store.open(tmp_path / "many") as batch:
+        expected = [single.put_file(p) for p in paths]
+        assert batch.put_files(paths) == expected
+        assert batch.put_files(paths) == expected  # idempotent: all stored already
+        for path, digest in zip(paths, expected, strict=True):
+            assert batch.read_bytes(digest) == path.read_bytes()
+            assert stat.S_IMODE(os.stat(batch.blob_path(digest)).st_mode) == stat.S_IMODE(
+                os.stat(single.blob_path(digest)).st_mode
+            )
+        # No temp file is left behind for the next gc to find.
+        leftovers = [p for p in (tmp_path / "many").rglob("*") if p.name.startswith(".tmp")]
+        assert leftovers == []

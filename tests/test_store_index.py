@@ -13,8 +13,8 @@ import pytest
 from greenloop._fs import process_start
 from greenloop.protocol import ArtifactMeta, ArtifactRef, BuildIdentity, Profile
 from greenloop.store import CacheEntry, Index, RunRecord, StepRecord, Store, StoreError
-from greenloop.store.schema import SCHEMA_V1 as _SCHEMA_V1
-from greenloop.store.schema import SCHEMA_VERSION
+from greenloop.store.migrations import SCHEMA_V1 as _SCHEMA_V1
+from greenloop.store.migrations import SCHEMA_VERSION
 
 
 @pytest.fixture

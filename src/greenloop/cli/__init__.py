@@ -61,7 +61,7 @@ class _LazyGroup(click.Group):
         except Exception as e:
             # Only a command that used the store can raise its error, so its module
             # is loaded then, and commands that never touch the store do not load it.
-            errors = sys.modules.get("greenloop.store.errors")
+            errors = sys.modules.get("greenloop.store.exceptions")
             if errors is None or not isinstance(e, errors.StoreError):
                 raise
             fail(str(e))

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from greenloop.cli._common import echo_json, fail, json_option, open_store
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import PluginFailure, SetupError
 from greenloop.store import Store, StoreError, clean, default_root
 from greenloop.store.transfer import TransferReport, export_cache, import_cache
@@ -45,6 +45,7 @@ def stats(last: int, as_json: bool) -> None:
         data: dict[str, Any] = {
             "root": str(store.root),
             "size_bytes": store.size_bytes(),
+            "checkout_bytes": store.checkout_bytes(),
             "entries": len(store.index.entries()),
             "runs": len(runs),
             "hits": sum(s.cached for s in steps),
@@ -78,6 +79,8 @@ def stats(last: int, as_json: bool) -> None:
     rate = f"{100 * data['hits'] / total:.0f}%" if total else "-"
     click.echo(f"store    {data['root']}")
     click.echo(f"size     {data['size_bytes'] / 1e6:.1f} MB, {data['entries']} cache entries")
+    if data["checkout_bytes"]:
+        click.echo(f"         {_size(data['checkout_bytes'])} in checkouts (rebuilt when needed)")
     click.echo(f"last {data['runs']} runs: {data['hits']} hits, {data['misses']} misses ({rate})")
     local = data["local"]
     click.echo(f"  local  {local['hits']} hits, {local['misses']} misses")
@@ -140,7 +143,8 @@ def gc(max_age_days: float, max_size_mb: float | None, all_cache_dirs: bool, as_
         return
     click.echo(
         f"removed {report.entries_removed} entries, {report.objects_removed} objects "
-        f"({report.bytes_freed / 1e6:.1f} MB), {report.temp_files_removed} temp files"
+        f"({report.bytes_freed / 1e6:.1f} MB), {report.temp_files_removed} temp files, "
+        f"{report.checkouts_removed} checkouts"
     )
     if cache_dirs:
         click.echo(f"removed cache dirs: {', '.join(cache_dirs)}")

@@ -11,7 +11,7 @@ import click
 from greenloop.cli._common import fail, file_option, load_pipelines, open_store
 from greenloop.engine.debug import kept_as, last_failure
 from greenloop.engine.run import DEFAULT_EXECUTOR, RunOptions, with_sandboxes
-from greenloop.plugins import registry
+from greenloop.plugins import discovery
 from greenloop.protocol import Pipeline, PluginFailure, SetupError
 from greenloop.store import Store
 
@@ -72,7 +72,7 @@ def open_shell(
         if use.name in os.environ:
             env[use.env] = os.environ[use.name]
     try:
-        shell = getattr(registry.Executors(store)(name), "shell", None)
+        shell = getattr(discovery.Executors(store)(name), "shell", None)
         if shell is None:
             fail(f"the {name!r} executor cannot open a debug shell")
         click.echo(

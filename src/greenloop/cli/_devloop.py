@@ -203,7 +203,7 @@ def dev(
     setup error, 130 when stopped by Ctrl-C or SIGTERM.
     """
     # The build and server stack loads only for `dev`, never for `check` or `watch`.
-    from greenloop.dev.app import AppConfig
+    from greenloop.dev.app_supervisor import AppConfig
     from greenloop.dev.session import DevSession
 
     root = root.resolve()

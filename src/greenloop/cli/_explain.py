@@ -19,7 +19,7 @@ from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.explain import explain as _explain
 from greenloop.engine.run import Run, RunOptions
 from greenloop.engine.workspace import pack
-from greenloop.plugins import registry
+from greenloop.plugins import discovery
 from greenloop.protocol import PluginFailure, SetupError
 
 _MARKS = {"hit": "↺", "miss": "▶", "always": "▶"}
@@ -62,7 +62,7 @@ def explain(
             store,
             selected,
             root,
-            registry.Executors(store),
+            discovery.Executors(store),
             lambda event: None,
             RunOptions(executor=executor),
         )

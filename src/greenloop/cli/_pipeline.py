@@ -30,7 +30,7 @@ from greenloop.cli._common import open_store as _open_store
 from greenloop.engine import select
 from greenloop.engine.run import Run, RunOptions, RunResult
 from greenloop.engine.select import SelectionError
-from greenloop.plugins import registry
+from greenloop.plugins import discovery
 from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, SetupError
 from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT
 from greenloop.protocol.ir import SandboxMode
@@ -213,7 +213,7 @@ def run(
     chosen = [p.model_copy(update={"env": {**p.env, **extra_env}}) for p in chosen]
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")
     try:
-        formatter = registry.load("formatter", name)(sys.stdout)
+        formatter = discovery.load("formatter", name)(sys.stdout)
     except PluginFailure as e:
         fail(e.error.message)
     store = _open_store()
@@ -310,7 +310,7 @@ def _execute(
     except ValueError as e:
         fail(str(e))
     try:
-        hooks = registry.hooks()  # fresh for each run: a hook's time budget is per run
+        hooks = discovery.hooks()  # fresh for each run: a hook's time budget is per run
     except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET
         if remote is not None:
             remote.close()
@@ -319,7 +319,7 @@ def _execute(
         store,
         selected,
         root,
-        registry.Executors(store),
+        discovery.Executors(store),
         emit,
         options,
         hooks=hooks,

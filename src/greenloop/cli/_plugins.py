@@ -7,7 +7,7 @@ import dataclasses
 import click
 
 from greenloop.cli._common import echo_json, json_option
-from greenloop.plugins import registry
+from greenloop.plugins import discovery
 
 
 @click.command()
@@ -19,7 +19,7 @@ def plugins(as_json: bool) -> None:
     named greenloop-KIND-NAME in GREENLOOP_PLUGIN_PATH or on PATH, asked for
     their version with the initialize handshake.
     """
-    found = registry.plugins()
+    found = discovery.plugins()
     if as_json:
         echo_json([dataclasses.asdict(info) for info in found])
         return

@@ -392,7 +392,7 @@ def _preload() -> None:
     from pydantic import BaseModel
 
     from greenloop import protocol
-    from greenloop.plugins import registry
+    from greenloop.plugins import discovery
 
     for name in protocol.__all__:
         getattr(protocol, name)
@@ -404,7 +404,7 @@ def _preload() -> None:
         models.extend(model.__subclasses__())
         if model.__module__.startswith("greenloop.") and not model.__pydantic_complete__:
             model.model_rebuild()
-    registry.available("executor")  # the scan of installed entry points
+    discovery.available("executor")  # the scan of installed entry points
     gc.collect()
     gc.freeze()  # children then leave the shared pages alone
 

@@ -9,7 +9,7 @@ requests that arrive while it is busy collapse into the newest one.
 
 For an app, a published build is handed to ``deploy`` (the app supervisor)
 instead of being served as files, and without a build pipeline the build is a
-snapshot of the green tree (:mod:`greenloop.dev.snapshot`).
+snapshot of the green tree (:mod:`greenloop.dev.tree_snapshot`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from greenloop.dev.builder import Builder
 from greenloop.dev.publisher import Publisher, read_pointer
-from greenloop.dev.snapshot import StaleSnapshot, TreeSnapshot
+from greenloop.dev.tree_snapshot import StaleSnapshot, TreeSnapshot
 from greenloop.devloop.loop import Listener
-from greenloop.plugins.registry import Executors
+from greenloop.plugins.discovery import Executors
 from greenloop.protocol import (
     BecameGreen,
     BecameRed,

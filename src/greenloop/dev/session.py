@@ -12,11 +12,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from greenloop._project import PIPELINE_FILE
-from greenloop.dev.app import AppConfig, AppSupervisor, OnChange
+from greenloop.dev.app_supervisor import AppConfig, AppSupervisor, OnChange
 from greenloop.dev.builder import output_step
 from greenloop.dev.builds import DevBuilds
 from greenloop.dev.publisher import Publisher
-from greenloop.dev.snapshot import TreeSnapshot
+from greenloop.dev.tree_snapshot import TreeSnapshot
 from greenloop.protocol import BuildResult, SetupError
 from greenloop.sdk.loader import PipelineFileError, load
 from greenloop.server import LiveState, Proxy, serve
@@ -38,7 +38,7 @@ class DevSession:
     starts building, :meth:`close` stops it all.
 
     With ``app``, the server is a reverse proxy in front of the app process of
-    the latest green build that became ready (:mod:`greenloop.dev.app`), and
+    the latest green build that became ready (:mod:`greenloop.dev.app_supervisor`), and
     without a build pipeline (``pipeline_name`` None) that build is a snapshot
     of the green tree.
     """

@@ -17,7 +17,7 @@ from pathlib import Path
 from greenloop._project import PIPELINE_FILE
 from greenloop.devloop.checkers import Checker, resolve_checkers
 from greenloop.devloop.config import Config
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.programs import program_version
 from greenloop.protocol import BuildIdentity, SetupError

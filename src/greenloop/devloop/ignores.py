@@ -14,7 +14,7 @@ from pathlib import Path
 import pathspec
 
 from greenloop.devloop.treestate import state_root
-from greenloop.engine.files import WORKSPACE_IGNORES, project_files
+from greenloop.engine.project_files import WORKSPACE_IGNORES, project_files
 from greenloop.store import default_root
 
 FIXED_IGNORES: tuple[str, ...] = (

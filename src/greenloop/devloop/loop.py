@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from greenloop.devloop.config import Role
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import CheckerReport, Model, Round

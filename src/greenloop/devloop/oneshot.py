@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.model import Model
 from greenloop.devloop.rounds import Setup, check_round
 from greenloop.protocol import CheckResult

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from greenloop._procs import stop_group
+from greenloop._procs import stop_group, wait_exit
 
 _GRACE_S = 2.0
 """How long a checker gets to exit after SIGTERM before SIGKILL."""
@@ -147,10 +147,10 @@ def run(
                     outcome = TimedOut(timeout_s, out, err)
                     break
                 wait = min(wait, left)
-            try:
-                proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
+            # Woken as it ends (a pidfd), not at the next step of Popen.wait's backoff.
+            if not wait_exit(proc, wait):
                 continue
+            proc.wait()
             # Killed from elsewhere (kill_all) while stopping: its output is not a verdict.
             if not cancel.is_set():
                 outcome = Completed(proc.returncode, out, err)

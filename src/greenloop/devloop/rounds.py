@@ -14,7 +14,7 @@ from pathlib import Path
 
 from greenloop.devloop.checkers import Checker, resolve_checkers
 from greenloop.devloop.config import Config, Role, load_config
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import build_identity
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.lsp import LanguageServers

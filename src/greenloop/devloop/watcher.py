@@ -1,4 +1,7 @@
-"""File watching: raw change batches from watchfiles, reduced to real content changes.
+"""File watching: raw change batches, reduced to real content changes.
+
+Events come from Linux inotify where it works (a thread that sleeps until one
+arrives: :mod:`greenloop.devloop.inotify_source`), else from watchfiles.
 
 Events under ignored paths (fixed ignores, the settings' ``ignore`` list,
 ``.gitignore`` at any depth) are dropped, and so is a save that leaves a file's
@@ -23,8 +26,13 @@ from pathlib import Path
 
 import watchfiles
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.inotify_source import InotifySource
+from greenloop.devloop.inotify_source import available as inotify_available
+
+WATCHER_ENV = "GREENLOOP_WATCHER"
+"""``watchfiles`` makes the watcher poll with watchfiles even where inotify works."""
 
 _MAX_HOLD_MS = 2_000
 """A never-quiet stream of changes is still checked after this long (or ten quiet windows)."""
@@ -114,7 +122,11 @@ class Watcher:
     def __init__(self, changes: ChangeFilter, debounce_ms: int, stop: threading.Event) -> None:
         self._filter = changes
         self._debounce_ms = debounce_ms
+        self._inotify = os.environ.get(WATCHER_ENV, "") != "watchfiles" and inotify_available()
         self._step_ms = max(min(debounce_ms, _STEP_MS), 1)
+        # How late a batch reaches us after its last event: a whole step with watchfiles,
+        # nothing with inotify.
+        self._handover_ms = 0 if self._inotify else self._step_ms
         self._settle_ms = max(debounce_ms // SETTLE_DIVISOR, self._step_ms)
         self.quiet_at = 0.0
         """``time.monotonic()`` at which the debounce window after the last event ends."""
@@ -164,7 +176,7 @@ class Watcher:
         """Restart the windows for events just handed over; returns when settling ends."""
         # watchfiles hands events over only after a whole step without more: at
         # least that much of each window has already passed.
-        now = time.monotonic() - self._step_ms / 1000
+        now = time.monotonic() - self._handover_ms / 1000
         self.quiet_at = now + self._debounce_ms / 1000
         return now + self._settle_ms / 1000
 
@@ -182,6 +194,26 @@ class Watcher:
         self._raw.put(raw)
 
     def _watch(self) -> None:
+        if self._inotify:
+            self._watch_inotify()
+        else:
+            self._watch_polling()
+
+    def _watch_inotify(self) -> None:
+        try:
+            source = InotifySource(
+                self._filter.root, self._filter.relevant, self._raw.put, self._stop
+            )
+            source.start()
+            self._ready.set()
+            source.run()
+        except Exception as e:  # handed to the consumer, which reports it
+            self._raw.put(e if isinstance(e, OSError) else OSError(f"{type(e).__name__}: {e}"))
+        finally:
+            self._ready.set()
+            self.wake()
+
+    def _watch_polling(self) -> None:
         try:
             for batch in watchfiles.watch(
                 self._filter.root,

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from uuid import UUID
 
-from greenloop.protocol import ArtifactRef, Pipeline
+from greenloop.protocol import ArtifactRef, CommandStep, Pipeline, StepFinished
 from greenloop.protocol.events import RunStatus, StepStatus
-from greenloop.protocol.ir import Sandbox, SandboxMode
-from greenloop.store import CacheEntry
+from greenloop.protocol.ir import Sandbox, SandboxMode, parents
+from greenloop.store import CacheEntry, StepRecord
 
 
 class RemoteCache(Protocol):
@@ -67,6 +67,35 @@ class StepOutcome:
     log: str | None = None
     """The digest of the step's log in the store (a cached step's: the producing run's)."""
 
+    def record(self, run_id: UUID, declared: list[str]) -> StepRecord:
+        """The step's line in the run history (``declared``: the step's artifact paths)."""
+        return StepRecord(
+            str(run_id),
+            self.key,
+            self.label,
+            self.status,
+            self.exit_code,
+            self.duration_s,
+            self.status == "cached",
+            self.cache_key,
+            self.log,
+            self.artifacts,
+            declared if self.artifacts else [],
+        )
+
+    def event(self, run_id: UUID) -> StepFinished:
+        """The ``step_finished`` event that announces it."""
+        return StepFinished(
+            run_id=run_id,
+            step=self.key,
+            label=self.label,
+            status=self.status,
+            exit_code=self.exit_code,
+            duration_s=self.duration_s,
+            artifacts=self.artifacts,
+            error=self.error,
+        )
+
 
 @dataclass
 class RunResult:
@@ -78,6 +107,38 @@ class RunResult:
     duration_s: float
     timed_out: bool = False
     """The pipeline's own timeout ran out (the run is ``failed``)."""
+
+
+_PAST: dict[StepStatus, str] = {
+    "failed": "failed",
+    "cancelled": "was cancelled",
+    "skipped": "was skipped",
+    "passed": "passed",
+    "cached": "was cached",
+}
+
+
+def blocked_by(step: CommandStep, outcomes: dict[str, StepOutcome]) -> str | None:
+    """Why ``step`` cannot run now that what it waits for has ended (``None``: it can)."""
+    # A step after wait(..., continue_on_failure=True) needs only its filesystem's
+    # parent to have passed.
+    if step.runs_after_failure:
+        needed = [step.builds_in] if step.builds_in else []
+    else:
+        needed = parents(step)
+    bad = [u for u in needed if outcomes[u].status not in ("passed", "cached")]
+    return f"{bad[0]} {_PAST[outcomes[bad[0]].status]}" if bad else None
+
+
+def run_status(outcomes: dict[str, StepOutcome], *, vetoed: bool, interrupted: bool) -> RunStatus:
+    """How a run with these step outcomes ended."""
+    if vetoed:
+        return "failed"
+    if interrupted and any(o.status == "cancelled" for o in outcomes.values()):
+        return "cancelled"
+    if all(o.status in ("passed", "cached") for o in outcomes.values()):
+        return "passed"
+    return "failed"
 
 
 def with_sandboxes(pipeline: Pipeline, options: RunOptions) -> Pipeline:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from greenloop.engine.git import GitMetadata
 from greenloop.engine.keys import digest, fresh, key_parts
-from greenloop.protocol import CommandStep, Pipeline
+from greenloop.protocol import CommandStep, Pipeline, PlanSummary
 from greenloop.protocol.ir import topological
 from greenloop.store import CacheEntry, Store
 
@@ -68,3 +70,26 @@ def predict(
         snapshots[step.key] = entry.snapshot if hit and entry is not None else None
         found.append(Prediction(step, hit, key, parts, entry))
     return found
+
+
+def plan(
+    pipeline: Pipeline,
+    predictions: list[Prediction],
+    run_id: UUID,
+    root: Path,
+    note: Callable[[CommandStep], str | None],
+) -> tuple[PlanSummary, list[CommandStep]]:
+    """A run's plan from its steps' predictions, and the steps it will run;
+    ``note(step)`` says how a step will run (``local: bwrap sandbox, ...``), if it says."""
+    hits = {p.step.key for p in predictions if p.hit}
+    to_run = [s for s in pipeline.steps if s.key not in hits]
+    summary = PlanSummary(
+        run_id=run_id,
+        steps=len(pipeline.steps),
+        cached=len(hits),
+        to_run=len(to_run),
+        root=str(root),
+        planned={s.key: s.label for s in to_run},
+        modes=sorted({n for n in map(note, to_run) if n is not None}),
+    )
+    return summary, to_run

@@ -8,9 +8,7 @@ step stops its dependents, and with ``fail_fast`` everything else.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -22,34 +20,36 @@ from uuid import UUID
 
 from greenloop._fs import process_start
 from greenloop.engine.debug import kept_as
+from greenloop.engine.decisions import Decisions, lost_entries
 from greenloop.engine.emitter import Emitter
-from greenloop.engine.keys import check_watched, digest, fresh, key_parts
+from greenloop.engine.keys import check_watched, digest, key_parts
 from greenloop.engine.logs import StepLogs
 from greenloop.engine.outcomes import (
     RemoteCache,
     RunOptions,
     RunResult,
     StepOutcome,
+    blocked_by,
+    run_status,
     with_sandboxes,
 )
-from greenloop.engine.predict import predict
-from greenloop.engine.secrets import Masker
-from greenloop.engine.secrets import files_for_step as secret_files_for
-from greenloop.engine.secrets import for_step as secrets_for
-from greenloop.engine.secrets import missing as missing_secrets
-from greenloop.engine.services import HostService, ServiceFailed, Services
-from greenloop.engine.services import check as check_services
+from greenloop.engine.placement import DEFAULT_EXECUTOR, Placement
+from greenloop.engine.predict import plan, predict
+from greenloop.engine.secret_values import Masker
+from greenloop.engine.secret_values import files_for_step as secret_files_for
+from greenloop.engine.secret_values import for_step as secrets_for
+from greenloop.engine.secret_values import missing as missing_secrets
+from greenloop.engine.service_lifecycle import HostService, ServiceFailed, Services
+from greenloop.engine.service_lifecycle import check as check_services
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
-from greenloop.plugins.spec import Executor, Hook, variant_of
+from greenloop.plugins.spec import Executor, Hook
 from greenloop.protocol import (
     ArtifactRef,
     BuildEvent,
-    CacheDecision,
     CommandStep,
     ExecutorInput,
     Hit,
     MissBuildAs,
-    MissNoCommit,
     Pipeline,
     PlanSummary,
     PluginError,
@@ -57,14 +57,13 @@ from greenloop.protocol import (
     RunFinished,
     RunStarted,
     StepCached,
-    StepFinished,
     StepLog,
     StepResult,
     StepStarted,
 )
-from greenloop.protocol.events import RunStatus, StepStatus
+from greenloop.protocol.events import StepStatus
 from greenloop.protocol.ir import parents
-from greenloop.store import CacheEntry, RunRecord, StepRecord, Store, StoreError
+from greenloop.store import RunRecord, Store, StoreError
 
 __all__ = [
     "DEFAULT_EXECUTOR",
@@ -75,8 +74,6 @@ __all__ = [
     "StepOutcome",
     "with_sandboxes",
 ]
-
-DEFAULT_EXECUTOR = "local"
 
 
 class Run:
@@ -99,6 +96,7 @@ class Run:
         self.pipeline = pipeline = with_sandboxes(pipeline, self.options)
         self.root = root
         self.run_id = uuid.uuid4()
+        self._placement = Placement(pipeline, executors, self.options.executor)
         self._executors = executors
         self._events = Emitter(emit, hooks or [], self._warning)
         self._remote = remote
@@ -117,8 +115,13 @@ class Run:
         self._masker = Masker(self._secrets)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
-        self._with_children = {s.builds_in for s in pipeline.steps if s.builds_in}
-        self._run_scoped: list[tuple[str, str]] = []
+        self._decisions = Decisions(
+            store,
+            self.run_id,
+            use_cache=self.options.use_cache,
+            remote=remote,
+            with_children={s.builds_in for s in pipeline.steps if s.builds_in},
+        )
         self._lock = threading.Lock()
         self._by_key = {s.key: s for s in pipeline.steps}
         self._rebuilding = threading.RLock()
@@ -164,21 +167,14 @@ class Run:
     def _interrupted(self) -> bool:
         return self._cancel.is_set() and self._stop_reason is None
 
-    def preflight(self, steps: list[CommandStep]) -> None:
-        """Load every executor the pipeline names; let those of ``steps`` check their setup.
+    @property
+    def _cancel_reason(self) -> str:
+        stopped = self._stop_reason
+        return f"stopped by {stopped}" if stopped else "run cancelled"
 
-        Raises ``PluginFailure`` for an unknown executor and ``SetupError`` for a
-        missing engine, image or program — before anything runs.
-        """
-        for step in self.pipeline.steps:
-            self._executors(self._executor_name(step))
-        by_executor: dict[str, list[CommandStep]] = {}
-        for step in steps:
-            by_executor.setdefault(self._executor_name(step), []).append(step)
-        for name, group in by_executor.items():
-            check = getattr(self._executors(name), "preflight", None)
-            if check is not None:
-                check(self.pipeline, group)
+    def preflight(self, steps: list[CommandStep]) -> None:
+        """See :meth:`Placement.preflight`: every executor loads, ``steps``' check their setup."""
+        self._placement.preflight(steps)
 
     def execute(self) -> RunResult:
         """Run the pipeline to the end (or until cancelled) and record it in the history.
@@ -189,7 +185,7 @@ class Run:
         ``on_change`` glob that watches no file.
         """
         missing_secrets(self.pipeline, self._secrets)
-        check_services(self.pipeline, self._executor_name, self._starts_services)
+        check_services(self.pipeline, self._placement.name, self._placement.starts_services)
         workspace = pack(self.root, self.store, git=self.pipeline.wants_git)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
@@ -223,14 +219,7 @@ class Run:
             self._discard_run_scoped()
             if self._remote is not None:
                 self._remote.close()
-        if veto is not None:
-            status: RunStatus = "failed"
-        elif self._interrupted and any(o.status == "cancelled" for o in outcomes.values()):
-            status = "cancelled"
-        elif all(o.status in ("passed", "cached") for o in outcomes.values()):
-            status = "passed"
-        else:
-            status = "failed"
+        status = run_status(outcomes, vetoed=veto is not None, interrupted=self._interrupted)
         duration = time.time() - started
         self.store.index.record_run(
             RunRecord(
@@ -260,16 +249,8 @@ class Run:
                     if any(u in pending or u in running.values() for u in ups):
                         continue
                     del pending[key]
-                    # A step after wait(..., continue_on_failure=True) needs only its
-                    # filesystem's parent to have passed.
-                    needed = [step.builds_in] if step.runs_after_failure and step.builds_in else []
-                    bad = [
-                        u
-                        for u in (needed if step.runs_after_failure else ups)
-                        if outcomes[u].status not in ("passed", "cached")
-                    ]
-                    if bad:
-                        reason = f"{bad[0]} {_PAST[outcomes[bad[0]].status]}"
+                    reason = blocked_by(step, outcomes)
+                    if reason is not None:
                         outcomes[key] = self._finish(step, "skipped", error=reason)
                         continue
                     if self._interrupted:
@@ -297,18 +278,18 @@ class Run:
         *,
         retry: bool = True,
     ) -> StepOutcome:
-        name = self._executor_name(step)
+        name = self._placement.name(step)
         parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
         parts = key_parts(
             step,
             self.pipeline,
-            self._keyed_as(step),
+            self.keyed_as(step),
             parent_snapshot,
             workspace.files,
             workspace.git,
         )
         key = digest(parts)
-        decision, entry = self._decide(step, key, name)
+        decision, entry = self._decisions.decide(step, key, name)
         started = time.monotonic()
         stopped = self._stop_reason
         if stopped is not None and not isinstance(decision, Hit):
@@ -333,9 +314,9 @@ class Run:
             services_env = self._services.env_for(step, start)
         except ServiceFailed as e:
             if self._cancel.is_set():
-                stopped = self._stop_reason
-                reason = f"stopped by {stopped}" if stopped else "run cancelled"
-                return self._finish(step, "cancelled", started=started, key=key, error=reason)
+                return self._finish(
+                    step, "cancelled", started=started, key=key, error=self._cancel_reason
+                )
             return self._finish(step, "failed", started=started, key=key, error=str(e))
         request = ExecutorInput(
             step=step,
@@ -376,33 +357,28 @@ class Run:
                 return self._finish(
                     step, "failed", exit_code=code, started=started, key=key, artifacts=found
                 )
-            stopped = self._stop_reason
-            reason = f"stopped by {stopped}" if stopped else "run cancelled"
             return self._finish(
-                step, "cancelled", exit_code=code, started=started, key=key, error=reason
+                step,
+                "cancelled",
+                exit_code=code,
+                started=started,
+                key=key,
+                error=self._cancel_reason,
             )
         snapshot = result.committed_snapshot
         if isinstance(decision, MissBuildAs):
             snapshot = snapshot or decision.tag
             if step.cache is not None:
-                now = time.time()
-                entry = CacheEntry(
-                    key=key,
-                    snapshot=snapshot,
+                self._decisions.remember(
+                    self.pipeline.name,
+                    step,
+                    key,
+                    parts,
                     executor=name,
-                    tree=None,
+                    snapshot=snapshot,
                     artifacts=list(result.artifacts),
-                    created_at=now,
-                    last_used=now,
-                    policy=step.cache.model_dump_json(),
                     log=self._logs.seal(step.key),
                 )
-                self.store.index.put_entry(entry)
-                self.store.index.put_key_parts(
-                    self.pipeline.name, step.key, key, json.dumps(parts, sort_keys=True)
-                )
-                if self._remote is not None:
-                    self._remote.publish(entry)
         return self._finish(
             step,
             "passed",
@@ -434,15 +410,7 @@ class Run:
         with self._rebuilding:
             if outcomes[step.builds_in].snapshot != booted_from:
                 return True  # a sibling found the damage first and rebuilt the parent
-            chain: list[CommandStep] = []
-            up: str | None = step.builds_in
-            while up is not None:
-                done = outcomes[up]
-                cached = done.status == "cached" and done.cache_key is not None
-                if not cached or self.store.index.get_entry(done.cache_key or ""):
-                    break
-                chain.append(self._by_key[up])
-                up = self._by_key[up].builds_in
+            chain = lost_entries(step, outcomes, self._by_key, self.store)
             if not chain:
                 return False
             labels = ", ".join(repr(s.label) for s in reversed(chain))
@@ -454,71 +422,22 @@ class Run:
                     return False
             return True
 
-    def _starts_services(self, step: CommandStep) -> bool:
-        """Whether ``step``'s executor starts services itself (else they run on the host)."""
-        return hasattr(self._executors(self._executor_name(step)), "start_service")
-
-    def _executor_name(self, step: CommandStep) -> str:
-        return self.options.executor or step.executor or self.pipeline.executor or DEFAULT_EXECUTOR
-
     def keyed_as(self, step: CommandStep) -> str:
-        """The executor as ``step``'s cache key names it: its name, and its variant if any."""
-        return self._keyed_as(step)
-
-    def _keyed_as(self, step: CommandStep) -> str:
-        name = self._executor_name(step)
-        variant = variant_of(self._executors(name), step)
-        return name if variant is None else f"{name}+{variant.key}"
-
-    def _decide(
-        self, step: CommandStep, key: str, executor: str
-    ) -> tuple[CacheDecision, CacheEntry | None]:
-        if step.cache is not None:
-            entry = self.store.index.get_entry(key) if self.options.use_cache else None
-            if entry is None and self.options.use_cache and self._remote is not None:
-                entry = self._remote.lookup(key)
-            if entry is not None and fresh(step.cache, entry.created_at, time.time()):
-                return Hit(tag=entry.snapshot), entry
-            return MissBuildAs(tag=f"greenloop-snap:{key[:24]}-{uuid.uuid4().hex[:8]}"), None
-        if step.key in self._with_children:
-            slug = re.sub(r"[^A-Za-z0-9_.-]", "-", step.key)[:80]
-            tag = f"greenloop-run:{self.run_id.hex[:12]}-{slug}"
-            with self._lock:
-                self._run_scoped.append((executor, tag))
-            return MissBuildAs(tag=tag), None
-        return MissNoCommit(), None
+        """The executor as ``step``'s cache key names it (see :class:`Placement`)."""
+        return self._placement.keyed_as(step)
 
     def _plan(self, workspace: Workspace) -> tuple[PlanSummary, list[CommandStep]]:
-        """Predict which steps the cache will answer (cached parents staying cached);
-        return the summary and the steps predicted to run."""
+        """Predict which steps the cache will answer; the plan and the steps to run."""
+
         predictions = predict(
             self.store,
             self.pipeline,
             workspace.files,
-            self._keyed_as,
+            self.keyed_as,
             use_cache=self.options.use_cache,
             git=workspace.git,
         )
-        hits = {p.step.key for p in predictions if p.hit}
-        cached = len(hits)
-        total = len(self.pipeline.steps)
-        to_run = [s for s in self.pipeline.steps if s.key not in hits]
-        modes: set[str] = set()
-        for step in to_run:
-            name = self._executor_name(step)
-            variant = variant_of(self._executors(name), step)
-            if variant is not None:
-                modes.add(f"{name}: {variant.note}")
-        summary = PlanSummary(
-            run_id=self.run_id,
-            steps=total,
-            cached=cached,
-            to_run=total - cached,
-            root=str(self.root),
-            planned={s.key: s.label for s in to_run},
-            modes=sorted(modes),
-        )
-        return summary, to_run
+        return plan(self.pipeline, predictions, self.run_id, self.root, self._placement.note)
 
     def _finish(
         self,
@@ -551,38 +470,13 @@ class Run:
             key,
             log,
         )
-        self.store.index.record_step(
-            StepRecord(
-                str(self.run_id),
-                step.key,
-                step.label,
-                status,
-                exit_code,
-                duration,
-                status == "cached",
-                key,
-                log,
-                outcome.artifacts,
-                step.artifacts if outcome.artifacts else [],
-            )
-        )
-        self._emit(
-            StepFinished(
-                run_id=self.run_id,
-                step=step.key,
-                label=step.label,
-                status=status,
-                exit_code=exit_code,
-                duration_s=duration,
-                artifacts=outcome.artifacts,
-                error=error,
-            )
-        )
+        self.store.index.record_step(outcome.record(self.run_id, step.artifacts))
+        self._emit(outcome.event(self.run_id))
         return outcome
 
     def _discard_run_scoped(self) -> None:
         by_executor: dict[str, list[str]] = {}
-        for name, tag in self._run_scoped:
+        for name, tag in self._decisions.run_scoped:
             by_executor.setdefault(name, []).append(tag)
         for name, tags in by_executor.items():
             try:
@@ -599,12 +493,3 @@ class Run:
     def _emit(self, event: BuildEvent) -> str | None:
         """Send ``event`` to the formatter and every hook; return a hook's veto of a run."""
         return self._events.emit(event)
-
-
-_PAST: dict[StepStatus, str] = {
-    "failed": "failed",
-    "cancelled": "was cancelled",
-    "skipped": "was skipped",
-    "passed": "passed",
-    "cached": "was cached",
-}

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from greenloop.engine.files import project_files
 from greenloop.engine.git import GitMetadata, git_dir
 from greenloop.engine.git import read as git_metadata
+from greenloop.engine.project_files import project_files
 from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 

@@ -18,6 +18,7 @@ folder that was removed and made anew) turn the parent's tree into the step's
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -25,12 +26,11 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from greenloop.protocol.ir import Sandbox
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 from greenloop.store.trees import TreeEntry, normalize_mode
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -50,7 +50,7 @@ mount -t overlay overlay -o "$opts" "$merged" || {
   echo "greenloop: cannot mount the step's overlay root" >&2; exit 125; }
 "$@" <"$input"
 code=$?
-if [ "$code" != 130 ]; then
+if [ "$code" != 130 ] && [ -s "$list" ]; then
   root=$(realpath "$merged")
   while IFS= read -r p; do
     if [ -e "$merged/$p" ] || [ -L "$merged/$p" ]; then
@@ -74,6 +74,9 @@ class StepRoot:
     """The folders of one sandboxed step, all under one private folder."""
 
     base: Path
+    skeletons: Path | None = None
+    """Where skeletons are kept for reuse (by the mount points they hold); without it,
+    each step makes its own."""
 
     @property
     def upper(self) -> Path:
@@ -92,7 +95,7 @@ class StepRoot:
 
     def prepare(self) -> None:
         """Make the empty folders the mount needs."""
-        for name in ("upper", "work", "merged", "skeleton", "artifacts"):
+        for name in ("upper", "work", "merged", "artifacts"):
             (self.base / name).mkdir(parents=True)
 
     def remove(self) -> None:
@@ -126,13 +129,13 @@ class StepRoot:
         """
         binds = _binds(sandbox, env) + [("--bind", str(src), dest) for src, dest in mounts]
         binds += [("--ro-bind", str(src), dest) for src, dest in read_only]
-        self._make_skeleton(binds)
-        for path in (lower, self.base):
+        skeleton = self._skeleton(binds)
+        for path in (lower, self.base, skeleton):
             if any(c in os.fspath(path) for c in ",:\\\n"):
                 raise ValueError(f"the overlay cannot use {path}: its path has , : or \\ in it")
         (self.base / "artifacts.list").write_text("".join(f"{p}\n" for p in artifacts))
         options = (
-            f"lowerdir={lower}:{self.base / 'skeleton'},upperdir={self.upper},"
+            f"lowerdir={lower}:{skeleton},upperdir={self.upper},"
             f"workdir={self.base / 'work'},userxattr"
         )
         bwrap = [
@@ -178,22 +181,46 @@ class StepRoot:
             *bwrap,
         ]
 
-    def _make_skeleton(self, binds: list[tuple[str, str, str]]) -> None:
-        """Mount points (and the host's ``/bin -> usr/bin`` style links) in the lowest
-        layer, so bubblewrap never writes them into the upper one."""
-        skeleton = self.base / "skeleton"
-        for path in PRIVATE_DIRS:
-            (skeleton / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        for _, source, dest in binds:
-            point = skeleton / dest.lstrip("/")
-            point.parent.mkdir(parents=True, exist_ok=True)
-            if source and not os.path.isdir(source):
-                point.touch()
-            else:
-                point.mkdir(exist_ok=True)
-        for path in SYSTEM_DIRS:
-            if os.path.islink(path):
-                (skeleton / path.lstrip("/")).symlink_to(os.readlink(path))
+    def _skeleton(self, binds: list[tuple[str, str, str]]) -> Path:
+        """The lowest layer: the mount points ``binds`` need (and the host's ``/bin ->
+        usr/bin`` style links), so bubblewrap never writes them into the upper one.
+
+        Steps with the same mount points share one, made once: a lower layer is
+        never written, and making it took a few ms of every step.
+        """
+        if self.skeletons is None:
+            _make_skeleton(self.base / "skeleton", binds)
+            return self.base / "skeleton"
+        shape = sorted(
+            {(dest, bool(source) and not os.path.isdir(source)) for _, source, dest in binds}
+        )
+        key = hashlib.sha256(repr((shape, SYSTEM_DIRS, PRIVATE_DIRS)).encode()).hexdigest()[:32]
+        final = self.skeletons / key
+        if not final.is_dir():
+            self.skeletons.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.skeletons))
+            _make_skeleton(tmp, binds)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another step made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+def _make_skeleton(skeleton: Path, binds: list[tuple[str, str, str]]) -> None:
+    """Fill ``skeleton`` with the mount points of ``binds`` and the system links."""
+    for path in PRIVATE_DIRS:
+        (skeleton / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for _, source, dest in binds:
+        point = skeleton / dest.lstrip("/")
+        point.parent.mkdir(parents=True, exist_ok=True)
+        if source and not os.path.isdir(source):
+            point.touch()
+        else:
+            point.mkdir(exist_ok=True)
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            (skeleton / path.lstrip("/")).symlink_to(os.readlink(path))
 
 
 def _binds(sandbox: Sandbox, env: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -290,11 +317,11 @@ class UpperLayer:
 
 
 def read_upper(
-    upper: Path, lower: Path, put_file: Callable[[Path], str], skip: set[str]
+    upper: Path, lower: Path, put_files: Callable[[list[Path]], list[str]], skip: set[str]
 ) -> UpperLayer:
     """What the upper layer ``upper`` over the checkout ``lower`` changed.
 
-    Its files are stored with ``put_file`` (several at once). A whiteout hides
+    Its files are stored with ``put_files``, all at once. A whiteout hides
     the lower path (and all below it); a non-directory or an opaque directory
     replaces what ``lower`` had there. Paths in ``skip`` (root-relative) are
     left out, whatever either layer holds. Reads ``upper`` whole, and ``lower``
@@ -333,12 +360,9 @@ def read_upper(
                 raise StoreError(
                     f"cannot store /{rel}: it is neither a file, a directory nor a symlink"
                 )
-    # Hashing and fsyncing release the GIL: a fresh dependency install (thousands
-    # of files) stores several at once.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        blobs = pool.map(lambda f: put_file(Path(f[1])), files)
-        for (rel, _, mode), blob in zip(files, blobs, strict=True):
-            changes[rel] = TreeEntry(rel, "file", normalize_mode("file", mode), blob=blob)
+    blobs = put_files([Path(path) for _, path, _ in files])
+    for (rel, _, mode), blob in zip(files, blobs, strict=True):
+        changes[rel] = TreeEntry(rel, "file", normalize_mode("file", mode), blob=blob)
     return UpperLayer(hidden, changes)
 
 

@@ -110,8 +110,6 @@ class DockerExecutor:
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Check the engine and every root step's image before anything runs."""
-        import docker.errors
-
         client = self.client
         self.remove_leftovers()
         for name in sorted({name for step in steps for name in step.services}):
@@ -121,13 +119,7 @@ class DockerExecutor:
                     f"service {name!r} has no image=...: the docker executor runs services "
                     "as containers"
                 )
-            try:
-                client.images.get(image)
-            except docker.errors.ImageNotFound:
-                raise SetupError(
-                    f"image {image!r} (service {name!r}) is not on the Docker engine at "
-                    f"{_engine_name()}; build it or `docker pull {image}` first"
-                ) from None
+            _require_image(client, image, f"service {name!r}")
         for step in steps:
             if step.builds_in is not None:
                 continue
@@ -137,13 +129,7 @@ class DockerExecutor:
                     f"step {step.key!r} has no image: give it image=... or set "
                     "default_image on the pipeline (the docker executor needs one)"
                 )
-            try:
-                client.images.get(image)
-            except docker.errors.ImageNotFound:
-                raise SetupError(
-                    f"image {image!r} (step {step.key!r}) is not on the Docker engine at "
-                    f"{_engine_name()}; build it or `docker pull {image}` first"
-                ) from None
+            _require_image(client, image, f"step {step.key!r}")
 
     def remove_leftovers(self) -> int:
         """Remove containers and run-scoped images that a dead greenloop process left behind."""
@@ -411,6 +397,19 @@ def _engine_name() -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _require_image(client: Any, image: str, whose: str) -> None:
+    """``SetupError`` unless ``image`` (that ``whose`` boots from) is on the engine."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise SetupError(
+            f"image {image!r} ({whose}) is not on the Docker engine at "
+            f"{_engine_name()}; build it or `docker pull {image}` first"
+        ) from None
 
 
 def _upload(reader: ArchiveReader, workdir: PurePosixPath) -> Iterator[bytes]:

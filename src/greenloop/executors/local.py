@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from greenloop._fs import remove_orphans
-from greenloop._procs import signal_group, stop_group
+from greenloop._procs import signal_group, stop_group, wait_exit
 from greenloop.executors import bwrap
 from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
@@ -64,6 +64,8 @@ class LocalExecutor:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._sandboxes = store.root / "sandboxes"
+        # The mount points bwrap needs, one folder per shape, shared by every step.
+        self._skeletons = store.root / "skeletons"
         remove_orphans(self._sandboxes)
 
     def variant(self, step: CommandStep) -> Variant:
@@ -112,7 +114,7 @@ class LocalExecutor:
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
         sandbox = self._sandboxes / f"{os.getpid()}-{request.step_id}"
         if self._mode(request.step) == "bwrap":
-            root = bwrap.StepRoot(sandbox)
+            root = bwrap.StepRoot(sandbox, self._skeletons)
             try:
                 return self._run_overlay(request, host, root)
             finally:
@@ -158,7 +160,7 @@ class LocalExecutor:
         base = self._sandboxes / f"{os.getpid()}-debug-{uuid.uuid4().hex[:8]}"
         shell_env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ} | env
         if self._mode(step) == "bwrap":
-            root = bwrap.StepRoot(base)
+            root = bwrap.StepRoot(base, self._skeletons)
             root.prepare()
             try:
                 with self.store.checkout(tree) as lower:
@@ -233,7 +235,7 @@ class LocalExecutor:
 
             def keep(tag: str) -> None:
                 # Everything the step saw, its workspace included, as one tree.
-                layer = bwrap.read_upper(root.upper, lower, self.store.put_file, set())
+                layer = bwrap.read_upper(root.upper, lower, self.store.put_files, set())
                 entries = layer.over(_parsed_tree(self.store, parent))
                 self.store.set_ref(tag, self.store.put_bytes(encode_manifest(entries)))
 
@@ -265,7 +267,7 @@ class LocalExecutor:
         Only the upper layer's files are read and stored; the parent's entries are
         reused as they are (as in a copied root, workspace files stay out). A step
         that changed nothing commits its parent's tree, without reading it."""
-        layer = bwrap.read_upper(root.upper, lower, self.store.put_file, injected)
+        layer = bwrap.read_upper(root.upper, lower, self.store.put_files, injected)
         if layer.unchanged(lower):
             return parent
         entries = layer.over(_parsed_tree(self.store, parent))
@@ -464,10 +466,7 @@ def _execute(
         pump.start()
 
     def poll() -> int | None:
-        try:
-            return proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            return None
+        return proc.wait() if wait_exit(proc, 0.05) else None
 
     code = await_exit(poll, lambda: stop_group(proc, grace=2.0), request, host)
     # A step ends with its command: whatever it left running in the background goes too

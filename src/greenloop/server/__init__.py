@@ -10,9 +10,9 @@ red. See ``docs/dev-server.md``.
 from __future__ import annotations
 
 from greenloop.server.app import create_app
-from greenloop.server.appstatus import AppHealth, AppProblem, AppProcessInfo, AppStatus
+from greenloop.server.app_status import AppHealth, AppProblem, AppProcessInfo, AppStatus
+from greenloop.server.background import DevServer, serve
 from greenloop.server.proxy import Proxy, Upstream, UpstreamFailure
-from greenloop.server.run import DevServer, serve
 from greenloop.server.snapshot import Snapshot
 from greenloop.server.state import LiveState
 

@@ -29,8 +29,6 @@ from starlette.responses import (
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from greenloop.server.events import events_endpoint
-from greenloop.server.files import Found, NeedsSlash, content_type, is_html, lookup, open_file
 from greenloop.server.hosts import HostGuard, HostPolicy
 from greenloop.server.inject import (
     CLIENT_PATH,
@@ -41,7 +39,9 @@ from greenloop.server.inject import (
 )
 from greenloop.server.messages import status_document
 from greenloop.server.proxy import Proxy
+from greenloop.server.safe_paths import Found, NeedsSlash, content_type, is_html, lookup, open_file
 from greenloop.server.state import LiveState
+from greenloop.server.websocket import events_endpoint
 
 _CHUNK = 64 * 1024
 # The type we send is the type: a browser must not sniff a build file into HTML.

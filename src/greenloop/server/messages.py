@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from greenloop.protocol.devloop import BuildResult, StateEvent
-from greenloop.server.appstatus import AppStatus
+from greenloop.server.app_status import AppStatus
 from greenloop.server.snapshot import Snapshot
 
 

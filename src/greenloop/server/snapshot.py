@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greenloop.protocol.devloop import ArtifactMeta, BuildResult, Diagnostic, TreeState
-from greenloop.server.appstatus import AppStatus
+from greenloop.server.app_status import AppStatus
 
 
 @dataclass(frozen=True)

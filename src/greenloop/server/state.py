@@ -27,7 +27,7 @@ from greenloop.protocol.devloop import (
     TreeState,
     sorted_diagnostics,
 )
-from greenloop.server.appstatus import AppStatus
+from greenloop.server.app_status import AppStatus
 from greenloop.server.messages import (
     app_message,
     artifact_message,

@@ -5,7 +5,7 @@ JSON manifest blob, so a whole directory is one hash. The index records cache
 entries, dev-loop artifacts and run history, and is the set of gc roots.
 """
 
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 from greenloop.store.gc import GcReport
 from greenloop.store.index import Index
 from greenloop.store.layout import clean, default_root

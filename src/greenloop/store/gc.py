@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from greenloop.store.digests import is_digest
+from greenloop.store.hashing import is_digest
 from greenloop.store.index import Index
 from greenloop.store.objects import ObjectDir, ObjectFile
 from greenloop.store.records import CacheEntry
@@ -35,6 +35,9 @@ class GcReport:
     objects_removed: int
     bytes_freed: int
     temp_files_removed: int
+    checkouts_removed: int = 0
+    """Tree checkouts (overlay lower layers) removed: their tree went, they were old,
+    or the store had to fit ``--max-size-mb``."""
 
 
 def collect_garbage(

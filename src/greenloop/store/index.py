@@ -19,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.migrations import SCHEMA_VERSION, migrate
 from greenloop.store.records import (
     ENTRY_COLUMNS,
     REMOTE_COLUMNS,
@@ -36,7 +37,6 @@ from greenloop.store.records import (
     run_from_row,
     step_from_row,
 )
-from greenloop.store.schema import SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).

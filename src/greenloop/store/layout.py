@@ -22,7 +22,7 @@ from typing import Any
 import platformdirs
 
 from greenloop._fs import write_atomically
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 
 MARKER_NAME = "GREENLOOP_STORE"
 """File whose presence marks a directory as a greenloop store."""

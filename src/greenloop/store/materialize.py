@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from greenloop.store.digests import is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.hashing import is_digest
 from greenloop.store.layout import TEMP_PREFIX
 from greenloop.store.trees import TreeEntry, check_relative_path
 
@@ -197,11 +197,32 @@ def adopt_checkout(folder: Path, tree: str, prepared: Path) -> bool:
     return True
 
 
+def checkout_sizes(folder: Path) -> dict[str, int]:
+    """The bytes each checkout in ``folder`` holds, by tree digest."""
+    if not folder.is_dir():
+        return {}
+    sizes = {}
+    for child in folder.iterdir():
+        if is_digest(child.name):
+            sizes[child.name] = sum(
+                os.lstat(os.path.join(top, name)).st_size
+                for top, _, names in os.walk(child)
+                for name in names
+            )
+    return sizes
+
+
 def sweep_checkouts(
-    folder: Path, keep: Callable[[str], bool], *, unused_for: float | None, grace: float
+    folder: Path,
+    keep: Callable[[str], bool],
+    *,
+    unused_for: float | None,
+    grace: float,
+    max_bytes: int | None = None,
 ) -> int:
     """Delete the checkouts of trees ``keep`` rejects, those unused for ``unused_for``
-    seconds, and temp folders older than ``grace`` seconds; return how many went.
+    seconds, and temp folders older than ``grace`` seconds; then, while the rest hold
+    more than ``max_bytes``, the least recently used. Return how many went.
 
     A checkout in use (see :func:`checked_out`) is skipped.
     """
@@ -209,6 +230,7 @@ def sweep_checkouts(
         return 0
     now = time.time()
     removed = 0
+    kept: list[tuple[float, Path]] = []
     for child in folder.iterdir():
         age = now - child.lstat().st_mtime
         if child.name.startswith(TEMP_PREFIX):
@@ -219,20 +241,38 @@ def sweep_checkouts(
         if not is_digest(child.name):
             continue
         if keep(child.name) and (unused_for is None or age <= unused_for):
+            kept.append((age, child))
             continue
-        fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            doomed = folder / f"{TEMP_PREFIX}gc-{secrets.token_hex(8)}"
-            os.rename(child, doomed)
-        finally:
-            os.close(fd)
-        _rmtree(doomed)
-        removed += 1
+        removed += _remove_checkout(folder, child)
+    if max_bytes is not None:
+        sizes = checkout_sizes(folder)
+        total = sum(sizes.values())
+        for _, child in sorted(kept, key=lambda found: found[0], reverse=True):  # oldest first
+            if total <= max_bytes:
+                break
+            if _remove_checkout(folder, child):
+                removed += 1
+                total -= sizes.get(child.name, 0)
     return removed
+
+
+def _remove_checkout(folder: Path, child: Path) -> int:
+    """Remove the checkout ``child`` unless a step is using it; 1 if it went, else 0."""
+    try:
+        fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        doomed = folder / f"{TEMP_PREFIX}gc-{secrets.token_hex(8)}"
+        os.rename(child, doomed)
+    finally:
+        os.close(fd)
+    _rmtree(doomed)
+    return 1
 
 
 def _build_checkout(folder: Path, final: Path, build: Callable[[Path], None]) -> None:

@@ -18,21 +18,22 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from greenloop._fs import fsync_dir, pid_alive
-from greenloop.store.digests import (
+from greenloop._fs import fsync_dir, pid_alive, sync_filesystem
+from greenloop.store.exceptions import CorruptObject, StoreError
+from greenloop.store.hashing import (
     CHUNK_SIZE,
     check_digest,
     digest_bytes,
     digest_file,
     is_digest,
 )
-from greenloop.store.errors import CorruptObject, StoreError
 from greenloop.store.layout import TEMP_PREFIX, temp_prefix, temp_writer
 
 _OBJECT_MODE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -190,6 +191,45 @@ class ObjectDir:
             else:
                 _publish(tmp, final)
         return digest
+
+    def put_files(self, paths: Sequence[Path]) -> list[str]:
+        """Store many files (a step's new tree); their digests, in order. Idempotent.
+
+        Made durable together: the files are copied (hashing as they go) without
+        an fsync each, the filesystem is synced once, they are renamed into place,
+        and it is synced once more for the renames. Two fsyncs a file made a
+        fresh 7,500-file virtualenv take 7x as long to store as to copy.
+        """
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                staged = list(pool.map(self._stage, paths))
+            if any(tmp for _, tmp in staged):
+                sync_filesystem(self.directory)
+                for digest, tmp in staged:
+                    if tmp is not None:
+                        os.replace(tmp, self.path_for(digest))
+                sync_filesystem(self.directory)
+        except OSError as exc:
+            raise StoreError(f"could not store {len(paths)} files: {exc}") from exc
+        return [digest for digest, _ in staged]
+
+    def _stage(self, path: Path) -> tuple[str, str | None]:
+        """Copy ``path`` into a temp file here; its digest, and the temp file unless the
+        object is stored already. (Sealed but not synced: :meth:`put_files` syncs.)"""
+        # Hashed first: content already stored costs one read and no write.
+        digest = digest_file(path)
+        final = self.path_for(digest)
+        if self._reuse(final):
+            return digest, None
+        fd, tmp = self._temp_in(final.parent)
+        with _cleanup_on_error(tmp):
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                copied = _copy_hashing(src, out)
+                out.flush()
+                os.fchmod(out.fileno(), _OBJECT_MODE)
+            if copied != digest:
+                raise StoreError(f"{path} changed while being stored")
+        return digest, tmp
 
     def scan(self) -> Iterator[ObjectFile]:
         """Every regular file under the object directory, including temp files."""

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from greenloop._fs import process_alive
 from greenloop.protocol.executor import ArtifactRef
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 
 if TYPE_CHECKING:
     # The dev-loop types load only when an artifact is read (the CI path never does).

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 from greenloop.store.trees import TreeEntry, normalize_mode
 
 PutFile = Callable[[Path], str]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,16 +12,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO
 
-from greenloop.store.cache_dirs import CacheDirs
-from greenloop.store.digests import digest_file, is_digest
-from greenloop.store.errors import CorruptObject, StoreError
+from greenloop.store.cache_folders import CacheDirs
+from greenloop.store.exceptions import CorruptObject, StoreError
 from greenloop.store.gc import GcReport, collect_garbage
+from greenloop.store.hashing import digest_file, is_digest
 from greenloop.store.index import Index
 from greenloop.store.layout import INDEX_NAME, OBJECTS_DIR, default_root, init_root
 from greenloop.store.materialize import (
     CHECKOUTS_DIR,
     adopt_checkout,
     checked_out,
+    checkout_sizes,
     materialize_entries,
     sweep_checkouts,
 )
@@ -133,6 +135,13 @@ class Store:
         """
         return self._objects.put_file(path, verify_existing=verify_existing)
 
+    def put_files(self, paths: Sequence[Path]) -> list[str]:
+        """Store many files at once (a step's new tree); their digests, in order.
+
+        Durable together, with one filesystem sync rather than an fsync each.
+        """
+        return self._objects.put_files(paths)
+
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream``, in chunks; return its digest."""
         return self._objects.put_stream(stream)
@@ -162,7 +171,7 @@ class Store:
 
         A read to the end checks the bytes against ``digest``. A damaged object
         is removed, with every cache entry that needs it, and the read raises
-        :class:`~greenloop.store.errors.CorruptObject`: as a miss, those steps
+        :class:`~greenloop.store.exceptions.CorruptObject`: as a miss, those steps
         are rebuilt instead of running on wrong bytes.
         """
         try:
@@ -427,21 +436,36 @@ class Store:
         (see :meth:`checkout`) of trees no longer stored, or unused for longer
         than ``max_age``, go too.
         """
+        checkouts = self.root / CHECKOUTS_DIR
+        unused_for = None if max_age is None else max_age.total_seconds()
+        swept = 0
+        if max_bytes is not None:
+            # Checkouts only repeat stored trees, and are rebuilt on demand: they
+            # make room before any cache entry has to.
+            swept = sweep_checkouts(
+                checkouts,
+                self.has,
+                unused_for=unused_for,
+                grace=grace.total_seconds(),
+                max_bytes=max(0, max_bytes - self.size_bytes()),
+            )
+            max_bytes = max(0, max_bytes - self.checkout_bytes())
         report = collect_garbage(
             self._objects, self.index, max_age=max_age, max_bytes=max_bytes, grace=grace
         )
         # A checkout lives as long as its tree (and, with an age limit, while it is used).
-        sweep_checkouts(
-            self.root / CHECKOUTS_DIR,
-            self.has,
-            unused_for=None if max_age is None else max_age.total_seconds(),
-            grace=grace.total_seconds(),
+        swept += sweep_checkouts(
+            checkouts, self.has, unused_for=unused_for, grace=grace.total_seconds()
         )
-        return report
+        return dataclasses.replace(report, checkouts_removed=swept)
 
     def size_bytes(self) -> int:
         """Total bytes of every file in the object directory."""
         return sum(found.size for found in self._objects.scan())
+
+    def checkout_bytes(self) -> int:
+        """Total bytes of the tree checkouts overlay snapshots boot from (see :meth:`checkout`)."""
+        return sum(checkout_sizes(self.root / CHECKOUTS_DIR).values())
 
 
 def _dropped(count: int) -> str:

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 from greenloop.store.remote import RemoteEntry
 from greenloop.store.store import Store
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from greenloop.store.digests import is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.hashing import is_digest
 
 TREE_FORMAT = 1
 """Value of the ``greenloop_tree`` marker field in manifests written today."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from greenloop._sha256 import SHA256_PATTERN
 from greenloop.protocol import ArtifactRef
-from greenloop.store.digests import is_digest
+from greenloop.store.hashing import is_digest
 from greenloop.store.records import CacheEntry
 
 ENTRY_FORMAT = 2

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
@@ -22,10 +22,12 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from greenloop.store.digests import CHUNK_SIZE, is_digest
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
+from greenloop.store.hashing import CHUNK_SIZE, is_digest
 from greenloop.store.records import CacheEntry, RemoteStats
+from greenloop.store.remote.closure import closure, tree_blobs
 from greenloop.store.remote.entry import RemoteEntry, ac_key
+from greenloop.store.remote.fanout import Fanout
 from greenloop.store.remote.refused import RefusedBlobs
 from greenloop.store.remote.settings import (
     DEFAULT_JOBS,
@@ -42,7 +44,6 @@ from greenloop.store.remote.transport import (
     WritesRefused,
 )
 from greenloop.store.store import Store
-from greenloop.store.trees import read_manifest
 
 _MAX_ENTRY_BYTES = 4 << 20
 """Entry documents are a few KB; a larger body is refused rather than read."""
@@ -97,7 +98,8 @@ class HttpRemoteCache:
         self.url = self._net.url
         self._store = store
         self._warn = warn or _print_warning
-        self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="greenloop-remote")
+        # A dead server outranks a bad blob: it decides whether to keep trying.
+        self._fanout = Fanout(self._jobs, (Unavailable, WritesRefused, Untrusted, _Incomplete))
         # One publisher thread: entries upload in commit order, and two entries
         # sharing blobs never race to upload the same one.
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="greenloop-publish")
@@ -113,7 +115,6 @@ class HttpRemoteCache:
         self._inflight: dict[str, threading.Event] = {}
         # The size each blob may have, from the entry documents that named it.
         self._limits: dict[str, int] = {}
-        self._worker = threading.local()
         self._tmp: Path | None = None
         self._closed = False
         store.set_fetcher(self._provide)
@@ -185,7 +186,7 @@ class HttpRemoteCache:
         if self._store.fetcher == self._provide:
             self._store.set_fetcher(None)
         self._publisher.shutdown(wait=True)
-        self._pool.shutdown(wait=True)
+        self._fanout.shutdown()
         self._net.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -244,20 +245,20 @@ class HttpRemoteCache:
         """
         roots = document.roots()
         self._bound(roots, document.max_object_bytes)
-        self._parallel(self._download, [d for d in roots if not self._store.has(d)])
-        snapshot = self._tree_blobs(document.snapshot_tree)
+        self._fanout.run(self._download, [d for d in roots if not self._store.has(d)])
+        snapshot = tree_blobs(self._store, document.snapshot_tree)
         if snapshot is None:
             raise Untrusted("its snapshot is not a tree")
         needed: dict[str, None] = {}
         for root in [*(a.key for a in document.artifacts), document.tree]:
             if root is not None:
-                needed.update(dict.fromkeys(self._tree_blobs(root) or []))
+                needed.update(dict.fromkeys(tree_blobs(self._store, root) or []))
         self._bound(needed, document.max_object_bytes)
-        self._parallel(self._download, [d for d in needed if not self._store.has(d)])
+        self._fanout.run(self._download, [d for d in needed if not self._store.has(d)])
         deferred = [d for d in snapshot if d not in needed and not self._store.has(d)]
         # Kept for the lazy fetch, which knows only digests.
         self._bound(deferred, document.max_object_bytes)
-        self._parallel(self._check_on_server, deferred)
+        self._fanout.run(self._check_on_server, deferred)
 
     def _bound(self, digests: Iterable[str], size: int) -> None:
         """Record that each of ``digests`` is at most ``size`` bytes (the largest claim wins)."""
@@ -282,7 +283,7 @@ class HttpRemoteCache:
         try:
             if self._closed:
                 raise StoreError(f"remote cache {self.url} was closed at the end of its run")
-            self._parallel(self._download, digests)
+            self._fanout.run(self._download, digests)
         except Unavailable as e:
             self._fail(f"{e}, fetching {what}", down=True, fatal=True)
             raise StoreError(f"remote cache {self.url} is unavailable: {e}") from e
@@ -400,11 +401,11 @@ class HttpRemoteCache:
         if self._down is not None or self._writes_off:
             return
         try:
-            closure = self._closure(document.roots())
-            largest = max(self._store.blob_path(d).stat().st_size for d in closure)
+            objects = closure(self._store, document.roots())
+            largest = max(self._store.blob_path(d).stat().st_size for d in objects)
             with self._lock:
-                missing = [d for d in closure if d not in self._on_server]
-            self._parallel(self._ensure_on_server, missing)
+                missing = [d for d in objects if d not in self._on_server]
+            self._fanout.run(self._ensure_on_server, missing)
             # The entry goes last, so whoever can read it finds its blobs.
             sized = document.model_copy(update={"max_object_bytes": largest})
             body = sized.model_dump_json().encode()
@@ -417,14 +418,6 @@ class HttpRemoteCache:
             self._fail(str(e), writes=True)
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
-
-    def _closure(self, roots: list[str]) -> list[str]:
-        """Every object ``roots`` name: themselves and, for trees, their blobs."""
-        out: dict[str, None] = {}
-        for root in roots:
-            out[root] = None
-            out.update(dict.fromkeys(self._tree_blobs(root) or []))
-        return list(out)
 
     def _ensure_on_server(self, digest: str) -> None:
         if self._writes_off:
@@ -452,41 +445,6 @@ class HttpRemoteCache:
                 self._refusals.remember(digest, refused=False)
 
     # -- plumbing ----------------------------------------------------------------
-
-    def _tree_blobs(self, digest: str) -> list[str] | None:
-        """The blobs of tree ``digest``, or None when the object is not a tree."""
-        # One parse per tree, and only a few bytes read of a blob that is not
-        # one (is_tree + get_tree would parse a tree twice).
-        with self._store.open_blob(digest) as fh:
-            entries = read_manifest(fh)
-        if entries is None:
-            return None
-        return [e.blob for e in entries if e.blob is not None]
-
-    def _parallel(self, work: Callable[[str], None], items: Iterable[str]) -> None:
-        todo = list(items)
-        # A pool thread that waited on work queued behind it could deadlock
-        # the pool (an upload reading a lazy object fetches it, say).
-        if len(todo) <= 1 or getattr(self._worker, "busy", False):
-            for item in todo:
-                work(item)
-            return
-        futures = [self._pool.submit(self._as_worker, work, item) for item in todo]
-        errors = [e for e in (f.exception() for f in futures) if e is not None]
-        # A dead server outranks a bad blob: it decides whether to keep trying.
-        for kind in (Unavailable, WritesRefused, Untrusted, _Incomplete):
-            for error in errors:
-                if isinstance(error, kind):
-                    raise error
-        if errors:
-            raise errors[0]
-
-    def _as_worker(self, work: Callable[[str], None], item: str) -> None:
-        self._worker.busy = True
-        try:
-            work(item)
-        finally:
-            self._worker.busy = False
 
     def _tempdir(self) -> Path:
         with self._lock:

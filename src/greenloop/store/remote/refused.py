@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from greenloop._fs import write_atomically
-from greenloop.store.digests import is_digest
+from greenloop.store.hashing import is_digest
 from greenloop.store.layout import TEMP_PREFIX
 
 REFUSED_FILE = "remote-refused.json"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from greenloop._version import __version__
-from greenloop.store.digests import CHUNK_SIZE
+from greenloop.store.hashing import CHUNK_SIZE
 
 if TYPE_CHECKING:
     import httpx

@@ -18,23 +18,20 @@ says (:class:`~greenloop.server.AppStatus`); it never starts or stops anything.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 
-from greenloop._procs import exit_status, stop_group
-from greenloop.dev.applog import LogTail, problem_of
+from greenloop.dev.app_log import problem_of
+from greenloop.dev.app_process import LOOPBACK, AppProcess
 from greenloop.devloop import process
 from greenloop.devloop.config import DevSettings
 from greenloop.protocol import BuildResult, SetupError
@@ -49,15 +46,11 @@ from greenloop.server import (
     UpstreamFailure,
 )
 
-LOOPBACK = "127.0.0.1"
-"""Where every app listens: only the proxy talks to it."""
-
 _FAST_POLL_S = 0.005  # readiness, while an app typically starts: a refused connect costs ~nothing
 _SLOW_POLL_S = 0.025  # after the first seconds: a slow starter needs no tight loop
 _FAST_FOR_S = 2.0
 _PROBE_TIMEOUT_S = 2.0
 _REFRESH_S = 0.25  # a traceback is logged just after the 5xx it caused; read the tail again then
-_LOG_CHUNK = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -117,126 +110,6 @@ class AppConfig:
     def argv(self, port: int) -> list[str]:
         """The command for an app on ``port``."""
         return [part.replace("{port}", str(port)) for part in self.command]
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on now (the kernel's pick), for the next app."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class AppProcess:
-    """One app process started from a published build, in its own process group.
-
-    Its output (stdout and stderr together) is kept in :attr:`log` and echoed;
-    :attr:`exited` is set once it ends by itself or is stopped. It is never
-    reaped until :meth:`stop`: a zombie leader keeps its group id reserved, so
-    stopping the group later can only reach what this app left running.
-    """
-
-    def __init__(
-        self,
-        config: AppConfig,
-        site: Path,
-        result: BuildResult,
-        echo: Callable[[str], None] | None,
-        on_exit: Callable[[AppProcess], None],
-    ) -> None:
-        """Start the app from ``site`` (the published folder of ``result``); raises OSError."""
-        assert result.artifact is not None
-        self.site = site
-        self.result = result
-        self.port = free_port()
-        self.upstream = Upstream(port=self.port, artifact_id=result.artifact.tree, host=LOOPBACK)
-        self.health = AppHealth.STARTING
-        self.problem: AppProblem | None = None
-        self.ready_ms: int | None = None
-        self.stopping = False
-        self.exited = threading.Event()
-        self.started_at = time.time()
-        self.spawned = time.monotonic()
-        self.log = LogTail()
-        self._echo = echo
-        self._on_exit = on_exit
-        self._stop_lock = threading.Lock()
-        self._stopped = False
-        env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "HOST": LOOPBACK,
-            # The build folder is a published artifact: nothing may write into it.
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # Each line as it is printed: the overlay's tail must include the last one.
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc = subprocess.Popen(
-            config.argv(self.port),
-            cwd=site,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: stopped with every helper it starts
-        )
-        self.pid = self.proc.pid
-        assert self.proc.stdout is not None
-        self._reader = threading.Thread(
-            target=self._read, args=(self.proc.stdout,), name=f"greenloop-app-{self.pid}-log"
-        )
-        self._reader.daemon = True
-        self._reader.start()
-        self._waiter = threading.Thread(target=self._wait, name=f"greenloop-app-{self.pid}")
-        self._waiter.daemon = True
-        self._waiter.start()
-
-    def describe_exit(self) -> str:
-        """``exited with code 1``, ``was killed by SIGKILL``, or ``is running``."""
-        return exit_status(self.proc) or "is running"
-
-    def info(self) -> AppProcessInfo:
-        """What the status says about this process."""
-        assert self.result.artifact is not None
-        return AppProcessInfo(
-            pid=self.pid,
-            port=self.port,
-            input_hash=self.result.input_hash,
-            tree=self.result.artifact.tree,
-            health=self.health,
-            started_at=self.started_at,
-            ready_ms=self.ready_ms,
-            problem=self.problem,
-        )
-
-    def stop(self, grace: float) -> None:
-        """SIGTERM the group, SIGKILL after ``grace`` seconds, reap; once, from any thread."""
-        with self._stop_lock:
-            self.stopping = True
-            if self._stopped:
-                return
-            self._stopped = True
-            stop_group(self.proc, grace)
-        self._reader.join(timeout=2)
-
-    def _read(self, stream: IO[bytes]) -> None:
-        with stream:
-            while raw := stream.readline(_LOG_CHUNK):
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                self.log.add(line)
-                if self._echo is not None:
-                    self._echo(f"[app {self.pid}] {line}")
-
-    def _wait(self) -> None:
-        if hasattr(os, "waitid"):
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-        else:  # no waitid (macOS): reaping is the only way to wait
-            self.proc.wait()
-        # Its last words (the traceback) come through the pipe a moment after it ends.
-        self._reader.join(timeout=1)
-        self.exited.set()
-        self._on_exit(self)
 
 
 OnChange = Callable[[AppStatus, str], None]
@@ -315,7 +188,7 @@ class AppSupervisor:
                 return True  # this very build already serves, and well
         self._hold(site)
         try:
-            app = AppProcess(self.config, site, result, self._echo, self._exited)
+            app = AppProcess(self.config.argv, site, result, self._echo, self._exited)
         except OSError as e:
             self._release(site)
             self._start_failed(site, result, f"cannot start {self.config.command[0]!r}: {e}")

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from greenloop._sha256 import is_sha256
-from greenloop.store.errors import StoreError
+from greenloop.store.exceptions import StoreError
 
 CHUNK_SIZE = 1 << 20
 """Bytes read or written at a time, so large files never sit whole in memory."""

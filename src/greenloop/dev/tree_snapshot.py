@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from greenloop.devloop.digests import DigestCache
+from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import source_tree_hash
 from greenloop.devloop.ignores import Ignores
 from greenloop.protocol import ArtifactMeta, BuildResult, BuildTrigger, Compiled

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from greenloop.server import AppProblem
-from greenloop.server.appstatus import SourceLocation
+from greenloop.server.app_status import SourceLocation
 
 TAIL_LINES = 60
 """Lines of the app's output kept for the overlay and the status."""

@@ -1,6 +1,6 @@
 """What the dev server says about the app behind its proxy: the JSON of ``status.app``.
 
-The dev layer (``greenloop.dev.app``) runs the app processes and hands these
+The dev layer (``greenloop.dev.app_supervisor``) runs the app processes and hands these
 to :meth:`LiveState.set_app`; the server only shows them (status, WebSocket,
 overlay), so it never needs to know how an app is started or stopped.
 """

@@ -1,0 +1,61 @@
+"""Which executor runs each step of a run, how a step's key names it, and its setup check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from greenloop.plugins.spec import Executor, variant_of
+from greenloop.protocol import CommandStep, Pipeline
+
+DEFAULT_EXECUTOR = "local"
+
+
+class Placement:
+    """The executors of one run's steps: ``--executor``, else the step's, the pipeline's
+    or :data:`DEFAULT_EXECUTOR`."""
+
+    def __init__(
+        self, pipeline: Pipeline, executors: Callable[[str], Executor], forced: str | None
+    ) -> None:
+        """Place ``pipeline``'s steps; ``executors(name)`` loads one, ``forced`` wins over all."""
+        self._pipeline = pipeline
+        self._executors = executors
+        self._forced = forced
+
+    def name(self, step: CommandStep) -> str:
+        """The name of the executor that runs ``step``."""
+        return self._forced or step.executor or self._pipeline.executor or DEFAULT_EXECUTOR
+
+    def executor(self, step: CommandStep) -> Executor:
+        """The executor that runs ``step``."""
+        return self._executors(self.name(step))
+
+    def keyed_as(self, step: CommandStep) -> str:
+        """The executor as ``step``'s cache key names it: its name, and its variant if any."""
+        variant = variant_of(self.executor(step), step)
+        return self.name(step) if variant is None else f"{self.name(step)}+{variant.key}"
+
+    def note(self, step: CommandStep) -> str | None:
+        """How the executor will run ``step``, for the plan line (``local: bwrap sandbox, ...``)."""
+        variant = variant_of(self.executor(step), step)
+        return f"{self.name(step)}: {variant.note}" if variant is not None else None
+
+    def starts_services(self, step: CommandStep) -> bool:
+        """Whether ``step``'s executor starts services itself (else they run on the host)."""
+        return hasattr(self.executor(step), "start_service")
+
+    def preflight(self, steps: list[CommandStep]) -> None:
+        """Load every executor the pipeline names; let those of ``steps`` check their setup.
+
+        Raises ``PluginFailure`` for an unknown executor and ``SetupError`` for a
+        missing engine, image or program — before anything runs.
+        """
+        for step in self._pipeline.steps:
+            self.executor(step)
+        by_executor: dict[str, list[CommandStep]] = {}
+        for step in steps:
+            by_executor.setdefault(self.name(step), []).append(step)
+        for name, group in by_executor.items():
+            check = getattr(self._executors(name), "preflight", None)
+            if check is not None:
+                check(self._pipeline, group)
