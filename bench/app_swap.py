@@ -42,6 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.edit_to_browser import Dev, last_check
+from bench.edit_to_browser import row as figure
 from greenloop.cli._devloop import DEV_DEBOUNCE_MS
 from greenloop.protocol import Compiled
 
@@ -171,12 +172,7 @@ def main() -> None:
     alone = standalone_start(5)
 
     def row(name: str, values: list[float]) -> str:
-        ordered = sorted(values)
-        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        return (
-            f"  {name:<42} median {statistics.median(values):7.1f} ms"
-            f"   min {ordered[0]:7.1f}   p90 {p90:7.1f}"
-        )
+        return figure(name, values, width=42)
 
     print(f"greenloop dev, examples/app, {len(samples)} green edits (+{WARM_UP} warm-up)")
     print(row("save -> new app serving (latency)", [s.latency for s in samples]))

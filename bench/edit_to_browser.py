@@ -218,6 +218,16 @@ def measure(edits: int, chromium: str) -> tuple[list[Sample], int]:
     return samples, debounce_ms
 
 
+def row(name: str, values: list[float], width: int = 34) -> str:
+    """One figure's line: its median, minimum and 90th percentile."""
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return (
+        f"  {name:<{width}} median {statistics.median(values):7.1f} ms"
+        f"   min {ordered[0]:7.1f}   p90 {p90:7.1f}"
+    )
+
+
 def main() -> None:
     """Measure and print the medians (and spread) of every figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -227,14 +237,6 @@ def main() -> None:
     if args.edits < 1:
         parser.error("--edits must be positive")
     samples, debounce_ms = measure(args.edits, args.chromium)
-
-    def row(name: str, values: list[float]) -> str:
-        ordered = sorted(values)
-        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        return (
-            f"  {name:<34} median {statistics.median(values):7.1f} ms"
-            f"   min {ordered[0]:7.1f}   p90 {p90:7.1f}"
-        )
 
     print(f"greenloop dev, examples/site, {len(samples)} green edits (+{WARM_UP} warm-up)")
     print(row("save -> page reloaded (latency)", [s.latency for s in samples]))

@@ -164,6 +164,12 @@ def title(response: httpx.Response) -> str:
     return response.text.split("<h1>")[1].split("</h1>")[0]
 
 
+def error_reported(apps: Apps) -> bool:
+    """Whether the serving app's problem names an error line from its log yet."""
+    current = apps.status().current
+    return current is not None and current.problem is not None and current.problem.error is not None
+
+
 def test_a_new_build_takes_over_once_ready_and_the_old_app_stops(python_apps: Apps) -> None:
     apps = python_apps
     assert "first green build" in apps.get().text  # nothing ready yet: the holding page
@@ -245,15 +251,7 @@ def test_a_serving_app_that_answers_500_shows_its_traceback(python_apps: Apps) -
     assert apps.deploy("v1")
     assert apps.get("boom").status_code == 500
 
-    def reported() -> bool:
-        current = apps.status().current
-        return (
-            current is not None
-            and current.problem is not None
-            and current.problem.error is not None
-        )
-
-    wait_until(reported, GUARD_S, "the traceback to reach the status")
+    wait_until(lambda: error_reported(apps), GUARD_S, "the traceback to reach the status")
     current = apps.status().current
     assert current is not None and current.problem is not None
     assert current.health is AppHealth.FAILING
@@ -315,15 +313,7 @@ def test_a_node_http_server(node_apps: Apps) -> None:
 
     assert apps.get("boom").status_code == 500
 
-    def reported() -> bool:
-        current = apps.status().current
-        return (
-            current is not None
-            and current.problem is not None
-            and current.problem.error is not None
-        )
-
-    wait_until(reported, GUARD_S, "the stack to reach the status")
+    wait_until(lambda: error_reported(apps), GUARD_S, "the stack to reach the status")
     current = apps.status().current
     assert current is not None and current.problem is not None
     assert current.problem.error is not None and current.problem.error.startswith("TypeError:")

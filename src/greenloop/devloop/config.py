@@ -104,16 +104,12 @@ class CheckerSettings(BaseModel):
     @field_validator("command", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return shlex.split(v)
-        return v
+        return _split_command(v)
 
     @field_validator("command")
     @classmethod
     def _non_empty(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and not v:
-            raise ValueError("command must name a program")
-        return v
+        return _names_a_program("command", v)
 
 
 DEFAULT_READY_TIMEOUT_S = 30.0
@@ -176,16 +172,12 @@ class DevSettings(BaseModel):
     @field_validator("app", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return shlex.split(v)
-        return v
+        return _split_command(v)
 
     @field_validator("app")
     @classmethod
     def _non_empty(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and not v:
-            raise ValueError("app must name a program")
-        return v
+        return _names_a_program("app", v)
 
     @field_validator("ready")
     @classmethod
@@ -240,6 +232,17 @@ class Settings(BaseModel):
     @classmethod
     def _no_bool(cls, v: object) -> object:
         return _reject_bool(v)
+
+
+def _split_command(v: object) -> object:
+    # One string is split like a shell would; a list is the argv as given.
+    return shlex.split(v) if isinstance(v, str) else v
+
+
+def _names_a_program(key: str, v: list[str] | None) -> list[str] | None:
+    if v is not None and not v:
+        raise ValueError(f"{key} must name a program")
+    return v
 
 
 def _reject_bool(v: object) -> object:
