@@ -151,3 +151,16 @@ def test_a_snapshot_is_the_checked_tree_or_nothing(project: Path, store: Store) 
     (project / "app.py").write_text("print('changed')\n")
     with pytest.raises(StaleSnapshot):
         snapshot.build(trigger)
+
+
+def test_a_snapshot_leaves_out_what_the_settings_ignore_now(project: Path, store: Store) -> None:
+    (project / "greenloop.toml").write_text('ignore = ["scratch/"]\n')
+    (project / "app.py").write_text("x = 1\n")
+    (project / "scratch").mkdir()
+    (project / "scratch" / "notes.txt").write_text("not part of the app\n")
+    trigger = BuildTrigger.for_identity(build_identity(project, load_config(project)))
+    result = TreeSnapshot(store, project).build(trigger)
+    assert result.artifact is not None
+    paths = {e.path for e in store.get_tree(result.artifact.tree)}
+    assert {"app.py", "greenloop.toml"} <= paths
+    assert not any(p.startswith("scratch") for p in paths)

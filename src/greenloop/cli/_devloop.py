@@ -231,7 +231,6 @@ def dev(
             out=out,
             report=reporter,
             app=app,
-            ignore=tuple(settings.ignore),
             on_app_change=reporter.app,
             app_echo=lambda line: click.echo(line, err=True),
         )

@@ -134,7 +134,10 @@ class AppProcess:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 self.log.add(line)
                 if self._echo is not None:
-                    self._echo(f"[app {self.pid}] {line}")
+                    try:
+                        self._echo(f"[app {self.pid}] {line}")
+                    except Exception:  # a closed terminal: keep draining, or the app blocks
+                        self._echo = None
 
     def _wait(self) -> None:
         if hasattr(os, "waitid"):

@@ -143,6 +143,9 @@ class DevBuilds(Listener):
                 result = self._snapshot.build(trigger)
             except StaleSnapshot:
                 return  # the watcher has the change that made it stale: a new round follows
+            except Exception as e:  # a full disk, a broken store: this build failed, not the loop
+                reason = f"snapshot of the tree failed ({type(e).__name__}: {e})"
+                result = BuildResult(input_hash=trigger.input_hash, outcome=Failed(reason=reason))
         else:
             try:
                 pipeline = load(self.pipeline_file).pipeline(self.pipeline_name)
@@ -170,7 +173,13 @@ class DevBuilds(Listener):
         self._report(result, published)
         current = self.publisher.current() if published else None
         if self._deploy is not None and current is not None:
-            self._deploy(current, result)
+            try:
+                self._deploy(current, result)
+            except Exception as e:  # the build thread must live on; the old app still serves
+                reason = f"published, but the app could not be started ({type(e).__name__}: {e})"
+                self.state.push_build(
+                    BuildResult(input_hash=result.input_hash, outcome=Failed(reason=reason))
+                )
 
     def _publish(self, result: BuildResult) -> bool:
         """Publish ``result`` and serve it (an app's is run later); False: nothing to serve."""

@@ -61,14 +61,12 @@ class DevSession:
         out: Path | None,
         report: Report,
         app: AppConfig | None = None,
-        ignore: tuple[str, ...] = (),
         on_app_change: OnChange | None = None,
         app_echo: Callable[[str], None] | None = None,
     ) -> None:
         """Open a session for ``root`` (see the class docstring); raises ``SetupError``.
 
-        ``ignore`` is the settings' list (what a snapshot leaves out besides the
-        fixed ignores); ``on_app_change`` and ``app_echo`` hear about the app.
+        ``on_app_change`` and ``app_echo`` hear about the app.
         """
         try:
             HostPolicy.of(host, allowed_hosts)
@@ -118,7 +116,7 @@ class DevSession:
                 publisher,
                 state,
                 report,
-                snapshot=TreeSnapshot(store, root, ignore) if pipeline_name is None else None,
+                snapshot=TreeSnapshot(store, root) if pipeline_name is None else None,
                 deploy=self.apps.deploy if self.apps is not None else None,
             )
             try:

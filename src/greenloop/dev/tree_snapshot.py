@@ -22,9 +22,9 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
+from greenloop.devloop.config import ConfigError, load_config
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import source_tree_hash
 from greenloop.devloop.ignores import Ignores
@@ -40,16 +40,23 @@ class StaleSnapshot(Exception):
 class TreeSnapshot:
     """Copies the green tree at ``root`` into the store, as a build whose artifact is that tree."""
 
-    def __init__(self, store: Store, root: Path, ignore: Sequence[str] = ()) -> None:
-        """Snapshot ``root`` minus what the dev loop ignores (``ignore``: the settings' list)."""
+    def __init__(self, store: Store, root: Path) -> None:
+        """Snapshot ``root`` minus what the dev loop ignores."""
         self.store = store
         self.root = root
-        self._ignore = tuple(ignore)
 
     def build(self, trigger: BuildTrigger) -> BuildResult:
-        """The snapshot of the tree ``trigger`` names; raises :class:`StaleSnapshot` if it moved."""
+        """The snapshot of the tree ``trigger`` names; raises :class:`StaleSnapshot` if it moved.
+
+        The settings' ``ignore`` list is read now, as the round that checked the
+        tree read it: an edit of the list changes which files are the tree.
+        """
         started = time.monotonic()
-        files = Ignores(self.root, self._ignore).files()
+        try:
+            ignore = load_config(self.root).settings.ignore
+        except ConfigError as e:  # the round that made it green read them; they changed since
+            raise StaleSnapshot(str(e)) from None
+        files = Ignores(self.root, ignore).files()
         entries: list[TreeEntry] = []
         digests: dict[Path, str | None] = {}
         size = 0
