@@ -136,6 +136,10 @@
       overlay.remove();
     };
     (document.body || document.documentElement).appendChild(overlay);
+    // A log ends with what went wrong: show its end, the start is a scroll away.
+    overlay.querySelectorAll(".greenloop-log").forEach(function (log) {
+      log.scrollTop = log.scrollHeight;
+    });
   }
 
   function el(tag, css, text) {
@@ -217,6 +221,7 @@
         var log = el(
           "pre",
           "margin:6px 0 0;padding:6px 8px;background:#1c0709;color:#e8d3d4;white-space:pre-wrap;" +
+            "max-height:16em;overflow:auto;" +
             "font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;",
           item.log
         );
