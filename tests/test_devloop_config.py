@@ -10,10 +10,10 @@ import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
 from greenloop.devloop.checkers.cargo import cargo_json
+from greenloop.devloop.checkers.choose import choose_checkers
 from greenloop.devloop.checkers.detect import detect_kinds
 from greenloop.devloop.checkers.formats import gnu
 from greenloop.devloop.checkers.mypy import mypy_json, mypy_supports_json
-from greenloop.devloop.checkers.choose import choose_checkers
 from greenloop.devloop.checkers.table import BUILTINS, OUTPUTS
 from greenloop.devloop.checkers.tsc import tsc
 from greenloop.devloop.config import (
