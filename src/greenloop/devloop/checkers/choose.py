@@ -223,16 +223,15 @@ def _declared(root: Path) -> _Found:
         evidence={b.name: list(b.configs(root)) for b in BUILTINS.values()},
         problems=list(declarations.problems),
     )
-    commands = list(declarations.commands)
+    for command in declarations.commands:
+        _follow(command, found)
     for hook in declarations.hooks:
         command = _hook_command(hook)
         if command is None:
             why = f"no built-in checker runs the pre-commit hook `{hook.id}`"
             found.unfollowed.append(Unfollowed(hook.evidence, why))
         else:
-            commands.append(command)
-    for command in commands:
-        _follow(command, found)
+            _follow(command, found)
     return found
 
 
