@@ -226,12 +226,12 @@ def _declared(root: Path) -> _Found:
     for command in declarations.commands:
         _follow(command, found)
     for hook in declarations.hooks:
-        command = _hook_command(hook)
-        if command is None:
+        runs = _hook_command(hook)
+        if runs is None:
             why = f"no built-in checker runs the pre-commit hook `{hook.id}`"
             found.unfollowed.append(Unfollowed(hook.evidence, why))
         else:
-            _follow(command, found)
+            _follow(runs, found)
     return found
 
 
