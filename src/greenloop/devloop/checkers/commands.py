@@ -24,6 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from greenloop.devloop.checkers.base import Claim, Claimed
+
 _SEPARATORS = frozenset({"&&", "||", ";", ";;", "|", "|&", "&", "(", ")", "{", "}"})
 _SHELL_WORDS = frozenset(
     {"if", "then", "else", "elif", "do", "while", "until", "!", "time", "exec", "command"}
@@ -182,6 +184,17 @@ def carry(args: Sequence[str], options: Options) -> tuple[str, ...]:
         elif name in options.valued and not has_value:
             next(it, None)
     return tuple(kept)
+
+
+def claims_for(program: str, options: Options) -> Claim:
+    """The usual ``claims``: a command running ``program``, its arguments kept per ``options``."""
+
+    def claims(argv: Sequence[str]) -> Claimed | None:
+        if not argv or argv[0] != program:
+            return None
+        return Claimed(carry(argv[1:], options), fixes(argv[1:], options))
+
+    return claims
 
 
 def fixes(args: Sequence[str], options: Options) -> bool:

@@ -12,11 +12,11 @@ warning; the rule id is the code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from greenloop.devloop.checkers.base import Builtin, Claimed, Evidence, Invocation
-from greenloop.devloop.checkers.commands import Options, carry, fixes, positional
+from greenloop.devloop.checkers.base import Builtin, Evidence, Invocation
+from greenloop.devloop.checkers.commands import Options, claims_for, positional
 from greenloop.devloop.checkers.detect import config_files, package_json
 from greenloop.devloop.checkers.formats import (
     Found,
@@ -106,12 +106,6 @@ def configs(root: Path) -> list[Evidence]:
     return found
 
 
-def _claims(argv: Sequence[str]) -> Claimed | None:
-    if not argv or argv[0] != "eslint":
-        return None
-    return Claimed(carry(argv[1:], _OPTIONS), fixes(argv[1:], _OPTIONS))
-
-
 def _arguments(run: Invocation) -> tuple[list[str], Format]:
     paths = [] if positional(run.declared, _OPTIONS) else ["."]
     return ["--format", "json", *run.declared, *paths], Format.ESLINT_JSON
@@ -128,7 +122,7 @@ CHECKER = Builtin(
     kind=Kind.JAVASCRIPT,
     configs=configs,
     hooks={"eslint": ("eslint",)},
-    claims=_claims,
+    claims=claims_for("eslint", _OPTIONS),
     outputs={Format.ESLINT_JSON: OutputFormat(eslint_json)},
 )
 """The built-in ``eslint`` checker."""

@@ -11,11 +11,11 @@ on any of them, so each is an error, its code (``E501``, ``F401``) in ``code``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-from greenloop.devloop.checkers.base import Builtin, Claimed, Evidence, Invocation
-from greenloop.devloop.checkers.commands import Options, carry
+from greenloop.devloop.checkers.base import Builtin, Evidence, Invocation
+from greenloop.devloop.checkers.commands import Options, claims_for
 from greenloop.devloop.checkers.detect import config_files, ini_sections
 from greenloop.devloop.checkers.formats import Found, Lines, OutputFormat, both_streams, found_at
 from greenloop.devloop.config import Format, Kind, Role
@@ -73,12 +73,6 @@ def configs(root: Path) -> list[Evidence]:
     return config_files(root, (".flake8",)) + ini_sections(root, "flake8", ("setup.cfg", "tox.ini"))
 
 
-def _claims(argv: Sequence[str]) -> Claimed | None:
-    if not argv or argv[0] != "flake8":
-        return None
-    return Claimed(carry(argv[1:], _OPTIONS))
-
-
 def _arguments(run: Invocation) -> tuple[list[str], Format]:
     return ["--format=default", "--no-show-source", *run.declared], Format.FLAKE8
 
@@ -94,7 +88,7 @@ CHECKER = Builtin(
     kind=Kind.PYTHON,
     configs=configs,
     hooks={"flake8": ("flake8",)},
-    claims=_claims,
+    claims=claims_for("flake8", _OPTIONS),
     outputs={Format.FLAKE8: OutputFormat(flake8)},
 )
 """The built-in ``flake8`` checker."""

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from greenloop.devloop.checkers.base import Builtin, Claimed, Evidence, Invocation
-from greenloop.devloop.checkers.commands import Options, carry, positional
+from greenloop.devloop.checkers.base import Builtin, Evidence, Invocation
+from greenloop.devloop.checkers.commands import Options, claims_for, positional
 from greenloop.devloop.checkers.detect import (
     config_files,
     ini_section,
@@ -136,12 +136,6 @@ def configs(root: Path) -> list[Evidence]:
     )
 
 
-def _claims(argv: Sequence[str]) -> Claimed | None:
-    if not argv or argv[0] != "mypy":
-        return None
-    return Claimed(carry(argv[1:], _OPTIONS))
-
-
 def _names_targets(declared: Sequence[str]) -> bool:
     """True when the project's own mypy command says what to check."""
     return bool(positional(declared, _OPTIONS)) or any(
@@ -184,7 +178,7 @@ CHECKER = Builtin(
     default=True,
     configs=configs,
     hooks={"mypy": ("mypy",)},
-    claims=_claims,
+    claims=claims_for("mypy", _OPTIONS),
     outputs={Format.MYPY_JSON: OutputFormat(mypy_json)},
     cache_guard=_cache_guard,
 )

@@ -62,27 +62,33 @@ SUBCOMMANDS = frozenset(
 )
 """ruff's subcommands; anything else after ``ruff`` is the pre-0.5 spelling of ``ruff check``."""
 
+SHARED_OPTIONS: dict[str, bool] = {
+    "--config": True,
+    "--exclude": True,
+    "--line-length": True,
+    "--target-version": True,
+    "--preview": False,
+    "--no-preview": False,
+    "--isolated": False,
+    "--respect-gitignore": False,
+    "--no-respect-gitignore": False,
+    "--force-exclude": False,
+    "--no-force-exclude": False,
+}
+"""The options ``ruff check`` and ``ruff format`` share that change what is checked, and if
+each takes a value."""
+
 # What decides what is checked: paths, the config, rule selection, exclusions.
 _OPTIONS = Options(
     keep={
-        "--config": True,
+        **SHARED_OPTIONS,
         "--select": True,
         "--extend-select": True,
         "--ignore": True,
         "--extend-ignore": True,
         "--per-file-ignores": True,
         "--extend-per-file-ignores": True,
-        "--exclude": True,
         "--extend-exclude": True,
-        "--line-length": True,
-        "--target-version": True,
-        "--preview": False,
-        "--no-preview": False,
-        "--isolated": False,
-        "--respect-gitignore": False,
-        "--no-respect-gitignore": False,
-        "--force-exclude": False,
-        "--no-force-exclude": False,
     },
     valued=frozenset({"--output-format", "--format", "--cache-dir", "-o", "--output-file"}),
     fixes=frozenset({"--fix", "--unsafe-fixes", "--fix-only", "--add-noqa"}),

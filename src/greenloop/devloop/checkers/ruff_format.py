@@ -19,25 +19,13 @@ from pathlib import Path
 from greenloop.devloop.checkers.base import Builtin, Claimed, Invocation
 from greenloop.devloop.checkers.commands import Options, carry
 from greenloop.devloop.checkers.formats import Found, Lines, OutputFormat, both_streams, found_at
-from greenloop.devloop.checkers.ruff import ruff_json
+from greenloop.devloop.checkers.ruff import SHARED_OPTIONS, ruff_json
 from greenloop.devloop.config import Format, Kind, Role
 from greenloop.devloop.treestate import state_dir
 from greenloop.protocol import Severity
 
 _OPTIONS = Options(
-    keep={
-        "--config": True,
-        "--exclude": True,
-        "--line-length": True,
-        "--target-version": True,
-        "--preview": False,
-        "--no-preview": False,
-        "--isolated": False,
-        "--respect-gitignore": False,
-        "--no-respect-gitignore": False,
-        "--force-exclude": False,
-        "--no-force-exclude": False,
-    },
+    keep=SHARED_OPTIONS,
     valued=frozenset({"--output-format", "--cache-dir", "--stdin-filename", "--range"}),
 )
 _WOULD_REFORMAT = re.compile(r"^Would reformat: (?P<path>.+)$")
