@@ -40,7 +40,7 @@ BASE = Path("/proj")
             "./node_modules/.bin/eslint . --max-warnings 0 | tee lint.log",
             [["eslint", ".", "--max-warnings", "0"], ["tee", "lint.log"]],
         ),
-        ("if ! poetry run flake8 src; then exit 1; fi", [["flake8", "src"], ["exit", "1"], ["fi"]]),
+        ("if ! poetry run flake8 src; then exit 1; fi", [["flake8", "src"], ["exit", "1"], []]),
         ("ruff check \\\n  src tests", [["ruff", "check", "src", "tests"]]),
         ("npm exec -- eslint .", [["eslint", "."]]),
         (".venv/bin/python3.12 -m flake8", [["flake8"]]),
@@ -367,7 +367,9 @@ def test_an_unknown_lint_command_or_hook_is_named(tmp_path: Path) -> None:
     write(
         tmp_path,
         {
-            "package.json": '{"scripts": {"lint": "stylelint \\"**/*.css\\" && biome lint"}}',
+            "package.json": (
+                '{"scripts": {"lint": "stylelint \\"**/*.css\\" && biome lint && npm test"}}'
+            ),
             ".pre-commit-config.yaml": "repos:\n  - repo: x\n    hooks: [{id: codespell}]\n",
         },
     )

@@ -37,6 +37,13 @@ from greenloop.devloop.checkers.detect import KIND_MARKERS, kind_markers
 from greenloop.devloop.checkers.table import BUILTINS
 from greenloop.devloop.config import CheckerSettings, Config, Kind, Role
 
+_NO_CHECKS = frozenset(
+    {"npm", "yarn", "pnpm", "bun", "node", "echo", "printf", "exit", "true", "false", "test"}
+    | {"[", "cd", "set", "export", "rm", "mkdir", "cp", "mv", "run-s", "run-p", "npm-run-all"}
+)
+"""Programs in a lint script that check nothing themselves (a script runner, the shell's
+own words), so not following them is not worth saying."""
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -243,7 +250,7 @@ def _follow(command: Command, found: _Found) -> None:
             claim = builtin, claimed
             break
     if claim is None:
-        if command.lint:
+        if command.lint and command.argv[0] not in _NO_CHECKS:
             why = (
                 f"greenloop has no built-in checker for `{command.argv[0]}`; "
                 "a [checkers.NAME] table with its `command` runs it"

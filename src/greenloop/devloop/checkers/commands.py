@@ -28,7 +28,8 @@ from greenloop.devloop.checkers.base import Claim, Claimed
 
 _SEPARATORS = frozenset({"&&", "||", ";", ";;", "|", "|&", "&", "(", ")", "{", "}"})
 _SHELL_WORDS = frozenset(
-    {"if", "then", "else", "elif", "do", "while", "until", "!", "time", "exec", "command"}
+    {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "esac", "!"}
+    | {"time", "exec", "command"}
 )
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _PYTHON = re.compile(r"^python[0-9.]*$")
