@@ -242,3 +242,42 @@ def test_explain_checkers_for_a_flake8_project_says_why_ruff_is_not_run(tmp_path
     assert "pip install flake8" in only["missing"]
     skipped = {s["name"]: s["why"] for s in explained["skipped"]}
     assert skipped["ruff"] == "the project declares its python checkers (flake8), not this one"
+
+
+def test_warnings_fail_the_check_where_the_projects_own_command_fails_on_them(
+    tmp_path: Path,
+) -> None:
+    env = _env()
+    (eslint,) = [f for f in PROJECTS if f.name == "eslint"]
+    root = _copy(eslint, tmp_path / "project")
+    config = root / "eslint.config.js"
+    config.write_text(
+        config.read_text().replace(
+            "tseslint.configs.recommended,",
+            'tseslint.configs.recommended,\n  { rules: { "no-console": "warn" } },',
+        )
+    )
+    todo = root / "src" / "todo.ts"
+    todo.write_text(todo.read_text() + 'console.log("loaded");\n')
+    # A warning alone: `npm run lint` passes, and so does the check.
+    assert (
+        subprocess.run(["npm", "run", "lint"], cwd=root, env=env, capture_output=True).returncode
+        == 0
+    )
+    done = cli("check", "--json", cwd=root, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = CheckResult.model_validate_json(done.stdout)
+    assert [(d.severity, d.code) for d in result.diagnostics] == [(Severity.WARNING, "no-console")]
+    # `--max-warnings 0` makes it fail: the check keeps the option and is red too.
+    package = root / "package.json"
+    package.write_text(package.read_text().replace('"eslint ."', '"eslint . --max-warnings 0"'))
+    assert (
+        subprocess.run(["npm", "run", "lint"], cwd=root, env=env, capture_output=True).returncode
+        == 1
+    )
+    done = cli("check", "--json", cwd=root, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = CheckResult.model_validate_json(done.stdout)
+    assert [(d.source, d.code) for d in result.diagnostics if d.severity is Severity.ERROR] == [
+        ("greenloop", "checker-failed")
+    ]
