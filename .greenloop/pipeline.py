@@ -9,8 +9,14 @@ SOURCES = ("src/**/*.py", "tests/**/*.py", "pyproject.toml")
 def ci():
     # Lint, types and a smoke test are independent: they run in parallel, and each
     # is answered from the cache until a source file it reads changes.
-    gl.sh("ruff check src tests && ruff format --check src tests", label="lint",
-          cache=gl.on_change(*SOURCES))
+    gl.sh(
+        "ruff check src tests && ruff format --check src tests",
+        label="lint",
+        cache=gl.on_change(*SOURCES),
+    )
     gl.sh("mypy", label="types", cache=gl.on_change(*SOURCES))
-    gl.sh("python -m greenloop schema > /dev/null && python -m greenloop render ci > /dev/null",
-          label="smoke", cache=gl.on_change(*SOURCES, ".greenloop/pipeline.py"))
+    gl.sh(
+        "python -m greenloop schema > /dev/null && python -m greenloop render ci > /dev/null",
+        label="smoke",
+        cache=gl.on_change(*SOURCES, ".greenloop/pipeline.py"),
+    )

@@ -231,19 +231,23 @@ def test_typescript_green_red_green(tmp_path: Path) -> None:
     assert cli("check", cwd=tmp_path, env=env).returncode == 0
 
 
-def test_pyright_when_the_project_configures_it(tmp_path: Path) -> None:
+def test_pyright_beside_mypy_when_the_project_configures_both(tmp_path: Path) -> None:
     env = env_with(node_bin(), *python_env()["PATH"].split(":"))
     root = python_project(tmp_path)
     with (root / "pyproject.toml").open("a") as f:
         f.write("[tool.pyright]\ntypeCheckingMode = 'strict'\n")
     green = cli("check", cwd=root, env=env)
     assert green.returncode == 0, green.stdout + green.stderr
-    assert "(ruff, pyright;" in green.stdout
+    # [tool.mypy] is there too: a project's CI that runs both is held to both.
+    assert "(ruff, mypy, pyright;" in green.stdout
     (root / "demo/calc.py").write_text(PY_RED)
     red = cli("check", "--json", cwd=root, env=env)
     assert red.returncode == 1
     result = CheckResult.model_validate_json(red.stdout)
-    assert _errors(result) == [("calc.py", 2, 12, "pyright", "reportReturnType")]
+    assert sorted(_errors(result)) == [
+        ("calc.py", 2, 12, "mypy", "return-value"),
+        ("calc.py", 2, 12, "pyright", "reportReturnType"),
+    ]
 
 
 def test_an_edit_that_keeps_size_and_mtime_cannot_fool_mypys_cache(

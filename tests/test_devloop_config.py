@@ -10,10 +10,10 @@ import pytest
 
 from greenloop.devloop.checkers import resolve_checkers
 from greenloop.devloop.checkers.cargo import cargo_json
+from greenloop.devloop.checkers.choose import choose_checkers
 from greenloop.devloop.checkers.detect import detect_kinds
 from greenloop.devloop.checkers.formats import gnu
 from greenloop.devloop.checkers.mypy import mypy_json, mypy_supports_json
-from greenloop.devloop.checkers.pyright import python_type_checker
 from greenloop.devloop.checkers.table import BUILTINS, OUTPUTS
 from greenloop.devloop.checkers.tsc import tsc
 from greenloop.devloop.config import (
@@ -143,10 +143,16 @@ def test_detection_from_marker_files(tmp_path: Path) -> None:
     assert detect_kinds(tmp_path) == [Kind.RUST, Kind.PYTHON, Kind.TYPESCRIPT]
 
 
-def test_python_type_checker_follows_the_project(tmp_path: Path) -> None:
-    assert python_type_checker(tmp_path) == "mypy"
+def test_python_type_checkers_follow_the_project(tmp_path: Path) -> None:
+    def chosen() -> list[str]:
+        return [c.name for c in choose_checkers(tmp_path, load_config(tmp_path)).chosen]
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'a'\n")
+    assert chosen() == ["ruff", "mypy"]
     (tmp_path / "pyproject.toml").write_text("[tool.pyright]\n")
-    assert python_type_checker(tmp_path) == "pyright"
+    assert chosen() == ["pyright"]
+    (tmp_path / "pyproject.toml").write_text("[tool.pyright]\n[tool.mypy]\n")
+    assert chosen() == ["mypy", "pyright"]
 
 
 def test_mypy_json_needs_1_11() -> None:

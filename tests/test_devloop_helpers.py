@@ -33,8 +33,18 @@ NODE_TOOLS = Path(
     os.environ.get("GREENLOOP_TEST_NODE_TOOLS")
     or Path(tempfile.gettempdir()) / "greenloop-test-node-tools-v1"
 )
-"""Where tsc and pyright are npm-installed once (CI may pre-install them there)."""
-NODE_PACKAGES = ("typescript@5", "pyright@1")
+"""Where the npm checkers (tsc, pyright, eslint, biome) are installed once (CI may
+pre-install them there)."""
+NODE_PACKAGES = (
+    "typescript@5",
+    "pyright@1",
+    "eslint@9",
+    "@eslint/js@9",
+    "typescript-eslint@8",
+    "@biomejs/biome@2",
+)
+_JS_LINTER_PACKAGES = ("eslint", "@eslint/js", "typescript-eslint", "@biomejs/biome")
+"""What a fixture project's own eslint config imports, and the linters themselves."""
 TIMEOUT = 120.0
 """A failure guard only: nothing here is expected to take anywhere near this long."""
 
@@ -80,27 +90,36 @@ def node_bin() -> Path:
     """A folder with tsc and pyright from npm (installed once into the temp folder), or skip."""
     bin_dir = NODE_TOOLS / "node_modules" / ".bin"
     if not all((bin_dir / p).exists() for p in ("tsc", "pyright")):
-        npm = need(shutil.which("npm"), "npm")
-        NODE_TOOLS.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            [
-                npm,
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(NODE_TOOLS),
-                *NODE_PACKAGES,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            need(None, f"tsc/pyright (npm install failed: {done.stderr.strip()[-500:]})")
+        _npm_install()
     need(shutil.which("node"), "node")
     return bin_dir
+
+
+def node_modules() -> Path:
+    """A ``node_modules`` with tsc, eslint (and the configs a project imports) and biome, or skip.
+
+    A fixture project links it as its own ``node_modules``, as ``npm install`` would leave it.
+    """
+    folder = NODE_TOOLS / "node_modules"
+    if not all((folder / p / "package.json").exists() for p in _JS_LINTER_PACKAGES):
+        _npm_install()
+    node_bin()
+    return folder
+
+
+def _npm_install() -> None:
+    """npm-install every package of ``NODE_PACKAGES`` into ``NODE_TOOLS``, or skip."""
+    npm = need(shutil.which("npm"), "npm")
+    NODE_TOOLS.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_TOOLS), *NODE_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        need(None, f"the npm checkers (npm install failed: {done.stderr.strip()[-500:]})")
 
 
 def env_with(*bin_dirs: Path | str, path: str | None = None) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Every ``greenloop init`` starter passes the checkers greenloop picks, as written:
-ruff (its defaults, and ``--select ALL`` less INP001 and CPY001), ``mypy --strict``
-and pyright in strict mode — so a new project's first ``greenloop check`` is green."""
+ruff (its defaults, and ``--select ALL`` less INP001 and CPY001), flake8 (its
+defaults), ``mypy --strict`` and pyright in strict mode — so a new project's first
+``greenloop check`` is green whichever of them the project runs."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ def _clean(argv: list[str], cwd: Path) -> None:
 
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
-def test_a_starter_passes_ruff_mypy_and_pyright_strict(tmp_path: Path, template: str) -> None:
+def test_a_starter_passes_ruff_flake8_mypy_and_pyright_strict(
+    tmp_path: Path, template: str
+) -> None:
     path = str(_starter(tmp_path, template))
+    # flake8's defaults are the strictest line length a project is likely to keep (79).
+    _clean([str(VENV_BIN / "flake8"), "--isolated", path], tmp_path)
     ruff = str(VENV_BIN / "ruff")
     _clean([ruff, "check", "--no-cache", path], tmp_path)
     _clean(

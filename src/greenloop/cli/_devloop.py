@@ -8,6 +8,7 @@ when stopped by Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ import click
 
 from greenloop.cli._common import echo_json, fail, json_option
 from greenloop.devloop import process
+from greenloop.devloop.checkers import explain_checkers
+from greenloop.devloop.config import load_config
 from greenloop.devloop.loop import FanOut, Listener, Verdict, WatchLoop
 from greenloop.devloop.oneshot import Interrupted, check_once
 from greenloop.devloop.rounds import Setup
@@ -63,13 +66,24 @@ root_option = click.option(
 @click.command()
 @root_option
 @json_option
-def check(root: Path, as_json: bool) -> None:
+@click.option(
+    "--explain-checkers",
+    "explain",
+    is_flag=True,
+    help="Run nothing; say which checkers would run and why (the project's evidence for "
+    "each: file and key), which were skipped and why, and what greenloop does not follow.",
+)
+def check(root: Path, as_json: bool, explain: bool) -> None:
     """Check the tree once: print every diagnostic and the verdict.
 
     Exit 0 when green, 1 when red (or when the tree kept changing during the
-    check), 2 for a setup error such as a missing checker program.
+    check), 2 for a setup error such as a missing checker program. With
+    --explain-checkers, exit 0 after saying which checkers it picked and why.
     """
     root = root.resolve()
+    if explain:
+        _explain(root, as_json)
+        return
     cancel = threading.Event()
     try:
         with _signals_set(cancel):
@@ -353,6 +367,40 @@ def status(root: Path, as_json: bool) -> None:
         return
     for name, section in sections.items():
         click.echo(f"{name}: {_describe_section(name, section)}")
+
+
+def _explain(root: Path, as_json: bool) -> None:
+    """``check --explain-checkers``: the chosen checkers with their evidence, then the rest."""
+    try:
+        explanation = explain_checkers(root, load_config(root))
+    except SetupError as e:
+        fail(str(e))
+    if as_json:
+        echo_json(explanation.as_json())
+        return
+    selection = explanation.selection
+    kinds = ", ".join(f"{kind} ({marker})" for kind, marker in selection.kinds.items())
+    click.echo(f"checkers for {root}; kinds: {kinds or 'none'}")
+    for choice in selection.chosen:
+        click.echo(f"\n{choice.name} ({choice.role}): {choice.why}")
+        for evidence in choice.evidence:
+            mark = "  <- its arguments" if evidence == choice.arguments_from else ""
+            click.echo(f"  {evidence}{mark}")
+        runs = explanation.runs[choice.name]
+        if isinstance(runs, str):
+            click.echo(f"  cannot run: {runs}")
+        else:
+            click.echo(f"  runs: {shlex.join(runs)}")
+    sections = [
+        ("skipped", [f"{s.name}: {s.why}" for s in selection.skipped]),
+        ("not followed", [f"{u.evidence}: {u.why}" for u in selection.unfollowed]),
+        ("could not read", list(selection.problems)),
+    ]
+    for title, lines in sections:
+        if lines:
+            click.echo(f"\n{title}:")
+            for line in lines:
+                click.echo(f"  {line}")
 
 
 COMMANDS = [check, watch, status, dev]

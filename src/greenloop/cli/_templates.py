@@ -6,7 +6,10 @@ from pathlib import Path
 
 from greenloop._project import PROJECT_DIR
 
-_HEADER = '''"""greenloop pipelines for this project: `greenloop run ci` runs the `ci` pipeline."""
+_HEADER = '''"""greenloop pipelines for this project.
+
+`greenloop run ci` runs the `ci` pipeline.
+"""
 
 import greenloop as gl
 
@@ -17,7 +20,7 @@ TEMPLATES = {
     + """
 @gl.pipeline("ci")
 def ci() -> None:
-    \"\"\"Lint and test; the dependency install is cached until its files change.\"\"\"
+    \"\"\"Lint and test; the install is cached until its files change.\"\"\"
     deps = gl.python.install()
     # lint and test fork off the install and run in parallel.
     gl.python.lint(deps)
@@ -46,15 +49,16 @@ def ci() -> None:
     + """
 @gl.pipeline("ci")
 def ci() -> None:
-    \"\"\"Prepare once, then check the files; put the project's own commands here.\"\"\"
+    \"\"\"Prepare once, then check the files; put your own commands here.\"\"\"
     setup = gl.sh("echo preparing", label="setup", cache=gl.forever())
     setup.sh("ls -la", label="list files")
     setup.sh('test -n "$(ls)"', label="workspace is not empty")
 """,
 }
 """Starter pipeline files. Each passes ruff (its defaults, and ``--select ALL`` but for
-INP001, as ``.greenloop/`` is no package, and CPY001, copyright notices), ``mypy
---strict`` and pyright as written."""
+INP001, as ``.greenloop/`` is no package, and CPY001, copyright notices), flake8 with
+its defaults (79 columns), ``mypy --strict`` and pyright as written: the pipeline is a
+project file like any other, checked by the project's own rules."""
 
 _GITIGNORE = (
     "# greenloop's links (latest-green, out); only the pipeline and config belong in git\n"

@@ -43,6 +43,8 @@ class Kind(StrEnum):
     RUST = "rust"
     PYTHON = "python"
     TYPESCRIPT = "typescript"
+    JAVASCRIPT = "javascript"
+    """A ``package.json``: its linters (eslint, biome), for TypeScript and JavaScript alike."""
 
 
 class Role(StrEnum):
@@ -70,6 +72,10 @@ class Format(StrEnum):
     RUFF_JSON = "ruff-json"
     MYPY_JSON = "mypy-json"
     PYRIGHT_JSON = "pyright-json"
+    RUFF_FORMAT = "ruff-format"
+    FLAKE8 = "flake8"
+    ESLINT_JSON = "eslint-json"
+    BIOME_GITHUB = "biome-github"
     TSC = "tsc"
     GNU = "gnu"
     LSP = "lsp"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from greenloop.devloop.checkers.formats import OutputFormat
 from greenloop.devloop.config import (
@@ -59,10 +60,50 @@ class Invocation:
     """The absolute path of the program that was found."""
     config: Config
     version: Callable[[], str]
+    declared: tuple[str, ...] = ()
+    """The arguments carried over from the project's own command for this tool (its
+    paths and the options that change what is checked); empty when there is none."""
 
 
-def _always(root: Path) -> bool:
-    return True
+@dataclass(frozen=True)
+class Evidence:
+    """One place a project declares a tool: ``file`` (relative to the root) and ``key`` in it.
+
+    ``command`` is the project's own command line for the tool there, launchers
+    taken off (``("flake8", "src")``), when the place is a command and not a config.
+    """
+
+    file: str
+    key: str
+    command: tuple[str, ...] | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file} {self.key}".strip()
+        return f"{where}: {' '.join(self.command)}" if self.command else where
+
+
+class Claimed(NamedTuple):
+    """A project's command recognised as a checker's: what to carry over, and if it is a fixer.
+
+    ``fixes`` is True for a command that rewrites files (``ruff check --fix``,
+    ``eslint --fix``, ``ruff format`` without ``--check``): in a pre-commit hook
+    that still fails when it changed something, but elsewhere it is no check.
+    """
+
+    args: tuple[str, ...]
+    fixes: bool = False
+
+
+Claim = Callable[[Sequence[str]], Claimed | None]
+"""``(a project's command, launchers off) -> what it carries over``; None if not this tool's."""
+
+
+def _nothing(root: Path) -> list[Evidence]:
+    return []
+
+
+def _no_claim(argv: Sequence[str]) -> Claimed | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,10 +111,18 @@ class Builtin:
     """A checker greenloop knows: everything about it but where its program is.
 
     ``arguments`` gives what follows the program and the output format it then
-    prints (mypy's depends on its version); ``format`` is the format a user's own
-    ``command`` for it is read as unless they say otherwise. ``kind`` and
-    ``wanted`` are its detection: it is a default for projects of that kind
-    whose root it wants (``kind=None``: only when ``[checkers.NAME]`` names it).
+    prints (mypy's depends on its version, and any checker's on the arguments
+    carried over from the project's own command); ``format`` is the format a
+    user's own ``command`` for it is read as unless they say otherwise.
+
+    Its detection: ``kind`` is the kind of project it checks (None: only when
+    ``[checkers.NAME]`` names it). It runs where the project declares it —
+    ``configs`` finds its own config files at the root, ``hooks`` maps the
+    pre-commit hook ids that run it to the command each stands for, and
+    ``claims`` recognises the project's commands that run it (a CI step, a tox
+    line, a ``package.json`` script) and keeps their arguments. ``default``
+    makes it one of its kind's checkers for a project that declares none.
+
     ``outputs`` are the parsers of the formats it brings; ``cache_guard``, the
     cache greenloop keeps honest for it.
     """
@@ -87,6 +136,9 @@ class Builtin:
     """How to get ``program``, shown when it is missing."""
     arguments: Callable[[Invocation], tuple[list[str], Format]]
     kind: Kind | None = None
-    wanted: Callable[[Path], bool] = _always
+    default: bool = False
+    configs: Callable[[Path], list[Evidence]] = _nothing
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    claims: Claim = _no_claim
     outputs: Mapping[Format, OutputFormat] = field(default_factory=dict)
     cache_guard: Callable[[Invocation], CacheGuard] | None = None

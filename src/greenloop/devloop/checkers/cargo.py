@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from greenloop.devloop.checkers.base import Builtin, Invocation
+from greenloop.devloop.checkers.base import Builtin, Evidence, Invocation
+from greenloop.devloop.checkers.detect import config_files
 from greenloop.devloop.checkers.formats import (
     Found,
     Lines,
@@ -86,6 +87,11 @@ def workspace_root(root: Path, program: str) -> Path:
     return Path(manifest).parent if done.returncode == 0 and manifest else root
 
 
+def configs(root: Path) -> list[Evidence]:
+    """The crate's (or workspace's) ``Cargo.toml``, which is also what makes a Rust project."""
+    return config_files(root, ("Cargo.toml",))
+
+
 def _arguments(run: Invocation) -> tuple[list[str], Format]:
     args = ["check", "--message-format=json", "--workspace", "--all-targets", "--color", "never"]
     return args, Format.CARGO_JSON
@@ -100,6 +106,8 @@ CHECKER = Builtin(
     install="install the Rust toolchain with rustup",
     arguments=_arguments,
     kind=Kind.RUST,
+    default=True,
+    configs=configs,
     outputs={Format.CARGO_JSON: OutputFormat(cargo_json, base=workspace_root)},
 )
 """The built-in ``cargo`` checker."""

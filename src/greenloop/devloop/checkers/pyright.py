@@ -1,16 +1,18 @@
 """``pyright``: ``pyright --outputjson``, authoritative, for Python projects that configure it.
 
-A Python project gets one type checker: pyright when it has
-``pyrightconfig.json`` or ``[tool.pyright]``, else mypy (:func:`python_type_checker`).
+Never a default: it runs where the project configures pyright
+(``pyrightconfig.json``, ``[tool.pyright]``) or runs it (a pre-commit hook, a
+script, CI), keeping its paths and options; beside mypy when the project has both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from greenloop.devloop.checkers.base import Builtin, Invocation
-from greenloop.devloop.checkers.detect import pyproject_tool
+from greenloop.devloop.checkers.base import Builtin, Claimed, Evidence, Invocation
+from greenloop.devloop.checkers.commands import Options, carry
+from greenloop.devloop.checkers.detect import config_files, pyproject_table
 from greenloop.devloop.checkers.formats import (
     Found,
     Lines,
@@ -28,11 +30,35 @@ INSTALL = "npm install --save-dev pyright (or pip install pyright)"
 """How to get pyright's programs (``pyright`` and ``pyright-langserver`` come together)."""
 
 
-def python_type_checker(root: Path) -> str:
-    """``pyright`` when the project configures pyright, else ``mypy``."""
-    if (root / "pyrightconfig.json").is_file() or "pyright" in pyproject_tool(root):
-        return "pyright"
-    return "mypy"
+_OPTIONS = Options(
+    keep={
+        "-p": True,
+        "--project": True,
+        "--pythonpath": True,
+        "--pythonplatform": True,
+        "--pythonversion": True,
+        "--venvpath": True,
+        "-v": True,
+        "-t": True,
+        "--typeshedpath": True,
+        "--level": True,
+        "--warnings": False,
+        "--skipunannotated": False,
+    },
+    valued=frozenset({"--threads", "--verifytypes"}),
+)
+
+
+def configs(root: Path) -> list[Evidence]:
+    """Where the project configures pyright."""
+    return config_files(root, ("pyrightconfig.json",)) + pyproject_table(root, "pyright")
+
+
+def _claims(argv: Sequence[str]) -> Claimed | None:
+    # `pyright --verifytypes PKG` checks a library's public types, not the project.
+    if not argv or argv[0] != "pyright" or "--verifytypes" in argv:
+        return None
+    return Claimed(carry(argv[1:], _OPTIONS))
 
 
 def pyright_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found]:
@@ -59,7 +85,7 @@ def pyright_json(stdout: Lines, stderr: Lines, base: Path, source: str) -> Itera
 
 
 def _arguments(run: Invocation) -> tuple[list[str], Format]:
-    return ["--outputjson"], Format.PYRIGHT_JSON
+    return ["--outputjson", *run.declared], Format.PYRIGHT_JSON
 
 
 CHECKER = Builtin(
@@ -71,7 +97,9 @@ CHECKER = Builtin(
     install=INSTALL,
     arguments=_arguments,
     kind=Kind.PYTHON,
-    wanted=lambda root: python_type_checker(root) == "pyright",
+    configs=configs,
+    hooks={"pyright": ("pyright",)},
+    claims=_claims,
     outputs={Format.PYRIGHT_JSON: OutputFormat(pyright_json)},
 )
 """The built-in ``pyright`` checker."""

@@ -1,19 +1,22 @@
-"""Resolving the checkers to run: detected built-ins plus the settings, every program found.
+"""Resolving the checkers to run: the chosen ones (:mod:`.choose`), every program found.
 
 This is the one place programs are looked up and asked their version; the
 built-in checkers' modules only say what to make of them. A checker whose
 program is missing is a :class:`~greenloop.protocol.SetupError`, never a silent
 green. Every checker has a timeout (``checkers.NAME.timeout_s``, else
 ``checker_timeout_s``); the runner kills one that exceeds it.
+:func:`explain_checkers` says what was chosen and why, and what each would run.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from greenloop.devloop.checkers.base import Checker, Invocation
-from greenloop.devloop.checkers.detect import detect_kinds
+from greenloop.devloop.checkers.base import Checker, Evidence, Invocation
+from greenloop.devloop.checkers.choose import Choice, Selection, choose_checkers
 from greenloop.devloop.checkers.table import BUILTINS, INSTALL_HINTS
 from greenloop.devloop.config import (
     PYPROJECT,
@@ -23,16 +26,15 @@ from greenloop.devloop.config import (
     Format,
     Kind,
     Role,
+    Settings,
 )
 from greenloop.devloop.programs import LOCAL_BIN_DIRS, find_program, program_version
 from greenloop.protocol import SetupError
 
 
 def default_checkers(root: Path, kinds: list[Kind]) -> list[str]:
-    """Names of the built-in checkers for ``kinds``, in the order they are reported."""
-    return [
-        b.name for kind in kinds for b in BUILTINS.values() if b.kind is kind and b.wanted(root)
-    ]
+    """The built-in checkers ``root`` gets for ``kinds`` with no settings, in report order."""
+    return [c.name for c in choose_checkers(root, Config(Settings(kinds=kinds))).chosen]
 
 
 def resolve_checkers(root: Path, config: Config) -> list[Checker]:
@@ -41,17 +43,10 @@ def resolve_checkers(root: Path, config: Config) -> list[Checker]:
     Raises :class:`SetupError` naming each missing program and how to install it,
     when nothing would check the project, or when no checker is authoritative.
     """
-    settings = config.settings
-    kinds = settings.kinds if settings.kinds is not None else detect_kinds(root)
-    names = default_checkers(root, kinds)
-    names += [n for n in settings.checkers if n not in names]
     checkers: list[Checker] = []
     missing: list[str] = []
-    for name in names:
-        override = settings.checkers.get(name, CheckerSettings())
-        if not override.enabled:
-            continue
-        checker = _resolve(root, config, name, override)
+    for choice in choose_checkers(root, config).chosen:
+        checker = _resolve(root, config, choice)
         if isinstance(checker, str):
             missing.append(checker)
         else:
@@ -61,7 +56,8 @@ def resolve_checkers(root: Path, config: Config) -> list[Checker]:
     if not checkers:
         raise SetupError(
             f"nothing to check in {root}: no Cargo.toml, pyproject.toml, setup.py, *.py or "
-            "tsconfig.json, and no checkers configured (see docs/devloop.md)"
+            "tsconfig.json, no linter a package.json project declares, and no checkers "
+            "configured (see docs/devloop.md; `greenloop check --explain-checkers` says more)"
         )
     if not any(c.role is Role.AUTHORITATIVE for c in checkers):
         raise SetupError(
@@ -72,7 +68,74 @@ def resolve_checkers(root: Path, config: Config) -> list[Checker]:
     return checkers
 
 
-def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -> Checker | str:
+@dataclass(frozen=True)
+class Explanation:
+    """What :func:`explain_checkers` found: the selection, and what each chosen checker runs.
+
+    ``runs`` maps each chosen checker to its argv, or to why it cannot run
+    (its program is missing).
+    """
+
+    root: Path
+    selection: Selection
+    runs: dict[str, tuple[str, ...] | str]
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready description (``greenloop check --explain-checkers --json``)."""
+        chosen = []
+        for choice in self.selection.chosen:
+            runs = self.runs[choice.name]
+            chosen.append(
+                {
+                    "name": choice.name,
+                    "kind": choice.kind.value if choice.kind else None,
+                    "role": choice.role.value,
+                    "why": choice.why,
+                    "evidence": [_evidence(e) for e in choice.evidence],
+                    "arguments": list(choice.declared),
+                    "arguments_from": _evidence(choice.arguments_from)
+                    if choice.arguments_from
+                    else None,
+                    "command": list(runs) if isinstance(runs, tuple) else None,
+                    "missing": runs if isinstance(runs, str) else None,
+                }
+            )
+        return {
+            "root": str(self.root),
+            "kinds": {kind.value: marker for kind, marker in self.selection.kinds.items()},
+            "chosen": chosen,
+            "skipped": [
+                {"name": s.name, "why": s.why, "evidence": [_evidence(e) for e in s.evidence]}
+                for s in self.selection.skipped
+            ],
+            "not_followed": [
+                {**_evidence(u.evidence), "why": u.why} for u in self.selection.unfollowed
+            ],
+            "problems": list(self.selection.problems),
+        }
+
+
+def explain_checkers(root: Path, config: Config) -> Explanation:
+    """Which checkers would run at ``root`` and why, each program looked up but none run.
+
+    Unlike :func:`resolve_checkers`, a missing program is reported, not raised.
+    """
+    selection = choose_checkers(root, config)
+    runs: dict[str, tuple[str, ...] | str] = {}
+    for choice in selection.chosen:
+        checker = _resolve(root, config, choice)
+        runs[choice.name] = checker if isinstance(checker, str) else checker.argv
+    return Explanation(root, selection, runs)
+
+
+def _evidence(evidence: Evidence) -> dict[str, Any]:
+    command = list(evidence.command) if evidence.command is not None else None
+    return {"file": evidence.file, "key": evidence.key, "command": command}
+
+
+def _resolve(root: Path, config: Config, choice: Choice) -> Checker | str:
+    name = choice.name
+    override = config.settings.checkers.get(name, CheckerSettings())
     default = BUILTINS.get(name)
     if default is None and override.command is None:
         raise ConfigError(
@@ -96,7 +159,9 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
     else:
         assert default is not None  # a non-built-in without a command was refused above
         # Bound here rather than imported by the checker: probing programs stays in this module.
-        run = Invocation(root, program, config, functools.partial(program_version, program))
+        run = Invocation(
+            root, program, config, functools.partial(program_version, program), choice.declared
+        )
         args, fmt = default.arguments(run)
         argv = [program, *args]
         fmt = override.format or fmt
@@ -105,7 +170,7 @@ def _resolve(root: Path, config: Config, name: str, override: CheckerSettings) -
         name=name,
         argv=tuple(argv),
         format=fmt,
-        role=override.role or (default.role if default else Role.AUTHORITATIVE),
+        role=override.role or choice.role,
         source=override.source or (default.source if default else name),
         cache_guard=guard,
         # A language server has no `--version` to ask: it is identified by its bytes.

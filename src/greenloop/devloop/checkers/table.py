@@ -9,18 +9,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from greenloop.devloop.checkers import cargo, mypy, pyright, pyright_lsp, ruff, tsc
+from greenloop.devloop.checkers import (
+    biome,
+    cargo,
+    eslint,
+    flake8,
+    mypy,
+    pyright,
+    pyright_lsp,
+    ruff,
+    ruff_format,
+    tsc,
+)
 from greenloop.devloop.checkers.base import Builtin, Checker
 from greenloop.devloop.checkers.formats import Found, Lines, OutputFormat, gnu
 from greenloop.devloop.config import Format
 
-# Table order is report order within a kind (ruff before the type checker).
+# Table order is report order within a kind (linters before the type checkers).
 _CHECKERS = (
     cargo.CHECKER,
     ruff.CHECKER,
+    ruff_format.CHECKER,
+    flake8.CHECKER,
     mypy.CHECKER,
     pyright.CHECKER,
     tsc.CHECKER,
+    eslint.CHECKER,
+    biome.CHECKER,
     pyright_lsp.CHECKER,
 )
 

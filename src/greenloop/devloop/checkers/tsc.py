@@ -1,12 +1,19 @@
-"""``tsc``: ``tsc --noEmit --pretty false`` for TypeScript projects, authoritative."""
+"""``tsc``: ``tsc --noEmit --pretty false`` for TypeScript projects, authoritative.
+
+Its config is ``tsconfig.json``, which is also what makes a TypeScript project;
+a ``tsc`` the project runs itself (a ``typecheck`` script) gives its
+``--project`` and ``--strict``.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from greenloop.devloop.checkers.base import Builtin, Invocation
+from greenloop.devloop.checkers.base import Builtin, Claimed, Evidence, Invocation
+from greenloop.devloop.checkers.commands import Options, carry
+from greenloop.devloop.checkers.detect import config_files
 from greenloop.devloop.checkers.formats import (
     Found,
     Lines,
@@ -48,8 +55,32 @@ def tsc(stdout: Lines, stderr: Lines, base: Path, source: str) -> Iterator[Found
         yield pending
 
 
+# tsc's positional arguments are files that replace the tsconfig's, which a check never
+# wants from a script; its options beyond these are compiler settings the config holds.
+_OPTIONS = Options(keep={"-p": True, "--project": True, "--strict": False})
+
+
+def configs(root: Path) -> list[Evidence]:
+    """The project's ``tsconfig.json``."""
+    return config_files(root, ("tsconfig.json",))
+
+
+def _claims(argv: Sequence[str]) -> Claimed | None:
+    # `tsc -b` builds project references, and `tsc --init` writes a config: neither is ours.
+    if not argv or argv[0] != "tsc" or any(a in ("-b", "--build", "--init") for a in argv):
+        return None
+    kept: list[str] = []
+    carried = iter(carry(argv[1:], _OPTIONS))
+    for arg in carried:
+        if arg in ("-p", "--project"):
+            kept += [arg, next(carried, ".")]
+        elif arg.startswith("-"):
+            kept.append(arg)
+    return Claimed(tuple(kept))
+
+
 def _arguments(run: Invocation) -> tuple[list[str], Format]:
-    return ["--noEmit", "--pretty", "false"], Format.TSC
+    return ["--noEmit", "--pretty", "false", *run.declared], Format.TSC
 
 
 CHECKER = Builtin(
@@ -61,6 +92,10 @@ CHECKER = Builtin(
     install="npm install --save-dev typescript",
     arguments=_arguments,
     kind=Kind.TYPESCRIPT,
+    default=True,
+    configs=configs,
+    hooks={"tsc": ("tsc",)},
+    claims=_claims,
     outputs={Format.TSC: OutputFormat(tsc)},
 )
 """The built-in ``tsc`` checker."""
