@@ -248,6 +248,21 @@ def test_the_shell_only_workflow_runs_green(tmp_path: Path) -> None:
     assert red.returncode == 1 and "check: Files are there failed" in red.stdout, red.stdout
 
 
+def test_a_job_only_an_untranslated_job_needs_is_not_kept_in_a_variable(tmp_path: Path) -> None:
+    # Regression: the job's chain was assigned to a variable nothing read (ruff F841).
+    workflow = tmp_path / "ci.yml"
+    workflow.write_text(
+        "on: push\njobs:\n"
+        "  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: make\n"
+        "  publish:\n    needs: build\n    steps:\n      - uses: pypa/gh-action-pypi-publish@v1\n"
+    )
+    assert cli("init", "--from-github-actions", str(workflow), cwd=tmp_path).returncode == 0
+    path = tmp_path / ".greenloop" / "pipeline.py"
+    assert "build = " not in path.read_text()
+    _clean([str(VENV_BIN / "ruff"), "check", "--no-cache", str(path)], tmp_path)
+    assert _steps(_pipeline(tmp_path))["build.make"]["command"] == "make"
+
+
 def test_without_workflow_it_takes_the_only_one(tmp_path: Path) -> None:
     folder = tmp_path / ".github" / "workflows"
     folder.mkdir(parents=True)

@@ -12,12 +12,13 @@ file: never silently dropped.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 import keyword
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,14 @@ def _identifier(value: str) -> str:
 
 
 def _first_line(script: str) -> str:
+    """A script's first line, cut to a label's length (never inside an expression)."""
     first = next((line.strip() for line in script.splitlines() if line.strip()), "")
-    return first if len(first) <= 48 else first[:47] + "…"
+    if len(first) <= 48:
+        return first
+    cut = first[:47]
+    if cut.rfind("${{") > cut.rfind("}}"):
+        cut = cut[: cut.rfind("${{")].rstrip()
+    return cut + "…"
 
 
 def _action(uses: str) -> str:
@@ -264,8 +271,11 @@ class _Scope:
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Service id -> (its variables' prefix, its first container port)."""
     used_axes: set[str] = field(default_factory=set)
+    """The matrix keys its strings read (each gets its variable in the loop)."""
     hints: dict[str, str] = field(default_factory=dict)
     """Untranslated expression -> what to use instead, where greenloop has something."""
+    prelude: list[str] = field(default_factory=list)
+    """Lines the job needs before its matrix loop (a table of images by version)."""
     secrets: list[str] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
 
@@ -394,15 +404,21 @@ class _Translator:
         self.pushed_env: list[tuple[Node, Node]] = []
         """Workflow env entries pipeline env cannot hold (secrets): every job's first step's."""
         self.pipeline_notes: list[str] = []
+        self.emits: list[Callable[[set[str]], None]] = []
+        """Each job's code, written once every job is translated: whether a job's chain is
+        kept in its variable depends on whether a later job waits for it."""
+        self.waited: set[str] = set()
+        """The variables of the jobs some translated job waits for."""
 
     def run(self) -> Translation:
         """The pipeline file's source and what it could not translate."""
         pipeline_env = self._workflow_env()
         events = self._events()
-        needed = {need for job in self.jobs.values() for need in _needs(job)}
         done: dict[str, _Job] = {}
         for job_id in self._order():
-            done[job_id] = self._job(job_id, self.jobs[job_id], done, job_id in needed)
+            done[job_id] = self._job(job_id, self.jobs[job_id], done)
+        for emit in self.emits:
+            emit(self.waited)
         return Translation(self._file(pipeline_env, events), self.missed)
 
     # -- the file ---------------------------------------------------------------
@@ -539,7 +555,7 @@ class _Translator:
 
     # -- one job ----------------------------------------------------------------
 
-    def _job(self, job_id: str, job: dict[str, Any], done: dict[str, _Job], needed: bool) -> _Job:
+    def _job(self, job_id: str, job: dict[str, Any], done: dict[str, _Job]) -> _Job:
         where = f"job {job_id}"
         waits = list(dict.fromkeys(w for n in _needs(job) for w in done[n].waits))
         lenient = list(dict.fromkeys(j for n in _needs(job) for j in done[n].lenient))
@@ -557,7 +573,9 @@ class _Translator:
             notes.append(self._miss(where, f"continue-on-error: {_text(may_fail)}"))
         condition = _text(job.get("if")).strip()
         if condition and not _ALWAYS.match(condition):
-            notes.append(self._miss(where, f"if: {comment(condition)} (the job always runs)"))
+            runs = "when the jobs it needs pass" if _needs(job) else "always"
+            what = f"if: {comment(condition)} (not evaluated: the job runs {runs})"
+            notes.append(self._miss(where, what))
         scope = _Scope(where, env=dict(self.workflow_env))
         matrix = self._cells(job_id, job, scope, notes)
         if matrix and not scope.cells:
@@ -575,27 +593,33 @@ class _Translator:
         merged = {inline(k): (k, v) for k, v in [*self.pushed_env, *job_env, *first.env]}
         first.env = list(merged.values())
         var = self._name(_identifier(job_id), "list" if matrix else "chain")
-        self._emit(
-            job_id,
-            job,
-            var,
-            scope,
-            matrix,
-            waits,
-            lenient,
-            steps,
-            _First(image, matrix),
-            needed,
-            notes,
-            service_lines,
-            services,
+        self.waited.update(w.lstrip("*") for w in waits)
+        self.emits.append(
+            functools.partial(
+                self._emit,
+                job_id,
+                job,
+                var,
+                scope,
+                matrix,
+                waits,
+                lenient,
+                steps,
+                _First(image, matrix),
+                notes,
+                service_lines,
+                services,
+            )
         )
         return _Job([f"*{var}" if matrix else var], [job_id] if may_fail is True else [])
 
     def _empty(self, job_id: str, waits: list[str], lenient: list[str], notes: list[str]) -> _Job:
         """A job with nothing to run: the jobs needing it wait for what it needs."""
-        self.body.append("")
-        self.body += [f"{INDENT}# {comment(n)}" for n in [f"job {job_id}: nothing to run", *notes]]
+        lines = [
+            "",
+            *(f"{INDENT}# {comment(n)}" for n in [f"job {job_id}: nothing to run", *notes]),
+        ]
+        self.emits.append(lambda waited: self.body.extend(lines))
         return _Job(waits, lenient)
 
     def _emit(
@@ -609,12 +633,13 @@ class _Translator:
         lenient: list[str],
         steps: list[_Step],
         first: _First,
-        needed: bool,
         notes: list[str],
         service_lines: list[str],
         services: list[str],
+        waited: set[str],
     ) -> None:
         body = self.body
+        needed = var in waited
         title = _text(job.get("name"))
         runs_on = _text(job.get("runs-on"))
         header = f"job {job_id}" + (f" ({title})" if title else "")
@@ -637,6 +662,7 @@ class _Translator:
             join = self._name(f"{var}_needs", "join")
             body += render(Call("gl.wait", tuple(waits), kwargs), INDENT, f"{join} = ")
             start = f"{join}.sh"
+        body += scope.prelude
         indent, chain = INDENT, var
         if matrix:
             if needed:
@@ -717,6 +743,11 @@ class _Translator:
                 unique.append(cell)
         if unique == [{}]:
             return False  # only the runner varied: one run
+        if {} in unique:
+            # A cell left with no values (it differed from the others in its runner only)
+            # would have no key of its own: the runs of the other cells stand for it.
+            unique.remove({})
+            notes.append("the cells differing only in their runner are the other cells' runs")
         if not unique:
             notes.append("its matrix has no cells")
             return True
@@ -741,6 +772,8 @@ class _Translator:
         raw = job.get("services")
         used: list[str] = []
         lines: list[str] = []
+        # Declared before the job's matrix loop, once for every cell: no cell's values.
+        values = _Scope(scope.where, env=scope.env)
         for sid, spec in (raw if isinstance(raw, dict) else {}).items():
             where = f"job {job_id}, service {sid}"
             image = spec.get("image") if isinstance(spec, dict) else None
@@ -765,8 +798,8 @@ class _Translator:
             kwargs.append(("ready", text(ready)))
             env: list[tuple[Node, Node]] = []
             for key, value in _mapping(spec.get("env")).items():
-                env.append((text(str(key)), scope.value(value)))
-                notes += self._expressions(scope, where, f" in env {key}")
+                env.append((text(str(key)), values.value(value)))
+                notes += self._expressions(values, where, f" in env {key}")
             if env:
                 kwargs.append(("env", Dict(tuple(env))))
             declared = Call("gl.service", (text(name),), tuple(kwargs), explode=True)
@@ -838,13 +871,17 @@ class _Translator:
                 return None
             values = [c.get(scope.axis_ids[key], "") for c in scope.cells]
             var = scope.axes[key]
-            if all(_VERSION.match(v) for v in values):
-                scope.used_axes.add(key)
+            images = {v: _image(tool, v) for v in values}
+            if any(image is None for image in images.values()):
+                return None
+            scope.used_axes.add(key)
+            if all(image == f"{tool}:{v}-slim" for v, image in images.items()):
                 return Str((f"{tool}:", Field(var), "-slim"))
-            if all(_VERSION.match(v) or _VERSION_X.match(v) for v in values):
-                scope.used_axes.add(key)
-                return f'"{tool}:" + {var}.removesuffix(".x") + "-slim"'
-            return None
+            # Versions an image tag does not name as they are (3.x, pypy3.10): a table.
+            table = self._name(f"{tool}_images", "images")
+            entries = tuple((text(v), text(str(image))) for v, image in images.items())
+            scope.prelude += render(Dict(entries), INDENT, f"{table} = ")
+            return f"{table}[{var}]"
         found = _image(tool, version) if version and "${{" not in version else None
         return text(found) if found else None
 
@@ -949,10 +986,9 @@ class _Translator:
         """A ``run:`` step, or the comment saying why it could not be one."""
         comments: list[str] = []
         script = _text(step.get("run"))
-        name = _text(step.get("name"))
-        label = [f"{job_id}: ", *scope.resolve(comment(name), command=False)]
-        scope.take()  # a name's other expressions stay in the label as written
-        label = _Parts.merge(label if name else [f"{job_id}: {_first_line(script)}"])
+        name = _text(step.get("name")) or _first_line(script)
+        label = _Parts.merge([f"{job_id}: ", *scope.resolve(comment(name), command=False)])
+        scope.take()  # a label's other expressions stay in it as written
         env: list[tuple[Node, Node]] = []
         raw_env = step.get("env")
         for key, value in (raw_env if isinstance(raw_env, dict) else {}).items():
@@ -986,7 +1022,7 @@ class _Translator:
         elif on_error not in (None, False):
             comments.append(self._miss(where, f"continue-on-error: {_text(on_error)}"))
         if "if" in step:
-            what = f"if: {comment(_text(step['if']))} (the step always runs)"
+            what = f"if: {comment(_text(step['if']))} (not evaluated: the step runs in its turn)"
             comments.append(self._miss(where, what))
         step_timeout = _minutes(step.get("timeout-minutes"))
         if step_timeout is None and step.get("timeout-minutes") is not None:
@@ -994,7 +1030,7 @@ class _Translator:
         return _Step(
             command=_Parts.merge(wrapped),
             label=label,
-            key=self._key(job_id, _EXPR.sub("", name) or _first_line(script)),
+            key=self._key(job_id, _EXPR.sub("", name)),
             env=env,
             timeout=step_timeout or timeout,
             cache_dirs=cache_dirs,
