@@ -133,7 +133,7 @@ def test_a_django_app_with_postgres_redis_and_secrets(tmp_path: Path) -> None:
     assert services["postgres"]["ports"] == [5432]
     assert services["postgres"]["ready"] == "pg_isready -U django"
     assert services["postgres"]["env"] == {"POSTGRES_USER": "django", "POSTGRES_DB": "app_test"}
-    assert services["postgres"]["secrets"] == [{"name": "DB_PASSWORD", "env": "POSTGRES_PASSWORD"}]
+    assert _secrets(services["postgres"]) == {"POSTGRES_PASSWORD": "DB_PASSWORD"}
     # No --health-cmd: GitHub does not wait for redis, and neither does the pipeline.
     assert services["redis"]["ready"] == "true"
     test_steps = ["test.install-dependencies", "test.migrate", "test.run-tests"]
