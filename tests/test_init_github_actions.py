@@ -388,3 +388,13 @@ def test_ruff_leaves_the_literals_and_calls_as_written(tmp_path: Path) -> None:
     ruff = str(VENV_BIN / "ruff")
     _clean([ruff, "format", "--no-cache", "--check", "--diff", str(path)], tmp_path)
     _clean([ruff, "check", "--no-cache", "--ignore", "F841", str(path)], tmp_path)
+
+
+def test_every_cache_it_keeps_names_the_variable_its_tool_reads() -> None:
+    # Without a sandbox the local executor cannot mount a cache folder: the tool is
+    # pointed at it by its variable, which greenloop must know for every path written.
+    from greenloop.cli import _github_actions
+    from greenloop.sdk.cache_dirs import KNOWN_ENV
+
+    for path in _github_actions._CACHE_NAMES:
+        assert path in KNOWN_ENV or path in _github_actions._EXTRA_CACHE_ENV, path
