@@ -25,7 +25,7 @@ _COMMANDS = {
     "pipelines": "greenloop.cli._pipeline:pipelines",
     "explain": "greenloop.cli._explain:explain",
     "debug": "greenloop.cli._debug:debug",
-    "init": "greenloop.cli._pipeline:init",
+    "init": "greenloop.cli._init:init",
     "runs": "greenloop.cli._history:runs",
     "logs": "greenloop.cli._history:logs",
     "artifacts": "greenloop.cli._history:artifacts",

@@ -1,4 +1,4 @@
-"""Pipeline commands: ``run``, ``render``, ``pipelines``, ``init``."""
+"""Pipeline commands: ``run``, ``render``, ``pipelines``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
-from greenloop._project import PIPELINE_FILE
-from greenloop.cli import _templates
 from greenloop.cli._artifacts import check_out_dir, export_run_artifacts
 from greenloop.cli._common import (
     echo_json,
@@ -458,26 +456,3 @@ def pipelines(pipeline_file: Path | None, with_steps: bool, as_json: bool) -> No
     for p in document.pipelines:
         on = f"\ton {', '.join(p.on)}" if p.on else ""
         click.echo(f"{p.name}\t{len(p.steps)} steps{on}")
-
-
-@click.command()
-@click.option(
-    "--template",
-    type=click.Choice(sorted(_templates.TEMPLATES)),
-    default=None,
-    help="Starter to write (default: detected from the project's files).",
-)
-@click.option("--force", is_flag=True, help="Overwrite an existing pipeline file.")
-@json_option
-def init(template: str | None, force: bool, as_json: bool) -> None:
-    """Write a starter .greenloop/pipeline.py for the project in this directory."""
-    root = Path.cwd()
-    chosen = template or _templates.detect(root)
-    target = root / PIPELINE_FILE
-    if target.exists() and not force:
-        fail(f"{target} exists; use --force to overwrite it")
-    _templates.write(root, chosen)
-    if as_json:
-        echo_json({"path": str(target), "template": chosen})
-        return
-    click.echo(f"wrote {target} ({chosen} template); run it with `greenloop run ci`")

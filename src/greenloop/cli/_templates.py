@@ -79,10 +79,15 @@ def detect(root: Path) -> str:
 
 def write(root: Path, template: str) -> Path:
     """Write ``.greenloop/pipeline.py`` (and its ``.gitignore``) from ``template``."""
+    return write_source(root, TEMPLATES[template])
+
+
+def write_source(root: Path, source: str) -> Path:
+    """Write ``source`` as ``.greenloop/pipeline.py`` (and the folder's ``.gitignore``)."""
     folder = root / PROJECT_DIR
     folder.mkdir(exist_ok=True)
     if not (folder / ".gitignore").exists():
         (folder / ".gitignore").write_text(_GITIGNORE)
     target = folder / "pipeline.py"
-    target.write_text(TEMPLATES[template])
+    target.write_text(source)
     return target
