@@ -393,7 +393,7 @@ def test_ruff_leaves_the_literals_and_calls_as_written(tmp_path: Path) -> None:
 def test_every_cache_it_keeps_names_the_variable_its_tool_reads() -> None:
     # Without a sandbox the local executor cannot mount a cache folder: the tool is
     # pointed at it by its variable, which greenloop must know for every path written.
-    from greenloop.cli._github_actions.steps import CACHE_NAMES, EXTRA_CACHE_ENV
+    from greenloop.cli._github_actions.job_steps import CACHE_NAMES, EXTRA_CACHE_ENV
     from greenloop.sdk.cache_dirs import KNOWN_ENV
 
     for path in CACHE_NAMES:
