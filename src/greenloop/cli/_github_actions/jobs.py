@@ -9,8 +9,8 @@ import shlex
 from typing import Any
 
 from greenloop.cli._github_actions.book import Book, identifier, slug
-from greenloop.cli._github_actions.scope import EXPR, MATRIX_REF, Parts, Scope
 from greenloop.cli._github_actions.job_steps import action_of
+from greenloop.cli._github_actions.scope import EXPR, MATRIX_REF, Parts, Scope
 from greenloop.cli._github_actions.workflow import mapping, yaml_text
 from greenloop.cli._pysource import (
     INDENT,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenloop.cli._github_actions.book import identifier
+from greenloop.cli._github_actions.job_steps import First, Step, Steps
 from greenloop.cli._github_actions.jobs import JobParts, cells_node
 from greenloop.cli._github_actions.scope import Parts, Scope
-from greenloop.cli._github_actions.job_steps import First, Step, Steps
 from greenloop.cli._github_actions.workflow import Translation, WorkflowError, needs_of, yaml_text
 from greenloop.cli._pysource import (
     INDENT,
