@@ -359,6 +359,8 @@ def test_no_request_fails_during_20_swaps(python_apps: Apps) -> None:
     for thread in clients:
         thread.start()
     try:
+        # The clients start in their own time: v0 must have answered before it goes.
+        wait_until(lambda: seen["v0"] > 0, GUARD_S, "v0 to answer")
         for n in range(1, SWAPS + 1):
             assert apps.deploy(f"v{n}")
             wait_until(lambda n=n: seen[f"v{n}"] > 0, GUARD_S, f"v{n} to answer")  # type: ignore[misc]
