@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,22 +15,50 @@ from pathlib import Path
 
 import pytest
 
+from greenloop.daemon.spawn import read_pid
 from greenloop.store import Store
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Never touch the developer's real cache, local or remote, or trees' state, nor hand commands
-    # to a greenloop daemon the developer has running.
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Never touch the developer's real cache, local or remote, trees' state or settings, nor
+    # hand commands to a greenloop daemon the developer has running. Commands run in their own
+    # process: a test of the daemon (tests/test_daemon.py) turns it on, in its own folder.
     monkeypatch.setenv("GREENLOOP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GREENLOOP_DAEMON_DIR", str(tmp_path / "daemon"))
     monkeypatch.setenv("GREENLOOP_STATE_DIR", str(tmp_path / "tree-state"))
+    monkeypatch.setenv("GREENLOOP_CONFIG", str(tmp_path / "greenloop-config.toml"))
+    monkeypatch.setenv("GREENLOOP_NO_DAEMON", "1")
     for variable in (
         "GREENLOOP_REMOTE_CACHE",
         "GREENLOOP_REMOTE_CACHE_MODE",
         "GREENLOOP_REMOTE_CACHE_TOKEN",
     ):
         monkeypatch.delenv(variable, raising=False)
+    yield
+    stop_daemons(tmp_path / "daemon")
+
+
+def stop_daemons(folder: Path) -> list[int]:
+    """Kill every daemon that holds a lock in ``folder`` (started or starting); their pids.
+
+    No daemon a test started, or a command started by itself, outlives the test.
+    """
+    killed = []
+    for lock in folder.glob("*.lock") if folder.is_dir() else []:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Held, so the pid written in it is the holder's, alive: not a reused one.
+            pid = read_pid(str(lock))
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        finally:
+            os.close(fd)
+    return killed
 
 
 @pytest.fixture
