@@ -15,14 +15,14 @@ background for the next command (:mod:`greenloop.daemon.spawn`).
 
 Imports only the standard library, and of it the C modules ``_socket`` and
 ``_signal`` rather than ``socket`` and ``signal`` (their enums cost a command
-several milliseconds): this runs before every command.
+several milliseconds; so would ``array``'s import of ``collections``): this
+runs before every command.
 """
 
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (typeshed has no stub for it)
 import _socket
-import array
 import os
 import sys
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 # Signals a terminal or a supervisor sends to stop a command.
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
+# stdin, stdout and stderr as SCM_RIGHTS data: an array of C ints.
+_STDIO_FDS = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2))
 
 
 class DaemonGone(Exception):
@@ -103,8 +105,7 @@ def forward(argv: list[str]) -> int | None:
     }
     try:
         data = frame(request)
-        fds = array.array("i", [0, 1, 2])
-        sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _STDIO_FDS)])
         sock.sendall(data[sent:])
     except OSError:
         sock.close()
