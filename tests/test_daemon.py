@@ -431,3 +431,18 @@ def test_a_broken_settings_file_is_a_setup_error(
         assert done.stderr.startswith(f"error: {os.environ['GREENLOOP_CONFIG']}: "), done.stderr
         assert message in done.stderr
     assert _held_locks(tmp_path / "daemon") == []
+
+
+def test_a_killed_daemon_is_replaced_by_the_next_command(
+    daemon: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    _one_step(project)
+    os.kill(daemon["pid"], signal.SIGKILL)
+    wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to die", timeout=60)
+    # Its socket file is left behind, its lock is not: the next command starts another.
+    assert Path(daemon["socket"]).exists() and _held_locks(tmp_path / "daemon") == []
+    assert cli("run", cwd=project).returncode == 0
+    wait_until(lambda: _status(project)["running"], what="a new daemon", timeout=60)
+    assert _status(project)["pid"] != daemon["pid"]
+    assert cli("run", cwd=project).returncode == 0
+    assert _status(project)["served"] == 1

@@ -71,10 +71,16 @@ def spawn(
             except OSError:
                 return None  # no pidfd_open (Linux < 5.3): the daemon could not run anyway
             options.append("--automatic")
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            return None  # out of processes: the command runs on without a daemon
         if pid == 0:  # pragma: no cover - the detached side; the daemon tests see its effect
             _detach(where, lock, starter, options)
-        os.waitpid(pid, 0)
+        try:  # noqa: SIM105 (contextlib would cost the command its import)
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # SIGCHLD ignored (inherited): the child was reaped for us
         return read_pid(lock)
     finally:
         # The daemon holds the lock through its own copy of this descriptor.
