@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docker_vs_build import STEPS, timed
+from docker_vs_build import STEPS, time_docker_build, timed
 from docker_vs_build import write_project as write_docker_project
 from run_overhead import write_project as write_local_project
 
@@ -106,15 +106,9 @@ def main() -> None:
                     genv = {**kind_env, "GREENLOOP_CACHE_DIR": str(base / f"c-{kind}{i}")}
                     results[f"{kind}_cold"].append(timed(run, root, genv))
                     results[f"{kind}_warm"].append(timed(run, root, genv))
-                root = base / f"db{i}"
-                salt = uuid.uuid4().hex
-                write_docker_project(root, salt)
-                tag = f"greenloop-bench:{salt[:12]}"
-                build = ["docker", "build", "-q", "-t", tag, "."]
-                benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
-                results["db_cold"].append(timed(build, root, benv))
-                results["db_warm"].append(timed(build, root, benv))
-                subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+                cold, warm = time_docker_build(base / f"db{i}", env)
+                results["db_cold"].append(cold)
+                results["db_warm"].append(warm)
                 for kind, kind_env in (("ld", env), ("ll", own)):
                     root = base / f"{kind}{i}"
                     write_local_project(root)

@@ -70,6 +70,20 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def time_docker_build(root: Path, env: dict[str, str]) -> tuple[float, float]:
+    """``docker build`` of a freshly salted project at ``root``: cold, then fully cached
+    (the legacy builder unless ``DOCKER_BUILDKIT`` says otherwise); the image is removed."""
+    salt = uuid.uuid4().hex
+    write_project(root, salt)
+    tag = f"greenloop-bench:{salt[:12]}"
+    build = ["docker", "build", "-q", "-t", tag, "."]
+    benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
+    try:
+        return timed(build, root, benv), timed(build, root, benv)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
 def main() -> None:
     """Run both tools cold and cached, and print the figures."""
     import docker
@@ -97,15 +111,9 @@ def main() -> None:
                     genv = {**env, **extra, "GREENLOOP_CACHE_DIR": str(Path(tmp) / f"c-{kind}{i}")}
                     results[f"{kind}_cold"].append(timed(run, root, genv))
                     results[f"{kind}_warm"].append(timed(run, root, genv))
-                root = Path(tmp) / f"db{i}"
-                salt = uuid.uuid4().hex
-                write_project(root, salt)
-                tag = f"greenloop-bench:{salt[:12]}"
-                build = ["docker", "build", "-q", "-t", tag, "."]
-                benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
-                results["db_cold"].append(timed(build, root, benv))
-                results["db_warm"].append(timed(build, root, benv))
-                subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+                cold, warm = time_docker_build(Path(tmp) / f"db{i}", env)
+                results["db_cold"].append(cold)
+                results["db_warm"].append(warm)
         finally:
             subprocess.run([*gl, "daemon", "stop"], env=env, stdout=subprocess.DEVNULL)
     med = {k: statistics.median(v) for k, v in results.items()}

@@ -39,26 +39,29 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     stop_daemons(tmp_path / "daemon")
 
 
-def stop_daemons(folder: Path) -> list[int]:
-    """Kill every daemon that holds a lock in ``folder`` (started or starting); their pids.
-
-    No daemon a test started, or a command started by itself, outlives the test.
-    """
-    killed = []
+def held_locks(folder: Path) -> list[Path]:
+    """The daemon lock files in ``folder`` a process holds (a daemon, serving or starting)."""
+    held = []
     for lock in folder.glob("*.lock") if folder.is_dir() else []:
         fd = os.open(lock, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            # Held, so the pid written in it is the holder's, alive: not a reused one.
-            pid = read_pid(str(lock))
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            held.append(lock)
         finally:
             os.close(fd)
-    return killed
+    return held
+
+
+def stop_daemons(folder: Path) -> None:
+    """Kill every daemon that holds a lock in ``folder``: no daemon a test started, or a
+    command started by itself, outlives the test."""
+    for lock in held_locks(folder):
+        # Held, so the pid written in it is the holder's, alive: not a reused one.
+        pid = read_pid(str(lock))
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

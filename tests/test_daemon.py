@@ -4,7 +4,6 @@ commands started on their own, and the daemon never outlives what it should."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import pytest
 
 import greenloop.daemon.wire
 from greenloop._fs import pid_alive
-from tests.conftest import cli, wait_until, write_pipeline
+from tests.conftest import cli, held_locks, wait_until, write_pipeline
 
 GREENLOOP = [sys.executable, "-m", "greenloop"]
 
@@ -285,20 +284,6 @@ def test_every_command_answers_as_in_its_own_process(daemon: dict[str, Any], pro
     assert made["forked"][1].replace("/forked/", "/own/") == made["own"][1]
 
 
-def _held_locks(folder: Path) -> list[Path]:
-    """The lock files in ``folder`` some process (a daemon) holds."""
-    held = []
-    for lock in folder.glob("*.lock") if folder.is_dir() else []:
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.append(lock)
-        finally:
-            os.close(fd)
-    return held
-
-
 def _daemons_in(folder: Path) -> list[int]:
     """Pids of the daemon processes serving from ``folder`` (this user's, by their environment)."""
     found = []
@@ -373,7 +358,7 @@ def test_no_daemon_starts_when_off_or_under_ci(
     for _ in range(2):
         assert cli("run", cwd=project, env=env).returncode == 0
         # A daemon is started before the command goes on, so none can be on its way.
-        assert _held_locks(tmp_path / "daemon") == []
+        assert held_locks(tmp_path / "daemon") == []
     assert _daemons_in(tmp_path / "daemon") == []
 
 
@@ -407,7 +392,7 @@ def test_a_self_started_daemon_exits_after_the_idle_time_set(project: Path, tmp_
     wait_until(lambda: bool(_daemons_in(tmp_path / "daemon")), what="the daemon", timeout=60)
     [pid] = _daemons_in(tmp_path / "daemon")
     wait_until(lambda: _pid_gone(pid), what="the idle daemon to exit", timeout=60)
-    assert _held_locks(tmp_path / "daemon") == []
+    assert held_locks(tmp_path / "daemon") == []
 
 
 @pytest.mark.parametrize(
@@ -430,7 +415,7 @@ def test_a_broken_settings_file_is_a_setup_error(
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.startswith(f"error: {os.environ['GREENLOOP_CONFIG']}: "), done.stderr
         assert message in done.stderr
-    assert _held_locks(tmp_path / "daemon") == []
+    assert held_locks(tmp_path / "daemon") == []
 
 
 def test_a_killed_daemon_is_replaced_by_the_next_command(
@@ -440,7 +425,7 @@ def test_a_killed_daemon_is_replaced_by_the_next_command(
     os.kill(daemon["pid"], signal.SIGKILL)
     wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to die", timeout=60)
     # Its socket file is left behind, its lock is not: the next command starts another.
-    assert Path(daemon["socket"]).exists() and _held_locks(tmp_path / "daemon") == []
+    assert Path(daemon["socket"]).exists() and held_locks(tmp_path / "daemon") == []
     assert cli("run", cwd=project).returncode == 0
     wait_until(lambda: _status(project)["running"], what="a new daemon", timeout=60)
     assert _status(project)["pid"] != daemon["pid"]
