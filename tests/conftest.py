@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from greenloop.daemon.spawn import read_pid
+from greenloop.daemon.spawn import lock_holder
 from greenloop.store import Store
 
 
@@ -39,27 +38,21 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     stop_daemons(tmp_path / "daemon")
 
 
-def held_locks(folder: Path) -> list[Path]:
-    """The daemon lock files in ``folder`` a process holds (a daemon, serving or starting)."""
-    held = []
+def held_locks(folder: Path) -> dict[Path, int]:
+    """The daemon lock files in ``folder`` a daemon holds (serving or starting): its pid."""
+    held = {}
     for lock in folder.glob("*.lock") if folder.is_dir() else []:
-        fd = os.open(lock, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.append(lock)
-        finally:
-            os.close(fd)
+        pid = lock_holder(str(lock))
+        if pid is not None:
+            held[lock] = pid
     return held
 
 
 def stop_daemons(folder: Path) -> None:
     """Kill every daemon that holds a lock in ``folder``: no daemon a test started, or a
     command started by itself, outlives the test."""
-    for lock in held_locks(folder):
-        # Held, so the pid written in it is the holder's, alive: not a reused one.
-        pid = read_pid(str(lock))
-        if pid is not None:
+    for pid in held_locks(folder).values():
+        if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

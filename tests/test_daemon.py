@@ -315,6 +315,8 @@ def test_the_first_command_starts_a_daemon_for_the_next(project: Path, tmp_path:
     wait_until(lambda: bool(_daemons_in(tmp_path / "daemon")), what="the daemon", timeout=60)
     [pid] = _daemons_in(tmp_path / "daemon")
     assert os.getsid(pid) != os.getsid(0)  # a session of its own: off this terminal
+    early = _status(project)  # it waited for the command to end; it may still be loading
+    assert early["running"] or early["starting"] == pid
     wait_until(lambda: _status(project)["running"], what="the daemon to serve", timeout=60)
     status = _status(project)
     assert status["pid"] == pid and status["automatic"] is True
@@ -358,7 +360,7 @@ def test_no_daemon_starts_when_off_or_under_ci(
     for _ in range(2):
         assert cli("run", cwd=project, env=env).returncode == 0
         # A daemon is started before the command goes on, so none can be on its way.
-        assert held_locks(tmp_path / "daemon") == []
+        assert held_locks(tmp_path / "daemon") == {}
     assert _daemons_in(tmp_path / "daemon") == []
 
 
@@ -392,7 +394,7 @@ def test_a_self_started_daemon_exits_after_the_idle_time_set(project: Path, tmp_
     wait_until(lambda: bool(_daemons_in(tmp_path / "daemon")), what="the daemon", timeout=60)
     [pid] = _daemons_in(tmp_path / "daemon")
     wait_until(lambda: _pid_gone(pid), what="the idle daemon to exit", timeout=60)
-    assert held_locks(tmp_path / "daemon") == []
+    assert held_locks(tmp_path / "daemon") == {}
 
 
 @pytest.mark.parametrize(
@@ -415,7 +417,7 @@ def test_a_broken_settings_file_is_a_setup_error(
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.startswith(f"error: {os.environ['GREENLOOP_CONFIG']}: "), done.stderr
         assert message in done.stderr
-    assert held_locks(tmp_path / "daemon") == []
+    assert held_locks(tmp_path / "daemon") == {}
 
 
 def test_a_killed_daemon_is_replaced_by_the_next_command(
@@ -425,7 +427,7 @@ def test_a_killed_daemon_is_replaced_by_the_next_command(
     os.kill(daemon["pid"], signal.SIGKILL)
     wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to die", timeout=60)
     # Its socket file is left behind, its lock is not: the next command starts another.
-    assert Path(daemon["socket"]).exists() and held_locks(tmp_path / "daemon") == []
+    assert Path(daemon["socket"]).exists() and held_locks(tmp_path / "daemon") == {}
     assert cli("run", cwd=project).returncode == 0
     wait_until(lambda: _status(project)["running"], what="a new daemon", timeout=60)
     assert _status(project)["pid"] != daemon["pid"]

@@ -16,7 +16,7 @@ from greenloop.cli._common import echo_json, fail, json_option
 from greenloop.daemon import DaemonPaths, private_folder
 from greenloop.daemon.client import ask
 from greenloop.daemon.server import AlreadyRunning, Server
-from greenloop.daemon.spawn import read_pid, spawn
+from greenloop.daemon.spawn import lock_holder, spawn
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
@@ -72,7 +72,7 @@ def start(idle_timeout: float | None, foreground: bool, as_json: bool) -> None:
     if status is None:
         # None: another daemon holds the lock (it is starting, or restarting): wait for it.
         pid = spawn(where, "greenloop daemon start", automatic=False, idle_timeout=idle_timeout)
-        status = _wait_for_start(where, pid or read_pid(where.lock))
+        status = _wait_for_start(where, pid or lock_holder(where.lock))
     if as_json:
         echo_json(status)
     else:
@@ -117,9 +117,20 @@ def stop(as_json: bool) -> None:
 def status(as_json: bool) -> None:
     """Say whether a daemon serves this interpreter, how and since when it runs, and how
     much it ran."""
-    reply = ask({"status": True}) or {"running": False, "socket": DaemonPaths().socket}
+    reply = ask({"status": True})
+    if reply is None:
+        where = DaemonPaths()
+        reply = {"running": False, "socket": where.socket}
+        starting = lock_holder(where.lock)
+        if starting is not None:
+            reply["starting"] = starting  # loading greenloop, or restarting after an upgrade
     if as_json:
         echo_json(reply)
+    elif "starting" in reply:
+        click.echo(
+            f"a greenloop daemon is starting (pid {reply['starting']}); commands run in "
+            "their own process until it serves"
+        )
     elif not reply["running"]:
         click.echo(
             "no greenloop daemon is running (the next greenloop command starts one, "

@@ -89,6 +89,22 @@ def spawn(
             os.close(starter)
 
 
+def lock_holder(lock: str) -> int | None:
+    """The pid of the daemon holding the lock file ``lock`` (serving, starting or
+    restarting); None when nothing holds it, 0 when its pid is not written yet."""
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # ours for a moment, so nobody's (closing the file lets it go)
+    except OSError:
+        return read_pid(fd) or 0  # held: the pid in it is the holder's, not a stale one
+    finally:
+        os.close(fd)
+
+
 def read_pid(lock: int | str) -> int | None:
     """The pid written in a daemon's lock file (a path or an open descriptor), if any."""
     try:
