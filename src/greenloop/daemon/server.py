@@ -169,7 +169,7 @@ class Server:
         except BlockingIOError:
             os.close(fd)
             raise AlreadyRunning(self.where.socket) from None
-        # Who holds it: what a test (or a user) reads to find a daemon that is still starting.
+        # Who holds it: how `daemon status` (and a test) find a daemon still starting.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
