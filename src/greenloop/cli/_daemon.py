@@ -142,9 +142,14 @@ def status(as_json: bool) -> None:
         click.echo(
             f"greenloop daemon {reply['version']} running: pid {reply['pid']}, "
             f"started {how} `{reply['started_by']}` at {started}, "
-            f"{reply['served']} commands served, {reply['in_flight']} running, "
+            f"{_count(reply['served'], 'command')} served, {reply['in_flight']} running, "
             f"exits after {_duration(reply['idle_timeout'])} idle\nsocket {reply['socket']}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 command``, ``2 commands``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(seconds: float) -> str:
