@@ -330,6 +330,15 @@ def test_the_first_command_starts_a_daemon_for_the_next(project: Path, tmp_path:
     assert "started automatically by `greenloop run`" in said and "30 min idle" in said
 
 
+def test_stop_stops_a_daemon_still_starting(project: Path, tmp_path: Path) -> None:
+    _one_step(project)
+    assert cli("run", cwd=project).returncode == 0
+    [pid] = held_locks(tmp_path / "daemon").values()
+    stopped = json.loads(cli("daemon", "stop", "--json", cwd=project).stdout)
+    assert stopped == {"stopped": True, "pid": pid}
+    assert _pid_gone(pid) and held_locks(tmp_path / "daemon") == {}
+
+
 def test_commands_starting_at_once_start_one_daemon(project: Path, tmp_path: Path) -> None:
     _one_step(project)
     run = [*GREENLOOP, "run", "--format", "plain"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import time
 from typing import Any
@@ -100,6 +102,13 @@ def _wait_for_start(where: DaemonPaths, pid: int | None) -> dict[str, Any]:
 def stop(as_json: bool) -> None:
     """Stop the daemon once the commands it is running have finished."""
     reply = ask({"stop": True})
+    if reply is None:
+        # Not serving yet (loading greenloop, or restarting): it runs no command to wait for.
+        starting = lock_holder(DaemonPaths().lock)
+        if starting:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(starting, signal.SIGTERM)
+            reply = {"stopping": starting}
     if reply is not None:
         deadline = time.monotonic() + STOP_TIMEOUT
         while pid_alive(str(reply["stopping"])) and time.monotonic() < deadline:
