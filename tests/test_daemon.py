@@ -167,12 +167,13 @@ def test_a_killed_client_stops_its_command(daemon: dict[str, Any], project: Path
     assert _status(project)["served"] == 2
 
 
+@pytest.mark.parametrize("changed", ["wire.py", "server.py"])  # server.py: its __main__
 def test_changed_code_is_never_run_stale(
-    daemon: dict[str, Any], project: Path, tmp_path: Path
+    daemon: dict[str, Any], project: Path, tmp_path: Path, changed: str
 ) -> None:
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
     assert cli("run", cwd=project).returncode == 0
-    module = Path(greenloop.daemon.wire.__file__)
+    module = Path(greenloop.daemon.wire.__file__).with_name(changed)
     stat = module.stat()
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     try:

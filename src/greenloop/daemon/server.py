@@ -484,6 +484,8 @@ def _imported_files() -> list[str]:
         for name, module in list(sys.modules.items())
         if name == "greenloop" or name.startswith("greenloop.")
     }
+    # This module too: run as `python -m`, it is `__main__`, not greenloop.daemon.server.
+    files.add(os.path.abspath(__file__))
     return sorted({f for f in files if f} | {p for p in sys.path[1:] if p})
 
 
