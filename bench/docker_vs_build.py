@@ -41,7 +41,8 @@ STEPS = [
 ]
 
 
-def _project(root: Path, salt: str) -> None:
+def write_project(root: Path, salt: str) -> None:
+    """The pipeline and the equivalent Dockerfile over ten source files salted with ``salt``."""
     root.mkdir(parents=True)
     for i in range(10):
         (root / f"src{i}.txt").write_text(f"{salt} source {i}\n" * 50)
@@ -60,12 +61,27 @@ def _project(root: Path, salt: str) -> None:
     (root / ".dockerignore").write_text(".greenloop\nDockerfile\n")
 
 
-def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall seconds of ``command``, its output thrown away (it must succeed)."""
     started = time.perf_counter()
     subprocess.run(
         command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     return time.perf_counter() - started
+
+
+def time_docker_build(root: Path, env: dict[str, str]) -> tuple[float, float]:
+    """``docker build`` of a freshly salted project at ``root``: cold, then fully cached
+    (the legacy builder unless ``DOCKER_BUILDKIT`` says otherwise); the image is removed."""
+    salt = uuid.uuid4().hex
+    write_project(root, salt)
+    tag = f"greenloop-bench:{salt[:12]}"
+    build = ["docker", "build", "-q", "-t", tag, "."]
+    benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
+    try:
+        return timed(build, root, benv), timed(build, root, benv)
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
 def main() -> None:
@@ -91,19 +107,13 @@ def main() -> None:
                 for kind, extra in (("gl", {"GREENLOOP_NO_DAEMON": "1"}), ("gd", {})):
                     # A fresh salt makes every cold run really cold for every tool.
                     root = Path(tmp) / f"{kind}{i}"
-                    _project(root, uuid.uuid4().hex)
+                    write_project(root, uuid.uuid4().hex)
                     genv = {**env, **extra, "GREENLOOP_CACHE_DIR": str(Path(tmp) / f"c-{kind}{i}")}
-                    results[f"{kind}_cold"].append(_timed(run, root, genv))
-                    results[f"{kind}_warm"].append(_timed(run, root, genv))
-                root = Path(tmp) / f"db{i}"
-                salt = uuid.uuid4().hex
-                _project(root, salt)
-                tag = f"greenloop-bench:{salt[:12]}"
-                build = ["docker", "build", "-q", "-t", tag, "."]
-                benv = {**env, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
-                results["db_cold"].append(_timed(build, root, benv))
-                results["db_warm"].append(_timed(build, root, benv))
-                subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+                    results[f"{kind}_cold"].append(timed(run, root, genv))
+                    results[f"{kind}_warm"].append(timed(run, root, genv))
+                cold, warm = time_docker_build(Path(tmp) / f"db{i}", env)
+                results["db_cold"].append(cold)
+                results["db_warm"].append(warm)
         finally:
             subprocess.run([*gl, "daemon", "stop"], env=env, stdout=subprocess.DEVNULL)
     med = {k: statistics.median(v) for k, v in results.items()}

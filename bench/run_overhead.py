@@ -58,7 +58,8 @@ def ci():
 """
 
 
-def _project(root: Path, pipeline: str = PIPELINE) -> None:
+def write_project(root: Path, pipeline: str = PIPELINE) -> None:
+    """A project of twenty source files and ``pipeline``."""
     (root / ".greenloop").mkdir(parents=True)
     (root / ".greenloop" / "pipeline.py").write_text(textwrap.dedent(pipeline))
     for i in range(20):
@@ -101,18 +102,18 @@ def main() -> None:
     cold, cold_j1, cached, direct, single = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         warm = Path(tmp) / "warm-up"
-        _project(warm)
+        write_project(warm)
         _greenloop(warm, Path(tmp) / "warm-cache")  # writes the bytecode caches once
         for i in range(args.repeat):
             root = Path(tmp) / f"p{i}"
-            _project(root)
+            write_project(root)
             cold.append(_greenloop(root, Path(tmp) / f"cache{i}"))
             cached.append(_greenloop(root, Path(tmp) / f"cache{i}"))
             root1 = Path(tmp) / f"q{i}"
-            _project(root1)
+            write_project(root1)
             cold_j1.append(_greenloop(root1, Path(tmp) / f"cache-j1-{i}", "-j", "1"))
             alone = Path(tmp) / f"s{i}"
-            _project(alone, ONE_STEP)
+            write_project(alone, ONE_STEP)
             single.append(_greenloop(alone, Path(tmp) / f"cache-one-{i}", "-j", "1"))
             plain = Path(tmp) / f"d{i}"
             plain.mkdir()

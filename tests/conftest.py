@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,22 +14,47 @@ from pathlib import Path
 
 import pytest
 
+from greenloop.daemon.spawn import lock_holder
 from greenloop.store import Store
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Never touch the developer's real cache, local or remote, or trees' state, nor hand commands
-    # to a greenloop daemon the developer has running.
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Never touch the developer's real cache, local or remote, trees' state or settings, nor
+    # hand commands to a greenloop daemon the developer has running. Commands run in their own
+    # process: a test of the daemon (tests/test_daemon.py) turns it on, in its own folder.
     monkeypatch.setenv("GREENLOOP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GREENLOOP_DAEMON_DIR", str(tmp_path / "daemon"))
     monkeypatch.setenv("GREENLOOP_STATE_DIR", str(tmp_path / "tree-state"))
+    monkeypatch.setenv("GREENLOOP_CONFIG", str(tmp_path / "greenloop-config.toml"))
+    monkeypatch.setenv("GREENLOOP_NO_DAEMON", "1")
     for variable in (
         "GREENLOOP_REMOTE_CACHE",
         "GREENLOOP_REMOTE_CACHE_MODE",
         "GREENLOOP_REMOTE_CACHE_TOKEN",
     ):
         monkeypatch.delenv(variable, raising=False)
+    yield
+    stop_daemons(tmp_path / "daemon")
+
+
+def held_locks(folder: Path) -> dict[Path, int]:
+    """The daemon lock files in ``folder`` a daemon holds (serving or starting): its pid."""
+    held = {}
+    for lock in folder.glob("*.lock") if folder.is_dir() else []:
+        pid = lock_holder(str(lock))
+        if pid is not None:
+            held[lock] = pid
+    return held
+
+
+def stop_daemons(folder: Path) -> None:
+    """Kill every daemon that holds a lock in ``folder``: no daemon a test started, or a
+    command started by itself, outlives the test."""
+    for pid in held_locks(folder).values():
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 import greenloop.daemon.wire
 from greenloop._fs import pid_alive
-from tests.conftest import cli, wait_until, write_pipeline
+from tests.conftest import cli, held_locks, wait_until, write_pipeline
 
 GREENLOOP = [sys.executable, "-m", "greenloop"]
 
@@ -32,6 +32,14 @@ def _status(cwd: Path) -> dict[str, Any]:
 
 def _pid_gone(pid: int) -> bool:
     return not pid_alive(pid)  # a zombie nobody reaped yet counts as gone
+
+
+@pytest.fixture(autouse=True)
+def _daemon_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # conftest runs every other test's commands in their own process; these test the
+    # daemon, in this test's own folder (conftest kills whatever is left there after it).
+    monkeypatch.delenv("GREENLOOP_NO_DAEMON")
+    monkeypatch.delenv("CI", raising=False)
 
 
 @pytest.fixture
@@ -159,22 +167,33 @@ def test_a_killed_client_stops_its_command(daemon: dict[str, Any], project: Path
     assert _status(project)["served"] == 2
 
 
-def test_changed_code_is_never_run_stale(daemon: dict[str, Any], project: Path) -> None:
+@pytest.mark.parametrize("changed", ["wire.py", "server.py"])  # server.py: its __main__
+def test_changed_code_is_never_run_stale(
+    daemon: dict[str, Any], project: Path, tmp_path: Path, changed: str
+) -> None:
     write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
     assert cli("run", cwd=project).returncode == 0
-    module = Path(greenloop.daemon.wire.__file__)
+    module = Path(greenloop.daemon.wire.__file__).with_name(changed)
     stat = module.stat()
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     try:
         # The daemon declines (the command runs in its own process, correctly)...
         assert cli("run", cwd=project).returncode == 0
-        # ...and comes back with the new code, its counters fresh.
-        wait_until(
-            lambda: _status(project).get("served") == 0, what="the daemon to restart", timeout=60
-        )
-        assert _status(project)["pid"] == daemon["pid"]  # it re-executes itself in place
+        # ...and restarts: a command meanwhile runs in its own process (or in the daemon
+        # back already) and starts no other daemon.
         assert cli("run", cwd=project).returncode == 0
-        assert _status(project)["served"] == 1
+        wait_until(
+            lambda: _status(project).get("started_at", 0) > daemon["started_at"],
+            what="the daemon to restart",
+            timeout=60,
+        )
+        # It re-executes itself in place, with the new code and fresh counters.
+        assert _status(project)["pid"] == daemon["pid"]
+        assert _daemons_in(tmp_path / "daemon") == [daemon["pid"]]
+        served = _status(project)["served"]
+        assert served <= 1
+        assert cli("run", cwd=project).returncode == 0
+        assert _status(project)["served"] == served + 1
     finally:
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
@@ -209,3 +228,218 @@ def test_an_idle_daemon_exits(tmp_path: Path) -> None:
     )
     wait_until(lambda: _pid_gone(started["pid"]), what="the idle daemon to exit", timeout=60)
     assert not Path(started["socket"]).exists()
+
+
+def _normalise_all(text: str) -> str:
+    # Ids, times, ages and sizes differ from one invocation to the next; the words may not.
+    return re.sub(r"[0-9a-f]{8,}|\d+", "N", text)
+
+
+EVERY_COMMAND = [
+    ("--help",),
+    ("--version",),
+    ("run", "--format", "plain"),
+    ("run", "--format", "plain", "--only", "hello"),
+    ("run", "--no-such-option"),
+    ("render",),
+    ("pipelines", "--steps"),
+    ("explain",),
+    ("runs",),
+    ("logs", "hello"),
+    ("artifacts",),
+    ("cache", "path"),
+    ("cache", "verify"),
+    ("schema", "ExecutorInput"),
+    ("plugins",),
+    ("status",),
+    ("check",),
+    ("hook",),
+    ("no-such-command",),
+]
+
+
+def test_every_command_answers_as_in_its_own_process(daemon: dict[str, Any], project: Path) -> None:
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("echo hi", label="hello", cache=gl.forever()).sh("echo there", label="next")\n',
+    )
+    assert cli("run", cwd=project, env={"GREENLOOP_NO_DAEMON": "1"}).returncode == 0
+    for command in EVERY_COMMAND:
+        own = cli(*command, cwd=project, env={"GREENLOOP_NO_DAEMON": "1"})
+        forked = cli(*command, cwd=project)
+        assert forked.returncode == own.returncode, command
+        assert _normalise_all(forked.stdout) == _normalise_all(own.stdout), command
+        assert _normalise_all(forked.stderr) == _normalise_all(own.stderr), command
+    assert _status(project)["served"] == len(EVERY_COMMAND)
+    # `init` writes the same starter through the daemon as without it.
+    made = {}
+    for name, env in (("own", {"GREENLOOP_NO_DAEMON": "1"}), ("forked", {})):
+        folder = project.parent / name
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text("")
+        done = cli("init", cwd=folder, env=env)
+        assert done.returncode == 0, done.stderr
+        made[name] = ((folder / ".greenloop" / "pipeline.py").read_text(), done.stdout)
+    assert made["forked"][0] == made["own"][0]
+    assert made["forked"][1].replace("/forked/", "/own/") == made["own"][1]
+
+
+def _daemons_in(folder: Path) -> list[int]:
+    """Pids of the daemon processes serving from ``folder`` (this user's, by their environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"greenloop.daemon.server" in command and (
+            f"GREENLOOP_DAEMON_DIR={folder}".encode() in environ
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def _one_step(project: Path) -> None:
+    write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo hi", label="hello")\n')
+
+
+def test_the_first_command_starts_a_daemon_for_the_next(project: Path, tmp_path: Path) -> None:
+    _one_step(project)
+    first = cli("run", "--format", "plain", cwd=project)
+    # It ran in its own process and left a daemon starting: nothing of it holds the
+    # command's output (cli() read both pipes to their end).
+    assert first.returncode == 0, first.stderr
+    wait_until(lambda: bool(_daemons_in(tmp_path / "daemon")), what="the daemon", timeout=60)
+    [pid] = _daemons_in(tmp_path / "daemon")
+    assert os.getsid(pid) != os.getsid(0)  # a session of its own: off this terminal
+    early = _status(project)  # it waited for the command to end; it may still be loading
+    assert early["running"] or early["starting"] == pid
+    wait_until(lambda: _status(project)["running"], what="the daemon to serve", timeout=60)
+    status = _status(project)
+    assert status["pid"] == pid and status["automatic"] is True
+    assert status["started_by"] == "greenloop run" and status["served"] == 0
+    assert status["idle_timeout"] == 1800
+    second = cli("run", "--format", "plain", cwd=project)
+    assert _status(project)["served"] == 1
+    assert (second.returncode, _normalise(second.stdout)) == (0, _normalise(first.stdout))
+    assert second.stderr == first.stderr
+    said = cli("daemon", "status", cwd=project).stdout
+    assert "started automatically by `greenloop run`" in said and "30 min idle" in said
+
+
+def test_stop_stops_a_daemon_still_starting(project: Path, tmp_path: Path) -> None:
+    _one_step(project)
+    assert cli("run", cwd=project).returncode == 0
+    [pid] = held_locks(tmp_path / "daemon").values()
+    stopped = json.loads(cli("daemon", "stop", "--json", cwd=project).stdout)
+    assert stopped == {"stopped": True, "pid": pid}
+    assert _pid_gone(pid) and held_locks(tmp_path / "daemon") == {}
+
+
+def test_commands_starting_at_once_start_one_daemon(project: Path, tmp_path: Path) -> None:
+    _one_step(project)
+    run = [*GREENLOOP, "run", "--format", "plain"]
+    procs = [subprocess.Popen(run, cwd=project, stdout=subprocess.DEVNULL) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    wait_until(lambda: _status(project)["running"], what="the daemon to serve", timeout=60)
+    assert _daemons_in(tmp_path / "daemon") == [_status(project)["pid"]]
+
+
+def _config(tmp_path: Path, text: str) -> None:
+    Path(os.environ["GREENLOOP_CONFIG"]).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("env", "settings"),
+    [
+        ({"GREENLOOP_NO_DAEMON": "1"}, ""),
+        ({}, "daemon = false\n"),
+        ({"CI": "true"}, ""),
+        ({"CI": "1"}, "daemon_idle_timeout = 60\n"),
+    ],
+)
+def test_no_daemon_starts_when_off_or_under_ci(
+    project: Path, tmp_path: Path, env: dict[str, str], settings: str
+) -> None:
+    _config(tmp_path, settings)
+    _one_step(project)
+    for _ in range(2):
+        assert cli("run", cwd=project, env=env).returncode == 0
+        # A daemon is started before the command goes on, so none can be on its way.
+        assert held_locks(tmp_path / "daemon") == {}
+    assert _daemons_in(tmp_path / "daemon") == []
+
+
+def test_turned_off_also_means_a_running_daemon_is_not_used(
+    daemon: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    _one_step(project)
+    _config(tmp_path, "daemon = false\n")
+    assert cli("run", cwd=project).returncode == 0
+    refused = cli("daemon", "start", cwd=project)
+    assert refused.returncode == 2
+    assert f"the daemon is turned off (daemon = false in {os.environ['GREENLOOP_CONFIG']})" in (
+        refused.stderr
+    )
+    assert _status(project)["served"] == 0
+
+
+def test_under_ci_a_daemon_starts_when_asked(project: Path, tmp_path: Path) -> None:
+    _config(tmp_path, 'daemon = true\ndaemon_idle_timeout = "2h"\n')
+    _one_step(project)
+    assert cli("run", cwd=project, env={"CI": "true"}).returncode == 0
+    wait_until(lambda: _status(project)["running"], what="the daemon to serve", timeout=60)
+    assert _status(project)["idle_timeout"] == 7200
+    assert "exits after 2 h idle" in cli("daemon", "status", cwd=project).stdout
+
+
+def test_a_self_started_daemon_exits_after_the_idle_time_set(project: Path, tmp_path: Path) -> None:
+    _config(tmp_path, "daemon_idle_timeout = 1\n")
+    _one_step(project)
+    assert cli("run", cwd=project).returncode == 0
+    wait_until(lambda: bool(_daemons_in(tmp_path / "daemon")), what="the daemon", timeout=60)
+    [pid] = _daemons_in(tmp_path / "daemon")
+    wait_until(lambda: _pid_gone(pid), what="the idle daemon to exit", timeout=60)
+    assert held_locks(tmp_path / "daemon") == {}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("daemon = maybe\n", "not valid TOML"),
+        ('daemon = "no"\n', "daemon must be true or false, not 'no'"),
+        ("deamon = false\n", "unknown setting 'deamon' (known: daemon, daemon_idle_timeout)"),
+        ('daemon_idle_timeout = "soon"\n', "daemon_idle_timeout must be a number of seconds"),
+        ("daemon_idle_timeout = -5\n", "daemon_idle_timeout must be a number of seconds"),
+    ],
+)
+def test_a_broken_settings_file_is_a_setup_error(
+    project: Path, tmp_path: Path, settings: str, message: str
+) -> None:
+    _config(tmp_path, settings)
+    _one_step(project)
+    for command in (("run",), ("daemon", "start")):
+        done = cli(*command, cwd=project)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith(f"error: {os.environ['GREENLOOP_CONFIG']}: "), done.stderr
+        assert message in done.stderr
+    assert held_locks(tmp_path / "daemon") == {}
+
+
+def test_a_killed_daemon_is_replaced_by_the_next_command(
+    daemon: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    _one_step(project)
+    os.kill(daemon["pid"], signal.SIGKILL)
+    wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to die", timeout=60)
+    # Its socket file is left behind, its lock is not: the next command starts another.
+    assert Path(daemon["socket"]).exists() and held_locks(tmp_path / "daemon") == {}
+    assert cli("run", cwd=project).returncode == 0
+    wait_until(lambda: _status(project)["running"], what="a new daemon", timeout=60)
+    assert _status(project)["pid"] != daemon["pid"]
+    assert cli("run", cwd=project).returncode == 0
+    assert _status(project)["served"] == 1

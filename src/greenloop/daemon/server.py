@@ -8,11 +8,14 @@ command line and exits with its status, which the daemon sends back.
 
 The daemon declines a command (the client then runs it itself) once any file
 it imported has changed on disk, finishes what is running, and re-executes
-itself so the next command gets the new code. It exits after
-``idle_timeout`` seconds without a command, or on ``stop`` / SIGTERM (after
-the commands in flight end).
+itself (keeping its lock) so the next command gets the new code. It exits
+after ``idle_timeout`` seconds without a command, or on ``stop`` / SIGTERM
+(after the commands in flight end).
 
-    python -m greenloop.daemon.server [--idle-timeout SECONDS]
+    python -m greenloop.daemon.server [--idle-timeout SECONDS] [--started-by COMMAND]
+
+:mod:`greenloop.daemon.spawn` starts it with ``--lock-fd`` (the lock it took
+for it) and, when a command started it by itself, ``--automatic``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import gc
 import importlib
 import io
 import os
+import select
 import selectors
 import signal
 import socket
@@ -37,13 +41,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from greenloop._config import ConfigError
+from greenloop._config import load as load_config
 from greenloop._procs import signal_group
 from greenloop._version import __version__
-from greenloop.daemon import DaemonPaths
+from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
 from greenloop.daemon.client import FORWARDED
 from greenloop.daemon.wire import frame, unframe
 
-DEFAULT_IDLE_TIMEOUT = 3 * 3600.0
+STARTER_GRACE = 5.0
+"""Seconds a daemon a command started by itself waits for that command to end
+before it loads greenloop: the command that starts it must not be slowed down."""
 
 # What a command may import: everything but the user's pipeline file. Forked
 # children share these pages, so preloading much costs little.
@@ -85,11 +93,31 @@ class _Command:
 
 
 class Server:
-    """One daemon: its socket, its children and its counters."""
+    """One daemon: its socket, its children and its counters.
 
-    def __init__(self, where: DaemonPaths, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+    ``started_by`` is the command that started it and ``automatic`` whether that
+    command started it by itself (``greenloop daemon status`` says both).
+    ``lock_fd`` is its lock when the starter took it (see
+    :mod:`greenloop.daemon.spawn`), and ``after_fd`` a pidfd of a starter to let
+    finish first.
+    """
+
+    def __init__(
+        self,
+        where: DaemonPaths,
+        idle_timeout: float,
+        *,
+        started_by: str = "greenloop daemon start",
+        automatic: bool = False,
+        lock_fd: int | None = None,
+        after_fd: int | None = None,
+    ) -> None:
         self.where = where
         self.idle_timeout = idle_timeout
+        self.started_by = started_by
+        self.automatic = automatic
+        self._given_lock = lock_fd
+        self._after_fd = after_fd
         self.started_at = time.time()
         self.served = 0
         self._commands: dict[int, _Command] = {}
@@ -107,6 +135,7 @@ class Server:
         when another daemon serves this interpreter)."""
         self._lock_fd = self._take_lock()
         try:
+            self._let_the_starter_finish()
             _preload()
             self._stamps = _stamps(_imported_files())
             self._listen()
@@ -115,28 +144,63 @@ class Server:
             if self._listener is not None:
                 self._close_listener()
             self._selector.close()
-            os.close(self._lock_fd)
+            if not self._restart:
+                os.close(self._lock_fd)
         if self._restart:
-            os.execv(sys.executable, sys.orig_argv)
+            self._reexec()
 
     # -- setup ----------------------------------------------------------------
 
     def _take_lock(self) -> int:
-        folder = self.where.folder
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.stat(folder)
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise SystemExit(
-                f"greenloop daemon: {folder} must be a folder only you can use (mode 700); "
-                "fix it or set GREENLOOP_DAEMON_DIR"
-            )
-        fd = os.open(self.where.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        problem = private_folder(self.where.folder)
+        if problem is not None:
+            raise SystemExit(f"greenloop daemon: {problem}")
+        if self._given_lock is not None:
+            fd = self._given_lock
+            given, ours = os.fstat(fd), os.stat(self.where.lock)
+            if (given.st_dev, given.st_ino) != (ours.st_dev, ours.st_ino):
+                # Started with other settings than its starter's: it would serve nobody.
+                raise SystemExit(f"greenloop daemon: --lock-fd {fd} is not {self.where.lock}")
+            os.set_inheritable(fd, False)
+        else:
+            fd = os.open(self.where.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on a lock already ours
         except BlockingIOError:
             os.close(fd)
             raise AlreadyRunning(self.where.socket) from None
+        # Who holds it: how `daemon status` (and a test) find a daemon still starting.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+    def _let_the_starter_finish(self) -> None:
+        """Wait (a few seconds at most) for the command that started this daemon to end."""
+        if self._after_fd is None:
+            return
+        try:
+            select.select([self._after_fd], [], [], STARTER_GRACE)  # readable once it exits
+        except OSError:
+            pass  # not a pidfd after all: nothing to wait for
+        finally:
+            os.close(self._after_fd)
+            self._after_fd = None
+
+    def _reexec(self) -> NoReturn:
+        """Run this daemon again with the code now on disk, holding its lock throughout
+        (no command can start a second daemon meanwhile)."""
+        os.set_inheritable(self._lock_fd, True)
+        options = [
+            "--lock-fd",
+            str(self._lock_fd),
+            "--started-by",
+            self.started_by,
+            "--idle-timeout",
+            repr(self.idle_timeout),
+            *(["--automatic"] if self.automatic else []),
+        ]
+        argv = [sys.executable, *interpreter_options(), "-m", SERVER_MODULE, *options]
+        os.execv(sys.executable, argv)
 
     def _listen(self) -> None:
         _unlink(self.where.socket)
@@ -225,6 +289,8 @@ class Server:
             "served": self.served,
             "in_flight": len(self._commands),
             "idle_timeout": self.idle_timeout,
+            "started_by": self.started_by,
+            "automatic": self.automatic,
         }
 
     def _run(self, conn: socket.socket, run: dict[str, Any], fds: list[int]) -> None:
@@ -418,6 +484,8 @@ def _imported_files() -> list[str]:
         for name, module in list(sys.modules.items())
         if name == "greenloop" or name.startswith("greenloop.")
     }
+    # This module too: run as `python -m`, it is `__main__`, not greenloop.daemon.server.
+    files.add(os.path.abspath(__file__))
     return sorted({f for f in files if f} | {p for p in sys.path[1:] if p})
 
 
@@ -468,13 +536,34 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run a daemon in this process (``greenloop daemon start`` runs this detached)."""
-    parser = argparse.ArgumentParser(prog="python -m greenloop.daemon.server")
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT)
-    args = parser.parse_args(argv)
+def idle_timeout_setting() -> float:
+    """The idle timeout the user's settings give (or the default); exits naming a bad file."""
     try:
-        Server(DaemonPaths(), idle_timeout=args.idle_timeout).serve()
+        return load_config().daemon_idle_timeout
+    except ConfigError as e:
+        raise SystemExit(f"greenloop daemon: {e}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a daemon in this process (:mod:`greenloop.daemon.spawn` starts this detached)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {SERVER_MODULE}")
+    parser.add_argument("--idle-timeout", type=float, default=None)
+    parser.add_argument("--started-by", default=f"python -m {SERVER_MODULE}")
+    parser.add_argument("--automatic", action="store_true")
+    parser.add_argument("--lock-fd", type=int, default=None)
+    parser.add_argument("--after-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    idle = idle_timeout_setting() if args.idle_timeout is None else args.idle_timeout
+    server = Server(
+        DaemonPaths(),
+        idle,
+        started_by=args.started_by,
+        automatic=args.automatic,
+        lock_fd=args.lock_fd,
+        after_fd=args.after_fd,
+    )
+    try:
+        server.serve()
     except AlreadyRunning as e:
         print(f"greenloop daemon: already running at {e}", file=sys.stderr)
 
