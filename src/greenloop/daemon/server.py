@@ -24,9 +24,6 @@ import argparse
 import atexit
 import contextlib
 import fcntl
-import gc
-import importlib
-import io
 import os
 import select
 import selectors
@@ -34,7 +31,6 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterable
@@ -47,37 +43,13 @@ from greenloop._procs import signal_group
 from greenloop._version import __version__
 from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
 from greenloop.daemon.client import FORWARDED
+from greenloop.daemon.forked import become, run_cli
+from greenloop.daemon.preload import preload
 from greenloop.daemon.wire import frame, unframe
 
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
 before it loads greenloop: the command that starts it must not be slowed down."""
-
-# What a command may import: everything but the user's pipeline file. Forked
-# children share these pages, so preloading much costs little.
-PRELOAD = (
-    "greenloop.cli",
-    "greenloop.cli._pipeline",
-    "greenloop.cli._cache",
-    "greenloop.cli._devloop",
-    "greenloop.cli._plugins",
-    "greenloop.cli._schema",
-    "greenloop.cli.formatters",
-    "greenloop.cli._live",
-    "greenloop.cli._reports",
-    "greenloop.cli._hook",
-    "greenloop.cli._history",
-    "greenloop.cli._explain",
-    "greenloop.cli._debug",
-    "greenloop.sdk.loader",
-    "greenloop.engine.run",
-    "greenloop.executors.local",
-    "greenloop.executors.docker",
-    "greenloop.sdk",
-    "greenloop.protocol",
-    "docker",
-    "rich.console",
-)
 
 
 class AlreadyRunning(Exception):
@@ -136,7 +108,7 @@ class Server:
         self._lock_fd = self._take_lock()
         try:
             self._let_the_starter_finish()
-            _preload()
+            preload()
             self._stamps = _stamps(_imported_files())
             self._listen()
             self._loop()
@@ -377,8 +349,8 @@ class Server:
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
-            _become(run)
-            code = _run_cli()
+            become(run)
+            code = run_cli()
         except BaseException:
             traceback.print_exc()
         finally:
@@ -402,77 +374,6 @@ class Server:
             if other.conn is not None:
                 other.conn.close()
         os.close(self._lock_fd)
-
-
-def _become(run: dict[str, Any]) -> None:
-    """Turn the forked child into the process the client would have started."""
-    os.chdir(run["cwd"])
-    os.umask(int(run["umask"]))
-    os.environ.clear()
-    os.environ.update(run["env"])
-    time.tzset()
-    tempfile.tempdir = None  # cached from the daemon's own environment
-    sys.argv = list(run["argv"])
-    sys.path[0] = run["path0"]
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.stdin = _stream(0, "r", sys.__stdin__)
-    sys.stdout = _stream(1, "w", sys.__stdout__)
-    sys.stderr = _stream(2, "w", sys.__stderr__)
-
-
-def _stream(fd: int, mode: str, like: io.TextIOWrapper | None) -> io.TextIOWrapper:
-    """A standard stream on ``fd`` buffered as CPython would set it up at start-up."""
-    # The daemon's own stream says whether Python started with -u / PYTHONUNBUFFERED.
-    unbuffered = mode == "w" and like is not None and like.write_through
-    raw = open(fd, mode + "b", buffering=0 if unbuffered else -1, closefd=False)  # noqa: SIM115
-    return io.TextIOWrapper(
-        raw,
-        encoding=like.encoding if like else None,
-        errors=like.errors if like else None,
-        line_buffering=mode == "w" and (fd == 2 or os.isatty(fd)),
-        write_through=unbuffered,
-    )
-
-
-def _run_cli() -> int:
-    from greenloop.cli import main
-
-    try:
-        # Named outright: click would otherwise name the daemon's own module.
-        main(prog_name="greenloop")
-    except SystemExit as e:
-        if e.code is None or isinstance(e.code, int):
-            return e.code or 0
-        print(e.code, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    return 0
-
-
-def _preload() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
-    from pydantic import BaseModel
-
-    from greenloop import protocol
-    from greenloop.plugins import discovery
-
-    for name in protocol.__all__:
-        getattr(protocol, name)
-    # Models with forward references finish building on first use: do it now,
-    # once, rather than in every child.
-    models = BaseModel.__subclasses__()
-    while models:
-        model = models.pop()
-        models.extend(model.__subclasses__())
-        if model.__module__.startswith("greenloop.") and not model.__pydantic_complete__:
-            model.model_rebuild()
-    discovery.available("executor")  # the scan of installed entry points
-    gc.collect()
-    gc.freeze()  # children then leave the shared pages alone
 
 
 def _imported_files() -> list[str]:
