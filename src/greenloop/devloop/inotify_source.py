@@ -74,7 +74,6 @@ class InotifySource:
         self._stop = stop
         self._inotify = INotify()
         self._folders: dict[int, str] = {}
-        self._watched: dict[str, int] = {}
 
     def start(self) -> None:
         """Watch every relevant folder below the root, now (raises ``OSError`` if one fails)."""
@@ -94,7 +93,7 @@ class InotifySource:
                     if folder is None:
                         continue
                     if event.mask & f.IGNORED:  # its folder went away
-                        self._forget(event.wd)
+                        self._folders.pop(event.wd, None)
                         continue
                     path = os.path.join(folder, event.name) if event.name else folder
                     if not self._relevant(path):
@@ -121,7 +120,6 @@ class InotifySource:
             except FileNotFoundError:
                 continue  # gone again already
             self._folders[wd] = folder
-            self._watched[folder] = wd
             try:
                 entries = list(os.scandir(folder))
             except (FileNotFoundError, NotADirectoryError):
@@ -133,8 +131,3 @@ class InotifySource:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
         return found
-
-    def _forget(self, wd: int) -> None:
-        folder = self._folders.pop(wd, None)
-        if folder is not None and self._watched.get(folder) == wd:
-            del self._watched[folder]

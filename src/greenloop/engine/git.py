@@ -76,9 +76,10 @@ def read(root: Path) -> GitMetadata:
         commit = _git(root, "rev-parse", "--verify", "HEAD^{commit}").strip()
     except SetupError:
         raise SetupError(f"a step asks for git=True but {root} has no commit yet") from None
-    branch = (
-        _git(root, "symbolic-ref", "-q", "--short", "HEAD").strip() if _on_branch(root) else None
-    )
+    try:
+        branch = _git(root, "symbolic-ref", "-q", "--short", "HEAD").strip() or None
+    except SetupError:
+        branch = None  # a detached HEAD
     listed = _git(
         root,
         "for-each-ref",
@@ -90,14 +91,6 @@ def read(root: Path) -> GitMetadata:
     pairs = (line.partition(" ") for line in listed.splitlines() if line)
     tags = tuple(sorted((name, obj) for name, _, obj in pairs))
     return GitMetadata(commit, branch or None, tags)
-
-
-def _on_branch(root: Path) -> bool:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    done = subprocess.run(
-        ["git", "-C", str(root), "symbolic-ref", "-q", "HEAD"], capture_output=True, env=clean
-    )
-    return done.returncode == 0
 
 
 def git_dir(root: Path, meta: GitMetadata, under: Path) -> Path:
