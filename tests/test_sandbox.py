@@ -148,14 +148,14 @@ def ci():
         stored.append(path)
         return real(path, verify_existing=verify_existing)
 
-    real_many = store.put_files
+    real_many = store.adopt_files
 
     def counting_many(paths: Sequence[Path]) -> list[str]:
         stored.extend(paths)
         return real_many(paths)
 
     monkeypatch.setattr(store, "put_file", counting)
-    monkeypatch.setattr(store, "put_files", counting_many)
+    monkeypatch.setattr(store, "adopt_files", counting_many)
     # Rerun only the child: a new command, the same cached 500-file parent.
     write_pipeline(
         project,

@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
+import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,23 +258,58 @@ def test_storing_with_verify_existing_replaces_a_damaged_copy(store: Store, tmp_
     assert path.read_bytes() == b"the archive"
 
 
-def test_a_batch_of_files_is_stored_as_one_by_one_would(tmp_path: Path) -> None:
-    folder = tmp_path / "tree"
+def _files(folder: Path) -> list[Path]:
     folder.mkdir()
     paths = []
     for i in range(40):
         path = folder / f"f{i}"
         path.write_bytes(b"same\n" if i % 10 == 0 else os.urandom(100 + i))  # duplicates too
+        if i % 3 == 0:
+            path.chmod(0o755)
         paths.append(path)
+    return paths
+
+
+def test_a_finished_steps_files_are_linked_in_read_only_keeping_their_exec_bits(
+    tmp_path: Path,
+) -> None:
+    paths = _files(tmp_path / "upper")
     with Store.open(tmp_path / "one") as single, Store.open(tmp_path / "many") as batch:
         expected = [single.put_file(p) for p in paths]
-        assert batch.put_files(paths) == expected
-        assert batch.put_files(paths) == expected  # idempotent: all stored already
+        assert batch.adopt_files(paths) == expected
+        assert batch.adopt_files(paths) == expected  # idempotent: all stored already
         for path, digest in zip(paths, expected, strict=True):
+            stored = batch.blob_path(digest)
             assert batch.read_bytes(digest) == path.read_bytes()
-            assert stat.S_IMODE(os.stat(batch.blob_path(digest)).st_mode) == stat.S_IMODE(
-                os.stat(single.blob_path(digest)).st_mode
-            )
+            mode = stat.S_IMODE(os.stat(stored).st_mode)
+            assert not mode & 0o222
+            if path.read_bytes() == b"same\n" and path != paths[0]:
+                continue  # a duplicate: the first of them was linked
+            assert os.stat(stored).st_ino == os.stat(path).st_ino  # no copy was made
+            assert bool(mode & 0o111) == bool(stat.S_IMODE(os.stat(path).st_mode) & 0o111)
         # No temp file is left behind for the next gc to find.
         leftovers = [p for p in (tmp_path / "many").rglob("*") if p.name.startswith(".tmp")]
         assert leftovers == []
+
+
+def test_files_on_another_filesystem_are_copied_in_one_batch(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem of its own")
+    upper = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        paths = _files(upper / "tree")
+        with Store.open(tmp_path / "one") as single, Store.open(tmp_path / "many") as batch:
+            expected = [single.put_file(p) for p in paths]
+            assert batch.adopt_files(paths) == expected
+            for path, digest in zip(paths, expected, strict=True):
+                stored = batch.blob_path(digest)
+                assert stored.read_bytes() == path.read_bytes()
+                assert os.stat(stored).st_dev != os.stat(path).st_dev  # a copy
+                assert stat.S_IMODE(os.stat(stored).st_mode) == stat.S_IMODE(
+                    os.stat(single.blob_path(digest)).st_mode
+                )
+            leftovers = [p for p in (tmp_path / "many").rglob("*") if p.name.startswith(".tmp")]
+            assert leftovers == []
+    finally:
+        shutil.rmtree(upper)

@@ -235,7 +235,7 @@ class LocalExecutor:
 
             def keep(tag: str) -> None:
                 # Everything the step saw, its workspace included, as one tree.
-                layer = bwrap.read_upper(root.upper, lower, self.store.put_files, set())
+                layer = bwrap.read_upper(root.upper, lower, self.store.adopt_files, set())
                 entries = layer.over(_parsed_tree(self.store, parent))
                 self.store.set_ref(tag, self.store.put_bytes(encode_manifest(entries)))
 
@@ -267,7 +267,7 @@ class LocalExecutor:
         Only the upper layer's files are read and stored; the parent's entries are
         reused as they are (as in a copied root, workspace files stay out). A step
         that changed nothing commits its parent's tree, without reading it."""
-        layer = bwrap.read_upper(root.upper, lower, self.store.put_files, injected)
+        layer = bwrap.read_upper(root.upper, lower, self.store.adopt_files, injected)
         if layer.unchanged(lower):
             return parent
         entries = layer.over(_parsed_tree(self.store, parent))

@@ -4,7 +4,8 @@ Layout is ``objects/<first 2 hex>/<remaining 62 hex>``. Every write goes to a
 ``.tmp-`` file on the same filesystem, is fsynced, then renamed over the final
 name, so a reader sees either no object or the whole object, never a prefix.
 Writers need no locks: two processes storing the same bytes rename identical
-files over each other.
+files over each other. A finished step's new files are linked in instead of
+copied (:meth:`ObjectDir.adopt_files`), their bytes synced before the link.
 
 Every object read to its end is checked against its name on the way (the bytes
 are hashed as they pass, so it costs no second read): a damaged object is
@@ -213,6 +214,58 @@ class ObjectDir:
             raise StoreError(f"could not store {len(paths)} files: {exc}") from exc
         return [digest for digest, _ in staged]
 
+    def adopt_files(self, paths: Sequence[Path]) -> list[str]:
+        """Store files nobody writes again (a finished step's upper layer) by linking them
+        in rather than copying; their digests, in order.
+
+        A linked object shares its inode with ``paths``: whoever passes them
+        promises never to write to them again (they are deleted, or kept as a
+        checkout, which is only ever an overlay's read-only lower layer). The
+        bytes are synced before any name points at them, so a crash leaves no
+        object with the wrong content. A file on another filesystem, or one
+        that changed while it was hashed, is copied as :meth:`put_files` does.
+        """
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                hashed = list(pool.map(_hash_with_stat, paths))
+            copies: list[Path] = []
+            if not all(self._reuse(self.path_for(digest)) for digest, _ in hashed):
+                sync_filesystem(self.directory)
+                for path, (digest, before) in zip(paths, hashed, strict=True):
+                    if not self._link(path, digest, before):
+                        copies.append(path)
+                sync_filesystem(self.directory)
+        except OSError as exc:
+            raise StoreError(f"could not store {len(paths)} files: {exc}") from exc
+        # A file that changed while it was hashed is stored as it is now.
+        copied = dict(zip(copies, self.put_files(copies), strict=True))
+        return [copied.get(path, d) for path, (d, _) in zip(paths, hashed, strict=True)]
+
+    def _link(self, path: Path, digest: str, before: os.stat_result) -> bool:
+        """Link ``path`` in as object ``digest``; False when it must be copied instead."""
+        final = self.path_for(digest)
+        if self._reuse(final):
+            return True
+        final.parent.mkdir(exist_ok=True)
+        try:
+            os.link(path, final)
+        except FileExistsError:
+            return True  # another writer stored the same bytes meanwhile
+        except OSError:
+            return False  # another filesystem, too many links, not allowed
+        after = os.stat(final)
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            final.unlink()  # written to while hashed: not these bytes after all
+            return False
+        # Read-only like every object, keeping the execute bits: a root step's upper
+        # layer, kept as its checkout, is given its tree's modes from them afterwards.
+        os.chmod(final, _OBJECT_MODE | (before.st_mode & 0o111))
+        return True
+
     def _stage(self, path: Path) -> tuple[str, str | None]:
         """Copy ``path`` into a temp file here; its digest, and the temp file unless the
         object is stored already. (Sealed but not synced: :meth:`put_files` syncs.)"""
@@ -338,6 +391,12 @@ def _publish(tmp: str, final: Path) -> None:
     # Without this the rename itself may not survive a crash, leaving an index
     # entry that points at an object the disk never recorded.
     fsync_dir(final.parent)
+
+
+def _hash_with_stat(path: Path) -> tuple[str, os.stat_result]:
+    """``path``'s digest and its stat from before it was read."""
+    before = os.stat(path)
+    return digest_file(path), before
 
 
 def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:

@@ -135,12 +135,12 @@ class Store:
         """
         return self._objects.put_file(path, verify_existing=verify_existing)
 
-    def put_files(self, paths: Sequence[Path]) -> list[str]:
-        """Store many files at once (a step's new tree); their digests, in order.
+    def adopt_files(self, paths: Sequence[Path]) -> list[str]:
+        """Store files nobody will write again by linking them in (no copy); their digests.
 
-        Durable together, with one filesystem sync rather than an fsync each.
+        For a finished step's upper layer: see :meth:`ObjectDir.adopt_files`.
         """
-        return self._objects.put_files(paths)
+        return self._objects.adopt_files(paths)
 
     def put_stream(self, stream: BinaryIO) -> str:
         """Store everything read from ``stream``, in chunks; return its digest."""
