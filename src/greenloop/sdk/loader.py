@@ -6,11 +6,13 @@ import functools
 import json
 import os
 import sys
+import threading
 import traceback
 import types
 from pathlib import Path
 from typing import NoReturn
 
+from greenloop._procs import close_all_but
 from greenloop._project import PIPELINE_FILE, PROJECT_DIR
 from greenloop.protocol.ir import (
     CommandStep,
@@ -85,8 +87,12 @@ def _load_in_child(source: str, path: Path) -> IRDocument:
     os.close(write_end)
     with os.fdopen(read_end, "rb") as answers:
         answer = answers.read()
-    _, status = os.waitpid(pid, 0)
-    if not answer:
+    if answer:
+        # The child flushed everything before it answered: only its exit is left,
+        # and a large process takes milliseconds to tear down. Not waited for here.
+        _reap_later(pid)
+    else:
+        _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {-code}"
         raise PipelineFileError(
@@ -101,6 +107,12 @@ def _load_in_child(source: str, path: Path) -> IRDocument:
     raise PipelineFileError(error["message"], error["where"])
 
 
+def _reap_later(pid: int) -> None:
+    """Reap the loader child ``pid`` once it has gone, without waiting for it here."""
+    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+        threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
+
+
 def _child(source: str, path: Path, write_end: int) -> NoReturn:
     """Compile, write the answer (``ok`` or ``error``, a newline, JSON) to the pipe, and leave."""
     # The file's prints (and its subprocesses') belong on stderr: stdout may be a
@@ -113,9 +125,13 @@ def _child(source: str, path: Path, write_end: int) -> NoReturn:
             message = b"ok\n" + _compile_file(source, path)
         except PipelineFileError as e:
             message = b"error\n" + json.dumps({"message": e.message, "where": e.where}).encode()
+        # Flushed, and every other descriptor closed, before the answer: the parent
+        # does not wait for this process to end, so by then nothing of it may be left
+        # but memory (what the file printed comes before what the parent prints next).
+        sys.stderr.flush()
+        close_all_but(write_end)
         with os.fdopen(write_end, "wb") as out:
             out.write(message)
-        sys.stderr.flush()
     finally:
         # Never run the parent's atexit handlers, finalizers or buffered output.
         os._exit(0)
