@@ -38,6 +38,8 @@ def project_files(root: Path) -> list[str]:
 
 
 def _git_files(root: Path) -> list[str] | None:
+    if not _may_be_in_git(root):
+        return None
     try:
         top = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--show-toplevel"],
@@ -57,6 +59,16 @@ def _git_files(root: Path) -> list[str] | None:
         check=True,
     ).stdout
     return sorted({p for p in out.decode("utf-8", "surrogateescape").split("\0") if p})
+
+
+def _may_be_in_git(root: Path) -> bool:
+    """False only when git would find no work tree at ``root``: no ``.git`` there or
+    above, and no ``GIT_*`` variable that could point git elsewhere. Saves starting git
+    (milliseconds) in a project that is not in a repository."""
+    if any(name.startswith("GIT_") for name in os.environ):
+        return True
+    here = root.absolute()
+    return any(os.path.lexists(folder / ".git") for folder in (here, *here.parents))
 
 
 def _walk(root: Path) -> list[str]:
