@@ -49,6 +49,16 @@ def test_a_subfolder_of_a_repository_is_walked_as_before(tmp_path: Path) -> None
     assert project_files(root) == ["kept.txt", "untracked-ignored.log"]
 
 
+def test_other_git_variables_do_not_start_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "plain"
+    _tree(root)
+    monkeypatch.setenv("GIT_SSL_CAINFO", "/nowhere")
+    monkeypatch.setenv("PATH", "")  # were git started, it would not be found: the walk
+    assert project_files(root) == ["kept.txt", "untracked-ignored.log"]
+
+
 def test_git_dir_set_elsewhere_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "worktree"
     _tree(root)
