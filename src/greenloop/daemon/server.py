@@ -29,7 +29,6 @@ import select
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -43,9 +42,10 @@ from greenloop._procs import close_all_but, signal_group
 from greenloop._version import __version__
 from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
 from greenloop.daemon.client import FORWARDED
+from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
-from greenloop.daemon.wire import frame, unframe
+from greenloop.daemon.wire import unframe
 
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
@@ -178,7 +178,7 @@ class Server:
         os.execv(sys.executable, argv)
 
     def _listen(self) -> None:
-        _unlink(self.where.socket)
+        unlink(self.where.socket)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.where.socket)
         os.chmod(self.where.socket, 0o600)
@@ -234,19 +234,19 @@ class Server:
         conn.settimeout(5)
         fds: list[int] = []
         try:
-            if _peer_uid(conn) != os.getuid():
+            if peer_uid(conn) != os.getuid():
                 conn.close()
                 return
-            request, fds = _receive(conn)
+            request, fds = receive(conn)
             if "run" in request and len(fds) == 3:
                 fds, handed = [], fds
                 self._run(conn, request["run"], handed)
                 return
             if "status" in request:
-                _send(conn, self.status())
+                send(conn, self.status())
             elif "stop" in request:
                 self._stopping = True
-                _send(conn, {"stopping": os.getpid()})
+                send(conn, {"stopping": os.getpid()})
         except (OSError, ValueError, KeyError, EOFError, TypeError):
             pass
         for fd in fds:
@@ -274,11 +274,11 @@ class Server:
         """Fork the command (the parent owns ``fds`` and ``conn`` from here)."""
         try:
             if run.get("identity") != self.where.identity:
-                _decline(conn, "the daemon serves other Python settings")
+                decline(conn, "the daemon serves other Python settings")
                 return
             if _stamps(self._stamps) != self._stamps:
                 self._stopping = self._restart = True
-                _decline(conn, "greenloop's code changed on disk; restarting")
+                decline(conn, "greenloop's code changed on disk; restarting")
                 return
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             try:
@@ -302,7 +302,7 @@ class Server:
         self._commands[pid] = command
         conn.setblocking(False)
         with contextlib.suppress(OSError):
-            _send(conn, {"started": pid})
+            send(conn, {"started": pid})
         self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
         self._selector.register(report_r, selectors.EVENT_READ, ("reported", command))
         self._selector.register(conn, selectors.EVENT_READ, ("client", command))
@@ -330,7 +330,7 @@ class Server:
             self._selector.unregister(command.conn)
             with contextlib.suppress(OSError):
                 command.conn.setblocking(True)
-                _send(command.conn, {"exit": code})
+                send(command.conn, {"exit": code})
             command.conn.close()
             command.conn = None
 
@@ -375,7 +375,7 @@ class Server:
         self._selector.unregister(self._listener)
         self._listener.close()
         self._listener = None
-        _unlink(self.where.socket)
+        unlink(self.where.socket)
 
     # -- the child --------------------------------------------------------------
 
@@ -442,45 +442,6 @@ def _stamps(files: Iterable[str]) -> dict[str, int]:
         with contextlib.suppress(OSError):
             stamps[path] = os.stat(path).st_mtime_ns
     return stamps
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
-def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    buffer, fds = b"", []
-    try:
-        while True:
-            chunk, got, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-            fds += got
-            if not chunk:
-                raise ValueError("connection closed before the request ended")
-            messages, buffer = unframe(buffer + chunk)
-            if messages:
-                return messages[0], fds
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-    conn.sendall(frame(message))
-
-
-def _decline(conn: socket.socket, reason: str) -> None:
-    """Tell the client to run the command itself, and hang up."""
-    with contextlib.suppress(OSError):
-        _send(conn, {"fallback": reason})
-    conn.close()
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def idle_timeout_setting() -> float:
