@@ -109,3 +109,13 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+
+
+def close_all_but(keep: int) -> None:
+    """Close every descriptor of this process except ``keep`` (a forked child about to
+    answer its parent: nothing of it then holds a pipe, lock or file open)."""
+    os.closerange(0, keep)
+    os.closerange(keep + 1, _MAX_FD)

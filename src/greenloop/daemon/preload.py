@@ -39,6 +39,7 @@ def preload() -> None:
     from pydantic import BaseModel
 
     from greenloop import protocol
+    from greenloop.engine import project_files
     from greenloop.plugins import discovery
 
     for name in protocol.__all__:
@@ -52,5 +53,6 @@ def preload() -> None:
         if model.__module__.startswith("greenloop.") and not model.__pydantic_complete__:
             model.model_rebuild()
     discovery.available("executor")  # the scan of installed entry points
+    project_files.workspace_ignores()
     gc.collect()
     gc.freeze()  # children then leave the shared pages alone

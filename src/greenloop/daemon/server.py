@@ -29,7 +29,6 @@ import select
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -39,13 +38,14 @@ from typing import Any, NoReturn
 
 from greenloop._config import ConfigError
 from greenloop._config import load as load_config
-from greenloop._procs import signal_group
+from greenloop._procs import close_all_but, signal_group
 from greenloop._version import __version__
 from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
 from greenloop.daemon.client import FORWARDED
+from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
-from greenloop.daemon.wire import frame, unframe
+from greenloop.daemon.wire import unframe
 
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
@@ -61,7 +61,10 @@ class _Command:
     pid: int
     pidfd: int
     conn: socket.socket | None
+    report: int | None
+    """Where the child writes its exit status once it has closed every descriptor."""
     buffer: bytes = b""
+    reported: bool = False
 
 
 class Server:
@@ -175,7 +178,7 @@ class Server:
         os.execv(sys.executable, argv)
 
     def _listen(self) -> None:
-        _unlink(self.where.socket)
+        unlink(self.where.socket)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.where.socket)
         os.chmod(self.where.socket, 0o600)
@@ -222,6 +225,8 @@ class Server:
             self._wake_r.recv(4096)
         elif what[0] == "exited":
             self._reap(what[1])
+        elif what[0] == "reported":
+            self._reported(what[1])
         else:
             self._from_client(what[1])
 
@@ -229,19 +234,19 @@ class Server:
         conn.settimeout(5)
         fds: list[int] = []
         try:
-            if _peer_uid(conn) != os.getuid():
+            if peer_uid(conn) != os.getuid():
                 conn.close()
                 return
-            request, fds = _receive(conn)
+            request, fds = receive(conn)
             if "run" in request and len(fds) == 3:
                 fds, handed = [], fds
                 self._run(conn, request["run"], handed)
                 return
             if "status" in request:
-                _send(conn, self.status())
+                send(conn, self.status())
             elif "stop" in request:
                 self._stopping = True
-                _send(conn, {"stopping": os.getpid()})
+                send(conn, {"stopping": os.getpid()})
         except (OSError, ValueError, KeyError, EOFError, TypeError):
             pass
         for fd in fds:
@@ -259,7 +264,7 @@ class Server:
             "socket": self.where.socket,
             "started_at": self.started_at,
             "served": self.served,
-            "in_flight": len(self._commands),
+            "in_flight": sum(not c.reported for c in self._commands.values()),
             "idle_timeout": self.idle_timeout,
             "started_by": self.started_by,
             "automatic": self.automatic,
@@ -269,32 +274,65 @@ class Server:
         """Fork the command (the parent owns ``fds`` and ``conn`` from here)."""
         try:
             if run.get("identity") != self.where.identity:
-                _decline(conn, "the daemon serves other Python settings")
+                decline(conn, "the daemon serves other Python settings")
                 return
             if _stamps(self._stamps) != self._stamps:
                 self._stopping = self._restart = True
-                _decline(conn, "greenloop's code changed on disk; restarting")
+                decline(conn, "greenloop's code changed on disk; restarting")
                 return
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
             try:
                 pid = os.fork()
             except OSError:
+                os.close(report_r)
+                os.close(report_w)
                 conn.close()
                 return
             if pid == 0:
-                self._child(conn, run, fds)
+                os.close(report_r)
+                self._child(conn, run, fds, report_w)
+            os.close(report_w)
         finally:
             for fd in fds:
                 os.close(fd)
         # Both sides set the group, so a signal forwarded at once still finds it.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        command = _Command(pid, os.pidfd_open(pid), conn)
+        command = _Command(pid, os.pidfd_open(pid), conn, report_r)
         self._commands[pid] = command
         conn.setblocking(False)
         with contextlib.suppress(OSError):
-            _send(conn, {"started": pid})
+            send(conn, {"started": pid})
         self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
+        self._selector.register(report_r, selectors.EVENT_READ, ("reported", command))
         self._selector.register(conn, selectors.EVENT_READ, ("client", command))
+
+    def _reported(self, command: _Command) -> None:
+        """The child's exit status, sent before its memory is torn down (a large
+        process takes milliseconds to go): the client need not wait for that."""
+        if command.report is None:
+            return  # reaped in the same round
+        data = b""
+        with contextlib.suppress(OSError):
+            data = os.read(command.report, 4)
+        self._selector.unregister(command.report)
+        os.close(command.report)
+        command.report = None
+        if len(data) == 4:
+            # Nothing of the command is left but memory: every descriptor is closed.
+            self._answer(command, int.from_bytes(data, sys.byteorder, signed=True))
+        # Else it died before it could say (a signal, a crash): its reaping answers.
+
+    def _answer(self, command: _Command, code: int) -> None:
+        command.reported = True
+        self.served += 1
+        if command.conn is not None:
+            self._selector.unregister(command.conn)
+            with contextlib.suppress(OSError):
+                command.conn.setblocking(True)
+                send(command.conn, {"exit": code})
+            command.conn.close()
+            command.conn = None
 
     def _reap(self, command: _Command) -> None:
         _, status = os.waitpid(command.pid, 0)
@@ -302,16 +340,16 @@ class Server:
         self._selector.unregister(command.pidfd)
         os.close(command.pidfd)
         del self._commands[command.pid]
-        self.served += 1
-        if command.conn is not None:
-            self._selector.unregister(command.conn)
-            with contextlib.suppress(OSError):
-                command.conn.setblocking(True)
-                _send(command.conn, {"exit": 128 - code if code < 0 else code})
-            command.conn.close()
+        if command.report is not None:
+            self._selector.unregister(command.report)
+            os.close(command.report)
+            command.report = None
+        if not command.reported:
+            self._answer(command, 128 - code if code < 0 else code)
 
     def _from_client(self, command: _Command) -> None:
-        assert command.conn is not None
+        if command.conn is None:
+            return  # answered in the same round
         try:
             data = command.conn.recv(4096)
         except OSError:
@@ -337,11 +375,13 @@ class Server:
         self._selector.unregister(self._listener)
         self._listener.close()
         self._listener = None
-        _unlink(self.where.socket)
+        unlink(self.where.socket)
 
     # -- the child --------------------------------------------------------------
 
-    def _child(self, conn: socket.socket, run: dict[str, Any], fds: list[int]) -> NoReturn:
+    def _child(
+        self, conn: socket.socket, run: dict[str, Any], fds: list[int], report: int
+    ) -> NoReturn:
         code = 1
         try:
             os.setpgid(0, 0)
@@ -359,6 +399,12 @@ class Server:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
                     stream.flush()
+            # Every descriptor closed (locks released, pipes at their end) before the
+            # status goes out: all that is left of the command then is memory to free.
+            close_all_but(report)
+            with contextlib.suppress(OSError):
+                # As the kernel would report it: the low byte of the status.
+                os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
             os._exit(code)
 
     def _drop_inherited(self, conn: socket.socket) -> None:
@@ -396,45 +442,6 @@ def _stamps(files: Iterable[str]) -> dict[str, int]:
         with contextlib.suppress(OSError):
             stamps[path] = os.stat(path).st_mtime_ns
     return stamps
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
-def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    buffer, fds = b"", []
-    try:
-        while True:
-            chunk, got, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-            fds += got
-            if not chunk:
-                raise ValueError("connection closed before the request ended")
-            messages, buffer = unframe(buffer + chunk)
-            if messages:
-                return messages[0], fds
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-    conn.sendall(frame(message))
-
-
-def _decline(conn: socket.socket, reason: str) -> None:
-    """Tell the client to run the command itself, and hang up."""
-    with contextlib.suppress(OSError):
-        _send(conn, {"fallback": reason})
-    conn.close()
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def idle_timeout_setting() -> float:

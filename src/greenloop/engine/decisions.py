@@ -15,12 +15,13 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from greenloop.engine.keys import fresh
 from greenloop.engine.outcomes import RemoteCache, StepOutcome
+from greenloop.plugins.spec import Executor
 from greenloop.protocol import (
     ArtifactRef,
     CacheDecision,
@@ -30,6 +31,17 @@ from greenloop.protocol import (
     MissNoCommit,
 )
 from greenloop.store import CacheEntry, Store
+
+
+class Decided(NamedTuple):
+    """A step's executor, parent snapshot, key (and its parts) and cache decision."""
+
+    name: str
+    parent_snapshot: str | None
+    parts: dict[str, Any]
+    key: str
+    decision: CacheDecision
+    entry: CacheEntry | None
 
 
 class Decisions:
@@ -72,6 +84,20 @@ class Decisions:
                 self.run_scoped.append((executor, tag))
             return MissBuildAs(tag=tag), None
         return MissNoCommit(), None
+
+    def discard_run_scoped(
+        self, executors: Callable[[str], Executor], warn: Callable[[str], None]
+    ) -> None:
+        """Have each executor drop the run-scoped snapshots it was handed (``warn`` says
+        which could not be: cleanup must never turn a result into a crash)."""
+        by_executor: dict[str, list[str]] = {}
+        for name, tag in self.run_scoped:
+            by_executor.setdefault(name, []).append(tag)
+        for name, tags in by_executor.items():
+            try:
+                executors(name).discard(tags)
+            except Exception as e:
+                warn(f"could not discard run snapshots with {name!r}: {e}")
 
     def remember(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -31,13 +32,21 @@ def project_files(root: Path) -> list[str]:
     cannot read raises :class:`SetupError` naming it: leaving its files out would
     run steps on part of the project.
     """
-    fixed = pathspec.GitIgnoreSpec.from_lines(WORKSPACE_IGNORES)
+    fixed = workspace_ignores()
     listed = _git_files(root)
     paths = listed if listed is not None else _walk(root)
     return sorted(p for p in paths if not fixed.match_file(p) and os.path.lexists(root / p))
 
 
+@functools.cache
+def workspace_ignores() -> pathspec.GitIgnoreSpec:
+    """:data:`WORKSPACE_IGNORES` compiled once a process (a daemon's commands share it)."""
+    return pathspec.GitIgnoreSpec.from_lines(WORKSPACE_IGNORES)
+
+
 def _git_files(root: Path) -> list[str] | None:
+    if not _may_be_in_git(root):
+        return None
     try:
         top = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--show-toplevel"],
@@ -57,6 +66,21 @@ def _git_files(root: Path) -> list[str] | None:
         check=True,
     ).stdout
     return sorted({p for p in out.decode("utf-8", "surrogateescape").split("\0") if p})
+
+
+_POINTING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR")
+"""The variables that can hand git a repository its search for ``.git`` would not find
+(the others, such as ``GIT_CEILING_DIRECTORIES``, only narrow that search)."""
+
+
+def _may_be_in_git(root: Path) -> bool:
+    """False only when git would find no work tree at ``root``: no ``.git`` there or
+    above, and nothing pointing git elsewhere. Saves starting git (milliseconds) in a
+    project that is not in a repository."""
+    if any(os.environ.get(name) for name in _POINTING):
+        return True
+    here = root.absolute()
+    return any(os.path.lexists(folder / ".git") for folder in (here, *here.parents))
 
 
 def _walk(root: Path) -> list[str]:

@@ -19,8 +19,9 @@ from typing import Literal
 from uuid import UUID
 
 from greenloop._fs import process_start
+from greenloop.engine import secret_values
 from greenloop.engine.debug import kept_as
-from greenloop.engine.decisions import Decisions, lost_entries
+from greenloop.engine.decisions import Decided, Decisions, lost_entries
 from greenloop.engine.emitter import Emitter
 from greenloop.engine.keys import check_watched, digest, key_parts
 from greenloop.engine.logs import StepLogs
@@ -35,10 +36,6 @@ from greenloop.engine.outcomes import (
 )
 from greenloop.engine.placement import DEFAULT_EXECUTOR, Placement
 from greenloop.engine.predict import plan, predict
-from greenloop.engine.secret_values import Masker
-from greenloop.engine.secret_values import files_for_step as secret_files_for
-from greenloop.engine.secret_values import for_step as secrets_for
-from greenloop.engine.secret_values import missing as missing_secrets
 from greenloop.engine.service_lifecycle import HostService, ServiceFailed, Services
 from greenloop.engine.service_lifecycle import check as check_services
 from greenloop.engine.workspace import ArchiveRegistry, Workspace, pack
@@ -108,11 +105,10 @@ class Run:
         self._stop_reason: str | None = None
         self._timed_out = False
         self._archives = ArchiveRegistry(store)
-        self._git_archive_id: UUID | None = None
-        """The workspace with a ``.git`` laid in, for the steps that ask (``git=True``)."""
+        self._predicted_hits: set[str] = set()
         self._logs = StepLogs(store)
         self._secrets = dict(secrets or {})
-        self._masker = Masker(self._secrets)
+        self._masker = secret_values.Masker(self._secrets)
         self._step_ids = {s.key: uuid.uuid4() for s in pipeline.steps}
         self._keys_by_id = {v: k for k, v in self._step_ids.items()}
         self._decisions = Decisions(
@@ -184,11 +180,17 @@ class Run:
         its errors propagate before anything runs, as does a ``SetupError`` for an
         ``on_change`` glob that watches no file.
         """
-        missing_secrets(self.pipeline, self._secrets)
+        secret_values.missing(self.pipeline, self._secrets)
         check_services(self.pipeline, self._placement.name, self._placement.starts_services)
         workspace = pack(self.root, self.store, git=self.pipeline.wants_git)
         check_watched(self.pipeline, workspace.files)
         plan, to_run = self._plan(workspace)
+        self._predicted_hits = {s.key for s in self.pipeline.steps} - {s.key for s in to_run}
+        if to_run:
+            # Packed now, as the plan says steps will run: its errors come before
+            # anything runs. A fully cached run never packs it.
+            workspace.archive()
+            workspace.git_archive()
         self.preflight(to_run)
         started = time.time()
         veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
@@ -205,31 +207,29 @@ class Run:
             timer.start()
         try:
             if veto is None:
-                archive_id = self._archives.register(workspace.archive)
-                if workspace.git_archive is not None:
-                    self._git_archive_id = self._archives.register(workspace.git_archive)
                 self._emit(plan)
-                self._schedule(workspace, archive_id, outcomes)
+                self._schedule(workspace, outcomes)
         finally:
             self._services.stop_all()
             if timer is not None:
                 timer.cancel()
             self._archives.close()
             self._logs.close()
-            self._discard_run_scoped()
+            self._decisions.discard_run_scoped(self._executors, self._warn)
             if self._remote is not None:
                 self._remote.close()
         status = run_status(outcomes, vetoed=veto is not None, interrupted=self._interrupted)
         duration = time.time() - started
+        end, cached = started + duration, sum(o.status == "cached" for o in outcomes.values())
         self.store.index.record_run(
             RunRecord(
                 str(self.run_id),
                 self.pipeline.name,
                 status,
                 started,
-                started + duration,
+                end,
                 len(outcomes),
-                sum(o.status == "cached" for o in outcomes.values()),
+                cached,
                 *me,
             )
         )
@@ -237,9 +237,7 @@ class Run:
         self._emit(RunFinished(run_id=self.run_id, status=status, duration_s=duration, error=error))
         return RunResult(self.run_id, status, outcomes, duration, self._timed_out)
 
-    def _schedule(
-        self, workspace: Workspace, archive_id: UUID, outcomes: dict[str, StepOutcome]
-    ) -> None:
+    def _schedule(self, workspace: Workspace, outcomes: dict[str, StepOutcome]) -> None:
         pending = {s.key: s for s in self.pipeline.steps}
         running: dict[Future[StepOutcome], str] = {}
         with ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
@@ -256,10 +254,19 @@ class Run:
                     if self._interrupted:
                         outcomes[key] = self._finish(step, "cancelled", error="run cancelled")
                         continue
+                    decided = None
+                    if key in self._predicted_hits:
+                        # Answered here: a cached chain costs no thread switch a step.
+                        decided = self._decide(step, workspace, outcomes)
+                        cached = self._cached(step, decided)
+                        if cached is not None:
+                            outcomes[key] = cached
+                            continue
                     if len(running) >= max(1, self.options.jobs):
                         pending[key] = step  # no free slot yet; try again next round
                         break
-                    running[pool.submit(self._step, step, workspace, archive_id, outcomes)] = key
+                    job = pool.submit(self._step, step, workspace, outcomes, decided=decided)
+                    running[job] = key
                 if not running:
                     continue
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -269,44 +276,55 @@ class Run:
                     if outcomes[key].status == "failed" and self.options.fail_fast:
                         self._stop(f"--fail-fast: {key} failed")
 
+    def _decide(
+        self, step: CommandStep, workspace: Workspace, outcomes: dict[str, StepOutcome]
+    ) -> Decided:
+        """``step``'s key and cache decision, now that its parent's outcome is known."""
+        name = self._placement.name(step)
+        parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
+        files, git = workspace.files, workspace.git
+        parts = key_parts(step, self.pipeline, self.keyed_as(step), parent_snapshot, files, git)
+        key = digest(parts)
+        decision, entry = self._decisions.decide(step, key, name)
+        return Decided(name, parent_snapshot, parts, key, decision, entry)
+
+    def _cached(self, step: CommandStep, decided: Decided) -> StepOutcome | None:
+        """The outcome of ``step`` when the cache answers it, else None."""
+        entry = decided.entry
+        if not isinstance(decided.decision, Hit) or entry is None:
+            return None
+        self.store.index.touch_entry(decided.key, time.time())
+        self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
+        return self._finish(
+            step,
+            "cached",
+            exit_code=0,
+            snapshot=entry.snapshot,
+            artifacts=entry.artifacts,
+            key=decided.key,
+            log=entry.log,
+        )
+
     def _step(
         self,
         step: CommandStep,
         workspace: Workspace,
-        archive_id: UUID,
         outcomes: dict[str, StepOutcome],
         *,
         retry: bool = True,
+        decided: Decided | None = None,
     ) -> StepOutcome:
-        name = self._placement.name(step)
-        parent_snapshot = outcomes[step.builds_in].snapshot if step.builds_in else None
-        parts = key_parts(
-            step,
-            self.pipeline,
-            self.keyed_as(step),
-            parent_snapshot,
-            workspace.files,
-            workspace.git,
-        )
-        key = digest(parts)
-        decision, entry = self._decisions.decide(step, key, name)
+        if decided is None:
+            decided = self._decide(step, workspace, outcomes)
+        name, parent_snapshot, parts, key, decision, _ = decided
         started = time.monotonic()
         stopped = self._stop_reason
         if stopped is not None and not isinstance(decision, Hit):
             # What the cache answers is still known; nothing new starts.
             return self._finish(step, "skipped", key=key, error=f"not started: {stopped}")
-        if isinstance(decision, Hit) and entry is not None:
-            self.store.index.touch_entry(key, time.time())
-            self._emit(StepCached(run_id=self.run_id, step=step.key, label=step.label))
-            return self._finish(
-                step,
-                "cached",
-                exit_code=0,
-                snapshot=entry.snapshot,
-                artifacts=entry.artifacts,
-                key=key,
-                log=entry.log,
-            )
+        cached = self._cached(step, decided)
+        if cached is not None:
+            return cached
         self._emit(StepStarted(run_id=self.run_id, step=step.key, label=step.label, executor=name))
         try:
             # An executor with its own ``start_service`` runs them; else the host does.
@@ -320,15 +338,15 @@ class Run:
             return self._finish(step, "failed", started=started, key=key, error=str(e))
         request = ExecutorInput(
             step=step,
-            workspace_archive_id=(self._git_archive_id or archive_id) if step.git else archive_id,
+            workspace_archive_id=self._archives.of(workspace, git=step.git),
             env={**self.pipeline.env, **step.env, **services_env},
             workdir=step.workdir,
             run_id=self.run_id,
             step_id=self._step_ids[step.key],
             cache_lookup=decision,
             parent_snapshot=parent_snapshot,
-            secrets=secrets_for(step, self._secrets),
-            secret_files=secret_files_for(step, self._secrets),
+            secrets=secret_values.for_step(step, self._secrets),
+            secret_files=secret_values.files_for_step(step, self._secrets),
             keep_failed_as=kept_as(self.run_id, step.key),
         )
         try:
@@ -340,10 +358,8 @@ class Run:
         except PluginFailure as e:
             return self._finish(step, "failed", started=started, key=key, error=str(e.error))
         except StoreError as e:
-            if retry and self._rebuild_damaged(
-                step, parent_snapshot, e, workspace, archive_id, outcomes
-            ):
-                return self._step(step, workspace, archive_id, outcomes, retry=False)
+            if retry and self._rebuild_damaged(step, parent_snapshot, e, workspace, outcomes):
+                return self._step(step, workspace, outcomes, retry=False)
             return self._finish(step, "failed", started=started, key=key, error=str(e))
         except Exception as e:
             error = PluginError(plugin=name, kind="crashed", message=f"{type(e).__name__}: {e}")
@@ -395,7 +411,6 @@ class Run:
         booted_from: str | None,
         error: StoreError,
         workspace: Workspace,
-        archive_id: UUID,
         outcomes: dict[str, StepOutcome],
     ) -> bool:
         """Run again the cached ancestors of ``step`` whose entries the store dropped as
@@ -414,9 +429,9 @@ class Run:
             if not chain:
                 return False
             labels = ", ".join(repr(s.label) for s in reversed(chain))
-            self._emit_warning(f"greenloop: {error}; running {labels} again")
+            self._warn(f"greenloop: {error}; running {labels} again")
             for ancestor in reversed(chain):
-                outcome = self._step(ancestor, workspace, archive_id, outcomes, retry=False)
+                outcome = self._step(ancestor, workspace, outcomes, retry=False)
                 outcomes[ancestor.key] = outcome
                 if outcome.status != "passed":
                     return False
@@ -474,17 +489,7 @@ class Run:
         self._emit(outcome.event(self.run_id))
         return outcome
 
-    def _discard_run_scoped(self) -> None:
-        by_executor: dict[str, list[str]] = {}
-        for name, tag in self._decisions.run_scoped:
-            by_executor.setdefault(name, []).append(tag)
-        for name, tags in by_executor.items():
-            try:
-                self._executors(name).discard(tags)
-            except Exception as e:  # cleanup must never turn a result into a crash
-                self._emit_warning(f"could not discard run snapshots with {name!r}: {e}")
-
-    def _emit_warning(self, message: str) -> None:
+    def _warn(self, message: str) -> None:
         self._emit(self._warning(message))
 
     def _warning(self, message: str) -> StepLog:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -289,6 +288,8 @@ class HostService:
 
 def free_port() -> int:
     """A TCP port nothing listens on at 127.0.0.1 right now."""
+    import socket  # only a run with a service needs it; every run imports this module
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

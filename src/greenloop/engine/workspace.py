@@ -1,4 +1,4 @@
-"""The workspace archive: the project's files, packed once per run into the store.
+"""The workspace: the project's files as a run keys them, and their archive in the store.
 
 The archive is a deterministic tar (sorted, zero times and owners, git-style
 modes), so its digest changes exactly when the workspace content does.
@@ -11,12 +11,11 @@ import errno
 import hashlib
 import os
 import stat
-import tarfile
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from greenloop.engine.git import GitMetadata, git_dir
@@ -25,40 +24,85 @@ from greenloop.engine.project_files import project_files
 from greenloop.protocol.errors import SetupError
 from greenloop.store import Store
 
+if TYPE_CHECKING:
+    import tarfile
+
 _READ = 1 << 20
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-@dataclass(frozen=True)
 class Workspace:
-    """A packed workspace: its archive in the store and each file's content digest."""
+    """The project's files as a run keys them (each one's content digest), and their
+    archive, packed into the store only when a step is to run.
 
-    root: Path
-    archive: str
-    files: dict[str, str]
-    git: GitMetadata | None = None
-    """The repository's HEAD, when a step asks for git metadata."""
-    git_archive: str | None = None
-    """The archive with a ``.git`` for :attr:`git` laid beside the files."""
+    A fully cached run never needs the archive, so it is not written (nor read
+    back to be checked) then. When it is packed, each file's content must still
+    be what its digest says: a step never runs on bytes other than its key's.
+    """
+
+    def __init__(
+        self, root: Path, store: Store, files: dict[str, str], git: GitMetadata | None = None
+    ) -> None:
+        self.root = root
+        self.files = files
+        """Each file's path (posix, relative to ``root``) and content digest."""
+        self.git = git
+        """The repository's HEAD, when a step asks for git metadata."""
+        self._store = store
+        self._archive: str | None = None
+        self._git_archive: str | None = None
+        self._lock = threading.Lock()
+
+    def archive(self) -> str:
+        """The digest of the workspace archive in the store (packed on first use)."""
+        with self._lock:
+            if self._archive is None:
+                self._archive = _pack(self.root, self._store, self.files)
+            return self._archive
+
+    def git_archive(self) -> str | None:
+        """The archive with a ``.git`` for :attr:`git` laid beside the files, when
+        the run asked for git metadata."""
+        if self.git is None:
+            return None
+        archive = self.archive()
+        with self._lock:
+            if self._git_archive is None:
+                self._git_archive = _with_git(self.root, self._store, archive, self.git)
+            return self._git_archive
 
 
 def pack(root: Path, store: Store, *, git: bool = False) -> Workspace:
-    """Pack the project at ``root`` into a deterministic tar stored in ``store``.
+    """The project at ``root`` as a run keys it: each file's digest (its archive is packed
+    by :meth:`Workspace.archive`, when needed).
 
-    The store itself is never packed, even when it lies inside the project. With
-    ``git``, a second archive holds a ``.git`` for HEAD too (see :mod:`greenloop.engine.git`).
+    The store itself is never part of it, even when it lies inside the project. With
+    ``git``, the repository's HEAD too (see :mod:`greenloop.engine.git`).
     """
     files: dict[str, str] = {}
     inside = _inside(store.root, root)
+    for rel in project_files(root):
+        if inside is not None and (rel + "/").startswith(inside):
+            continue
+        digest = _digest(root / rel, rel)
+        if digest is not None:
+            files[rel] = digest
+    return Workspace(root, store, files, git_metadata(root) if git else None)
+
+
+def _pack(root: Path, store: Store, files: dict[str, str]) -> str:
+    """Pack ``files`` into a deterministic tar stored in ``store``; its digest."""
+    import tarfile  # only a run with a step to run packs
+
     with store.scratch_file(suffix=".tar") as tmp:
         try:
             with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for rel in project_files(root):
-                    if inside is not None and (rel + "/").startswith(inside):
-                        continue
-                    digest = _add(tar, root / rel, rel)
-                    if digest is not None:
-                        files[rel] = digest
+                for rel, keyed in files.items():
+                    if _add(tar, root / rel, rel) != keyed:
+                        raise SetupError(
+                            f"{rel} changed while the run was starting (its steps are keyed "
+                            "on what it held before); run again"
+                        )
             tmp.flush()
         except OSError as e:
             if e.errno not in _FULL:
@@ -67,15 +111,13 @@ def pack(root: Path, store: Store, *, git: bool = False) -> Workspace:
                 f"cannot pack the workspace into the store at {store.root}: {e.strerror}"
             ) from None
         # Executors read the archive by path, unchecked: make sure the stored copy is sound.
-        archive = store.put_file(Path(tmp.name), verify_existing=True)
-    if not git:
-        return Workspace(root=root, archive=archive, files=files)
-    meta = git_metadata(root)
-    return Workspace(root, archive, files, meta, _with_git(root, store, archive, meta))
+        return store.put_file(Path(tmp.name), verify_existing=True)
 
 
 def _with_git(root: Path, store: Store, archive: str, meta: GitMetadata) -> str:
     """The workspace ``archive`` with a ``.git`` for ``meta`` added; its digest."""
+    import tarfile
+
     with (
         tempfile.TemporaryDirectory(prefix="greenloop-git-") as scratch,
         store.scratch_file(".tar") as tmp,
@@ -100,6 +142,8 @@ def _inside(folder: Path, root: Path) -> str | None:
 
 
 def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
+    import tarfile
+
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -132,6 +176,25 @@ def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
     return h.hexdigest()
 
 
+def _digest(path: Path, rel: str) -> str | None:
+    """What :func:`_add` would return for ``path``, read without packing it."""
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            return hashlib.sha256(b"link:" + os.readlink(path).encode()).hexdigest()
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_READ):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None  # deleted while we were reading
+    except OSError as e:
+        raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
 class _Hashing:
     """A reader that hashes what passes through it, so each file is read once."""
 
@@ -152,6 +215,19 @@ class ArchiveRegistry:
         self._store = store
         self._archives: dict[UUID, int] = {}
         self._lock = threading.Lock()
+        self._packing = threading.Lock()
+        self._ids: dict[tuple[Workspace, bool], UUID] = {}
+
+    def of(self, workspace: Workspace, *, git: bool) -> UUID:
+        """The id of ``workspace``'s archive (with a ``.git`` laid in when ``git`` and the
+        run asked for one): packed and registered when a step first needs it."""
+        with self._packing:  # steps starting together wait for the one archive
+            found = self._ids.get((workspace, git))
+            if found is None:
+                digest = workspace.git_archive() if git else None
+                found = self.register(digest or workspace.archive())
+                self._ids[workspace, git] = found
+            return found
 
     def register(self, digest: str) -> UUID:
         """Expose the stored archive ``digest`` under a fresh id."""

@@ -111,7 +111,10 @@ class DockerExecutor:
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Check the engine and every root step's image before anything runs."""
         client = self.client
-        self.remove_leftovers()
+        # Beside the run, not before it: what a dead process left (its containers,
+        # networks and run-scoped tags, labelled with its pid) is in no live run's way,
+        # and listing an engine's images can take a good part of a second.
+        threading.Thread(target=self._sweep, daemon=True).start()
         for name in sorted({name for step in steps for name in step.services}):
             image = pipeline.service(name).image
             if image is None:
@@ -130,6 +133,10 @@ class DockerExecutor:
                     "default_image on the pipeline (the docker executor needs one)"
                 )
             _require_image(client, image, f"step {step.key!r}")
+
+    def _sweep(self) -> None:
+        with contextlib.suppress(Exception):  # the next run sweeps again
+            self.remove_leftovers()
 
     def remove_leftovers(self) -> int:
         """Remove containers and run-scoped images that a dead greenloop process left behind."""

@@ -19,6 +19,7 @@ import functools
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -88,11 +89,7 @@ def _executables(kind: PluginKind) -> dict[str, list[Path]]:
     prefix = f"greenloop-{kind}-"
     found: dict[str, list[Path]] = {}
     for directory in search_path():
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            continue  # missing or unreadable directories on PATH are common and harmless
-        for entry in names:
+        for entry in _plugin_names(directory):
             name = entry[len(prefix) :]
             if not entry.startswith(prefix) or not _NAME.match(name):
                 continue
@@ -100,6 +97,38 @@ def _executables(kind: PluginKind) -> dict[str, list[Path]]:
             if path.is_file() and os.access(path, os.X_OK):
                 found.setdefault(name, []).append(path)
     return found
+
+
+_LISTINGS: dict[Path, tuple[tuple[int, int, int, int], list[str]]] = {}
+"""Each directory's ``greenloop-*`` names, with the stamp of the directory they were read at."""
+_SETTLED_NS = 2_000_000_000
+"""How old a directory's change must be before its listing is kept: on a file system with
+coarse times, a name added within the same tick would leave the stamp unchanged."""
+
+
+def _plugin_names(directory: Path) -> list[str]:
+    """The sorted ``greenloop-*`` names in ``directory`` (none when it cannot be read).
+
+    Read again whenever the directory itself changed (adding, removing or renaming
+    an entry changes its mtime): a long-lived process, and every command forked
+    from the daemon, lists ``/usr/bin`` once rather than on every run. What a name
+    is (a file, executable) is checked by the caller each time.
+    """
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return []  # missing or unreadable directories on PATH are common and harmless
+    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    known = _LISTINGS.get(directory)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith("greenloop-"))
+    except OSError:
+        return []
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        _LISTINGS[directory] = (stamp, names)
+    return names
 
 
 def _stdio_factory(kind: PluginKind, name: str, path: Path) -> Any:

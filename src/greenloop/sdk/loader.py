@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
 import os
 import sys
+import threading
 import traceback
 import types
 from pathlib import Path
 from typing import NoReturn
 
+from greenloop._procs import close_all_but
 from greenloop._project import PIPELINE_FILE, PROJECT_DIR
 from greenloop.protocol.ir import (
     CommandStep,
@@ -71,10 +74,78 @@ def load(path: Path) -> IRDocument:
         raise PipelineFileError(f"cannot read pipeline file: {e.strerror}", str(path)) from None
     if not hasattr(os, "fork"):
         return IRDocument.model_validate_json(_compile_file(source, path))
-    return _load_in_child(source, path)
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None:
+        pid, request, answer = spare
+        if _send(request, source, path):
+            document = _answer(pid, answer, path)
+            if document is not None:
+                return document
+        else:
+            os.close(answer)
+            _reap_later(pid)
+        # It is gone, or could not load: the usual way.
+    document = _load_in_child(source, path)
+    assert document is not None  # only a spare asks to be retried
+    return document
 
 
-def _load_in_child(source: str, path: Path) -> IRDocument:
+_spare: tuple[int, int, int] | None = None
+
+
+def hand_over(spare: tuple[int, int, int]) -> None:
+    """Load the next pipeline file in ``spare`` (pid, request and answer ends), a child
+    forked ahead by :mod:`greenloop.daemon.spare`, rather than fork one then."""
+    global _spare
+    _spare = spare
+
+
+def _send(request: int, source: str, path: Path) -> bool:
+    """Send the spare loader its file and what this process is now; False when it is gone."""
+    message = marshal.dumps(
+        {
+            "source": source,
+            "file": str(path),
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "argv": list(sys.argv),
+            "path": list(sys.path),
+            "umask": _umask(),
+        }
+    )
+    try:
+        with os.fdopen(request, "wb") as out:
+            out.write(message)
+    except BrokenPipeError:
+        return False
+    return True
+
+
+def serve_spare(request: int, answer: int) -> None:
+    """The spare loader's side: wait for a request, become the process that sent it, and
+    compile its file (returns only when none came: the command did not load)."""
+    with os.fdopen(request, "rb") as incoming:
+        data = incoming.read()
+    if not data:
+        return
+    sent = marshal.loads(data)
+    os.chdir(sent["cwd"])
+    os.umask(sent["umask"])
+    os.environ.clear()
+    os.environ.update(sent["env"])
+    sys.argv = sent["argv"]
+    sys.path[:] = sent["path"]
+    _child(sent["source"], Path(sent["file"]), answer)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _load_in_child(source: str, path: Path) -> IRDocument | None:
     """Compile the file in a forked child and read its answer from a pipe."""
     _warm()
     read_end, write_end = os.pipe()
@@ -83,10 +154,20 @@ def _load_in_child(source: str, path: Path) -> IRDocument:
         os.close(read_end)
         _child(source, path, write_end)
     os.close(write_end)
+    return _answer(pid, read_end, path)
+
+
+def _answer(pid: int, read_end: int, path: Path) -> IRDocument | None:
+    """The IR document the loader child ``pid`` answers on ``read_end`` (or its error);
+    None when a spare loader asks to be retried."""
     with os.fdopen(read_end, "rb") as answers:
         answer = answers.read()
-    _, status = os.waitpid(pid, 0)
-    if not answer:
+    if answer:
+        # The child flushed everything before it answered: only its exit is left,
+        # and a large process takes milliseconds to tear down. Not waited for here.
+        _reap_later(pid)
+    else:
+        _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         how = f"exit status {code}" if code >= 0 else f"signal {-code}"
         raise PipelineFileError(
@@ -95,10 +176,18 @@ def _load_in_child(source: str, path: Path) -> IRDocument:
             str(path),
         )
     kind, _, payload = answer.partition(b"\n")
+    if kind == b"retry":
+        return None
     if kind == b"ok":
         return IRDocument.model_validate_json(payload)
     error = json.loads(payload)
     raise PipelineFileError(error["message"], error["where"])
+
+
+def _reap_later(pid: int) -> None:
+    """Reap the loader child ``pid`` once it has gone, without waiting for it here."""
+    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+        threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
 
 
 def _child(source: str, path: Path, write_end: int) -> NoReturn:
@@ -113,9 +202,13 @@ def _child(source: str, path: Path, write_end: int) -> NoReturn:
             message = b"ok\n" + _compile_file(source, path)
         except PipelineFileError as e:
             message = b"error\n" + json.dumps({"message": e.message, "where": e.where}).encode()
+        # Flushed, and every other descriptor closed, before the answer: the parent
+        # does not wait for this process to end, so by then nothing of it may be left
+        # but memory (what the file printed comes before what the parent prints next).
+        sys.stderr.flush()
+        close_all_but(write_end)
         with os.fdopen(write_end, "wb") as out:
             out.write(message)
-        sys.stderr.flush()
     finally:
         # Never run the parent's atexit handlers, finalizers or buffered output.
         os._exit(0)
