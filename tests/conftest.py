@@ -16,6 +16,8 @@ import pytest
 
 from greenloop.daemon.spawn import lock_holder
 from greenloop.store import Store
+from tests.ray_cluster import RayCluster, require_ray
+from tests.test_remote_server import NginxServer, require_nginx
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +109,33 @@ def write_pipeline(root: Path, body: str) -> Path:
     path = root / ".greenloop" / "pipeline.py"
     path.write_text("import greenloop as gl\n\n" + textwrap.dedent(body))
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A head and two worker nodes on loopback, shared by every Ray test of the session."""
+    binary = require_ray()
+    with RayCluster(tmp_path_factory.mktemp("ray"), binary=binary) as cluster:
+        try:
+            yield cluster
+        finally:
+            from greenloop.executors.ray import disconnect
+
+            disconnect()
+
+
+@pytest.fixture(scope="session")
+def ray_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    """The nginx WebDAV cache between the Ray nodes (and the host)."""
+    with NginxServer(tmp_path_factory.mktemp("ray-cache"), binary=require_nginx()) as server:
+        yield server
+
+
+@pytest.fixture
+def on_ray(
+    ray_cluster: RayCluster, ray_cache: NginxServer, monkeypatch: pytest.MonkeyPatch
+) -> RayCluster:
+    """Make ``--executor ray`` usable in this test: the cluster and the cache it needs."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    monkeypatch.setenv("GREENLOOP_REMOTE_CACHE", ray_cache.url)
+    return ray_cluster

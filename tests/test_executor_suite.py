@@ -1,5 +1,6 @@
 """One suite, every executor: ``local`` (copied roots, and overlay roots under bwrap),
-``docker`` and the out-of-process example ``echo``.
+``docker``, the out-of-process example ``echo`` and ``ray`` (a real cluster of a head
+and two worker nodes on loopback, snapshots moving through an nginx cache).
 
 Each test runs the same pipeline and workspace through the ``Run`` API under
 each executor and expects the same outcomes: chains inherit files, forks do
@@ -11,7 +12,8 @@ what busybox offers (the docker image is busybox) and paths stay relative to
 
 Docker cases skip when no engine answers, unless ``GREENLOOP_REQUIRE_DOCKER=1``
 (see ``tests/test_docker.py``); ``local+bwrap`` cases skip where bwrap cannot run,
-unless ``GREENLOOP_REQUIRE_BWRAP=1`` (see ``tests/test_sandbox.py``).
+unless ``GREENLOOP_REQUIRE_BWRAP=1`` (see ``tests/test_sandbox.py``); ``ray`` cases
+skip without Ray, unless ``GREENLOOP_REQUIRE_RAY=1`` (see ``tests/ray_cluster.py``).
 """
 
 from __future__ import annotations
@@ -37,16 +39,25 @@ from tests.test_run import run, statuses
 from tests.test_sandbox import require_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
-EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo"]
+EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo", "ray"]
 """Executors under test: ``local+MODE`` is the local executor in that sandbox,
 ``docker+podman`` the docker executor on the rootless Podman socket
 ``GREENLOOP_PODMAN_HOST`` names."""
 PODMAN_HOST = "GREENLOOP_PODMAN_HOST"
 
 
-def use_executor(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``name`` usable in this test (skipping docker when no engine answers)."""
-    if name == "local+bwrap":
+def use_executor(
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest | None = None,
+) -> None:
+    """Make ``name`` usable in this test (skipping docker when no engine answers; ``ray``
+    needs the test's ``request`` for the session's cluster)."""
+    if name == "ray":
+        assert request is not None, "use_executor('ray', ...) needs the test's request"
+        request.getfixturevalue("on_ray")  # the session's cluster, started on first use
+    elif name == "local+bwrap":
         require_bwrap(tmp_path)
     elif name == "docker+podman":
         podman = os.environ.get(PODMAN_HOST)
@@ -77,7 +88,7 @@ def executor(
 ) -> Iterator[str]:
     """The name of the executor under test, ready to use."""
     name: str = request.param
-    use_executor(name, tmp_path, monkeypatch)
+    use_executor(name, tmp_path, monkeypatch, request)
     yield name
     if name.startswith("docker"):
         forget_docker_snapshots(store)
@@ -86,7 +97,7 @@ def executor(
 def run_snapshots(executor: str, store: Store, tmp_path: Path, result: RunResult) -> list[str]:
     """The run-scoped snapshots of ``result``'s run that ``executor`` still keeps."""
     prefix = f"greenloop-run:{result.run_id.hex[:12]}-"
-    if executor.startswith("local"):
+    if executor.startswith(("local", "ray")):
         return [name for name in store.index.refs() if name.startswith(prefix)]
     if executor.startswith("docker"):
         images = docker_client().images.list(name="greenloop-run")
@@ -402,12 +413,17 @@ def summary(result: RunResult, events: list[BuildEvent]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("other", [e for e in EXECUTORS if e != "local+none"])
 def test_the_same_pipeline_gives_the_same_outcomes_as_local(
-    store: Store, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
+    store: Store,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    other: str,
 ) -> None:
     (project / "src.txt").write_text("source\n")
     (project / "big.bin").write_bytes(BIG)
     pipeline(project, EVERYTHING)
-    use_executor(other, tmp_path, monkeypatch)
+    use_executor(other, tmp_path, monkeypatch, request)
     try:
         # Once running everything, once with the cached steps answered from the cache.
         expected = [summary(*execute(store, project, "local+none")) for _ in range(2)]
