@@ -15,6 +15,7 @@ is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -64,8 +65,10 @@ def require_ray() -> str:
 class RayNode:
     """One node of a :class:`RayCluster`."""
 
-    def __init__(self, name: str, ip: str, store: Path) -> None:
+    def __init__(self, name: str, ip: str, store: Path, resources: str = "") -> None:
         self.name = name
+        self.resources = resources
+        """Custom resources, as ``ray start --resources`` takes them (JSON)."""
         self.ip = ip
         self.store = store
         self.marker = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -88,10 +91,8 @@ class RayNode:
     def kill(self) -> None:
         """SIGKILL every process of the node: it dies as a machine does."""
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 class RayCluster:
@@ -101,8 +102,14 @@ class RayCluster:
         self.directory = directory
         self.binary = binary
         self.head = RayNode("head", "127.0.0.2", directory / "head-store")
+        # The last worker has a custom resource, so a step can ask for that node.
         self.workers = [
-            RayNode(f"node{i + 1}", f"127.0.0.{3 + i}", directory / f"node{i + 1}-store")
+            RayNode(
+                f"node{i + 1}",
+                f"127.0.0.{3 + i}",
+                directory / f"node{i + 1}-store",
+                '{"big": 1}' if i == workers - 1 else "",
+            )
             for i in range(workers)
         ]
         self.address = ""
@@ -130,7 +137,8 @@ class RayCluster:
 
     def add(self, node: RayNode) -> None:
         """Start ``node`` as a worker of this cluster (again, after a kill)."""
-        self._start(node, f"--address={self.address}", "--num-cpus=1")
+        extra = [f"--resources={node.resources}"] if node.resources else []
+        self._start(node, f"--address={self.address}", "--num-cpus=1", *extra)
         self.wait_alive(len([n for n in self.workers if n.pids()]) + 1)
 
     def wait_alive(self, count: int, timeout: float = 60) -> None:
@@ -162,10 +170,8 @@ class RayCluster:
         nodes = [*self.workers, self.head]
         for node in nodes:
             for pid in node.pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(n.pids() for n in nodes):
             time.sleep(0.2)

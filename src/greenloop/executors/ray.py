@@ -104,7 +104,12 @@ class RayExecutor:
         return Variant(local.key, f"Ray cluster, each node's local executor: {local.note}")
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
-        """Before anything runs: a writable remote cache, the cluster, and room for each step."""
+        """Before anything runs: a writable remote cache, and no step that needs this host.
+
+        The cluster itself is not contacted here: the plan only knows the local cache,
+        and a step it lists may still be a remote hit, which must never load Ray. An
+        unreachable cluster, or a step no node can hold, fails the first step sent.
+        """
         for step in steps:
             if step.services:
                 raise SetupError(
@@ -112,15 +117,6 @@ class RayExecutor:
                     "not reachable from the cluster's nodes: give it executor='local'"
                 )
         self._settings()
-        cluster = _connect()
-        total = cluster.resources()
-        for step in steps:
-            for name, amount in _demand(step).items():
-                if amount > total.get(name, 0.0):
-                    raise SetupError(
-                        f"step {step.key!r} asks for {_shown(name)}={amount:g}, and the Ray "
-                        f"cluster has {total.get(name, 0.0):g} in all: it would never start"
-                    )
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Send the step to the cluster (a hit runs nothing) and bring its outputs back."""
@@ -136,7 +132,12 @@ class RayExecutor:
             update={"step": request.step.model_copy(update={"sandbox": sandbox})},
         ).model_copy(update={"keep_failed_as": None})
         job = Job(sent.model_dump_json(), archive, parent_tree, self._settings())
-        done = _connect().run(job, request, host)
+        try:
+            cluster = _connect()
+        except SetupError as e:
+            raise PluginFailure(PluginError(plugin="ray", kind="error", message=str(e))) from None
+        cluster.check_fits(request.step)
+        done = cluster.run(job, request, host)
         if done is None:
             return StepResult(exit_code=EXIT_INTERRUPTED)
         if isinstance(done, int):
@@ -234,6 +235,10 @@ def _demand(step: CommandStep) -> dict[str, float]:
     return {name: amount for name, amount in demand.items() if amount > 0}
 
 
+def _fits(demand: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(name, 0.0) >= amount for name, amount in demand.items())
+
+
 def _shown(ray_name: str) -> str:
     return {"CPU": "cpu", "GPU": "gpu"}.get(ray_name, ray_name)
 
@@ -288,10 +293,20 @@ class _Cluster:
         self._drain_lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True, name="greenloop-ray-logs").start()
 
-    def resources(self) -> dict[str, float]:
-        """The cluster's total resources, by Ray's names."""
-        total: dict[str, float] = self._ray.cluster_resources()  # type: ignore[no-untyped-call]
-        return total
+    def check_fits(self, step: CommandStep) -> None:
+        """Raise :class:`PluginFailure` when no live node could ever hold ``step``: Ray
+        would keep it waiting for one forever."""
+        demand = _demand(step)
+        found: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
+        nodes = [dict(node["Resources"]) for node in found if node.get("Alive")]
+        if any(_fits(demand, node) for node in nodes):
+            return
+        asked = ", ".join(f"{_shown(n)}={a:g}" for n, a in demand.items())
+        message = (
+            f"step {step.key!r} asks for {asked}, and none of the {len(nodes)} live nodes of "
+            "the Ray cluster has that much: it would never start"
+        )
+        raise PluginFailure(PluginError(plugin="ray", kind="error", message=message))
 
     def run(self, job: Job, request: ExecutorInput, host: Host) -> Done | int | None:
         """Run ``job`` as a task; its :class:`Done`, or an exit code the host decided
