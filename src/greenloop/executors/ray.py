@@ -394,6 +394,9 @@ def _connect() -> _Cluster:
 
         address = os.environ.get(RAY_ADDRESS_ENV) or "auto"
         if not ray.is_initialized():
+            # Ray warns that, off the main thread, it leaves SIGTERM alone: as we want
+            # (a SIGTERM must cancel the run, not exit the process), so not worth a line.
+            logging.getLogger("ray._private.worker").addFilter(_NotSigterm())
             try:
                 ray.init(
                     address=address,
@@ -409,6 +412,11 @@ def _connect() -> _Cluster:
                 ) from None
         _cluster = _Cluster()
         return _cluster
+
+
+class _NotSigterm(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
 
 
 def disconnect() -> None:
