@@ -136,6 +136,7 @@ def on_ray(
     ray_cluster: RayCluster, ray_cache: NginxServer, monkeypatch: pytest.MonkeyPatch
 ) -> RayCluster:
     """Make ``--executor ray`` usable in this test: the cluster and the cache it needs."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    for name, value in ray_cluster.env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("GREENLOOP_REMOTE_CACHE", ray_cache.url)
     return ray_cluster

@@ -184,6 +184,10 @@ class RayCluster:
             _MARKER: node.marker,
             "GREENLOOP_CACHE_DIR": str(node.store),
             "RAY_USAGE_STATS_ENABLED": "0",
+            # No token: Ray keeps its default one in ~/.ray/auth_token, which another
+            # cluster started on this machine may replace under us (a node joining later
+            # is then refused), and a driver reads it once, when it imports Ray.
+            "RAY_AUTH_MODE": "disabled",
             **_FAST_HEALTH,
         }
         env.pop("RAY_ADDRESS", None)

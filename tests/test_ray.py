@@ -253,7 +253,8 @@ def test_a_node_killed_mid_step_is_retried_on_another_node(
     first.kill()
     try:
         result = going.result()
-        assert result.status == "passed", step_lines(events, "victim")
+        outcome = result.steps["victim"]
+        assert result.status == "passed", (outcome.error, step_lines(events, "victim"))
         second = nodes_in(step_lines(events, "victim"))
         assert len(second) == 2 and second[1] != first.ip, second
         [artifact] = result.steps["victim"].artifacts

@@ -276,15 +276,16 @@ class _Cluster:
         self._ray = ray
         self._task = ray.remote(run_job)
         here = ray.get_runtime_context().get_node_id()
-        # On this machine's node: the lines do not cross the network twice, and the relay
-        # lives as long as this process (its driver), not as long as some worker node.
+        # On this process's own node, strictly (a soft preference lets Ray put it on any
+        # worker): the lines do not cross the network twice, and the relay does not die
+        # with a worker node the run would otherwise survive.
         # Any: Ray types actor methods as plain functions, without their .remote.
         self._relay: Any = (
             ray.remote(Relay)
             .options(
                 num_cpus=0,
                 max_concurrency=64,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
             )
             .remote()
         )
