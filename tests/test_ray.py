@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -233,6 +236,30 @@ def test_cancel_reaches_the_remote_process(on_ray: RayCluster, store: Store, pro
     assert result.steps["s"].exit_code == 130
     assert time.monotonic() - began < 8
     wait_until(lambda: not sleeping("61.25"), timeout=10, what="the remote sleep to end")
+
+
+def test_ctrl_c_reaches_the_remote_process_and_exits_130(on_ray: RayCluster, project: Path) -> None:
+    write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo started; sleep 62.5", label="s")\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenloop", "run", "--executor", "ray", "--format", "plain"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GREENLOOP_NO_DAEMON": "1"},
+    )
+    try:
+        wait_until(lambda: bool(sleeping("62.5")), timeout=60, what="the step to start")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "cancelled" in out
+    wait_until(lambda: not sleeping("62.5"), timeout=10, what="the remote sleep to end")
 
 
 KILLED = """
