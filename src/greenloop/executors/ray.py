@@ -48,14 +48,7 @@ from greenloop.protocol import (
 from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT
 from greenloop.protocol.ir import Sandbox
 from greenloop.store import Store
-from greenloop.store.remote import (
-    DEFAULT_TIMEOUT_S,
-    REMOTE_CACHE_ENV,
-    REMOTE_CACHE_MODE_ENV,
-    REMOTE_CACHE_TIMEOUT_ENV,
-    REMOTE_CACHE_TOKEN_ENV,
-    HttpRemoteCache,
-)
+from greenloop.store.remote import REMOTE_CACHE_ENV, HttpRemoteCache, remote_settings
 from greenloop.store.remote.closure import tree_blobs
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
@@ -167,24 +160,21 @@ class RayExecutor:
     # -- moving things through the remote cache -------------------------------------
 
     def _settings(self) -> CacheSettings:
-        url = os.environ.get(REMOTE_CACHE_ENV, "").strip()
-        if not url:
+        try:
+            settings = remote_settings()
+        except ValueError as e:
+            raise SetupError(str(e)) from None
+        if settings is None:
             raise SetupError(
                 "the ray executor moves snapshots through a remote cache: give "
                 f"--remote-cache URL (or {REMOTE_CACHE_ENV}), a server every node reaches"
             )
-        if os.environ.get(REMOTE_CACHE_MODE_ENV, "readwrite") == "read":
+        if settings.mode == "read":
             raise SetupError(
                 "the ray executor uploads every snapshot it makes to the remote cache: "
                 "it needs --remote-cache-mode readwrite"
             )
-        raw = os.environ.get(REMOTE_CACHE_TIMEOUT_ENV)
-        try:
-            timeout = float(raw) if raw else DEFAULT_TIMEOUT_S
-        except ValueError:
-            raise SetupError(f"{REMOTE_CACHE_TIMEOUT_ENV} must be seconds: {raw!r}") from None
-        token = os.environ.get(REMOTE_CACHE_TOKEN_ENV) or None
-        return CacheSettings(url, token, timeout)
+        return CacheSettings(settings.url, settings.token, settings.timeout)
 
     def _client(self) -> HttpRemoteCache:
         with self._lock:
