@@ -39,10 +39,11 @@ from tests.test_run import run, statuses
 from tests.test_sandbox import require_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
-EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo", "ray"]
+EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo", "ray", "ray-docker"]
 """Executors under test: ``local+MODE`` is the local executor in that sandbox,
 ``docker+podman`` the docker executor on the rootless Podman socket
-``GREENLOOP_PODMAN_HOST`` names."""
+``GREENLOOP_PODMAN_HOST`` names, ``ray-docker`` the ray executor with the nodes' Docker
+engine (the one ``DOCKER_HOST`` names when the cluster starts)."""
 PODMAN_HOST = "GREENLOOP_PODMAN_HOST"
 
 
@@ -54,8 +55,10 @@ def use_executor(
 ) -> None:
     """Make ``name`` usable in this test (skipping docker when no engine answers; ``ray``
     needs the test's ``request`` for the session's cluster)."""
-    if name == "ray":
-        assert request is not None, "use_executor('ray', ...) needs the test's request"
+    if name.startswith("ray"):
+        assert request is not None, f"use_executor({name!r}, ...) needs the test's request"
+        if name == "ray-docker":
+            ensure_image(docker_client())  # skips without an engine, as for docker
         request.getfixturevalue("on_ray")  # the session's cluster, started on first use
     elif name == "local+bwrap":
         require_bwrap(tmp_path)
@@ -77,7 +80,9 @@ def use_executor(
 
 def forget_docker_snapshots(store: Store) -> None:
     """Remove the image tags cached docker steps left on the engine (it outlives the test)."""
-    tags = sorted({e.snapshot for e in store.index.entries() if e.executor == "docker"})
+    tags = sorted(
+        {e.snapshot for e in store.index.entries() if e.executor in ("docker", "ray-docker")}
+    )
     if tags:
         DockerExecutor(store).discard(tags)
 
@@ -90,16 +95,16 @@ def executor(
     name: str = request.param
     use_executor(name, tmp_path, monkeypatch, request)
     yield name
-    if name.startswith("docker"):
+    if "docker" in name:
         forget_docker_snapshots(store)
 
 
 def run_snapshots(executor: str, store: Store, tmp_path: Path, result: RunResult) -> list[str]:
     """The run-scoped snapshots of ``result``'s run that ``executor`` still keeps."""
     prefix = f"greenloop-run:{result.run_id.hex[:12]}-"
-    if executor.startswith(("local", "ray")):
+    if executor.startswith(("local", "ray")) and executor != "ray-docker":
         return [name for name in store.index.refs() if name.startswith(prefix)]
-    if executor.startswith("docker"):
+    if executor.startswith(("docker", "ray-docker")):
         images = docker_client().images.list(name="greenloop-run")
         return [t for image in images for t in image.tags if t.startswith(prefix)]
     folder = tmp_path / "echo-state" / "snapshots"
@@ -434,5 +439,5 @@ def test_the_same_pipeline_gives_the_same_outcomes_as_local(
         got = [summary(*execute(store, project, other)) for _ in range(2)]
         assert got == expected
     finally:
-        if other.startswith("docker"):
+        if "docker" in other:
             forget_docker_snapshots(store)

@@ -24,7 +24,10 @@ from greenloop.protocol import BuildEvent, StepLog
 from greenloop.sdk.loader import load
 from greenloop.store import Store
 from tests.conftest import cli, wait_until, write_pipeline
+from tests.docker_image import IMAGE, ensure_image
 from tests.ray_cluster import RayCluster, RayNode
+from tests.test_docker import _client as docker_client
+from tests.test_executor_suite import forget_docker_snapshots
 
 NODE_LINE = re.compile(
     r"^(?:\[stderr\] )?greenloop: ray: on node ([0-9a-f]+) \((127\.0\.0\.\d+)\)$"
@@ -45,6 +48,8 @@ def nodes_in(lines: list[str]) -> list[str]:
 
 
 def run_events(store: Store, project: Path, **options: object) -> tuple[Run, list[BuildEvent]]:
+    """A run of the project's ``ci`` on ``ray`` (unless ``executor=`` says), and its events."""
+    options.setdefault("executor", "ray")
     events: list[BuildEvent] = []
     pipeline = load(project / ".greenloop" / "pipeline.py").pipeline("ci")
     the_run = Run(
@@ -53,7 +58,7 @@ def run_events(store: Store, project: Path, **options: object) -> tuple[Run, lis
         project,
         Executors(store),
         events.append,
-        RunOptions(executor="ray", **options),  # type: ignore[arg-type]
+        RunOptions(**options),  # type: ignore[arg-type]
     )
     return the_run, events
 
@@ -312,3 +317,37 @@ def test_a_step_whose_retry_is_lost_too_fails_with_the_reason(
     finally:
         for node in killed:
             on_ray.add(node)
+
+
+CHAINED_IMAGES = f"""
+@gl.pipeline("ci", default_image={IMAGE!r})
+def ci():
+    base = gl.sh("echo base > b.txt", label="base", cache=gl.forever())
+    base.sh("cat b.txt", label="child")
+"""
+
+
+def test_ray_docker_pins_a_chain_to_its_parents_node_and_rebuilds_a_lost_one(
+    on_ray: RayCluster, store: Store, project: Path
+) -> None:
+    ensure_image(docker_client())  # skips without a Docker engine
+    write_pipeline(project, CHAINED_IMAGES)
+    try:
+        the_run, events = run_events(store, project, executor="ray-docker")
+        first = the_run.execute()
+        assert first.status == "passed", first.steps
+        [where] = nodes_in(step_lines(events, "base"))
+        # The child boots from an image only that node's engine holds.
+        assert nodes_in(step_lines(events, "child")) == [where]
+        node = next(n for n in on_ray.workers if n.ip == where)
+        node.kill()
+        on_ray.add(node)  # back, as a new node: the image's node has left the cluster
+        the_run, events = run_events(store, project, executor="ray-docker")
+        second = the_run.execute()
+        assert {k: o.status for k, o in second.steps.items()} == {
+            "base": "passed",
+            "child": "passed",
+        }, second.steps
+        assert "base" in step_lines(events, "child")
+    finally:
+        forget_docker_snapshots(store)

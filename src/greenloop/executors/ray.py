@@ -32,7 +32,7 @@ from typing import Any
 from uuid import UUID
 
 from greenloop.executors.local import LocalExecutor
-from greenloop.executors.ray_node import CacheSettings, Done, Job, Line
+from greenloop.executors.ray_node import CacheSettings, Done, Engine, Job, Line, SnapshotGone
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
 from greenloop.protocol import (
     CommandStep,
@@ -117,31 +117,23 @@ class RayExecutor:
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
         transfer = self._client()
         archive = self._archive(request, host, transfer)
-        parent_tree = self._parent(request, transfer)
-        mode = "none" if self._local.variant(request.step).key == "none" else "bwrap"
-        sandbox = request.step.sandbox or Sandbox(mode=mode)
-        # No kept filesystem for `greenloop debug`: it would be a tree on a node.
-        sent = request.model_copy(
-            update={"step": request.step.model_copy(update={"sandbox": sandbox})},
-        ).model_copy(update={"keep_failed_as": None})
-        job = Job(sent.model_dump_json(), archive, parent_tree, self._settings())
         try:
             cluster = _connect()
         except SetupError as e:
             raise PluginFailure(PluginError(plugin="ray", kind="error", message=str(e))) from None
         cluster.check_fits(request.step)
-        done = cluster.run(job, request, host)
+        parent_tree, node = self._boot(request, transfer, cluster)
+        # No kept filesystem for `greenloop debug`: it would be on a node.
+        sent = self._sent(request).model_copy(update={"keep_failed_as": None})
+        job = Job(sent.model_dump_json(), archive, parent_tree, self._settings(), self.engine)
+        done = cluster.run(job, request, host, node)
         if done is None:
             return StepResult(exit_code=EXIT_INTERRUPTED)
         if isinstance(done, int):
             return StepResult(exit_code=done)
         result = StepResult.model_validate_json(done.result)
         try:
-            if done.tree is not None and result.committed_snapshot is not None:
-                transfer.pull([done.tree])  # the manifest; the blobs stay lazy
-                self.store.set_ref(result.committed_snapshot, done.tree)
-                with self._lock:
-                    self._on_server.add(done.tree)
+            self._landed(result, done, transfer)
             keys = [a.key for a in result.artifacts]
             transfer.pull(keys)
             # Artifacts come whole: the run's caller reads them, maybe after it ended.
@@ -151,6 +143,31 @@ class RayExecutor:
                 self.store.delete_ref(result.committed_snapshot)
             raise
         return result
+
+    engine: Engine = "local"
+    """What runs a step on its node."""
+
+    def _boot(
+        self, request: ExecutorInput, transfer: HttpRemoteCache, cluster: _Cluster
+    ) -> tuple[str | None, str | None]:
+        """(the parent's tree, made sure to be on the server; the node the step must run on)."""
+        return self._parent(request, transfer), None
+
+    def _sent(self, request: ExecutorInput) -> ExecutorInput:
+        """The request as the node gets it: with the sandbox this host chose."""
+        mode = "none" if self._local.variant(request.step).key == "none" else "bwrap"
+        sandbox = request.step.sandbox or Sandbox(mode=mode)
+        return request.model_copy(
+            update={"step": request.step.model_copy(update={"sandbox": sandbox})}
+        )
+
+    def _landed(self, result: StepResult, done: Done, transfer: HttpRemoteCache) -> None:
+        """Bring in what the step committed: its tree's manifest (the blobs stay lazy)."""
+        if done.tree is not None and result.committed_snapshot is not None:
+            transfer.pull([done.tree])
+            self.store.set_ref(result.committed_snapshot, done.tree)
+            with self._lock:
+                self._on_server.add(done.tree)
 
     def discard(self, snapshots: list[SnapshotRef]) -> None:
         """Drop the host's refs of run-scoped snapshots (the nodes' go at their next gc)."""
@@ -299,14 +316,35 @@ class _Cluster:
         )
         raise PluginFailure(PluginError(plugin="ray", kind="error", message=message))
 
-    def run(self, job: Job, request: ExecutorInput, host: Host) -> Done | int | None:
-        """Run ``job`` as a task; its :class:`Done`, or an exit code the host decided
-        (124 past the deadline), or None when it was cancelled."""
+    def alive(self) -> set[str]:
+        """The ids of the cluster's live nodes."""
+        found: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
+        return {node["NodeID"] for node in found if node.get("Alive")}
+
+    def on_node(self, node: str, function: Any, *args: Any) -> Any:
+        """Run ``function(*args)`` as a task on ``node`` and return what it returns."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        task = self._ray.remote(function).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+        )
+        return self._ray.get(task.remote(*args))
+
+    def run(
+        self, job: Job, request: ExecutorInput, host: Host, node: str | None = None
+    ) -> Done | int | None:
+        """Run ``job`` as a task (on ``node``, when given); its :class:`Done`, or an exit
+        code the host decided (124 past the deadline), or None when it was cancelled."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         exceptions = self._ray.exceptions
         step_id = str(request.step_id)
         with self._lock:
             self._hosts[step_id] = host
-        ref = self._task.options(**_options(request.step)).remote(job, self._relay)
+        options = _options(request.step)
+        if node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        ref = self._task.options(**options).remote(job, self._relay)
         timeout = request.step.timeout_seconds
         deadline = time.monotonic() + timeout + TIMEOUT_GRACE_S if timeout else None
         cancelled_at: float | None = None
@@ -329,6 +367,8 @@ class _Cluster:
             except exceptions.TaskCancelledError:
                 return None
             except exceptions.RayTaskError as e:
+                if isinstance(e.cause, SnapshotGone):
+                    raise e.cause from None
                 cause = e.cause if e.cause is not None else e
                 error = PluginError(plugin="ray", kind="error", message=str(cause))
                 raise PluginFailure(error) from None

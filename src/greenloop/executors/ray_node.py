@@ -28,15 +28,22 @@ from uuid import UUID
 
 from greenloop._version import __version__
 from greenloop.executors import bwrap
+from greenloop.executors.docker import DockerExecutor
 from greenloop.executors.local import LocalExecutor
 from greenloop.protocol import PROTOCOL_VERSION, ExecutorInput, SetupError, StepResult
-from greenloop.store import Store
+from greenloop.store import Store, StoreError
 from greenloop.store.remote import HttpRemoteCache
 
 PUSH_INTERVAL_S = 0.1
 """How often a running task sends its new log lines (and hears about a cancel)."""
 
 Line = tuple[Literal["stdout", "stderr"], str]
+Engine = Literal["local", "docker"]
+"""What runs a step on its node: the node's ``local`` executor or its Docker engine."""
+
+
+class SnapshotGone(StoreError):
+    """The parent's snapshot is an image this node's engine no longer has."""
 
 
 class Relay:
@@ -96,6 +103,7 @@ class Job:
     parent_tree: str | None
     """The tree ``request.parent_snapshot`` names on the host."""
     cache: CacheSettings
+    engine: Engine = "local"
     protocol: int = PROTOCOL_VERSION
     version: str = __version__
 
@@ -118,7 +126,7 @@ def run_job(job: Job, relay: Any) -> Done:
 
     context = ray.get_runtime_context()
     node_id = context.get_node_id()
-    node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    node_ip = ray_node_ip()
     request = ExecutorInput.model_validate_json(job.request)
     outbox = _Outbox(relay, str(request.step_id))
     try:
@@ -144,6 +152,8 @@ def run_job(job: Job, relay: Any) -> Done:
 def _run(
     store: Store, remote: HttpRemoteCache, job: Job, request: ExecutorInput, outbox: _Outbox
 ) -> tuple[StepResult, str | None]:
+    if job.engine == "docker":
+        return _run_docker(store, remote, job, request, outbox), None
     sandbox = request.step.sandbox
     if sandbox is not None and sandbox.mode == "bwrap":
         why = bwrap.unavailable(store.root / "sandboxes")
@@ -161,6 +171,52 @@ def _run(
     if roots:
         remote.push(roots)
     return result, tree
+
+
+def _run_docker(
+    store: Store, remote: HttpRemoteCache, job: Job, request: ExecutorInput, outbox: _Outbox
+) -> StepResult:
+    """Run the step in this node's Docker engine; its snapshot stays an image here."""
+    executor = _docker(store)
+    if request.parent_snapshot is not None and not _has_image(executor, request.parent_snapshot):
+        raise SnapshotGone(
+            f"snapshot {request.parent_snapshot} is no longer an image on the Ray node "
+            f"{ray_node_ip()}'s Docker engine"
+        )
+    remote.pull([job.archive])
+    with open(store.blob_path(job.archive), "rb") as archive:
+        result = executor.run(request, _NodeHost(archive, outbox))
+    if result.artifacts:
+        remote.push([a.key for a in result.artifacts])
+    return result
+
+
+def _has_image(executor: DockerExecutor, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        executor.client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def discard_images(tags: list[str]) -> None:
+    """Remove run-scoped snapshot images from this node's engine (a task on that node)."""
+    _docker(_store()).discard(tags)
+
+
+def ray_node_ip() -> str:
+    """This node's address, as the cluster knows it."""
+    import ray
+
+    ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    return ip
+
+
+@functools.cache
+def _docker(store: Store) -> DockerExecutor:
+    return DockerExecutor(store)
 
 
 @functools.cache
