@@ -62,6 +62,8 @@ TIMEOUT_GRACE_S = 30.0
 """How long past a step's timeout the host waits (the node enforces it) before killing."""
 _WAIT_S = 0.1
 """How often the host looks at a running task for a cancel or the deadline."""
+_NODES_TTL_S = 10.0
+"""How long what the cluster's nodes have is taken as known."""
 _RESERVED = {"cpu": "num_cpus", "gpu": "num_gpus", "memory": "memory"}
 """Step resources Ray knows under its own names; any other name is a custom resource."""
 
@@ -298,6 +300,8 @@ class _Cluster:
         )
         self._hosts: dict[str, Host] = {}
         self._lock = threading.Lock()
+        self._known: list[dict[str, float]] = []
+        self._asked = -_NODES_TTL_S
         self._drain_lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True, name="greenloop-ray-logs").start()
 
@@ -305,8 +309,10 @@ class _Cluster:
         """Raise :class:`PluginFailure` when no live node could ever hold ``step``: Ray
         would keep it waiting for one forever."""
         demand = _demand(step)
-        found: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
-        nodes = [dict(node["Resources"]) for node in found if node.get("Alive")]
+        nodes = self._nodes(fresh=False)
+        if any(_fits(demand, node) for node in nodes):
+            return
+        nodes = self._nodes(fresh=True)  # the cluster may have grown since
         if any(_fits(demand, node) for node in nodes):
             return
         asked = ", ".join(f"{_shown(n)}={a:g}" for n, a in demand.items())
@@ -315,6 +321,18 @@ class _Cluster:
             "the Ray cluster has that much: it would never start"
         )
         raise PluginFailure(PluginError(plugin="ray", kind="error", message=message))
+
+    def _nodes(self, *, fresh: bool) -> list[dict[str, float]]:
+        """What each live node has, asked of the cluster at most every few seconds
+        unless ``fresh``: a question to the GCS for every step would cost each one."""
+        with self._lock:
+            if not fresh and time.monotonic() - self._asked < _NODES_TTL_S:
+                return self._known
+        found: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
+        nodes = [dict(node["Resources"]) for node in found if node.get("Alive")]
+        with self._lock:
+            self._known, self._asked = nodes, time.monotonic()
+        return nodes
 
     def alive(self) -> set[str]:
         """The ids of the cluster's live nodes."""
