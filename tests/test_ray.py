@@ -149,6 +149,15 @@ def test_without_a_remote_cache_it_is_a_setup_error_and_an_impossible_step_fails
     done = cli("run", "ci", "--executor", "ray", cwd=project, env={"GREENLOOP_REMOTE_CACHE": ""})
     assert done.returncode == 2, done.stderr
     assert "--remote-cache URL" in done.stderr
+    # The flag reaches the executor as the variable would.
+    url = os.environ["GREENLOOP_REMOTE_CACHE"]
+    flagged = cli(
+        "run", "ci", "--executor", "ray", "--remote-cache", url, cwd=project,
+        env={"GREENLOOP_REMOTE_CACHE": ""},
+    )  # fmt: skip
+    assert flagged.returncode == 0, flagged.stderr
+    read_only = cli("run", "ci", "--executor", "ray", "--remote-cache-mode", "read", cwd=project)
+    assert read_only.returncode == 2 and "readwrite" in read_only.stderr, read_only.stderr
     write_pipeline(
         project,
         '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true", label="wide", resources={"cpu": 2})\n',
