@@ -1,12 +1,15 @@
-"""Shared fixtures: a private store per test, and a helper to write pipeline projects."""
+"""Shared fixtures: a private store per test, a helper to write pipeline projects, and the
+session's Ray cluster for the ray executor's tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -112,10 +115,20 @@ def write_pipeline(root: Path, body: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+def ray_folder() -> Iterator[Path]:
+    """A folder for the session's cluster and its cache, outside pytest's own temp folders:
+    pytest deletes old runs' folders when a new run starts, and a run elsewhere on the
+    machine would pull the sockets and stores from under a cluster still running."""
+    folder = Path(tempfile.mkdtemp(prefix="greenloop-ray-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_folder: Path) -> Iterator[RayCluster]:
     """A head and two worker nodes on loopback, shared by every Ray test of the session."""
     binary = require_ray()
-    with RayCluster(tmp_path_factory.mktemp("ray"), binary=binary) as cluster:
+    with RayCluster(ray_folder / "cluster", binary=binary) as cluster:
         try:
             yield cluster
         finally:
@@ -125,9 +138,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
 
 
 @pytest.fixture(scope="session")
-def ray_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+def ray_cache(ray_folder: Path) -> Iterator[NginxServer]:
     """The nginx WebDAV cache between the Ray nodes (and the host)."""
-    with NginxServer(tmp_path_factory.mktemp("ray-cache"), binary=require_nginx()) as server:
+    with NginxServer(ray_folder / "cache", binary=require_nginx()) as server:
         yield server
 
 
