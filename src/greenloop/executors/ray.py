@@ -22,6 +22,7 @@ the executor is a setup error with the install hint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import logging
@@ -391,16 +392,26 @@ class _Cluster:
                 error = PluginError(plugin="ray", kind="error", message=str(cause))
                 raise PluginFailure(error) from None
             except exceptions.RayError as e:
-                raise PluginFailure(
-                    PluginError(
-                        plugin="ray",
-                        kind="crashed",
-                        message="the node running the step was lost, and so was the one its "
-                        f"retry ran on ({type(e).__name__}: {_first_line(e)})",
+                lost = (
+                    exceptions.WorkerCrashedError,
+                    exceptions.NodeDiedError,
+                    exceptions.ObjectLostError,
+                )
+                why = f"{type(e).__name__}: {_first_line(e)}"
+                message = f"Ray could not run the step ({why})"
+                if isinstance(e, lost):
+                    message = (
+                        "the node running the step was lost, and so was the one its retry "
+                        f"ran on ({why})"
                     )
+                raise PluginFailure(
+                    PluginError(plugin="ray", kind="crashed", message=message)
                 ) from e
         finally:
-            self._drain()  # every line the task sent is reported before its result
+            # Every line the task sent is reported before its result; a relay that is
+            # gone has nothing to say, and the result (or its error) says what happened.
+            with contextlib.suppress(Exception):
+                self._drain()
             with self._lock:
                 self._hosts.pop(step_id, None)
             self._relay.forget.remote(step_id)
