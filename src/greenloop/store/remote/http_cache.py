@@ -82,11 +82,14 @@ class HttpRemoteCache:
         timeout: float = DEFAULT_TIMEOUT_S,
         jobs: int = DEFAULT_JOBS,
         warn: Warn | None = None,
+        fetcher: bool = True,
     ) -> None:
         """Prepare a client for ``url`` (``http(s)://[user:pass@]host[:port][/instance]``).
 
         Raises :class:`ValueError` for a URL, mode or timeout that cannot work;
         nothing is sent (or even imported) until the first lookup or publish.
+        ``fetcher=False`` leaves the store's fetcher alone: a second client on the
+        same store (an executor moving snapshots, say) that only pushes and pulls.
         """
         self.mode = check_mode(mode)
         if not timeout > 0:
@@ -117,7 +120,8 @@ class HttpRemoteCache:
         self._limits: dict[str, int] = {}
         self._tmp: Path | None = None
         self._closed = False
-        store.set_fetcher(self._provide)
+        if fetcher:
+            store.set_fetcher(self._provide)
 
     # -- the engine's RemoteCache interface ----------------------------------
 
@@ -173,6 +177,40 @@ class HttpRemoteCache:
             return  # closed while we were preparing; the run is over
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
+
+    def push(self, roots: list[str]) -> None:
+        """Upload ``roots`` and, for trees, every blob they list, skipping what the server
+        already has; returns once all of it is there.
+
+        Unlike :meth:`publish` this writes no entry and fails loudly: it raises
+        :class:`StoreError` when the objects could not all be uploaded (for whoever
+        needs them on the server now, e.g. a step about to boot from them elsewhere).
+        """
+        if self._closed:
+            raise StoreError(f"remote cache {self.url} is closed")
+        try:
+            objects = closure(self._store, roots)
+            with self._lock:
+                missing = [d for d in objects if d not in self._on_server]
+            self._fanout.run(self._ensure_on_server, missing)
+        except (Unavailable, WritesRefused, Untrusted) as e:
+            raise StoreError(f"remote cache {self.url}: could not upload: {e}") from e
+
+    def pull(self, digests: list[str]) -> None:
+        """Download (and verify against its name) each of ``digests`` not in the local store.
+
+        Raises :class:`StoreError` when one cannot be had: the server is down, no
+        longer has it or serves it corrupt.
+        """
+        if self._closed:
+            raise StoreError(f"remote cache {self.url} is closed")
+        absent = [d for d in dict.fromkeys(digests) if not self._store.has(d)]
+        try:
+            self._fanout.run(self._download, absent)
+        except _Incomplete as e:
+            raise StoreError(f"remote cache {self.url} does not have blob {e}") from e
+        except (Unavailable, Untrusted) as e:
+            raise StoreError(f"remote cache {self.url}: could not download: {e}") from e
 
     def close(self) -> None:
         """Wait for queued uploads, release connections and record this run's statistics.
@@ -402,7 +440,14 @@ class HttpRemoteCache:
             return
         try:
             objects = closure(self._store, document.roots())
-            largest = max(self._store.blob_path(d).stat().st_size for d in objects)
+            sizes = {
+                d: self._store.blob_path(d).stat().st_size for d in objects if self._store.has(d)
+            }
+            # A lazy blob (the server has it; this store does not, yet) is measured with
+            # HEAD rather than downloaded just to learn its size.
+            lazy = [d for d in objects if d not in sizes]
+            self._fanout.run(lambda d: sizes.__setitem__(d, self._size_on_server(d)), lazy)
+            largest = max(sizes.values())
             with self._lock:
                 missing = [d for d in objects if d not in self._on_server]
             self._fanout.run(self._ensure_on_server, missing)
@@ -418,6 +463,16 @@ class HttpRemoteCache:
             self._fail(str(e), writes=True)
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
+
+    def _size_on_server(self, digest: str) -> int:
+        """The size of ``digest``, a blob the server has and this store may not."""
+        present, size = self._net.stat(f"cas/{digest}")
+        if present and size is not None:
+            with self._lock:
+                self._on_server.add(digest)
+            return size
+        # No size given (or gone): the bytes themselves say it, fetched if need be.
+        return self._store.blob_path(digest).stat().st_size
 
     def _ensure_on_server(self, digest: str) -> None:
         if self._writes_off:
