@@ -1,12 +1,15 @@
-"""Shared fixtures: a private store per test, and a helper to write pipeline projects."""
+"""Shared fixtures: a private store per test, a helper to write pipeline projects, and the
+session's Ray cluster for the ray executor's tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,8 @@ import pytest
 
 from greenloop.daemon.spawn import lock_holder
 from greenloop.store import Store
+from tests.ray_cluster import RayCluster, require_ray
+from tests.test_remote_server import NginxServer, require_nginx
 
 
 @pytest.fixture(autouse=True)
@@ -107,3 +112,44 @@ def write_pipeline(root: Path, body: str) -> Path:
     path = root / ".greenloop" / "pipeline.py"
     path.write_text("import greenloop as gl\n\n" + textwrap.dedent(body))
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_folder() -> Iterator[Path]:
+    """A folder for the session's cluster and its cache, outside pytest's own temp folders:
+    pytest deletes old runs' folders when a new run starts, and a run elsewhere on the
+    machine would pull the sockets and stores from under a cluster still running."""
+    folder = Path(tempfile.mkdtemp(prefix="greenloop-ray-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_folder: Path) -> Iterator[RayCluster]:
+    """A head and two worker nodes on loopback, shared by every Ray test of the session."""
+    binary = require_ray()
+    with RayCluster(ray_folder / "cluster", binary=binary) as cluster:
+        try:
+            yield cluster
+        finally:
+            from greenloop.executors.ray import disconnect
+
+            disconnect()
+
+
+@pytest.fixture(scope="session")
+def ray_cache(ray_folder: Path) -> Iterator[NginxServer]:
+    """The nginx WebDAV cache between the Ray nodes (and the host)."""
+    with NginxServer(ray_folder / "cache", binary=require_nginx()) as server:
+        yield server
+
+
+@pytest.fixture
+def on_ray(
+    ray_cluster: RayCluster, ray_cache: NginxServer, monkeypatch: pytest.MonkeyPatch
+) -> RayCluster:
+    """Make ``--executor ray`` usable in this test: the cluster and the cache it needs."""
+    for name, value in ray_cluster.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GREENLOOP_REMOTE_CACHE", ray_cache.url)
+    return ray_cluster

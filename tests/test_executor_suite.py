@@ -1,5 +1,6 @@
 """One suite, every executor: ``local`` (copied roots, and overlay roots under bwrap),
-``docker`` and the out-of-process example ``echo``.
+``docker``, the out-of-process example ``echo`` and ``ray`` (a real cluster of a head
+and two worker nodes on loopback, snapshots moving through an nginx cache).
 
 Each test runs the same pipeline and workspace through the ``Run`` API under
 each executor and expects the same outcomes: chains inherit files, forks do
@@ -11,7 +12,8 @@ what busybox offers (the docker image is busybox) and paths stay relative to
 
 Docker cases skip when no engine answers, unless ``GREENLOOP_REQUIRE_DOCKER=1``
 (see ``tests/test_docker.py``); ``local+bwrap`` cases skip where bwrap cannot run,
-unless ``GREENLOOP_REQUIRE_BWRAP=1`` (see ``tests/test_sandbox.py``).
+unless ``GREENLOOP_REQUIRE_BWRAP=1`` (see ``tests/test_sandbox.py``); ``ray`` cases
+skip without Ray, unless ``GREENLOOP_REQUIRE_RAY=1`` (see ``tests/ray_cluster.py``).
 """
 
 from __future__ import annotations
@@ -37,16 +39,28 @@ from tests.test_run import run, statuses
 from tests.test_sandbox import require_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
-EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo"]
+EXECUTORS = ["local+none", "local+bwrap", "docker", "docker+podman", "echo", "ray", "ray-docker"]
 """Executors under test: ``local+MODE`` is the local executor in that sandbox,
 ``docker+podman`` the docker executor on the rootless Podman socket
-``GREENLOOP_PODMAN_HOST`` names."""
+``GREENLOOP_PODMAN_HOST`` names, ``ray-docker`` the ray executor with the nodes' Docker
+engine (the one ``DOCKER_HOST`` names when the cluster starts)."""
 PODMAN_HOST = "GREENLOOP_PODMAN_HOST"
 
 
-def use_executor(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``name`` usable in this test (skipping docker when no engine answers)."""
-    if name == "local+bwrap":
+def use_executor(
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest | None = None,
+) -> None:
+    """Make ``name`` usable in this test (skipping docker when no engine answers; ``ray``
+    needs the test's ``request`` for the session's cluster)."""
+    if name.startswith("ray"):
+        assert request is not None, f"use_executor({name!r}, ...) needs the test's request"
+        if name == "ray-docker":
+            ensure_image(docker_client())  # skips without an engine, as for docker
+        request.getfixturevalue("on_ray")  # the session's cluster, started on first use
+    elif name == "local+bwrap":
         require_bwrap(tmp_path)
     elif name == "docker+podman":
         podman = os.environ.get(PODMAN_HOST)
@@ -66,7 +80,9 @@ def use_executor(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def forget_docker_snapshots(store: Store) -> None:
     """Remove the image tags cached docker steps left on the engine (it outlives the test)."""
-    tags = sorted({e.snapshot for e in store.index.entries() if e.executor == "docker"})
+    tags = sorted(
+        {e.snapshot for e in store.index.entries() if e.executor in ("docker", "ray-docker")}
+    )
     if tags:
         DockerExecutor(store).discard(tags)
 
@@ -77,18 +93,18 @@ def executor(
 ) -> Iterator[str]:
     """The name of the executor under test, ready to use."""
     name: str = request.param
-    use_executor(name, tmp_path, monkeypatch)
+    use_executor(name, tmp_path, monkeypatch, request)
     yield name
-    if name.startswith("docker"):
+    if "docker" in name:
         forget_docker_snapshots(store)
 
 
 def run_snapshots(executor: str, store: Store, tmp_path: Path, result: RunResult) -> list[str]:
     """The run-scoped snapshots of ``result``'s run that ``executor`` still keeps."""
     prefix = f"greenloop-run:{result.run_id.hex[:12]}-"
-    if executor.startswith("local"):
+    if executor.startswith(("local", "ray")) and executor != "ray-docker":
         return [name for name in store.index.refs() if name.startswith(prefix)]
-    if executor.startswith("docker"):
+    if executor.startswith(("docker", "ray-docker")):
         images = docker_client().images.list(name="greenloop-run")
         return [t for image in images for t in image.tags if t.startswith(prefix)]
     folder = tmp_path / "echo-state" / "snapshots"
@@ -402,12 +418,17 @@ def summary(result: RunResult, events: list[BuildEvent]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("other", [e for e in EXECUTORS if e != "local+none"])
 def test_the_same_pipeline_gives_the_same_outcomes_as_local(
-    store: Store, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
+    store: Store,
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    other: str,
 ) -> None:
     (project / "src.txt").write_text("source\n")
     (project / "big.bin").write_bytes(BIG)
     pipeline(project, EVERYTHING)
-    use_executor(other, tmp_path, monkeypatch)
+    use_executor(other, tmp_path, monkeypatch, request)
     try:
         # Once running everything, once with the cached steps answered from the cache.
         expected = [summary(*execute(store, project, "local+none")) for _ in range(2)]
@@ -418,5 +439,5 @@ def test_the_same_pipeline_gives_the_same_outcomes_as_local(
         got = [summary(*execute(store, project, other)) for _ in range(2)]
         assert got == expected
     finally:
-        if other.startswith("docker"):
+        if "docker" in other:
             forget_docker_snapshots(store)

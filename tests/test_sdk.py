@@ -201,3 +201,19 @@ def test_toolchains_cache_installs_on_their_lock_files(project: Path) -> None:
     assert {s.builds_in for s in steps if not s.key.endswith("-install")} == {
         s.key for s in installs
     }
+
+
+def test_resources_reach_the_ir_and_stay_out_of_the_cache_key(project: Path) -> None:
+    from greenloop.engine.keys import step_key
+
+    body = '@gl.pipeline("ci")\ndef ci():\n    gl.sh("make", label="build"{extra})\n'
+    plain = load(write_pipeline(project, body.format(extra=""))).pipeline("ci")
+    wide = load(
+        write_pipeline(project, body.format(extra=', resources={"cpu": 4, "big-box": 1}'))
+    ).pipeline("ci")
+    [step], [asking] = plain.steps, wide.steps
+    assert step.resources == {} and asking.resources == {"cpu": 4.0, "big-box": 1.0}
+    # Where a step runs never changes what it makes: the same key either way.
+    assert step_key(step, plain, "ray", None, {}) == step_key(asking, wide, "ray", None, {})
+    with pytest.raises(PipelineFileError, match="resource 'cpu' must be a finite amount"):
+        load(write_pipeline(project, body.format(extra=', resources={"cpu": -1}')))

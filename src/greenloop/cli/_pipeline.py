@@ -97,6 +97,14 @@ _PASSED = ("passed", "cached")
     help=f"read: only look entries up; readwrite: also upload (env {REMOTE_CACHE_MODE_ENV}).",
 )
 @click.option(
+    "--ray-address",
+    envvar="RAY_ADDRESS",
+    default=None,
+    metavar="ADDR",
+    help="The Ray cluster the ray executor sends steps to (env RAY_ADDRESS; default: the "
+    "one `ray start` started on this machine).",
+)
+@click.option(
     "--junit",
     type=click.Path(path_type=Path),
     default=None,
@@ -180,6 +188,7 @@ def run(
     as_json: bool,
     remote_url: str | None,
     remote_mode: str,
+    ray_address: str | None,
     junit: Path | None,
     summary_file: Path | None,
     only: tuple[str, ...],
@@ -207,6 +216,15 @@ def run(
     chosen = _choose(document, pipeline, event, named == ParameterSource.COMMANDLINE)
     if shell_on_failure and not (sys.stdin.isatty() and sys.stdout.isatty()):
         fail("--shell-on-failure needs a terminal (stdin and stdout are not one)")
+    # Executors that move snapshots through the remote cache (ray) read these settings
+    # where the variables keep them; the flags win over the variables.
+    if ray_address:
+        os.environ["RAY_ADDRESS"] = ray_address
+    given = click.get_current_context().get_parameter_source
+    if given("remote_url") == ParameterSource.COMMANDLINE:
+        os.environ[REMOTE_CACHE_ENV] = remote_url or ""
+    if given("remote_mode") == ParameterSource.COMMANDLINE:
+        os.environ[REMOTE_CACHE_MODE_ENV] = remote_mode
     extra_env = parse_env_values(env_values)
     chosen = [p.model_copy(update={"env": {**p.env, **extra_env}}) for p in chosen]
     name = "json" if as_json else fmt or ("terminal" if sys.stdout.isatty() else "plain")

@@ -210,6 +210,23 @@ class CommandStep(_IR):
         description="The step sees the project's git metadata: a read-only .git in its "
         "workdir for the commit the workspace was taken from; its key holds the commit id.",
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="What the step needs of the machine that runs it, for executors that "
+        "place steps on a cluster (ray): cpu, gpu, memory (bytes) or a custom resource's "
+        "name, each an amount >= 0. Not part of the cache key: where a step runs never "
+        "changes what it makes.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_are_amounts(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if not name.strip():
+                raise ValueError("a resource needs a name")
+            if not amount >= 0 or amount == float("inf"):
+                raise ValueError(f"resource {name!r} must be a finite amount >= 0, got {amount}")
+        return resources
 
     @field_validator("artifacts")
     @classmethod

@@ -149,6 +149,7 @@ def _resolve(specs: list[StepSpec], definition: PipelineDef) -> list[CommandStep
                 services=[u if isinstance(u, str) else u.name for u in spec.services],
                 cache_dirs=spec.cache_dirs,
                 git=_git(spec, parent, definition),
+                resources=spec.resources,
             )
         except ValidationError as e:
             err = e.errors()[0]

@@ -65,6 +65,10 @@ class StepOptions(TypedDict, total=False):
     git: bool | None
     """Give the step the project's git metadata (a read-only ``.git``); its key then
     holds the commit id."""
+    resources: Mapping[str, float] | None
+    """What the step needs of the machine that runs it on a cluster (``--executor ray``):
+    ``{"cpu": 2, "memory": 4 << 30, "gpu": 1}`` or a custom resource's name. Never part
+    of the cache key."""
 
 
 class FreshStepOptions(StepOptions, total=False):
@@ -106,6 +110,8 @@ class StepSpec:
     cache_dirs: list[CacheDir]
     git: bool | None
     """Whether the step sees the project's git metadata (``None``: as its pipeline says)."""
+    resources: dict[str, float]
+    """What the step needs of the machine that runs it (cluster executors)."""
     target: tuple[str, str] | None
     """The target that declared it: (name, key suffix of its arguments)."""
     parent: StepSpec | None
@@ -193,6 +199,7 @@ def _add_step(
         services=list(services or []),
         cache_dirs=caches,
         git=options.get("git"),
+        resources=dict(options.get("resources") or {}),
         target=current.scopes[-1] if current.scopes else None,
         parent=parent,
         after=after,
@@ -252,7 +259,7 @@ def sh(command: str, **options: Unpack[FreshStepOptions]) -> Chain:
 
     ``options`` are :class:`FreshStepOptions`: ``label``, ``key``, ``image``, ``env``,
     ``workdir``, ``timeout``, ``artifacts``, ``cache``, ``executor``, ``matrix``,
-    ``sandbox``, ``services``, ``cache_dirs``, ``git``.
+    ``sandbox``, ``services``, ``cache_dirs``, ``git``, ``resources``.
     """
     return _add_step(command, None, [], None, **options)
 

@@ -48,6 +48,7 @@ document gives its objects (see :attr:`RemoteEntry.max_object_bytes`).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from greenloop.store.remote.entry import ENTRY_FORMAT, RemoteEntry, ac_key
 from greenloop.store.remote.http_cache import HttpRemoteCache
@@ -77,20 +78,26 @@ __all__ = [
     "HttpRemoteCache",
     "RemoteEntry",
     "RemoteMode",
+    "RemoteSettings",
     "Warn",
     "ac_key",
     "check_mode",
     "open_remote",
+    "remote_settings",
 ]
 
 
-def open_remote(
-    store: Store,
-    url: str | None = None,
-    mode: str | None = None,
-    *,
-    warn: Warn | None = None,
-) -> HttpRemoteCache | None:
+@dataclass(frozen=True)
+class RemoteSettings:
+    """A remote cache's configuration, as :func:`remote_settings` reads it."""
+
+    url: str
+    mode: RemoteMode
+    token: str | None
+    timeout: float
+
+
+def remote_settings(url: str | None = None, mode: str | None = None) -> RemoteSettings | None:
     """The remote cache configured by arguments or the environment, or None when none is.
 
     ``url`` and ``mode`` win over ``GREENLOOP_REMOTE_CACHE`` and
@@ -109,11 +116,25 @@ def open_remote(
     except ValueError:
         raise ValueError(f"{REMOTE_CACHE_TIMEOUT_ENV} must be seconds: {raw_timeout!r}") from None
     token = os.environ.get(REMOTE_CACHE_TOKEN_ENV) or None
+    return RemoteSettings(url.strip(), chosen, token, timeout)
+
+
+def open_remote(
+    store: Store,
+    url: str | None = None,
+    mode: str | None = None,
+    *,
+    warn: Warn | None = None,
+) -> HttpRemoteCache | None:
+    """A client for the remote cache :func:`remote_settings` finds, or None when none is."""
+    settings = remote_settings(url, mode)
+    if settings is None:
+        return None
     return HttpRemoteCache(
         store,
-        url.strip(),
-        mode=chosen,
-        token=token,
-        timeout=timeout,
+        settings.url,
+        mode=settings.mode,
+        token=settings.token,
+        timeout=settings.timeout,
         warn=warn,
     )

@@ -6,26 +6,23 @@ failures are handled; the HTTP itself is :mod:`greenloop.store.remote.transport`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import IO
 
 from pydantic import ValidationError
 
 from greenloop.store.exceptions import StoreError
-from greenloop.store.hashing import CHUNK_SIZE, is_digest
+from greenloop.store.hashing import is_digest
 from greenloop.store.records import CacheEntry, RemoteStats
 from greenloop.store.remote.closure import closure, tree_blobs
+from greenloop.store.remote.download import Downloads, Incomplete
 from greenloop.store.remote.entry import RemoteEntry, ac_key
 from greenloop.store.remote.fanout import Fanout
 from greenloop.store.remote.refused import RefusedBlobs
@@ -47,12 +44,6 @@ from greenloop.store.store import Store
 
 _MAX_ENTRY_BYTES = 4 << 20
 """Entry documents are a few KB; a larger body is refused rather than read."""
-_SPOOL_BYTES = CHUNK_SIZE
-"""Blobs up to this size are verified in memory; larger ones go through a temp file."""
-
-
-class _Incomplete(Exception):
-    """An entry refers to a blob the server no longer has (evicted); a quiet miss."""
 
 
 class HttpRemoteCache:
@@ -82,11 +73,14 @@ class HttpRemoteCache:
         timeout: float = DEFAULT_TIMEOUT_S,
         jobs: int = DEFAULT_JOBS,
         warn: Warn | None = None,
+        fetcher: bool = True,
     ) -> None:
         """Prepare a client for ``url`` (``http(s)://[user:pass@]host[:port][/instance]``).
 
         Raises :class:`ValueError` for a URL, mode or timeout that cannot work;
         nothing is sent (or even imported) until the first lookup or publish.
+        ``fetcher=False`` leaves the store's fetcher alone: a second client on the
+        same store (an executor moving snapshots, say) that only pushes and pulls.
         """
         self.mode = check_mode(mode)
         if not timeout > 0:
@@ -99,7 +93,7 @@ class HttpRemoteCache:
         self._store = store
         self._warn = warn or _print_warning
         # A dead server outranks a bad blob: it decides whether to keep trying.
-        self._fanout = Fanout(self._jobs, (Unavailable, WritesRefused, Untrusted, _Incomplete))
+        self._fanout = Fanout(self._jobs, (Unavailable, WritesRefused, Untrusted, Incomplete))
         # One publisher thread: entries upload in commit order, and two entries
         # sharing blobs never race to upload the same one.
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="greenloop-publish")
@@ -110,14 +104,18 @@ class HttpRemoteCache:
         self._down: str | None = None
         self._writes_off = False
         self._on_server: set[str] = set()
-        self._refusals = RefusedBlobs(store.root, self.url)
-        self._corrupt: set[str] = set(self._refusals.recent())
-        self._inflight: dict[str, threading.Event] = {}
-        # The size each blob may have, from the entry documents that named it.
-        self._limits: dict[str, int] = {}
         self._tmp: Path | None = None
+        self._downloads = Downloads(
+            self._net,
+            store,
+            RefusedBlobs(store.root, self.url),
+            count=self._count,
+            seen=self._seen,
+            scratch=self._tempdir,
+        )
         self._closed = False
-        store.set_fetcher(self._provide)
+        if fetcher:
+            store.set_fetcher(self._provide)
 
     # -- the engine's RemoteCache interface ----------------------------------
 
@@ -141,7 +139,7 @@ class HttpRemoteCache:
                 return None
             self._fetch(document)
             entry = self._import(document)
-        except _Incomplete:
+        except Incomplete:
             return None
         except Unavailable as e:
             self._fail(str(e), down=True)
@@ -173,6 +171,40 @@ class HttpRemoteCache:
             return  # closed while we were preparing; the run is over
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
+
+    def push(self, roots: list[str]) -> None:
+        """Upload ``roots`` and, for trees, every blob they list, skipping what the server
+        already has; returns once all of it is there.
+
+        Unlike :meth:`publish` this writes no entry and fails loudly: it raises
+        :class:`StoreError` when the objects could not all be uploaded (for whoever
+        needs them on the server now, e.g. a step about to boot from them elsewhere).
+        """
+        if self._closed:
+            raise StoreError(f"remote cache {self.url} is closed")
+        try:
+            objects = closure(self._store, roots)
+            with self._lock:
+                missing = [d for d in objects if d not in self._on_server]
+            self._fanout.run(self._ensure_on_server, missing)
+        except (Unavailable, WritesRefused, Untrusted) as e:
+            raise StoreError(f"remote cache {self.url}: could not upload: {e}") from e
+
+    def pull(self, digests: list[str]) -> None:
+        """Download (and verify against its name) each of ``digests`` not in the local store.
+
+        Raises :class:`StoreError` when one cannot be had: the server is down, no
+        longer has it or serves it corrupt.
+        """
+        if self._closed:
+            raise StoreError(f"remote cache {self.url} is closed")
+        absent = [d for d in dict.fromkeys(digests) if not self._store.has(d)]
+        try:
+            self._fanout.run(self._downloads.download, absent)
+        except Incomplete as e:
+            raise StoreError(f"remote cache {self.url} does not have blob {e}") from e
+        except (Unavailable, Untrusted) as e:
+            raise StoreError(f"remote cache {self.url}: could not download: {e}") from e
 
     def close(self) -> None:
         """Wait for queued uploads, release connections and record this run's statistics.
@@ -244,8 +276,8 @@ class HttpRemoteCache:
         as an eager download would, instead of failing a child step later.
         """
         roots = document.roots()
-        self._bound(roots, document.max_object_bytes)
-        self._fanout.run(self._download, [d for d in roots if not self._store.has(d)])
+        self._downloads.bound(roots, document.max_object_bytes)
+        self._fanout.run(self._downloads.download, [d for d in roots if not self._store.has(d)])
         snapshot = tree_blobs(self._store, document.snapshot_tree)
         if snapshot is None:
             raise Untrusted("its snapshot is not a tree")
@@ -253,27 +285,21 @@ class HttpRemoteCache:
         for root in [*(a.key for a in document.artifacts), document.tree]:
             if root is not None:
                 needed.update(dict.fromkeys(tree_blobs(self._store, root) or []))
-        self._bound(needed, document.max_object_bytes)
-        self._fanout.run(self._download, [d for d in needed if not self._store.has(d)])
+        self._downloads.bound(needed, document.max_object_bytes)
+        self._fanout.run(self._downloads.download, [d for d in needed if not self._store.has(d)])
         deferred = [d for d in snapshot if d not in needed and not self._store.has(d)]
         # Kept for the lazy fetch, which knows only digests.
-        self._bound(deferred, document.max_object_bytes)
+        self._downloads.bound(deferred, document.max_object_bytes)
         self._fanout.run(self._check_on_server, deferred)
 
-    def _bound(self, digests: Iterable[str], size: int) -> None:
-        """Record that each of ``digests`` is at most ``size`` bytes (the largest claim wins)."""
-        with self._lock:
-            for digest in digests:
-                self._limits[digest] = max(size, self._limits.get(digest, 0))
-
     def _check_on_server(self, digest: str) -> None:
+        if self._downloads.is_corrupt(digest):
+            raise Untrusted(f"blob {digest[:12]} was served corrupt before")
         with self._lock:
-            if digest in self._corrupt:
-                raise Untrusted(f"blob {digest[:12]} was served corrupt before")
             if digest in self._on_server:
                 return
         if not self._net.head(f"cas/{digest}"):
-            raise _Incomplete(digest)
+            raise Incomplete(digest)
         with self._lock:
             self._on_server.add(digest)
 
@@ -283,11 +309,11 @@ class HttpRemoteCache:
         try:
             if self._closed:
                 raise StoreError(f"remote cache {self.url} was closed at the end of its run")
-            self._fanout.run(self._download, digests)
+            self._fanout.run(self._downloads.download, digests)
         except Unavailable as e:
             self._fail(f"{e}, fetching {what}", down=True, fatal=True)
             raise StoreError(f"remote cache {self.url} is unavailable: {e}") from e
-        except _Incomplete as e:
+        except Incomplete as e:
             self._fail(f"blob {e} is no longer on the server", fatal=True)
             raise StoreError(f"remote cache {self.url} no longer has blob {e}") from e
         except Untrusted as e:
@@ -298,84 +324,6 @@ class HttpRemoteCache:
         except Exception as e:  # whatever it was, the read fails with a StoreError
             self._fail(f"fetching {what} failed ({type(e).__name__}: {e})", fatal=True)
             raise StoreError(f"remote cache {self.url}: {type(e).__name__}: {e}") from e
-
-    def _download(self, digest: str) -> None:
-        """Download and store blob ``digest``, unless another thread is already at it."""
-        while True:
-            with self._lock:
-                if digest in self._corrupt:
-                    # It would only be refused again; the first refusal was reported.
-                    raise Untrusted(f"blob {digest[:12]} does not match its hash")
-                running = self._inflight.get(digest)
-                if running is None:
-                    done = self._inflight[digest] = threading.Event()
-                    break
-            running.wait()
-            if self._store.has(digest):
-                return
-            # That download failed; try ours, which reports its own error.
-        try:
-            if not self._store.has(digest):
-                self._download_now(digest)
-        finally:
-            with self._lock:
-                del self._inflight[digest]
-            done.set()
-
-    def _download_now(self, digest: str) -> None:
-        h = hashlib.sha256()
-        received = 0
-        small = bytearray()
-        with self._lock:
-            # None: a lazy fetch in a later run, whose entry document is long gone;
-            # the hash still guards what is stored.
-            limit = self._limits.get(digest)
-        try:
-            with ExitStack() as stack:
-                try:
-                    chunks = stack.enter_context(self._net.get(f"cas/{digest}", limit))
-                except TooLarge as e:
-                    raise self._refuse(digest, str(e)) from e
-                if chunks is None:
-                    raise _Incomplete(digest)
-                spill: IO[bytes] | None = None
-                for chunk in chunks:
-                    h.update(chunk)
-                    received += len(chunk)
-                    if limit is not None and received > limit:
-                        raise self._refuse(digest, f"is larger than {limit} bytes")
-                    if spill is None and received <= _SPOOL_BYTES:
-                        small += chunk
-                        continue
-                    if spill is None:
-                        # Deleted when the stack closes, stored or not.
-                        spill = stack.enter_context(
-                            tempfile.NamedTemporaryFile(dir=self._tempdir())
-                        )
-                        spill.write(small)
-                        small.clear()
-                    spill.write(chunk)
-                if h.hexdigest() != digest:
-                    raise self._refuse(digest, "does not match its hash")
-                if spill is None:
-                    stored = self._store.put_bytes(bytes(small))
-                else:
-                    spill.flush()
-                    stored = self._store.put_file(Path(spill.name))
-                if stored != digest:  # the temp file changed under us
-                    raise Untrusted(f"blob {digest[:12]} changed while being stored")
-        finally:
-            self._count("bytes_downloaded", received)
-        self._count("blobs_downloaded")
-        with self._lock:
-            self._on_server.add(digest)
-
-    def _refuse(self, digest: str, why: str) -> Untrusted:
-        """Remember that the server served ``digest`` corrupt; the error to raise."""
-        with self._lock:
-            self._corrupt.add(digest)
-            self._refusals.remember(digest, refused=True)
-        return Untrusted(f"blob {digest[:12]} {why}")
 
     def _import(self, document: RemoteEntry) -> CacheEntry:
         tree = document.snapshot_tree
@@ -402,7 +350,14 @@ class HttpRemoteCache:
             return
         try:
             objects = closure(self._store, document.roots())
-            largest = max(self._store.blob_path(d).stat().st_size for d in objects)
+            sizes = {
+                d: self._store.blob_path(d).stat().st_size for d in objects if self._store.has(d)
+            }
+            # A lazy blob (the server has it; this store does not, yet) is measured with
+            # HEAD rather than downloaded just to learn its size.
+            lazy = [d for d in objects if d not in sizes]
+            self._fanout.run(lambda d: sizes.__setitem__(d, self._size_on_server(d)), lazy)
+            largest = max(sizes.values())
             with self._lock:
                 missing = [d for d in objects if d not in self._on_server]
             self._fanout.run(self._ensure_on_server, missing)
@@ -419,13 +374,23 @@ class HttpRemoteCache:
         except Exception as e:  # an upload problem must never fail the run
             self._fail(f"publish failed ({type(e).__name__}: {e})")
 
+    def _size_on_server(self, digest: str) -> int:
+        """The size of ``digest``, a blob the server has and this store may not."""
+        present, size = self._net.stat(f"cas/{digest}")
+        if present and size is not None:
+            with self._lock:
+                self._on_server.add(digest)
+            return size
+        # No size given (or gone): the bytes themselves say it, fetched if need be.
+        return self._store.blob_path(digest).stat().st_size
+
     def _ensure_on_server(self, digest: str) -> None:
         if self._writes_off:
             raise WritesRefused("uploads refused earlier")
         with self._lock:
             if digest in self._on_server:
                 return
-            suspect = digest in self._corrupt
+        suspect = self._downloads.is_corrupt(digest)
         path = f"cas/{digest}"
         # A blob the server once served corrupt is rewritten without asking:
         # HEAD would say it exists and leave the damage in place forever.
@@ -440,9 +405,8 @@ class HttpRemoteCache:
         self._count("blobs_uploaded")
         with self._lock:
             self._on_server.add(digest)
-            if suspect:
-                self._corrupt.discard(digest)
-                self._refusals.remember(digest, refused=False)
+        if suspect:
+            self._downloads.healed(digest)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -451,6 +415,10 @@ class HttpRemoteCache:
             if self._tmp is None:
                 self._tmp = Path(tempfile.mkdtemp(prefix="greenloop-remote-"))
             return self._tmp
+
+    def _seen(self, digest: str) -> None:
+        with self._lock:
+            self._on_server.add(digest)
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self._lock:

@@ -98,16 +98,21 @@ class HttpTransport:
 
     def head(self, path: str) -> bool:
         """Whether the server has ``path``."""
+        return self.stat(path)[0]
+
+    def stat(self, path: str) -> tuple[bool, int | None]:
+        """Whether the server has ``path``, and its size when the answer gives one
+        (``Content-Length``; None when it gives none)."""
         import httpx
 
         try:
-            status = self._http().head(path).status_code
+            resp = self._http().head(path)
         except httpx.TransportError as e:
             raise Unavailable(_describe(e)) from e
-        if status == 404:
-            return False
-        _check_read(status, "HEAD", path)
-        return True
+        if resp.status_code == 404:
+            return False, None
+        _check_read(resp.status_code, "HEAD", path)
+        return True, _content_length(resp.headers.get("content-length"))
 
     def put(self, path: str, content: bytes | BinaryIO, size: int, *, entry: bool = False) -> None:
         """Upload ``size`` bytes of ``content`` to ``path`` (``entry``: an entry document)."""
