@@ -6,6 +6,7 @@ it), in which case a missing engine fails the suite instead of hiding it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -202,3 +203,43 @@ def test_missing_image_is_named(client: Any, project: Path) -> None:
     result = cli("run", "--executor", "docker", cwd=project)
     assert result.returncode == 2
     assert "image 'greenloop-test/nope:1'" in result.stderr
+
+
+MOVING = "greenloop-test-moving:latest"
+
+
+def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_one(
+    client: Any, store: Store, project: Path
+) -> None:
+    from greenloop.protocol import SetupError
+
+    client.images.get(IMAGE).tag(MOVING)
+    write_pipeline(
+        project,
+        f"""
+@gl.pipeline("ci", default_image="{MOVING}", executor="docker")
+def ci():
+    gl.sh("cat /version 2>/dev/null || echo none", label="which", cache=gl.forever())
+""",
+    )
+    try:
+        first, events = run(store, project)
+        assert statuses(first) == {"which": "passed"} and logs(events, "which") == ["none"]
+        assert statuses(run(store, project)[0]) == {"which": "cached"}
+        # The same name, other bytes: `docker build -t` again, or a new pull.
+        maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
+        try:
+            maker.start()
+            maker.wait()
+            maker.commit(repository=MOVING.split(":")[0], tag="latest")
+        finally:
+            maker.remove(force=True)
+        moved, events = run(store, project)
+        assert statuses(moved) == {"which": "passed"} and logs(events, "which") == ["v2"]
+        assert statuses(run(store, project)[0]) == {"which": "cached"}
+        client.images.remove(MOVING)
+        with pytest.raises(SetupError, match="not on the Docker engine"):
+            run(store, project)
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(MOVING, force=True)

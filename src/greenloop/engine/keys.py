@@ -2,8 +2,9 @@
 
 A key covers everything that can change a step's output: the command, the
 image it boots from (or its parent's snapshot), env, workdir, declared
-artifacts, the policy and its inputs, the executor and the protocol version.
-A parent's snapshot ref changes whenever the parent really re-ran, so a
+artifacts, the policy and its inputs, the executor (named with the id of the
+image a root step boots from: see ``Placement.keyed_as``) and the protocol
+version. A parent's snapshot ref changes whenever the parent really re-ran, so a
 rerun upstream invalidates everything downstream.
 """
 

@@ -21,6 +21,7 @@ class Placement:
         self._pipeline = pipeline
         self._executors = executors
         self._forced = forced
+        self._image_ids: dict[tuple[str, str], str] = {}
 
     def name(self, step: CommandStep) -> str:
         """The name of the executor that runs ``step``."""
@@ -31,9 +32,20 @@ class Placement:
         return self._executors(self.name(step))
 
     def keyed_as(self, step: CommandStep) -> str:
-        """The executor as ``step``'s cache key names it: its name, and its variant if any."""
-        variant = variant_of(self.executor(step), step)
-        return self.name(step) if variant is None else f"{self.name(step)}+{variant.key}"
+        """The executor as ``step``'s cache key names it: its name, its variant if any, and
+        the id of the image a root step boots from when the executor can say it."""
+        executor = self.executor(step)
+        variant = variant_of(executor, step)
+        name = self.name(step) if variant is None else f"{self.name(step)}+{variant.key}"
+        image = None if step.builds_in else (step.image or self._pipeline.default_image)
+        identify = getattr(executor, "image_id", None)
+        if image is None or identify is None:
+            return name
+        if (name, image) not in self._image_ids:
+            # Asked once a run. An absent image keys as such: never a hit from an entry
+            # made with whatever image once had that name.
+            self._image_ids[name, image] = identify(image) or "absent"
+        return f"{name}@{self._image_ids[name, image]}"
 
     def note(self, step: CommandStep) -> str | None:
         """How the executor will run ``step``, for the plan line (``local: bwrap sandbox, ...``)."""

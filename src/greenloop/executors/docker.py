@@ -108,6 +108,13 @@ class DockerExecutor:
                 self._network = _network_options(self._client)
             return self._client
 
+    def image_id(self, image: str) -> str | None:
+        """The id of ``image`` on the engine (None when absent): a step's key holds it."""
+        from greenloop.executors.docker_image_id import image_id
+
+        local = (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://")
+        return image_id(image, None if local else self.client)
+
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Check the engine and every root step's image before anything runs."""
         client = self.client
