@@ -97,3 +97,23 @@ def test_a_fully_cached_run_packs_no_archive(store: Store, project: Path) -> Non
     again = cli("run", "ci", "--format", "plain", cwd=project)
     assert again.returncode == 0, again.stderr
     assert "changed" in again.stdout and "show passed" in again.stdout
+
+
+def test_a_script_that_loses_its_execute_bit_reruns_its_step(store: Store, project: Path) -> None:
+    script = project / "check.sh"
+    script.write_text("#!/bin/sh\necho checked\n")
+    script.chmod(0o755)
+    write_pipeline(
+        project,
+        """\
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("./check.sh", label="check", cache=gl.on_change("*.sh"), sandbox="none")
+        """,
+    )
+    first = cli("run", "ci", "--format", "plain", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "check cached" in cli("run", "ci", "--format", "plain", cwd=project).stdout
+    script.chmod(0o644)  # the same bytes, no longer a program
+    again = cli("run", "ci", "--format", "plain", cwd=project)
+    assert again.returncode != 0 and "check failed" in again.stdout, again.stdout

@@ -45,7 +45,8 @@ class Workspace:
     ) -> None:
         self.root = root
         self.files = files
-        """Each file's path (posix, relative to ``root``) and content digest."""
+        """Each file's path (posix, relative to ``root``) and digest (its content's, the
+        mode's too for an executable: see ``_keyed``)."""
         self.git = git
         """The repository's HEAD, when a step asks for git metadata."""
         self._store = store
@@ -173,7 +174,13 @@ def _add(tar: tarfile.TarFile, path: Path, rel: str) -> str | None:
             raise  # the archive's disk is full, not this file at fault
         # Unreadable, or it shrank while being copied: the archive cannot be trusted.
         raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
-    return h.hexdigest()
+    return _keyed(h.hexdigest(), info.mode == 0o755)
+
+
+def _keyed(content: str, executable: bool) -> str:
+    """A regular file's digest as steps are keyed on it: its content's, and for an
+    executable its mode too (a script that lost its execute bit fails where it passed)."""
+    return hashlib.sha256(f"exec:{content}".encode()).hexdigest() if executable else content
 
 
 def _digest(path: Path, rel: str) -> str | None:
@@ -192,7 +199,7 @@ def _digest(path: Path, rel: str) -> str | None:
         return None  # deleted while we were reading
     except OSError as e:
         raise SetupError(f"cannot pack {rel} into the workspace: {e.strerror or e}") from None
-    return h.hexdigest()
+    return _keyed(h.hexdigest(), bool(st.st_mode & 0o111))
 
 
 class _Hashing:
