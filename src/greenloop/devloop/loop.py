@@ -125,9 +125,15 @@ class WatchLoop:
         debounce_ms: int | None = None,
         servers: LanguageServers | None = None,
         slot: RoundSlot = _any_time,
+        idle_s: float = _IDLE_S,
     ) -> None:
         """Watch ``root``; ``servers`` (shared, owned by the caller) and ``slot`` let several
-        loops share warm language servers and a bound on rounds checking at once."""
+        loops share warm language servers and a bound on rounds checking at once.
+
+        ``idle_s`` is how often a quiet loop (and its watcher) wakes to look at ``stop``:
+        many idle loops in one process wake less, and are stopped with :meth:`wake`.
+        """
+        self._idle_s = idle_s
         self.root = root
         self.model = Model()
         self._setup = setup
@@ -152,6 +158,11 @@ class WatchLoop:
         with self._servers:
             self._run()
 
+    def wake(self) -> None:
+        """Make an idle loop look at its stop event now."""
+        if self._watcher is not None:
+            self._watcher.wake()
+
     def recheck(self) -> None:
         """Check the tree again as soon as the loop is idle, changed or not."""
         self._recheck.set()
@@ -160,7 +171,13 @@ class WatchLoop:
 
     def _run(self) -> None:
         changes = self._changes
-        watcher = self._watcher = Watcher(changes, self._debounce_ms, self._stop)
+        watcher = self._watcher = Watcher(
+            changes,
+            self._debounce_ms,
+            self._stop,
+            # A loop told to idle longer tells its watcher so too; by default both keep theirs.
+            stop_check_ms=None if self._idle_s == _IDLE_S else int(self._idle_s * 1000),
+        )
         # Watch first, then record the tree: an edit in between is seen, never lost.
         watcher.start()
         changes.prime()
@@ -173,7 +190,7 @@ class WatchLoop:
                 self._recheck.clear()
                 pending = frozenset()
             if pending is None:
-                wait = _IDLE_S
+                wait = self._idle_s
                 if retry_at is not None:
                     wait = max(min(wait, retry_at - time.monotonic()), 0)
                 batch = watcher.next_batch(wait)

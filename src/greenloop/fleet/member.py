@@ -41,6 +41,9 @@ HEARTBEAT_S = 5.0
 """How often an idle worktree's status file is rewritten (one watcher writes it every
 second; twenty would be twenty writes a second for nothing)."""
 
+IDLE_S = 5.0
+"""How often an idle worktree's loop wakes by itself; stopping it wakes it at once."""
+
 _WAIT_S = 0.5
 """How often a waiting ``check`` looks whether its worktree stopped being served."""
 
@@ -77,6 +80,7 @@ class Member(Listener):
             self._stop,
             servers=servers,
             slot=pool.slot,
+            idle_s=IDLE_S,
         )
         self._busy = True
         self._verdict: Verdict | None = None
@@ -102,6 +106,7 @@ class Member(Listener):
     def begin_stop(self) -> None:
         """Ask the loop to stop (its running checkers are killed); :meth:`stop` waits."""
         self._stop.set()
+        self._loop.wake()
         with self._cond:
             self._cond.notify_all()
 
