@@ -93,7 +93,8 @@ class Fleet:
             for key, member in list(self._members.items()):
                 if key in wanted and member.alive:
                     continue
-                del self._members[key]
+                with self.hub.lock:  # a new subscriber's replay reads the members
+                    del self._members[key]
                 member.stop()
                 why = (
                     "no longer a worktree"
