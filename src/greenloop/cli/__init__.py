@@ -36,6 +36,7 @@ _COMMANDS = {
     "watch": "greenloop.cli._devloop:watch",
     "status": "greenloop.cli._devloop:status",
     "dev": "greenloop.cli._devloop:dev",
+    "serve": "greenloop.cli._serve:serve",
     "daemon": "greenloop.cli._daemon:daemon",
     "hook": "greenloop.cli._hook:hook",
 }

@@ -41,6 +41,7 @@ from greenloop.devloop.status import (
     WatchLock,
     watcher_section,
 )
+from greenloop.fleet.client import served_check, served_status
 from greenloop.protocol import (
     BuildResult,
     Failed,
@@ -89,8 +90,13 @@ def check(root: Path, as_json: bool, explain: bool) -> None:
         return
     cancel = threading.Event()
     try:
-        with _signals_set(cancel):
-            result = check_once(root, cancel)
+        with signals_set(cancel):
+            # A `greenloop serve` of the repository answers from its warm loop.
+            result = served_check(root, cancel)
+            if result is None:
+                if cancel.is_set():
+                    raise Interrupted
+                result = check_once(root, cancel)
     except SetupError as e:
         fail(str(e))
     except Interrupted:
@@ -117,14 +123,22 @@ def check(root: Path, as_json: bool, explain: bool) -> None:
     default=None,
     help="Group changes arriving this close together (default: settings, else 120).",
 )
-def watch(root: Path, as_json: bool, debounce_ms: int | None) -> None:
+@click.option(
+    "--all-worktrees",
+    is_flag=True,
+    help="Follow every worktree the repository's `greenloop serve` serves: its whole "
+    "event stream as JSON lines, each naming its worktree (exit 2 when none runs).",
+)
+def watch(root: Path, as_json: bool, debounce_ms: int | None, all_worktrees: bool) -> None:
     """Watch the tree and print a verdict after every change (JSON lines with --json).
 
     Keeps a status file for `greenloop status` in the tree's state folder (outside the
     tree; GREENLOOP_STATE_DIR moves it). Refuses to start (exit 2)
     while another watcher is live on the tree; Ctrl-C or SIGTERM stop it (exit 130).
+    When the repository's `greenloop serve` serves the tree, follows its loop instead.
     """
     root = root.resolve()
+    _watch_served(root, as_json, all_worktrees)
     try:
         setup = Setup.load(root)
         lock = WatchLock.acquire(root)
@@ -275,6 +289,17 @@ def dev(
     )
 
 
+def _watch_served(root: Path, as_json: bool, all_worktrees: bool) -> None:
+    """Follow `greenloop serve` when it serves ``root`` (never returns then), else return."""
+    from greenloop.cli._serve import watch_all, watch_served
+
+    stop, signalled = threading.Event(), threading.Event()
+    with signals_set(stop, signalled):
+        if all_worktrees:
+            watch_all(root, stop, signalled)
+        watch_served(root, as_json, stop, signalled)
+
+
 def _watch_until_stopped(
     root: Path,
     setup: Setup,
@@ -302,7 +327,7 @@ def _watch_until_stopped(
     listeners = [printer, StatusListener(writer), *([extra] if extra is not None else [])]
     loop = WatchLoop(root, setup, FanOut(*listeners), stop, debounce_ms=debounce_ms)
     try:
-        with _signals_set(stop, signalled):
+        with signals_set(stop, signalled):
             writer.start()
             on_start(writer)
             loop.run()
@@ -364,7 +389,11 @@ def status(root: Path, as_json: bool) -> None:
     from greenloop.dev.publisher import latest_green_section
 
     root = root.resolve()
-    sections = {"watcher": watcher_section(root), "latest_green": latest_green_section(root)}
+    served = served_status(root)
+    sections = {"watcher": watcher_section(root) if served is None else served["watcher"]}
+    if served is not None:
+        sections["serve"] = served["serve"]
+    sections["latest_green"] = latest_green_section(root)
     if as_json:
         echo_json(sections)
         return
@@ -411,9 +440,7 @@ COMMANDS = [check, watch, status, dev]
 
 
 @contextmanager
-def _signals_set(
-    event: threading.Event, signalled: threading.Event | None = None
-) -> Iterator[None]:
+def signals_set(event: threading.Event, signalled: threading.Event | None = None) -> Iterator[None]:
     # Ctrl-C and SIGTERM become a flag the work polls, so children are killed in order.
     def handler(signum: int, frame: FrameType | None) -> None:
         if signalled is not None:

@@ -66,8 +66,14 @@ class InotifySource:
         relevant: Callable[[str], bool],
         deliver: Callable[[set[str]], None],
         stop: threading.Event,
+        stop_check_ms: int | None = None,
     ) -> None:
-        """Watch ``root``; ``deliver`` gets the absolute paths of each batch of events."""
+        """Watch ``root``; ``deliver`` gets the absolute paths of each batch of events.
+
+        ``stop_check_ms`` is how often a quiet source looks at ``stop`` (None: a few times
+        a second).
+        """
+        self._stop_check_ms = _STOP_CHECK_MS if stop_check_ms is None else stop_check_ms
         self._root = str(root)
         self._relevant = relevant
         self._deliver = deliver
@@ -83,7 +89,7 @@ class InotifySource:
         """Read and hand over events until the stop event is set; close the descriptor."""
         try:
             while not self._stop.is_set():
-                events = self._inotify.read(timeout=_STOP_CHECK_MS)
+                events = self._inotify.read(timeout=self._stop_check_ms)
                 changed: set[str] = set()
                 for event in events:
                     if event.mask & f.Q_OVERFLOW:

@@ -22,11 +22,13 @@ back by a slow type checker; the round's final verdict follows when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +40,14 @@ from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
 from greenloop.devloop.runner import tree_error
 from greenloop.devloop.watcher import ChangeFilter, Watcher
-from greenloop.protocol import Diagnostic, SetupError, Severity, StateEvent, TreeState
+from greenloop.protocol import (
+    BuildIdentity,
+    Diagnostic,
+    SetupError,
+    Severity,
+    StateEvent,
+    TreeState,
+)
 
 UNSETTLED_RETRIES = 3
 """Rounds re-run at once while the tree changes under the checkers without a file event."""
@@ -52,6 +61,14 @@ _POLL_S = 0.05
 _IDLE_S = 1.0
 """Longest idle wait for a batch: the watcher wakes the loop itself when it stops."""
 
+RoundSlot = Callable[[threading.Event], AbstractContextManager[bool]]
+"""Grants a round leave to run its checkers: yields True once it may, False when the
+round was cancelled while it waited (see :class:`~greenloop.devloop.pool.RoundPool`)."""
+
+
+def _any_time(cancel: threading.Event) -> AbstractContextManager[bool]:
+    return contextlib.nullcontext(True)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -64,6 +81,8 @@ class Verdict:
     changed: frozenset[str]
     omitted: Mapping[Severity, int] = field(default_factory=dict)
     """Diagnostics the reports only counted (past ``max_diagnostics``), per severity."""
+    identity: BuildIdentity | None = None
+    """The build identity of the tree the round saw, when it stood still (red or green)."""
 
     def counts(self) -> Counter[Severity]:
         """Diagnostics per severity, listed or omitted."""
@@ -104,7 +123,17 @@ class WatchLoop:
         stop: threading.Event,
         *,
         debounce_ms: int | None = None,
+        servers: LanguageServers | None = None,
+        slot: RoundSlot = _any_time,
+        idle_s: float = _IDLE_S,
     ) -> None:
+        """Watch ``root``; ``servers`` (shared, owned by the caller) and ``slot`` let several
+        loops share warm language servers and a bound on rounds checking at once.
+
+        ``idle_s`` is how often a quiet loop (and its watcher) wakes to look at ``stop``:
+        many idle loops in one process wake less, and are stopped with :meth:`wake`.
+        """
+        self._idle_s = idle_s
         self.root = root
         self.model = Model()
         self._setup = setup
@@ -115,16 +144,40 @@ class WatchLoop:
         )
         self._digests = DigestCache()
         self._changes = ChangeFilter(Ignores(root, setup.config.settings.ignore), self._digests)
-        self._servers = LanguageServers()
+        self._own_servers = servers is None
+        self._servers = LanguageServers() if servers is None else servers
+        self._slot = slot
+        self._recheck = threading.Event()
+        self._watcher: Watcher | None = None
 
     def run(self) -> None:
         """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
+        if not self._own_servers:
+            self._run()
+            return
         with self._servers:
             self._run()
 
+    def wake(self) -> None:
+        """Make an idle loop look at its stop event now."""
+        if self._watcher is not None:
+            self._watcher.wake()
+
+    def recheck(self) -> None:
+        """Check the tree again as soon as the loop is idle, changed or not."""
+        self._recheck.set()
+        if self._watcher is not None:
+            self._watcher.wake()
+
     def _run(self) -> None:
         changes = self._changes
-        watcher = Watcher(changes, self._debounce_ms, self._stop)
+        watcher = self._watcher = Watcher(
+            changes,
+            self._debounce_ms,
+            self._stop,
+            # A loop told to idle longer tells its watcher so too; by default both keep theirs.
+            stop_check_ms=None if self._idle_s == _IDLE_S else int(self._idle_s * 1000),
+        )
         # Watch first, then record the tree: an edit in between is seen, never lost.
         watcher.start()
         changes.prime()
@@ -133,8 +186,11 @@ class WatchLoop:
         crashes = 0  # rounds in a row in which a checker crashed
         retry_at: float | None = None
         while not self._stop.is_set():
+            if pending is None and self._recheck.is_set():
+                self._recheck.clear()
+                pending = frozenset()
             if pending is None:
-                wait = _IDLE_S
+                wait = self._idle_s
                 if retry_at is not None:
                     wait = max(min(wait, retry_at - time.monotonic()), 0)
                 batch = watcher.next_batch(wait)
@@ -176,16 +232,19 @@ class WatchLoop:
 
         def work() -> None:
             try:
-                box.append(
-                    check_round(
-                        self.root,
-                        setup,
-                        cancel,
-                        self._digests,
-                        on_report=finished.put,
-                        servers=self._servers,
-                    )
-                )
+                with self._slot(cancel) as granted:
+                    # Not granted: cancelled while waiting, so there is nothing to say.
+                    if granted:
+                        box.append(
+                            check_round(
+                                self.root,
+                                setup,
+                                cancel,
+                                self._digests,
+                                on_report=finished.put,
+                                servers=self._servers,
+                            )
+                        )
             except Exception as e:  # handed back to the loop's thread
                 box.append(e)
             finally:
@@ -259,6 +318,7 @@ class WatchLoop:
                 duration_ms,
                 changed,
                 self.model.omitted,
+                the_round.identity,
             )
         )
 

@@ -355,6 +355,14 @@ class LanguageServers:
                 del self._servers[(server.argv, server.root)]
         server.close()
 
+    def close_root(self, root: Path) -> None:
+        """Shut down the servers of the tree at ``root`` (it is no longer watched)."""
+        with self._lock:
+            gone = [key for key in self._servers if key[1] == root]
+            servers = [self._servers.pop(key) for key in gone]
+        for server in servers:
+            server.close()
+
     def close(self) -> None:
         """Shut every server down."""
         with self._lock:

@@ -239,8 +239,15 @@ def watcher_section(root: Path) -> dict[str, Any]:
 class StatusWriter:
     """Keeps the status file current: on every change, and on a heartbeat in between."""
 
-    def __init__(self, lock: WatchLock, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, lock: WatchLock, on_lost: Callable[[], None], heartbeat_s: float = HEARTBEAT_S
+    ) -> None:
+        """Write ``lock``'s tree's status; ``on_lost`` is called if another watcher takes it.
+
+        ``heartbeat_s`` (under :data:`STALE_AFTER_S`) is how often an idle status is rewritten.
+        """
         now = time.time()
+        self._heartbeat_s = heartbeat_s
         self._lock = lock
         self._on_lost = on_lost
         self._status = WatchStatus(
@@ -286,7 +293,7 @@ class StatusWriter:
             self.update(activity="stopped", stopped_at=time.time())
 
     def _beat(self) -> None:
-        while not self._done.wait(HEARTBEAT_S):
+        while not self._done.wait(self._heartbeat_s):
             if not self._lock.owns():
                 self._on_lost()
                 return

@@ -119,7 +119,16 @@ def _parents(rel: str) -> list[str]:
 class Watcher:
     """A background thread turning file events into batches of really-changed paths."""
 
-    def __init__(self, changes: ChangeFilter, debounce_ms: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        changes: ChangeFilter,
+        debounce_ms: int,
+        stop: threading.Event,
+        stop_check_ms: int | None = None,
+    ) -> None:
+        """Watch ``changes.root``; with inotify, a quiet watcher looks at ``stop`` every
+        ``stop_check_ms`` (default: a few times a second)."""
+        self._stop_check_ms = stop_check_ms
         self._filter = changes
         self._debounce_ms = debounce_ms
         self._inotify = os.environ.get(WATCHER_ENV, "") != "watchfiles" and inotify_available()
@@ -202,7 +211,11 @@ class Watcher:
     def _watch_inotify(self) -> None:
         try:
             source = InotifySource(
-                self._filter.root, self._filter.relevant, self._raw.put, self._stop
+                self._filter.root,
+                self._filter.relevant,
+                self._raw.put,
+                self._stop,
+                stop_check_ms=self._stop_check_ms,
             )
             source.start()
             self._ready.set()

@@ -1,0 +1,118 @@
+"""``greenloop serve``, and ``watch`` when a server answers for the tree.
+
+``serve`` exits 2 for a setup error (not a git repository, already served)
+and 130 when stopped by Ctrl-C or SIGTERM. A ``watch`` the server answers
+prints what a watcher of its own would (the same JSON lines, or the same
+verdict lines); it exits 130 when stopped and 2 when the server goes away or
+stops serving the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from greenloop.cli._devloop_output import JsonPrinter, TextPrinter
+from greenloop.cli._exit import fail
+from greenloop.fleet.client import Stream, follow
+from greenloop.fleet.fleet import default_jobs
+from greenloop.fleet.messages import STATE_EVENT_KINDS, state_event, verdict_of
+from greenloop.protocol import SetupError
+from greenloop.protocol.executor import EXIT_INTERRUPTED
+
+
+@click.command()
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path("."),
+    show_default=True,
+    help="Any folder of the repository whose worktrees to serve.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Rounds checking at once, across every worktree (default: half the cores).",
+)
+def serve(repo: Path, jobs: int | None) -> None:
+    """Watch and check every worktree of the repository from one process.
+
+    Follows `git worktree list` as worktrees come and go. While it runs,
+    `greenloop check`, `watch` and `status` in a worktree are answered by it;
+    `greenloop watch --json --all-worktrees` follows every worktree at once.
+    Ctrl-C or SIGTERM stop it (exit 130).
+    """
+    from greenloop.cli._devloop import signals_set
+    from greenloop.fleet.serve import serve as run_serve
+
+    stop, signalled = threading.Event(), threading.Event()
+    try:
+        with signals_set(stop, signalled):
+            run_serve(
+                repo.resolve(),
+                jobs or default_jobs(),
+                stop,
+                lambda line: click.echo(line, err=True),
+            )
+    except SetupError as e:
+        fail(str(e))
+    sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
+
+
+def watch_served(
+    root: Path, as_json: bool, stop: threading.Event, signalled: threading.Event
+) -> bool:
+    """Follow the server's loop on ``root`` as ``watch`` would print it; False if none serves
+    it. Exits when the stream ends."""
+    followed = _follow(root, "watch", stop)
+    if followed is None:
+        return False
+    pid, stream = followed
+    click.echo(f"greenloop: watching {root} in greenloop serve (pid {pid}; Ctrl-C stops)", err=True)
+    printer = JsonPrinter() if as_json else TextPrinter()
+    for message in stream:
+        kind = message.get("kind")
+        if kind in STATE_EVENT_KINDS:
+            event = state_event(message)
+            (printer.early if message.get("early") else printer.events)([event])
+        elif kind == "verdict":
+            printer.verdict(verdict_of(message))
+        elif kind == "worktree_removed":
+            why = f"greenloop serve stopped serving {root}: {message['reason']}"
+            _ended(stream, signalled, why)
+    _ended(stream, signalled, f"greenloop serve (pid {pid}) stopped")
+
+
+def watch_all(root: Path, stop: threading.Event, signalled: threading.Event) -> NoReturn:
+    """``watch --json --all-worktrees``: every message of the server, as JSON lines."""
+    followed = _follow(root, "events", stop)
+    if followed is None:
+        fail(
+            f"no greenloop serve answers for {root}; start one with `greenloop serve` "
+            "(--all-worktrees follows the worktrees it serves)"
+        )
+    pid, stream = followed
+    click.echo(f"greenloop: following every worktree in greenloop serve (pid {pid})", err=True)
+    for message in stream:
+        click.echo(json.dumps(message, separators=(",", ":")))
+    _ended(stream, signalled, f"greenloop serve (pid {pid}) stopped")
+
+
+def _follow(root: Path, op: str, stop: threading.Event) -> tuple[int, Stream] | None:
+    try:
+        return follow(root, op, stop)
+    except SetupError as e:
+        fail(str(e))
+
+
+def _ended(stream: Stream, signalled: threading.Event, why: str) -> NoReturn:
+    stream.close()
+    if signalled.is_set():
+        sys.exit(EXIT_INTERRUPTED)
+    fail(why)

@@ -1,0 +1,173 @@
+"""Every worktree of a repository, each with its watch loop, kept in step with git.
+
+The fleet reads ``git worktree list`` when it starts and again whenever the
+list may have changed (:class:`~greenloop.fleet.worktrees.WorktreeListWatch`):
+a new worktree gets a :class:`~greenloop.fleet.member.Member`, a removed one's
+is stopped. A worktree that cannot be served (bad settings, or a ``greenloop
+watch`` of its own already running) is *skipped*, said so on the stream, and
+tried again every :data:`RETRY_S` seconds while any is skipped. Rounds of all
+worktrees share one :class:`~greenloop.devloop.pool.RoundPool`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from greenloop.devloop.lsp import LanguageServers
+from greenloop.devloop.pool import RoundPool
+from greenloop.fleet.events import EventHub, Message
+from greenloop.fleet.member import Member
+from greenloop.fleet.worktrees import WorktreeListWatch, git_common_dir, list_worktrees
+from greenloop.protocol import SetupError
+
+RETRY_S = 5.0
+"""How often worktrees that could not be served are tried again."""
+
+SETTLE_S = 0.2
+"""After the worktree list changed, how long to let git finish before reading it."""
+
+
+def default_jobs() -> int:
+    """Rounds checking at once by default: half the cores (each round runs several checkers)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class Fleet:
+    """The served worktrees of the repository ``repo`` is in."""
+
+    def __init__(self, repo: Path, jobs: int, log: Callable[[str], None]) -> None:
+        """Raises ``SetupError`` when ``repo`` is not in a git repository."""
+        self.common = git_common_dir(repo)
+        self.jobs = jobs
+        self.hub = EventHub()
+        self._pool = RoundPool(jobs)
+        self._servers = LanguageServers()
+        self._log = log
+        self._members: dict[str, Member] = {}
+        self._skipped: dict[str, str] = {}
+        self._rescans = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`, following the worktree list; then stop every loop."""
+        watch = WorktreeListWatch(self.common, self._wake.set, self._stop)
+        watch.start()
+        try:
+            self.rescan()
+            while not self._stop.is_set():
+                # Nothing wakes an idle fleet but a change to the list, a loop that
+                # ended by itself, a retry of a skipped worktree, or stop().
+                retry = bool(self._skipped) or self._failed()
+                woke = self._wake.wait(RETRY_S if retry else None)
+                if self._stop.is_set():
+                    break
+                if woke:
+                    self._stop.wait(SETTLE_S)
+                    self._wake.clear()
+                self.rescan()
+        finally:
+            self.close()
+            watch.join()
+
+    def stop(self) -> None:
+        """Make :meth:`run` stop every loop and return."""
+        self._stop.set()
+        self._wake.set()
+
+    def _failed(self) -> bool:
+        return any(not m.alive for m in list(self._members.values()))
+
+    def rescan(self) -> None:
+        """Read the worktree list; serve new worktrees, stop serving gone ones."""
+        with self._rescans:
+            try:
+                wanted = {str(p): p for p in list_worktrees(self.common)}
+            except SetupError as e:
+                self._log(f"greenloop serve: {e}")
+                return
+            for key, member in list(self._members.items()):
+                if key in wanted and member.alive:
+                    continue
+                with self.hub.lock:  # a new subscriber's replay reads the members
+                    del self._members[key]
+                member.stop()
+                why = (
+                    "no longer a worktree"
+                    if key not in wanted
+                    else member.failure or "its loop ended"
+                )
+                self._log(f"greenloop serve: stopped serving {key}: {why}")
+                self.hub.publish({"kind": "worktree_removed", "worktree": key, "reason": why})
+            skipped: dict[str, str] = {}
+            for key, path in wanted.items():
+                if key not in self._members:
+                    reason = self._add(key, path)
+                    if reason is not None:
+                        skipped[key] = reason
+            self._skipped = skipped
+
+    def _add(self, key: str, path: Path) -> str | None:
+        try:
+            member = Member(path, self.hub, self._pool, self._servers, on_end=self._wake.set)
+        except (SetupError, OSError) as e:
+            reason = str(e)
+            if self._skipped.get(key) != reason:
+                self._log(f"greenloop serve: not serving {key}: {reason}")
+                self.hub.publish({"kind": "worktree_skipped", "worktree": key, "reason": reason})
+            return reason
+        with self.hub.lock:
+            self._members[key] = member
+            self.hub.publish({"kind": "worktree_added", "worktree": key})
+        member.start()
+        self._log(f"greenloop serve: serving {key}")
+        return None
+
+    def member(self, worktree: str) -> Member | None:
+        """The member serving ``worktree`` (a real path), reading the list again if unknown."""
+        member = self._members.get(worktree)
+        if member is None and not self._stop.is_set():
+            self.rescan()
+            member = self._members.get(worktree)
+        return member if member is not None and member.alive else None
+
+    def skipped(self, worktree: str) -> str | None:
+        """Why ``worktree`` is not served, when it is a worktree the fleet skipped."""
+        return self._skipped.get(worktree)
+
+    def replay(self) -> list[Message]:
+        """Every served worktree and its last verdict (call holding the hub's lock)."""
+        messages: list[Message] = []
+        for key, member in sorted(self._members.items()):
+            messages.append({"kind": "worktree_added", "worktree": key})
+            messages += member.replay(files=False)
+        for key, reason in sorted(self._skipped.items()):
+            messages.append({"kind": "worktree_skipped", "worktree": key, "reason": reason})
+        return messages
+
+    def describe(self, socket: Path) -> dict[str, Any]:
+        """The ``serve`` section of ``greenloop status``."""
+        return {
+            "pid": os.getpid(),
+            "socket": str(socket),
+            "repository": str(self.common),
+            "jobs": self.jobs,
+            "worktrees": len(self._members),
+            "skipped": len(self._skipped),
+        }
+
+    def close(self) -> None:
+        """Stop every loop (their checkers are killed) and end every stream."""
+        self._stop.set()
+        with self._rescans:
+            members, self._members = list(self._members.values()), {}
+        for member in members:
+            member.begin_stop()
+        for member in members:
+            member.stop()
+        self._servers.close()
+        self.hub.close()
