@@ -112,8 +112,7 @@ class DockerExecutor:
         """The id of ``image`` on the engine (None when absent): a step's key holds it."""
         from greenloop.executors.docker_image_id import image_id
 
-        local = (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://")
-        return image_id(image, None if local else self.client)
+        return image_id(image, lambda: self.client)
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Check the engine and every root step's image before anything runs."""

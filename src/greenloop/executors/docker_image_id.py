@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -22,15 +23,15 @@ _DEFAULT_HOST = "unix:///var/run/docker.sock"
 _TIMEOUT_S = 30.0
 
 
-def image_id(image: str, client: Any | None = None) -> str | None:
+def image_id(image: str, client: Callable[[], Any]) -> str | None:
     """The id of ``image`` on the engine ``DOCKER_HOST`` names; None when it is not there.
 
-    ``client`` (a Docker SDK client) answers for an engine not on a unix socket.
-    Raises ``SetupError`` when the engine cannot be asked.
+    ``client()`` gives a Docker SDK client, used only for an engine not on a unix
+    socket. Raises ``SetupError`` when the engine cannot be asked.
     """
     host = os.environ.get("DOCKER_HOST") or _DEFAULT_HOST
     if not host.startswith("unix://"):
-        return _through_sdk(image, client)
+        return _through_sdk(image, client())
     path = host.removeprefix("unix://")
     conn = _UnixConnection(path)
     try:
