@@ -10,7 +10,7 @@ round. ``checking`` opens one; ``worktree_added``, ``worktree_removed`` and
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 
@@ -21,8 +21,8 @@ from greenloop.protocol import Diagnostic, Severity, StateEvent, TreeState
 STATE_EVENT_KINDS = frozenset({"file_verdict", "became_green", "became_red"})
 """The ``kind`` of a message carrying a contract :class:`~greenloop.protocol.StateEvent`."""
 
-# StateEvent is an annotated union: pydantic takes it, mypy's view of TypeAdapter wants a class.
-_STATE_EVENT: TypeAdapter[StateEvent] = TypeAdapter(StateEvent)  # type: ignore[arg-type]
+# StateEvent is an annotated union; typed through Any so every pydantic version's stubs accept it.
+_STATE_EVENT: TypeAdapter[StateEvent] = TypeAdapter(cast(Any, StateEvent))
 
 
 def event_message(worktree: str, event: StateEvent, *, early: bool = False) -> Message:
