@@ -129,3 +129,21 @@ def remove_orphans(folder: Path) -> None:
     for entry in folder.iterdir():
         if not pid_alive(entry.name.split("-", 1)[0]):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def private_folder(folder: Path, env: str, *, hint_on_create: bool = False) -> str | None:
+    """Create ``folder`` (mode 700) if need be; why it cannot be used, or None.
+
+    Only its owner may use it: a socket in it answers for the user's trees.
+    ``env`` names the variable that moves the folder, for the message;
+    ``hint_on_create`` also names it when the folder cannot be created.
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError as e:
+        hint = f"; set {env} to a writable folder" if hint_on_create else ""
+        return f"cannot create {folder}: {e.strerror}{hint}"
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return f"{folder} must be a folder only you can use (mode 700); fix it or set {env}"
+    return None

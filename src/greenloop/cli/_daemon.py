@@ -7,15 +7,16 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from greenloop._config import ConfigError
 from greenloop._config import load as load_config
-from greenloop._fs import pid_alive
+from greenloop._fs import pid_alive, private_folder
 from greenloop.cli._common import echo_json, fail, json_option
-from greenloop.daemon import DaemonPaths, private_folder
+from greenloop.daemon import DAEMON_DIR_ENV, DaemonPaths
 from greenloop.daemon.client import ask
 from greenloop.daemon.server import AlreadyRunning, Server
 from greenloop.daemon.spawn import lock_holder, spawn
@@ -60,7 +61,7 @@ def start(idle_timeout: float | None, foreground: bool, as_json: bool) -> None:
     if config.daemon is False:
         fail(f"the daemon is turned off (daemon = false in {config.path})")
     where = DaemonPaths()
-    problem = private_folder(where.folder)
+    problem = private_folder(Path(where.folder), DAEMON_DIR_ENV)
     if problem is not None:
         fail(problem)
     if foreground:

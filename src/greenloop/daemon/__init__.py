@@ -73,22 +73,6 @@ def interpreter_options() -> list[str]:
     return options
 
 
-def private_folder(folder: str) -> str | None:
-    """Create ``folder`` (mode 700) if need be; why it cannot hold a daemon, or None.
-
-    Only its owner may use it: the socket in it accepts commands to run.
-    """
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        info = os.stat(folder)
-    except OSError as e:
-        return f"cannot create {folder}: {e.strerror}"
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        fix = f"fix it or set {DAEMON_DIR_ENV}"
-        return f"{folder} must be a folder only you can use (mode 700); {fix}"
-    return None
-
-
 def in_ci() -> bool:
     """Whether this command runs under CI (``$CI`` set, as CI services set it)."""
     return os.environ.get("CI", "").strip().lower() not in _NOT_CI

@@ -34,13 +34,15 @@ import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from greenloop._config import ConfigError
 from greenloop._config import load as load_config
+from greenloop._fs import private_folder
 from greenloop._procs import close_all_but, signal_group
 from greenloop._version import __version__
-from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
+from greenloop.daemon import DAEMON_DIR_ENV, SERVER_MODULE, DaemonPaths, interpreter_options
 from greenloop.daemon.client import FORWARDED
 from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
@@ -127,7 +129,7 @@ class Server:
     # -- setup ----------------------------------------------------------------
 
     def _take_lock(self) -> int:
-        problem = private_folder(self.where.folder)
+        problem = private_folder(Path(self.where.folder), DAEMON_DIR_ENV)
         if problem is not None:
             raise SystemExit(f"greenloop daemon: {problem}")
         if self._given_lock is not None:

@@ -16,8 +16,8 @@ terminal, and holds none of its descriptors but the lock: a shell reading the
 command's output sees it end when the command ends. Its stdin and stdout are
 ``/dev/null``, its stderr its log.
 
-Imports only the standard library (and ``fcntl``, a C module): this may run
-before a command.
+Imports only the standard library (and ``fcntl``, a C module) and
+:mod:`greenloop._fs` (the same): this may run before a command.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+from pathlib import Path
 
-from greenloop.daemon import SERVER_MODULE, DaemonPaths, interpreter_options, private_folder
+from greenloop._fs import private_folder
+from greenloop.daemon import DAEMON_DIR_ENV, SERVER_MODULE, DaemonPaths, interpreter_options
 
 # Descriptors the daemon keeps are moved at least this high first, out of the way
 # of the 0, 1 and 2 it is given.
@@ -50,7 +52,7 @@ def spawn(
     loads greenloop, so as not to compete with it for the processor.
     ``idle_timeout`` None leaves it to the user's settings.
     """
-    if private_folder(where.folder) is not None:
+    if private_folder(Path(where.folder), DAEMON_DIR_ENV) is not None:
         return None
     try:
         lock = os.open(where.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

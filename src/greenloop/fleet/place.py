@@ -70,19 +70,3 @@ def serve_folder() -> Path:
     if override:
         return Path(override).expanduser().absolute()
     return Path(os.environ.get("TMPDIR") or "/tmp") / f"greenloop-serve-{os.getuid()}"
-
-
-def private_folder(folder: Path) -> str | None:
-    """Create ``folder`` (mode 700) if need be; why it cannot be used, or None.
-
-    Only its owner may use it: the socket in it answers about the user's trees.
-    """
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = folder.stat()
-    except OSError as e:
-        return f"cannot create {folder}: {e.strerror}; set {SERVE_DIR_ENV} to a writable folder"
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        fix = f"fix it or set {SERVE_DIR_ENV}"
-        return f"{folder} must be a folder only you can use (mode 700); {fix}"
-    return None

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from greenloop._fs import private_folder
 from greenloop.devloop import process
 from greenloop.fleet.endpoint import Endpoint
 from greenloop.fleet.fleet import Fleet
-from greenloop.fleet.place import ServePlace, private_folder
+from greenloop.fleet.place import SERVE_DIR_ENV, ServePlace
 from greenloop.protocol import SetupError
 
 
@@ -32,7 +33,7 @@ def serve(repo: Path, jobs: int, stop: threading.Event, log: Callable[[str], Non
     """
     fleet = Fleet(repo, jobs, log)
     place = ServePlace.of(fleet.common)
-    problem = private_folder(place.socket.parent)
+    problem = private_folder(place.socket.parent, SERVE_DIR_ENV, hint_on_create=True)
     if problem is not None:
         raise SetupError(problem)
     lock = _take_lock(place)
