@@ -208,6 +208,50 @@ def test_missing_image_is_named(client: Any, project: Path) -> None:
 MOVING = "greenloop-test-moving:latest"
 
 
+def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_starts(
+    client: Any, store: Store, project: Path
+) -> None:
+    from greenloop.engine.run import Run, RunOptions
+    from greenloop.plugins.discovery import Executors
+    from greenloop.protocol import StepStarted
+    from greenloop.sdk.loader import load
+
+    client.images.get(IMAGE).tag(MOVING)
+    write_pipeline(
+        project,
+        f"""
+@gl.pipeline("ci", default_image="{MOVING}", executor="docker")
+def ci():
+    gl.sh("cat /version 2>/dev/null || echo none", label="which", cache=gl.forever())
+""",
+    )
+    events: list[Any] = []
+
+    def move_the_tag(event: Any) -> None:
+        # After the key is made (it names IMAGE's id), before the container starts.
+        events.append(event)
+        if isinstance(event, StepStarted):
+            maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
+            try:
+                maker.start()
+                maker.wait()
+                maker.commit(repository=MOVING.split(":")[0], tag="latest")
+            finally:
+                maker.remove(force=True)
+
+    try:
+        pipeline = load(project / ".greenloop" / "pipeline.py").pipeline("ci")
+        raced = Run(store, pipeline, project, Executors(store), move_the_tag, RunOptions())
+        assert statuses(raced.execute()) == {"which": "passed"}
+        # It ran the image its key names; what it stored answers for that image only.
+        assert logs(events, "which") == ["none"]
+        moved, events_after = run(store, project)
+        assert statuses(moved) == {"which": "passed"} and logs(events_after, "which") == ["v2"]
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(MOVING, force=True)
+
+
 def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_one(
     client: Any, store: Store, project: Path
 ) -> None:

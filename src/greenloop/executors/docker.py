@@ -1,6 +1,7 @@
 """The ``docker`` executor: each step runs in a container on a Docker engine.
 
-A root step boots from its image, a chained step from its parent's snapshot,
+A root step boots from its image (by the id its cache key holds, so a tag moved
+in between never runs under the old key), a chained step from its parent's snapshot,
 which is an image tag (``greenloop-snap:…`` for cached snapshots,
 ``greenloop-run:…`` for run-scoped ones). The workspace archive is streamed
 into the container in chunks; files an earlier injection put in ``workdir``
@@ -87,6 +88,9 @@ class DockerExecutor:
         self._network: dict[str, str] = {}
         self._service_networks = Networks()
         self._lock = threading.Lock()
+        # The id each image tag had when a step's key was made: the step boots from that
+        # image, not from whatever the tag names by the time it starts.
+        self._keyed_ids: dict[str, str] = {}
         # Which store a snapshot belongs to: this machine and the store's folder.
         self._store_id = hashlib.sha256(
             f"{socket.gethostname()}:{store.root.resolve()}".encode()
@@ -112,7 +116,12 @@ class DockerExecutor:
         """The id of ``image`` on the engine (None when absent): a step's key holds it."""
         from greenloop.executors.docker_image_id import image_id
 
-        return image_id(image, lambda: self.client)
+        found = image_id(image, lambda: self.client)
+        if found is None:
+            self._keyed_ids.pop(image, None)
+        else:
+            self._keyed_ids[image] = found
+        return found
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Check the engine and every root step's image before anything runs."""
@@ -199,7 +208,9 @@ class DockerExecutor:
         """Run one step in a fresh container (or skip it on a hit)."""
         if isinstance(request.cache_lookup, Hit):
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
-        image = request.parent_snapshot or request.step.image
+        image = request.parent_snapshot
+        if image is None and request.step.image is not None:
+            image = self._keyed_ids.get(request.step.image, request.step.image)
         if not image:
             raise SetupError(f"step {request.step.key!r} has no image to boot from")
         labels = {
