@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from greenloop.engine.run import Run, RunOptions, RunResult
-from greenloop.executors.ray import disconnect
+from greenloop.executors.ray_cluster import disconnect
 from greenloop.plugins.discovery import Executors
 from greenloop.sdk.loader import load
 from greenloop.store import Store

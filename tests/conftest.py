@@ -132,7 +132,7 @@ def ray_cluster(ray_folder: Path) -> Iterator[RayCluster]:
         try:
             yield cluster
         finally:
-            from greenloop.executors.ray import disconnect
+            from greenloop.executors.ray_cluster import disconnect
 
             disconnect()
 

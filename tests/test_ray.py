@@ -95,6 +95,31 @@ def test_a_fan_lands_on_both_nodes_and_the_history_names_them(
     }
 
 
+STREAMS = """
+@gl.pipeline("ci")
+def ci():
+    # Lines while it runs (pushed to the relay), then a burst as it ends (they come
+    # back with the result): all of them, in order, once.
+    gl.sh("for i in $(seq 1 20); do echo early-$i; sleep 0.02; done; seq -f late-%g 1 200",
+          label="talks")
+    gl.sh("echo before-failing; seq -f dying-%g 1 50; exit 3", label="fails")
+"""
+
+
+def test_every_line_a_step_prints_arrives_in_order_once_finished_or_failed(
+    on_ray: RayCluster, store: Store, project: Path
+) -> None:
+    write_pipeline(project, STREAMS)
+    the_run, events = run_events(store, project, jobs=2)
+    result = the_run.execute()
+    assert result.steps["talks"].status == "passed"
+    assert result.steps["fails"].status == "failed"
+    printed = [line for line in step_lines(events, "talks") if not NODE_LINE.match(line)]
+    assert printed == [f"early-{i}" for i in range(1, 21)] + [f"late-{i}" for i in range(1, 201)]
+    printed = [line for line in step_lines(events, "fails") if not NODE_LINE.match(line)]
+    assert printed == ["before-failing"] + [f"dying-{i}" for i in range(1, 51)]
+
+
 def poison(folder: Path, *, findable: bool) -> dict[str, str]:
     """An environment in which ``import ray`` fails: findable (find_spec sees a package
     that raises when imported) or not installed at all."""

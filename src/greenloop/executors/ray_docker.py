@@ -18,7 +18,8 @@ steps again, as for any snapshot the store cannot produce.
 
 from __future__ import annotations
 
-from greenloop.executors.ray import RayExecutor, _Cluster, _connect
+from greenloop.executors.ray import RayExecutor
+from greenloop.executors.ray_cluster import Cluster, connect
 from greenloop.executors.ray_node import Done, SnapshotGone, discard_images
 from greenloop.plugins.spec import Host, Variant
 from greenloop.protocol import (
@@ -74,14 +75,14 @@ class RayDockerExecutor(RayExecutor):
             self.store.delete_ref(tag)
         if not by_node:
             return
-        cluster = _connect()
+        cluster = connect()
         alive = cluster.alive()
         for node, tags in by_node.items():
             if node in alive:
                 cluster.on_node(node, discard_images, tags)
 
     def _boot(
-        self, request: ExecutorInput, transfer: HttpRemoteCache, cluster: _Cluster
+        self, request: ExecutorInput, transfer: HttpRemoteCache, cluster: Cluster
     ) -> tuple[str | None, str | None]:
         """No tree to push: the parent is an image on one node, where the step must go."""
         parent = request.parent_snapshot
