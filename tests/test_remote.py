@@ -671,3 +671,19 @@ def test_a_403_from_a_server_that_cannot_read_its_folder_is_not_called_credentia
     [warning] = remote.warnings
     assert "refused (HTTP 403: credentials or server permissions)" in warning, warning
     assert "credentials refused" not in warning
+
+
+def test_a_500_from_a_server_that_cannot_write_its_folder_says_so(
+    unprivileged_dir: Path, store: Store, chain: Path
+) -> None:
+    server = NginxServer(unprivileged_dir, binary=require_nginx(), user="nobody")
+    with server:
+        # nginx's users may read but not write its folder, as after a careless set-up.
+        os.chown(server.root, 0, 0)
+        server.root.chmod(0o755)
+        remote = Remote(store, server.url)
+        result, _ = run(store, chain, remote)
+    assert result.status == "passed"
+    assert any(status == 500 for _, _, status in server.requests())
+    [warning] = remote.warnings
+    assert "HTTP 500 for PUT" in warning and "needs to write its folder" in warning, warning

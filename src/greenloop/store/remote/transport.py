@@ -130,7 +130,10 @@ class HttpTransport:
         if resp.status_code in (200, 201, 204):
             return
         if resp.status_code >= 500:
-            raise Unavailable(f"HTTP {resp.status_code} for PUT /{path}")
+            raise Unavailable(
+                f"HTTP {resp.status_code} for PUT /{path} (the server could not store it: "
+                "its error log says why; a WebDAV server needs to write its folder)"
+            )
         hint = ""
         if entry and resp.status_code == 400:
             hint = " (bazel-remote? start it with --disable_http_ac_validation)"
