@@ -28,6 +28,7 @@ from tests.docker_image import IMAGE, ensure_image
 from tests.ray_cluster import RayCluster, RayNode
 from tests.test_docker import _client as docker_client
 from tests.test_executor_suite import forget_docker_snapshots
+from tests.test_remote_server import free_port
 
 NODE_LINE = re.compile(
     r"^(?:\[stderr\] )?greenloop: ray: on node ([0-9a-f]+) \((127\.0\.0\.\d+)\)$"
@@ -165,6 +166,25 @@ def test_without_ray_installed_it_is_a_setup_error_with_the_hint(
     done = cli("run", "ci", "--executor", "ray", cwd=project, env=env)
     assert done.returncode == 2, done.stderr
     assert "pip install 'greenloop[ray]'" in done.stderr
+
+
+def test_a_cluster_address_nobody_answers_fails_at_once_and_a_malformed_one_is_exit_2(
+    on_ray: RayCluster, project: Path
+) -> None:
+    # Its own command: the shared server answers FAN's steps, with no cluster needed.
+    write_pipeline(
+        project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo unanswered", label="u")\n'
+    )
+    port = free_port()  # nothing listens there: Ray alone would retry for minutes
+    env = {"RAY_ADDRESS": f"127.0.0.1:{port}"}
+    down = cli(
+        "run", "ci", "--executor", "ray", "-j", "4", "--format", "plain", cwd=project, env=env
+    )
+    assert down.returncode == 1, down.stderr + down.stdout
+    assert f"nothing answers at 127.0.0.1:{port}" in down.stdout, down.stdout
+    bad = cli("run", "ci", "--executor", "ray", "--ray-address", "head-node", cwd=project)
+    assert bad.returncode == 2, bad.stderr + bad.stdout
+    assert "'head-node' is not HOST:PORT (or auto)" in bad.stderr, bad.stderr
 
 
 def test_without_a_remote_cache_it_is_a_setup_error_and_an_impossible_step_fails(

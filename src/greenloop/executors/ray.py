@@ -27,7 +27,14 @@ import threading
 from uuid import UUID
 
 from greenloop.executors.local import LocalExecutor
-from greenloop.executors.ray_cluster import Cluster, connect, ray_installed
+from greenloop.executors.ray_cluster import (
+    RAY_ADDRESS_ENV,
+    Cluster,
+    cluster_address,
+    connect,
+    malformed,
+    ray_installed,
+)
 from greenloop.executors.ray_node import CacheSettings, Done, Engine, Job
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
 from greenloop.protocol import (
@@ -77,9 +84,11 @@ class RayExecutor:
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Before anything runs: a writable remote cache, and no step that needs this host.
 
-        The cluster itself is not contacted here: the plan only knows the local cache,
-        and a step it lists may still be a remote hit, which must never load Ray. An
-        unreachable cluster, or a step no node can hold, fails the first step sent.
+        The cluster is not contacted here: the plan only knows the local cache, and a
+        step it lists may still be a remote hit, which must never load Ray nor need the
+        cluster. Only its address is read; a cluster that does not answer (tried with
+        a TCP connection before Ray is), or a step no node can hold, fails the first
+        step sent.
         """
         for step in steps:
             if step.services:
@@ -88,6 +97,10 @@ class RayExecutor:
                     "not reachable from the cluster's nodes: give it executor='local'"
                 )
         self._settings()
+        if (problem := malformed(cluster_address())) is not None:
+            raise SetupError(
+                f"cannot connect to the Ray cluster ({RAY_ADDRESS_ENV} or --ray-address): {problem}"
+            )
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Send the step to the cluster (a hit runs nothing) and bring its outputs back."""

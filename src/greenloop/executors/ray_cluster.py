@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -25,16 +26,60 @@ from greenloop.protocol.executor import EXIT_TIMEOUT
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 """The cluster to connect to (``--ray-address`` sets it); ``auto`` when unset: the
 cluster ``ray start`` started on this machine."""
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+"""Ray's switch for token authentication, which the host must set as the cluster does."""
 CANCEL_GRACE_S = 10.0
 """How long a cancelled task has to stop its step before its worker is killed."""
 TIMEOUT_GRACE_S = 30.0
 """How long past a step's timeout the host waits (the node enforces it) before killing."""
 _WAIT_S = 0.1
 """How often the host looks at a running task for a cancel or the deadline."""
+_REACH_TIMEOUT_S = 5.0
+"""How long the cluster's address has to accept a connection."""
 _NODES_TTL_S = 10.0
 """How long what the cluster's nodes have is taken as known."""
+_AUTH_HINT = (
+    "A cluster with token authentication (the default for a `ray start` cluster since "
+    f"Ray 2.59) needs {AUTH_MODE_ENV}=token here too, and its token (RAY_AUTH_TOKEN, "
+    "or ~/.ray/auth_token)"
+)
 _RESERVED = {"cpu": "num_cpus", "gpu": "num_gpus", "memory": "memory"}
 """Step resources Ray knows under its own names; any other name is a custom resource."""
+
+
+def cluster_address() -> str:
+    """The cluster to connect to: ``RAY_ADDRESS``, else ``auto``."""
+    return os.environ.get(RAY_ADDRESS_ENV) or "auto"
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if host and port.isdigit() else None
+
+
+def malformed(address: str) -> str | None:
+    """Why ``address`` cannot name a cluster (``auto``, or ``HOST:PORT``), or None."""
+    if address == "auto" or _host_port(address) is not None:
+        return None
+    return f"{address!r} is not HOST:PORT (or auto)"
+
+
+def unreachable(address: str) -> str | None:
+    """Why nothing answers at the cluster address ``address``, or None; ``auto`` is
+    left to Ray, which finds a local cluster or fails at once.
+
+    A TCP connection only, without Ray: ``ray.init`` on an address nobody listens on
+    retries for minutes, and no cancel reaches it meanwhile.
+    """
+    found = _host_port(address)
+    if found is None:
+        return malformed(address)
+    host, port = found
+    try:
+        with socket.create_connection((host, port), timeout=_REACH_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"nothing answers at {address} ({e.strerror or e})"
 
 
 def ray_installed() -> bool:
@@ -285,8 +330,11 @@ def connect() -> Cluster:
             return _cluster
         import ray
 
-        address = os.environ.get(RAY_ADDRESS_ENV) or "auto"
+        address = cluster_address()
         if not ray.is_initialized():
+            problem = unreachable(address)
+            if problem is not None:
+                raise SetupError(f"cannot connect to the Ray cluster: {problem}")
             # Ray warns that, off the main thread, it leaves SIGTERM alone: as we want
             # (a SIGTERM must cancel the run, not exit the process), so not worth a line.
             logging.getLogger("ray._private.worker").addFilter(_NotSigterm())
@@ -301,7 +349,7 @@ def connect() -> Cluster:
             except Exception as e:
                 raise SetupError(
                     f"cannot connect to the Ray cluster at {address!r} ({RAY_ADDRESS_ENV} or "
-                    f"--ray-address): {_first_line(e)}"
+                    f"--ray-address): {_first_line(e)}. {_AUTH_HINT}"
                 ) from None
         _cluster = Cluster()
         return _cluster
