@@ -420,3 +420,17 @@ def test_a_bwrap_step_it_cannot_set_up_is_exit_2_before_anything_runs(
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"step 'bad': {says}" in done.stderr
     assert not marker.exists()
+
+
+def test_a_steps_root_is_a_volatile_overlay(store: Store, project: Path, bwrap_works: None) -> None:
+    # Volatile: its going never syncs the whole disk (each step waited for every dirty
+    # page on it); the commit syncs what the store keeps.
+    write_pipeline(
+        project,
+        '@gl.pipeline("ci")\ndef ci():\n'
+        '    gl.sh("grep \' / / \' /proc/self/mountinfo", label="root")\n',
+    )
+    result, events = run(store, project, sandbox="bwrap")
+    assert statuses(result) == {"root": "passed"}, events
+    [root] = logs(events, "root")
+    assert " - overlay overlay " in root and "volatile" in root.split(" - ")[1], root

@@ -10,6 +10,14 @@ folders (and the tools on ``PATH``) read-only over it, a private ``/tmp`` and
 ``$HOME``, and the network unless the step is offline. The mount lives only
 as long as the namespace: a killed run leaves no mount behind.
 
+The mount is ``volatile``: overlayfs then never syncs the upper folder's
+filesystem, where it otherwise syncs all of it when the mount goes, so each
+step waited for every dirty page on the disk (the last step's freshly
+written tree, another program's writes): 80-160 ms for the first child of a
+6,000-file install, against 15 ms. Nothing is lost by it: an upper folder is
+never mounted again, and the commit syncs what the store keeps
+(:meth:`~greenloop.store.Store.adopt_files`).
+
 Committing reads only the upper folder: its files, its whiteouts (character
 devices 0/0: deletions) and its opaque directories (``*.overlay.opaque``: a
 folder that was removed and made anew) turn the parent's tree into the step's
@@ -136,7 +144,7 @@ class StepRoot:
         (self.base / "artifacts.list").write_text("".join(f"{p}\n" for p in artifacts))
         options = (
             f"lowerdir={lower}:{skeleton},upperdir={self.upper},"
-            f"workdir={self.base / 'work'},userxattr"
+            f"workdir={self.base / 'work'},userxattr,volatile"
         )
         bwrap = [
             "bwrap",
