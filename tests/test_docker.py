@@ -206,6 +206,22 @@ def test_missing_image_is_named(client: Any, project: Path) -> None:
 
 
 MOVING = "greenloop-test-moving:latest"
+WHICH = f"""
+@gl.pipeline("ci", default_image="{MOVING}", executor="docker")
+def ci():
+    gl.sh("cat /version 2>/dev/null || echo none", label="which", cache=gl.forever())
+"""
+
+
+def move_the_tag(client: Any) -> None:
+    """Point MOVING at another image, one with ``/version``: `docker build -t` again."""
+    maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
+    try:
+        maker.start()
+        maker.wait()
+        maker.commit(repository=MOVING.split(":")[0], tag="latest")
+    finally:
+        maker.remove(force=True)
 
 
 def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_starts(
@@ -217,31 +233,18 @@ def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_
     from greenloop.sdk.loader import load
 
     client.images.get(IMAGE).tag(MOVING)
-    write_pipeline(
-        project,
-        f"""
-@gl.pipeline("ci", default_image="{MOVING}", executor="docker")
-def ci():
-    gl.sh("cat /version 2>/dev/null || echo none", label="which", cache=gl.forever())
-""",
-    )
+    write_pipeline(project, WHICH)
     events: list[Any] = []
 
-    def move_the_tag(event: Any) -> None:
+    def on_event(event: Any) -> None:
         # After the key is made (it names IMAGE's id), before the container starts.
         events.append(event)
         if isinstance(event, StepStarted):
-            maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
-            try:
-                maker.start()
-                maker.wait()
-                maker.commit(repository=MOVING.split(":")[0], tag="latest")
-            finally:
-                maker.remove(force=True)
+            move_the_tag(client)
 
     try:
         pipeline = load(project / ".greenloop" / "pipeline.py").pipeline("ci")
-        raced = Run(store, pipeline, project, Executors(store), move_the_tag, RunOptions())
+        raced = Run(store, pipeline, project, Executors(store), on_event, RunOptions())
         assert statuses(raced.execute()) == {"which": "passed"}
         # It ran the image its key names; what it stored answers for that image only.
         assert logs(events, "which") == ["none"]
@@ -258,26 +261,13 @@ def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_
     from greenloop.protocol import SetupError
 
     client.images.get(IMAGE).tag(MOVING)
-    write_pipeline(
-        project,
-        f"""
-@gl.pipeline("ci", default_image="{MOVING}", executor="docker")
-def ci():
-    gl.sh("cat /version 2>/dev/null || echo none", label="which", cache=gl.forever())
-""",
-    )
+    write_pipeline(project, WHICH)
     try:
         first, events = run(store, project)
         assert statuses(first) == {"which": "passed"} and logs(events, "which") == ["none"]
         assert statuses(run(store, project)[0]) == {"which": "cached"}
         # The same name, other bytes: `docker build -t` again, or a new pull.
-        maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
-        try:
-            maker.start()
-            maker.wait()
-            maker.commit(repository=MOVING.split(":")[0], tag="latest")
-        finally:
-            maker.remove(force=True)
+        move_the_tag(client)
         moved, events = run(store, project)
         assert statuses(moved) == {"which": "passed"} and logs(events, "which") == ["v2"]
         assert statuses(run(store, project)[0]) == {"which": "cached"}
