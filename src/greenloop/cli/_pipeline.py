@@ -33,10 +33,11 @@ from greenloop.protocol import BuildEvent, IRDocument, Pipeline, PluginFailure, 
 from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT
 from greenloop.protocol.ir import SandboxMode
 from greenloop.store import Store
-from greenloop.store.remote import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV, open_remote
+from greenloop.store.remote.settings import MODES, REMOTE_CACHE_ENV, REMOTE_CACHE_MODE_ENV
 
 if TYPE_CHECKING:
     from greenloop.cli._reports import Report
+    from greenloop.store.remote import HttpRemoteCache
 
 EXIT_FAILED = 1
 _PASSED = ("passed", "cached")
@@ -321,10 +322,16 @@ def _execute(
     secrets: dict[str, str],
 ) -> RunResult:
     """Run one pipeline to its end; a setup problem exits 2."""
-    try:
-        remote = open_remote(store, remote_url or "", remote_mode)
-    except ValueError as e:
-        fail(str(e))
+    # The remote cache's client (and its HTTP and TLS stack, ~7 ms of imports) is
+    # loaded only for a run that names a server: an empty URL turns the remote off.
+    remote: HttpRemoteCache | None = None
+    if remote_url:
+        from greenloop.store.remote import open_remote
+
+        try:
+            remote = open_remote(store, remote_url, remote_mode)
+        except ValueError as e:
+            fail(str(e))
     try:
         hooks = discovery.hooks()  # fresh for each run: a hook's time budget is per run
     except ValueError as e:  # a bad GREENLOOP_HOOK_BUDGET

@@ -47,11 +47,11 @@ document gives its objects (see :attr:`RemoteEntry.max_object_bytes`).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from greenloop.store.remote.entry import ENTRY_FORMAT, RemoteEntry, ac_key
-from greenloop.store.remote.http_cache import HttpRemoteCache
 from greenloop.store.remote.settings import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,
@@ -65,6 +65,29 @@ from greenloop.store.remote.settings import (
     check_mode,
 )
 from greenloop.store.store import Store
+
+if TYPE_CHECKING:
+    from greenloop.store.remote.entry import ENTRY_FORMAT, RemoteEntry, ac_key
+    from greenloop.store.remote.http_cache import HttpRemoteCache
+
+# The client and the entry document load on first use: a run without a remote
+# cache reads only the settings here, not the HTTP and TLS stack (~8 ms).
+_LAZY = {
+    "ENTRY_FORMAT": "entry",
+    "RemoteEntry": "entry",
+    "ac_key": "entry",
+    "HttpRemoteCache": "http_cache",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'greenloop.store.remote' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"greenloop.store.remote.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_JOBS",
@@ -130,6 +153,8 @@ def open_remote(
     settings = remote_settings(url, mode)
     if settings is None:
         return None
+    from greenloop.store.remote.http_cache import HttpRemoteCache
+
     return HttpRemoteCache(
         store,
         settings.url,
