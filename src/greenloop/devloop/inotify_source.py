@@ -10,11 +10,17 @@ Every folder the watch filter accepts is watched (ignored ones, such as
 and is scanned, since files may land in it before the watch does. A lost
 queue (``IN_Q_OVERFLOW``) reports every top-level entry, so the change filter
 re-reads the whole tree: an event may be late, never lost.
+
+A source looks at its stop event a few times a second, or (``stop_check_ms=None``)
+only when :meth:`InotifySource.interrupt` writes to its wake pipe: twenty idle
+sources in one ``serve`` then never wake at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +48,7 @@ _MASK = (
         | f.EXCL_UNLINK
     )
 )
-_STOP_CHECK_MS = 250
+STOP_CHECK_MS = 250
 """How often a quiet watcher looks at its stop event: a few wakeups a second."""
 
 
@@ -66,20 +72,33 @@ class InotifySource:
         relevant: Callable[[str], bool],
         deliver: Callable[[set[str]], None],
         stop: threading.Event,
-        stop_check_ms: int | None = None,
+        stop_check_ms: int | None = STOP_CHECK_MS,
     ) -> None:
         """Watch ``root``; ``deliver`` gets the absolute paths of each batch of events.
 
-        ``stop_check_ms`` is how often a quiet source looks at ``stop`` (None: a few times
-        a second).
+        ``stop_check_ms`` is how often a quiet source looks at ``stop`` (default: a few
+        times a second; None: only when :meth:`interrupt` is called).
         """
-        self._stop_check_ms = _STOP_CHECK_MS if stop_check_ms is None else stop_check_ms
+        self._stop_check_ms = stop_check_ms
         self._root = str(root)
         self._relevant = relevant
         self._deliver = deliver
         self._stop = stop
         self._inotify = INotify()
         self._folders: dict[int, str] = {}
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # A closed descriptor's number is reused: interrupt() must never write after close.
+        self._wake_guard = threading.Lock()
+        self._closed = False
+
+    def interrupt(self) -> None:
+        """Make a waiting :meth:`run` look at its stop event now (safe from any thread)."""
+        with self._wake_guard:
+            if self._closed:
+                return
+            # A full pipe means a wake-up is pending already.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
 
     def start(self) -> None:
         """Watch every relevant folder below the root, now (raises ``OSError`` if one fails)."""
@@ -88,8 +107,16 @@ class InotifySource:
     def run(self) -> None:
         """Read and hand over events until the stop event is set; close the descriptor."""
         try:
+            poller = select.poll()
+            poller.register(self._inotify.fileno(), select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
             while not self._stop.is_set():
-                events = self._inotify.read(timeout=self._stop_check_ms)
+                ready = {fd for fd, _ in poller.poll(self._stop_check_ms)}
+                if self._wake_r in ready:
+                    self._drain_wakes()
+                if self._inotify.fileno() not in ready:
+                    continue
+                events = self._inotify.read(timeout=0)
                 changed: set[str] = set()
                 for event in events:
                     if event.mask & f.Q_OVERFLOW:
@@ -114,6 +141,15 @@ class InotifySource:
                     self._deliver(changed)
         finally:
             self._inotify.close()
+            with self._wake_guard:
+                self._closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+
+    def _drain_wakes(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
 
     def _add_tree(self, top: str) -> set[str]:
         """Watch ``top`` and every relevant folder below it; the paths found in them."""

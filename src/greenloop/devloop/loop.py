@@ -35,6 +35,7 @@ from pathlib import Path
 from greenloop.devloop.config import Role
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
+from greenloop.devloop.inotify_source import STOP_CHECK_MS
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
@@ -125,13 +126,14 @@ class WatchLoop:
         debounce_ms: int | None = None,
         servers: LanguageServers | None = None,
         slot: RoundSlot = _any_time,
-        idle_s: float = _IDLE_S,
+        idle_s: float | None = _IDLE_S,
     ) -> None:
         """Watch ``root``; ``servers`` (shared, owned by the caller) and ``slot`` let several
         loops share warm language servers and a bound on rounds checking at once.
 
-        ``idle_s`` is how often a quiet loop (and its watcher) wakes to look at ``stop``:
-        many idle loops in one process wake less, and are stopped with :meth:`wake`.
+        ``idle_s`` is how often a quiet loop (and its watcher) wakes to look at ``stop``;
+        None: never by itself, only on :meth:`wake` (many idle loops in one process
+        cost nothing while quiet; whoever sets ``stop`` calls :meth:`wake`).
         """
         self._idle_s = idle_s
         self.root = root
@@ -176,7 +178,13 @@ class WatchLoop:
             self._debounce_ms,
             self._stop,
             # A loop told to idle longer tells its watcher so too; by default both keep theirs.
-            stop_check_ms=None if self._idle_s == _IDLE_S else int(self._idle_s * 1000),
+            stop_check_ms=(
+                STOP_CHECK_MS
+                if self._idle_s == _IDLE_S
+                else None
+                if self._idle_s is None
+                else int(self._idle_s * 1000)
+            ),
         )
         # Watch first, then record the tree: an edit in between is seen, never lost.
         watcher.start()
@@ -192,7 +200,8 @@ class WatchLoop:
             if pending is None:
                 wait = self._idle_s
                 if retry_at is not None:
-                    wait = max(min(wait, retry_at - time.monotonic()), 0)
+                    left = max(retry_at - time.monotonic(), 0)
+                    wait = left if wait is None else min(wait, left)
                 batch = watcher.next_batch(wait)
                 if batch:
                     self.model.invalidate()

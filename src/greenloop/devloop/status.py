@@ -240,11 +240,16 @@ class StatusWriter:
     """Keeps the status file current: on every change, and on a heartbeat in between."""
 
     def __init__(
-        self, lock: WatchLock, on_lost: Callable[[], None], heartbeat_s: float = HEARTBEAT_S
+        self,
+        lock: WatchLock,
+        on_lost: Callable[[], None],
+        heartbeat_s: float | None = HEARTBEAT_S,
     ) -> None:
         """Write ``lock``'s tree's status; ``on_lost`` is called if another watcher takes it.
 
         ``heartbeat_s`` (under :data:`STALE_AFTER_S`) is how often an idle status is rewritten.
+        None: no heartbeat thread of its own; the owner calls :meth:`beat` that often
+        (one timer for many writers, not one each).
         """
         now = time.time()
         self._heartbeat_s = heartbeat_s
@@ -264,7 +269,8 @@ class StatusWriter:
     def start(self) -> None:
         """Write the first status and start the heartbeat."""
         self.update()
-        self._thread.start()
+        if self._heartbeat_s is not None:
+            self._thread.start()
 
     def update(self, **fields: Any) -> None:
         """Change some fields (and the heartbeat) and rewrite the file."""
@@ -292,12 +298,21 @@ class StatusWriter:
         if self._lock.owns():
             self.update(activity="stopped", stopped_at=time.time())
 
+    def beat(self) -> bool:
+        """Rewrite an idle status now; False (and ``on_lost`` called) if the slot was taken."""
+        if self._done.is_set():
+            return True  # stopping: stop() writes the last status
+        if not self._lock.owns():
+            self._on_lost()
+            return False
+        self.update()
+        return True
+
     def _beat(self) -> None:
+        assert self._heartbeat_s is not None
         while not self._done.wait(self._heartbeat_s):
-            if not self._lock.owns():
-                self._on_lost()
+            if not self.beat():
                 return
-            self.update()
 
 
 class StatusListener(Listener):

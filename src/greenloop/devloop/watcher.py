@@ -28,7 +28,7 @@ import watchfiles
 
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.inotify_source import InotifySource
+from greenloop.devloop.inotify_source import STOP_CHECK_MS, InotifySource
 from greenloop.devloop.inotify_source import available as inotify_available
 
 WATCHER_ENV = "GREENLOOP_WATCHER"
@@ -124,11 +124,12 @@ class Watcher:
         changes: ChangeFilter,
         debounce_ms: int,
         stop: threading.Event,
-        stop_check_ms: int | None = None,
+        stop_check_ms: int | None = STOP_CHECK_MS,
     ) -> None:
         """Watch ``changes.root``; with inotify, a quiet watcher looks at ``stop`` every
-        ``stop_check_ms`` (default: a few times a second)."""
+        ``stop_check_ms`` (default: a few times a second; None: only on :meth:`wake`)."""
         self._stop_check_ms = stop_check_ms
+        self._source: InotifySource | None = None
         self._filter = changes
         self._debounce_ms = debounce_ms
         self._inotify = os.environ.get(WATCHER_ENV, "") != "watchfiles" and inotify_available()
@@ -151,8 +152,9 @@ class Watcher:
             raise OSError(f"the file watcher did not start within {timeout:g}s")
         self._raise_failure()
 
-    def next_batch(self, timeout: float) -> frozenset[str]:
-        """The next batch of really-changed paths, or an empty set when none came in time.
+    def next_batch(self, timeout: float | None) -> frozenset[str]:
+        """The next batch of really-changed paths, or an empty set when none came in time
+        (``timeout`` None: wait until a batch or a :meth:`wake`).
 
         A batch ends once the settle time has passed with no further event (or after
         at most ``_MAX_HOLD_MS`` of a stream that never goes quiet), so a burst of
@@ -190,8 +192,12 @@ class Watcher:
         return now + self._settle_ms / 1000
 
     def wake(self) -> None:
-        """Make a waiting :meth:`next_batch` return (empty) now."""
+        """Make a waiting :meth:`next_batch` return (empty) now; once stop is set, make
+        the inotify thread see it too."""
         self._raw.put(set())
+        source = self._source
+        if source is not None and self._stop.is_set():
+            source.interrupt()
 
     def _raise_failure(self) -> None:
         try:
@@ -217,6 +223,7 @@ class Watcher:
                 self._stop,
                 stop_check_ms=self._stop_check_ms,
             )
+            self._source = source
             source.start()
             self._ready.set()
             source.run()

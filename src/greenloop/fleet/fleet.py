@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.pool import RoundPool
 from greenloop.fleet.events import EventHub, Message
-from greenloop.fleet.member import Member
+from greenloop.fleet.member import HEARTBEAT_S, Member
 from greenloop.fleet.worktrees import WorktreeListWatch, git_common_dir, list_worktrees
 from greenloop.protocol import SetupError
 
@@ -59,16 +60,24 @@ class Fleet:
         watch.start()
         try:
             self.rescan()
+            beat_at = time.monotonic() + HEARTBEAT_S
             while not self._stop.is_set():
                 # Nothing wakes an idle fleet but a change to the list, a loop that
-                # ended by itself, a retry of a skipped worktree, or stop().
+                # ended by itself, a retry of a skipped worktree, stop(), and this one
+                # heartbeat timer for every member (none of them wakes by itself).
                 retry = bool(self._skipped) or self._failed()
-                woke = self._wake.wait(RETRY_S if retry else None)
+                wait = max(beat_at - time.monotonic(), 0.0)
+                woke = self._wake.wait(min(wait, RETRY_S) if retry else wait)
                 if self._stop.is_set():
                     break
+                if time.monotonic() >= beat_at:
+                    self._beat()
+                    beat_at = time.monotonic() + HEARTBEAT_S
                 if woke:
                     self._stop.wait(SETTLE_S)
                     self._wake.clear()
+                elif not retry:
+                    continue
                 self.rescan()
         finally:
             self.close()
@@ -78,6 +87,10 @@ class Fleet:
         """Make :meth:`run` stop every loop and return."""
         self._stop.set()
         self._wake.set()
+
+    def _beat(self) -> None:
+        for member in list(self._members.values()):
+            member.beat()
 
     def _failed(self) -> bool:
         return any(not m.alive for m in list(self._members.values()))

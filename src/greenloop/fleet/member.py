@@ -39,10 +39,8 @@ from greenloop.protocol import (
 
 HEARTBEAT_S = 5.0
 """How often an idle worktree's status file is rewritten (one watcher writes it every
-second; twenty would be twenty writes a second for nothing)."""
-
-IDLE_S = 5.0
-"""How often an idle worktree's loop wakes by itself; stopping it wakes it at once."""
+second; twenty would be twenty writes a second for nothing). One fleet-wide timer
+does it for every member (:meth:`Member.beat`): no member wakes by itself."""
 
 _WAIT_S = 0.5
 """How often a waiting ``check`` looks whether its worktree stopped being served."""
@@ -72,7 +70,7 @@ class Member(Listener):
         self._servers = servers
         self._stop = threading.Event()
         self._cond = threading.Condition(hub.lock)
-        self._writer = StatusWriter(self._lock, self._stop.set, heartbeat_s=HEARTBEAT_S)
+        self._writer = StatusWriter(self._lock, lambda: self.begin_stop(), heartbeat_s=None)
         self._loop = WatchLoop(
             root,
             setup,
@@ -80,7 +78,8 @@ class Member(Listener):
             self._stop,
             servers=servers,
             slot=pool.slot,
-            idle_s=IDLE_S,
+            # An idle loop blocks until an event or wake(): stopping it wakes it.
+            idle_s=None,
         )
         self._busy = True
         self._verdict: Verdict | None = None
@@ -102,6 +101,10 @@ class Member(Listener):
         """Write the status file and start watching and checking."""
         self._writer.start()
         self._thread.start()
+
+    def beat(self) -> None:
+        """Rewrite the idle status file (the fleet's one heartbeat timer calls this)."""
+        self._writer.beat()
 
     def begin_stop(self) -> None:
         """Ask the loop to stop (its running checkers are killed); :meth:`stop` waits."""

@@ -74,6 +74,7 @@ class WorktreeListWatch:
         self._folder = str(common / "worktrees")
         self._changed = changed
         self._stop = stop
+        self._source: InotifySource | None = None
         self._thread = threading.Thread(target=self._run, name="greenloop-worktrees", daemon=True)
 
     def start(self) -> None:
@@ -82,6 +83,9 @@ class WorktreeListWatch:
 
     def join(self) -> None:
         """Wait for the watching thread to end (after the stop event is set)."""
+        source = self._source
+        if source is not None:
+            source.interrupt()
         self._thread.join()
 
     def _relevant(self, path: str) -> bool:
@@ -95,9 +99,15 @@ class WorktreeListWatch:
     def _run(self) -> None:
         if inotify_available():
             try:
+                # It blocks until an event or join()'s interrupt: no timed wake-ups.
                 source = InotifySource(
-                    self._common, self._relevant, lambda _paths: self._changed(), self._stop
+                    self._common,
+                    self._relevant,
+                    lambda _paths: self._changed(),
+                    self._stop,
+                    stop_check_ms=None,
                 )
+                self._source = source
                 source.start()
                 source.run()
                 return
