@@ -6,8 +6,9 @@ Nothing in here does work; it only names and validates data. See
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from greenloop._lazy import lazy_names
 
 if TYPE_CHECKING:
     from greenloop.protocol.devloop import (
@@ -193,10 +194,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'greenloop.protocol' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"greenloop.protocol.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULES, globals())

@@ -47,11 +47,11 @@ document gives its objects (see :attr:`RemoteEntry.max_object_bytes`).
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from greenloop._lazy import lazy_names
 from greenloop.store.remote.settings import (
     DEFAULT_JOBS,
     DEFAULT_TIMEOUT_S,
@@ -80,13 +80,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'greenloop.store.remote' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"greenloop.store.remote.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
