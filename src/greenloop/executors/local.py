@@ -193,7 +193,7 @@ class LocalExecutor:
         settings = request.step.sandbox or Sandbox(mode="bwrap")
         workdir = _rooted(request.workdir)
         artifacts = [bwrap.root_relative(request.workdir, a) for a in request.step.artifacts]
-        parent = self._parent_tree(request)
+        parent = self.parent_tree(request)
         root.prepare()
         with self.store.checkout(parent) as lower, ExitStack() as held:
             injected = self._boot_overlay(request, host, root, workdir)
@@ -278,8 +278,8 @@ class LocalExecutor:
             self.store.adopt_checkout(tree, root.upper)
         return tree
 
-    def _parent_tree(self, request: ExecutorInput) -> str:
-        """The tree the step boots from: its parent's snapshot, or the empty tree."""
+    def parent_tree(self, request: ExecutorInput) -> str:
+        """The tree the step boots from: its parent's snapshot, or the empty tree (stored)."""
         if request.parent_snapshot is None:
             return self.store.put_bytes(encode_manifest([]))  # == _EMPTY_TREE
         tree = self.store.get_ref(request.parent_snapshot)

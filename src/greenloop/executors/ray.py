@@ -53,7 +53,6 @@ from greenloop.protocol.ir import Sandbox
 from greenloop.store import Store
 from greenloop.store.remote import REMOTE_CACHE_ENV, HttpRemoteCache, remote_settings
 from greenloop.store.remote.closure import tree_blobs
-from greenloop.store.trees import encode_manifest
 
 INSTALL_HINT = "pip install 'greenloop[ray]'"
 """How to get Ray."""
@@ -213,13 +212,7 @@ class RayExecutor:
         """The parent's tree (a root step's: the empty tree), made sure to be whole on
         the server: a step that changes nothing commits it, and its task then has
         nothing to upload."""
-        if request.parent_snapshot is None:
-            tree = self.store.put_bytes(encode_manifest([]))
-        else:
-            found = self.store.get_ref(request.parent_snapshot)
-            if found is None:
-                raise RuntimeError(f"snapshot {request.parent_snapshot!r} is not in the store")
-            tree = found
+        tree = self._local.parent_tree(request)
         with self._lock:
             pushed = tree in self._on_server
         if not pushed:
