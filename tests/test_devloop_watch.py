@@ -28,6 +28,7 @@ from greenloop.devloop.status import (
     lock_path,
     pid_alive,
     read_status,
+    status_path,
     write_status,
 )
 from greenloop.devloop.treestate import state_dir, tree_key
@@ -416,6 +417,8 @@ def _status(root: Path, pid: int, heartbeat_age: float, token: str = "other") ->
             pid=pid, token=token, root=str(root), started_at=now, heartbeat_at=now - heartbeat_age
         ),
     )
+    # The file's mtime is a heartbeat too (a beat only touches it): age it the same.
+    os.utime(status_path(root), (now - heartbeat_age, now - heartbeat_age))
 
 
 def _dead_pid() -> int:
