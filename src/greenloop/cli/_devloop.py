@@ -8,6 +8,7 @@ when stopped by Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -234,11 +235,20 @@ def dev(
     setup error, 130 when stopped by Ctrl-C or SIGTERM.
     """
     # The build and server stack loads only for `dev`, never for `check` or `watch`.
-    from greenloop.dev.app_supervisor import AppConfig
-    from greenloop.dev.session import DevSession
+    from greenloop.dev.session import DevFlags
 
     root = root.resolve()
-    reporter = _BuildReporter(as_json)
+    reporter = BuildReporter(as_json)
+    flags = DevFlags(
+        host=host,
+        port=port,
+        allowed_hosts=allowed_hosts,
+        out=os.path.abspath(out) if out is not None else None,
+        pipeline_name=pipeline_name,
+        app_command=app_command,
+        ready=ready,
+    )
+    _dev_served(root, flags.as_json(), reporter, as_json)
     try:
         setup = Setup.load(root)
         lock = WatchLock.acquire(root)
@@ -246,29 +256,18 @@ def dev(
         fail(str(e))
     except OSError as e:
         fail(f"cannot take the watcher slot in {root}: {e}")
-    settings = setup.config.settings
-    app = AppConfig.of(settings.dev, app_command, ready)
-    if app is None and ready is not None:
-        lock.release()
-        fail("--ready needs an app to wait for (--app CMD, or app in the [dev] settings)")
-    pipeline_name = pipeline_name or settings.dev.build or (None if app else "build")
     try:
-        session = DevSession(
+        session = flags.open(
             root,
-            pipeline_name=pipeline_name,
-            host=host,
-            port=port,
-            allowed_hosts=allowed_hosts,
-            out=out,
-            report=reporter,
-            app=app,
+            setup.config.settings.dev,
+            reporter,
             on_app_change=reporter.app,
             app_echo=lambda line: click.echo(line, err=True),
         )
     except SetupError as e:
         lock.release()
         fail(str(e))
-    what = "the app of the latest green build" if app else "latest green build"
+    what = "the app of the latest green build" if session.apps else "latest green build"
     click.echo(f"greenloop: serving {session.url} ({what} of {root})", err=True)
 
     def start_building(writer: StatusWriter) -> None:
@@ -298,6 +297,17 @@ def _watch_served(root: Path, as_json: bool, all_worktrees: bool) -> None:
         if all_worktrees:
             watch_all(root, stop, signalled)
         watch_served(root, as_json, stop, signalled)
+
+
+def _dev_served(
+    root: Path, flags: dict[str, object], reporter: BuildReporter, as_json: bool
+) -> None:
+    """Run ``dev`` in `greenloop serve` when it serves ``root`` (then never returns)."""
+    from greenloop.cli._serve import dev_served
+
+    stop, signalled = threading.Event(), threading.Event()
+    with signals_set(stop, signalled):
+        dev_served(root, flags, reporter, as_json, stop, signalled)
 
 
 def _watch_until_stopped(
@@ -344,7 +354,7 @@ def _watch_until_stopped(
     sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
 
 
-class _BuildReporter:
+class BuildReporter:
     """Says what each build (and app) came to: on stdout, and in the status file once it runs."""
 
     def __init__(self, as_json: bool) -> None:
@@ -372,7 +382,10 @@ class _BuildReporter:
 
     def app(self, status: AppStatus, line: str) -> None:
         """Report a change of the app: a line in the terminal, the status file, JSON."""
-        document = status.model_dump(mode="json")
+        self.app_document(status.model_dump(mode="json"), line)
+
+    def app_document(self, document: dict[str, Any], line: str) -> None:
+        """:meth:`app`, from the status as JSON (as `greenloop serve` sends it)."""
         if self._status is not None:
             self._status.update(app=document)
         if self._as_json:

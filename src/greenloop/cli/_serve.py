@@ -4,7 +4,9 @@
 and 130 when stopped by Ctrl-C or SIGTERM. A ``watch`` the server answers
 prints what a watcher of its own would (the same JSON lines, or the same
 verdict lines); it exits 130 when stopped and 2 when the server goes away or
-stops serving the tree.
+stops serving the tree. A ``dev`` the server answers is hosted in it: the
+server builds, publishes and serves the worktree's green trees, and ``dev``
+prints what its own session would, until it is stopped (then the session ends).
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from greenloop.cli._devloop_output import JsonPrinter, TextPrinter
 from greenloop.cli._exit import fail
-from greenloop.fleet.client import Stream, follow
+from greenloop.devloop.loop import Listener
+from greenloop.fleet.client import Stream, ask, follow
+from greenloop.fleet.events import Message
 from greenloop.fleet.fleet import default_jobs
+from greenloop.fleet.hosted_dev import DevReports, HostedDev
 from greenloop.fleet.messages import STATE_EVENT_KINDS, state_event, verdict_of
-from greenloop.protocol import SetupError
+from greenloop.protocol import BuildResult, SetupError
 from greenloop.protocol.executor import EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from greenloop.cli._devloop import BuildReporter
 
 
 @click.command()
@@ -59,10 +68,18 @@ def serve(repo: Path, jobs: int | None) -> None:
                 jobs or default_jobs(),
                 stop,
                 lambda line: click.echo(line, err=True),
+                dev=_open_dev,
             )
     except SetupError as e:
         fail(str(e))
     sys.exit(EXIT_INTERRUPTED if signalled.is_set() else 0)
+
+
+def _open_dev(root: Path, flags: Mapping[str, Any], reports: DevReports) -> HostedDev:
+    # The dev stack (builds, the dev server) loads with the first `greenloop dev` served.
+    from greenloop.dev.session import open_hosted
+
+    return open_hosted(root, flags, reports)
 
 
 def watch_served(
@@ -75,7 +92,58 @@ def watch_served(
         return False
     pid, stream = followed
     click.echo(f"greenloop: watching {root} in greenloop serve (pid {pid}; Ctrl-C stops)", err=True)
+    _print_loop(root, pid, stream, signalled, JsonPrinter() if as_json else TextPrinter())
+
+
+def dev_served(
+    root: Path,
+    flags: dict[str, object],
+    reporter: BuildReporter,
+    as_json: bool,
+    stop: threading.Event,
+    signalled: threading.Event,
+) -> bool:
+    """Run ``dev`` on ``root`` in the server, printing what ``dev`` would; False if none
+    serves it. Exits when the stream ends (the session ends when this hangs up)."""
+    try:
+        answer = ask(root, "dev", stop, dev=flags)
+    except SetupError as e:
+        fail(str(e))
+    if answer is None:
+        return False
+    first, stream = answer
+    if "setup_error" in first:
+        stream.close()
+        fail(str(first["setup_error"]))
+    pid = int(first["serving"])
+    click.echo(
+        f"greenloop: serving {first['url']} (latest green build of {root}, "
+        f"in greenloop serve, pid {pid}; Ctrl-C stops)",
+        err=True,
+    )
+
+    def told(message: Message) -> None:
+        kind = message.get("kind")
+        if kind == "build":
+            reporter(BuildResult.model_validate(message["result"]), bool(message["published"]))
+        elif kind == "app":
+            reporter.app_document(message["app"], str(message["line"]))
+        elif kind == "app_log":
+            click.echo(str(message["line"]), err=True)
+
     printer = JsonPrinter() if as_json else TextPrinter()
+    _print_loop(root, pid, stream, signalled, printer, told)
+
+
+def _print_loop(
+    root: Path,
+    pid: int,
+    stream: Stream,
+    signalled: threading.Event,
+    printer: Listener,
+    other: Callable[[Message], None] = lambda message: None,
+) -> NoReturn:
+    """Print a worktree's stream as its own loop's ``printer`` would; exit when it ends."""
     for message in stream:
         kind = message.get("kind")
         if kind in STATE_EVENT_KINDS:
@@ -86,6 +154,8 @@ def watch_served(
         elif kind == "worktree_removed":
             why = f"greenloop serve stopped serving {root}: {message['reason']}"
             _ended(stream, signalled, why)
+        else:
+            other(message)
     _ended(stream, signalled, f"greenloop serve (pid {pid}) stopped")
 
 

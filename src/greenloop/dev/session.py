@@ -7,9 +7,11 @@ opening a later part fails), lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from greenloop._project import PIPELINE_FILE
 from greenloop.dev.app_supervisor import AppConfig, AppSupervisor, OnChange
@@ -17,6 +19,8 @@ from greenloop.dev.builder import output_step
 from greenloop.dev.builds import DevBuilds
 from greenloop.dev.publisher import Publisher
 from greenloop.dev.tree_snapshot import TreeSnapshot
+from greenloop.devloop.config import DevSettings, load_config
+from greenloop.fleet.hosted_dev import DevReports
 from greenloop.protocol import BuildResult, SetupError
 from greenloop.sdk.loader import PipelineFileError, load
 from greenloop.server import LiveState, Proxy, serve
@@ -139,3 +143,78 @@ class DevSession:
     def close(self) -> None:
         """Stop the apps and building (a build in flight ends), stop serving, close the store."""
         self._close.close()
+
+
+@dataclass(frozen=True)
+class DevFlags:
+    """What ``greenloop dev``'s flags ask for; sent as is to a ``greenloop serve`` hosting it."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    allowed_hosts: tuple[str, ...] = ()
+    out: str | None = None
+    """An absolute path, or None for the default."""
+    pipeline_name: str | None = None
+    app_command: str | None = None
+    ready: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The flags as a ``dev`` request carries them."""
+        return asdict(self)
+
+    @classmethod
+    def of_json(cls, flags: Mapping[str, Any]) -> DevFlags:
+        """The flags a ``dev`` request carries; raises ``SetupError`` when malformed."""
+        try:
+            made = cls(**{**flags, "allowed_hosts": tuple(flags.get("allowed_hosts", ()))})
+        except TypeError as e:
+            raise SetupError(f"a malformed dev request: {e}") from None
+        texts = (made.host, made.out, made.pipeline_name, made.app_command, made.ready)
+        if (
+            not all(t is None or isinstance(t, str) for t in texts)
+            or not isinstance(made.port, int)
+            or not all(isinstance(h, str) for h in made.allowed_hosts)
+        ):
+            raise SetupError(f"a malformed dev request: {dict(flags)!r}")
+        return made
+
+    def open(
+        self,
+        root: Path,
+        settings: DevSettings,
+        report: Report,
+        on_app_change: OnChange | None = None,
+        app_echo: Callable[[str], None] | None = None,
+    ) -> DevSession:
+        """The session these flags and ``settings`` (``[dev]``) ask for; raises ``SetupError``."""
+        app = AppConfig.of(settings, self.app_command, self.ready)
+        if app is None and self.ready is not None:
+            raise SetupError(
+                "--ready needs an app to wait for (--app CMD, or app in the [dev] settings)"
+            )
+        return DevSession(
+            root,
+            pipeline_name=self.pipeline_name or settings.build or (None if app else "build"),
+            host=self.host,
+            port=self.port,
+            allowed_hosts=self.allowed_hosts,
+            out=Path(self.out) if self.out is not None else None,
+            report=report,
+            app=app,
+            on_app_change=on_app_change,
+            app_echo=app_echo,
+        )
+
+
+def open_hosted(root: Path, flags: Mapping[str, Any], reports: DevReports) -> DevSession:
+    """A session a ``greenloop serve`` hosts for ``root``, telling ``reports`` what happens.
+
+    The :data:`~greenloop.fleet.hosted_dev.DevOpener` ``serve`` gives its endpoint.
+    """
+    return DevFlags.of_json(flags).open(
+        root,
+        load_config(root).settings.dev,
+        reports.build,
+        on_app_change=lambda status, line: reports.app(status.model_dump(mode="json"), line),
+        app_echo=reports.log,
+    )

@@ -6,6 +6,10 @@ Requests (``worktree`` is the real path of a worktree's top folder)::
     {"op": "status", "worktree": W}  -> {"watcher": {...}, "serve": {...}}
     {"op": "watch", "worktree": W}   -> {"serving": pid}, then W's messages, until the end
     {"op": "events"}                 -> {"serving": pid}, then every worktree's messages
+    {"op": "dev", "worktree": W, "dev": flags}
+                                     -> {"serving": pid, "url": U}, then W's messages
+                                        (with its builds), until the reader hangs up
+                                        | {"setup_error": text}
 
 A worktree the fleet does not serve gets ``{"unserved": why}``: the client
 then does the work itself, as without a server. Only the server's own user
@@ -28,6 +32,8 @@ from typing import Any
 from greenloop.devloop.status import watcher_section
 from greenloop.fleet.events import Message, Subscriber
 from greenloop.fleet.fleet import Fleet
+from greenloop.fleet.hosted_dev import DevOpener
+from greenloop.fleet.member import Member
 from greenloop.fleet.messages import encode
 from greenloop.protocol import SetupError
 
@@ -43,11 +49,15 @@ class Endpoint(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, path: Path, fleet: Fleet) -> None:
-        """Listen on ``path`` (a stale socket file there is replaced: the caller holds the lock)."""
+    def __init__(self, path: Path, fleet: Fleet, dev: DevOpener | None = None) -> None:
+        """Listen on ``path`` (a stale socket file there is replaced: the caller holds the lock).
+
+        ``dev`` opens the sessions ``dev`` requests ask for (None: they are refused).
+        """
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self.fleet = fleet
+        self.dev = dev
         self.path = path
         super().__init__(str(path), _Handler)
         os.chmod(path, 0o600)
@@ -86,7 +96,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if op == "events":
             self._stream(fleet.hub.subscribe(None, fleet.replay))
             return
-        if op not in ("check", "status", "watch"):
+        if op not in ("check", "status", "watch", "dev"):
             self._send({"error": f"unknown serve request {op!r}"})
             return
         member = fleet.member(worktree)
@@ -103,6 +113,8 @@ class _Handler(socketserver.StreamRequestHandler):
             )
         elif op == "watch":
             self._stream(fleet.hub.subscribe(worktree, lambda: member.replay(files=True)))
+        elif op == "dev":
+            self._dev(member, request.get("dev"))
         else:
             try:
                 result = member.check()
@@ -114,10 +126,28 @@ class _Handler(socketserver.StreamRequestHandler):
             else:
                 self._send({"result": result.model_dump(mode="json")})
 
-    def _stream(self, subscriber: Subscriber) -> None:
+    def _dev(self, member: Member, flags: object) -> None:
+        opener = self.server.dev
+        if opener is None or not isinstance(flags, dict):
+            self._send({"error": "this greenloop serve hosts no dev sessions"})
+            return
+        # Subscribed first, so not one of the session's first builds goes untold.
+        subscriber = self.server.fleet.hub.subscribe(member.key, lambda: member.replay(files=True))
+        try:
+            session = member.host_dev(opener, flags)
+        except SetupError as e:
+            self.server.fleet.hub.unsubscribe(subscriber)
+            self._send({"setup_error": str(e)})
+            return
+        try:
+            self._stream(subscriber, url=session.url)
+        finally:
+            member.unhost_dev(session)
+
+    def _stream(self, subscriber: Subscriber, **first: Any) -> None:
         hub = self.server.fleet.hub
         try:
-            self._send({"serving": os.getpid()})
+            self._send({"serving": os.getpid(), **first})
             while True:
                 try:
                     message = subscriber.next(_STREAM_POLL_S)

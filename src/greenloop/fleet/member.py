@@ -10,13 +10,18 @@ cannot leak from one worktree to another).
 :meth:`Member.check` answers ``greenloop check`` honestly: the last verdict is
 given only if it was reached on the tree exactly as it is now (same build
 identity); otherwise the loop checks again and the answer waits for that round.
+
+:meth:`Member.host_dev` runs ``greenloop dev`` for the worktree in the serving
+process: one session at a time, fed the loop's own events (no second loop, no
+second checkers), its builds and app told on the stream.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import build_identity
@@ -27,12 +32,15 @@ from greenloop.devloop.pool import RoundPool
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import StatusListener, StatusWriter, WatchLock
 from greenloop.fleet.events import EventHub, Message
+from greenloop.fleet.hosted_dev import DevOpener, HostedDev
 from greenloop.fleet.messages import event_message, verdict_message
 from greenloop.protocol import (
     BecameGreen,
     BecameRed,
+    BuildResult,
     CheckResult,
     FileVerdict,
+    SetupError,
     StateEvent,
     TreeState,
 )
@@ -88,6 +96,8 @@ class Member(Listener):
         self._edge: BecameGreen | BecameRed | None = None
         self._checks = threading.Lock()
         self._digests = DigestCache()
+        self._dev: HostedDev | None = None
+        self._hosting = threading.Lock()  # one dev session opens or closes at a time
         self.failure: str | None = None
         """Why watching stopped by itself, when it did."""
         self._thread = threading.Thread(target=self._run, name="greenloop-serve", daemon=True)
@@ -119,6 +129,8 @@ class Member(Listener):
         if self._thread.is_alive():
             self._thread.join()
         self._servers.close_root(self.root)
+        if self._dev is not None:
+            self.unhost_dev(self._dev)
         self._writer.stop()
         self._lock.release()
 
@@ -140,6 +152,8 @@ class Member(Listener):
             self._hub.publish(
                 {"kind": "checking", "worktree": self.key, "changed": sorted(changed)}
             )
+            if self._dev is not None:
+                self._dev.builds.checking(changed)
 
     def events(self, events: list[StateEvent]) -> None:
         """State events of a finished round (or the early ones, via :meth:`early`)."""
@@ -157,6 +171,10 @@ class Member(Listener):
                 else:
                     self._edge = event
                 self._hub.publish(event_message(self.key, event, early=early))
+            # Under the lock, so a session being hosted gets each edge once: from here
+            # or from host_dev's replay, never both and never neither.
+            if self._dev is not None:
+                (self._dev.builds.early if early else self._dev.builds.events)(events)
 
     def verdict(self, verdict: Verdict) -> None:
         """A round finished: it is the worktree's verdict now."""
@@ -178,6 +196,15 @@ class Member(Listener):
         messages: list[Message] = []
         if files:
             messages += [event_message(self.key, self._files[p]) for p in sorted(self._files)]
+        edge = self._holding_edge()
+        if edge is not None:
+            messages.append(event_message(self.key, edge))
+        if self._verdict is not None and not self._busy:
+            messages.append(verdict_message(self.key, self._verdict))
+        return messages
+
+    def _holding_edge(self) -> BecameGreen | BecameRed | None:
+        """The last edge if it still holds (call holding the hub's lock)."""
         edge = self._edge
         if isinstance(edge, BecameRed) or (
             isinstance(edge, BecameGreen)
@@ -185,10 +212,44 @@ class Member(Listener):
             and self._verdict is not None
             and self._verdict.tree is TreeState.GREEN
         ):
-            messages.append(event_message(self.key, edge))
-        if self._verdict is not None and not self._busy:
-            messages.append(verdict_message(self.key, self._verdict))
-        return messages
+            return edge
+        return None
+
+    # --- a hosted `greenloop dev` ---------------------------------------------------
+
+    def host_dev(self, opener: DevOpener, flags: Mapping[str, Any]) -> HostedDev:
+        """Open and start a dev session for this worktree; raises ``SetupError``.
+
+        Refused while another runs. A tree green right now is built at once (the
+        session is given the edge that still holds, as a new subscriber is).
+        """
+        with self._hosting:
+            if self._dev is not None:
+                raise SetupError(
+                    f"a greenloop dev already runs on {self.root} in this greenloop serve; "
+                    "stop it first"
+                )
+            session = opener(self.root, flags, _Reports(self))
+            try:
+                session.start()
+            except BaseException:
+                session.close()
+                raise
+            with self._cond:
+                self._dev = session
+                edge = self._holding_edge()
+                if edge is not None:
+                    session.builds.events([edge])
+            return session
+
+    def unhost_dev(self, session: HostedDev) -> None:
+        """Stop feeding ``session`` and close it (its build ends, its app stops)."""
+        with self._hosting:
+            with self._cond:
+                if self._dev is not session:
+                    return
+                self._dev = None
+            session.close()
 
     def check(self) -> CheckResult | None:
         """The verdict on the tree as it is now; None if the worktree stopped being served.
@@ -234,3 +295,27 @@ def _result(verdict: Verdict, tree: TreeState) -> CheckResult:
         duration_ms=verdict.duration_ms,
         omitted=dict(verdict.omitted),
     )
+
+
+class _Reports:
+    """A hosted session's builds and app, into the member's status file and the stream."""
+
+    def __init__(self, member: Member) -> None:
+        self._member = member
+
+    def build(self, result: BuildResult, published: bool) -> None:
+        """Record the build in the status file and tell the stream."""
+        member = self._member
+        member._writer.build(result, published)
+        message = {"kind": "build", "worktree": member.key, "published": published}
+        member._hub.publish({**message, "result": result.model_dump(mode="json")})
+
+    def app(self, status: dict[str, Any], line: str) -> None:
+        """Record the app in the status file and tell the stream."""
+        member = self._member
+        member._writer.update(app=status)
+        member._hub.publish({"kind": "app", "worktree": member.key, "app": status, "line": line})
+
+    def log(self, line: str) -> None:
+        """Tell the stream what the app printed."""
+        self._member._hub.publish({"kind": "app_log", "worktree": self._member.key, "line": line})

@@ -18,6 +18,7 @@ from greenloop._fs import private_folder
 from greenloop.devloop import process
 from greenloop.fleet.endpoint import Endpoint
 from greenloop.fleet.fleet import Fleet
+from greenloop.fleet.hosted_dev import DevOpener
 from greenloop.fleet.place import SERVE_DIR_ENV, ServePlace
 from greenloop.protocol import SetupError
 
@@ -26,8 +27,16 @@ class AlreadyServing(SetupError):
     """Another ``greenloop serve`` holds this repository's lock."""
 
 
-def serve(repo: Path, jobs: int, stop: threading.Event, log: Callable[[str], None]) -> None:
+def serve(
+    repo: Path,
+    jobs: int,
+    stop: threading.Event,
+    log: Callable[[str], None],
+    dev: DevOpener | None = None,
+) -> None:
     """Serve every worktree of ``repo``'s repository until ``stop`` is set.
+
+    ``dev`` opens the ``greenloop dev`` sessions worktrees ask it to host.
 
     Raises ``SetupError`` (not a repository, an unusable folder, already served).
     """
@@ -38,7 +47,7 @@ def serve(repo: Path, jobs: int, stop: threading.Event, log: Callable[[str], Non
         raise SetupError(problem)
     lock = _take_lock(place)
     try:
-        endpoint = Endpoint(place.socket, fleet)
+        endpoint = Endpoint(place.socket, fleet, dev)
         runner = threading.Thread(target=fleet.run, name="greenloop-fleet")
         runner.start()
         endpoint.start()
