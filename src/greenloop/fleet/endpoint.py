@@ -84,15 +84,17 @@ class _Handler(socketserver.StreamRequestHandler):
         worktree = str(request.get("worktree", ""))
         fleet = self.server.fleet
         if op == "events":
-            self._stream(fleet.hub.subscribe(None, fleet.replay))
+            self._stream(fleet.follow(None))
             return
         if op not in ("check", "status", "watch"):
             self._send({"error": f"unknown serve request {op!r}"})
             return
+        if op == "watch":
+            self._stream(fleet.follow(worktree))
+            return
         member = fleet.member(worktree)
         if member is None:
-            why = fleet.skipped(worktree) or f"{worktree} is not a worktree of {fleet.common}"
-            self._send({"unserved": why})
+            self._send({"unserved": fleet.unserved(worktree)})
             return
         if op == "status":
             self._send(
@@ -101,8 +103,6 @@ class _Handler(socketserver.StreamRequestHandler):
                     "serve": fleet.describe(self.server.path),
                 }
             )
-        elif op == "watch":
-            self._stream(fleet.hub.subscribe(worktree, lambda: member.replay(files=True)))
         else:
             try:
                 result = member.check()
@@ -114,7 +114,10 @@ class _Handler(socketserver.StreamRequestHandler):
             else:
                 self._send({"result": result.model_dump(mode="json")})
 
-    def _stream(self, subscriber: Subscriber) -> None:
+    def _stream(self, subscriber: Subscriber | str) -> None:
+        if isinstance(subscriber, str):
+            self._send({"unserved": subscriber})
+            return
         hub = self.server.fleet.hub
         try:
             self._send({"serving": os.getpid()})
