@@ -90,6 +90,12 @@ class EventHub:
             self._subscribers.add(subscriber)
         return subscriber
 
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open."""
+        with self.lock:
+            return len(self._subscribers)
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop sending to ``subscriber``."""
         with self.lock:

@@ -195,6 +195,7 @@ class Fleet:
             "worktrees": len(self._members),
             "skipped": len(self._skipped),
             "http": self.http,
+            "streams": self.hub.subscribers,
         }
 
     def close(self) -> None:
