@@ -1,7 +1,7 @@
 """``greenloop serve``, and ``watch`` when a server answers for the tree.
 
-``serve`` exits 2 for a setup error (not a git repository, already served)
-and 130 when stopped by Ctrl-C or SIGTERM. A ``watch`` the server answers
+``serve`` exits 2 for a setup error (not a git repository, already served,
+``--port`` taken) and 130 when stopped by Ctrl-C or SIGTERM. A ``watch`` the server answers
 prints what a watcher of its own would (the same JSON lines, or the same
 verdict lines); it exits 130 when stopped and 2 when the server goes away or
 stops serving the tree. A ``dev`` the server answers is hosted in it: the
@@ -25,7 +25,7 @@ from greenloop.cli._exit import fail
 from greenloop.devloop.loop import Listener
 from greenloop.fleet.client import Stream, ask, follow
 from greenloop.fleet.events import Message
-from greenloop.fleet.fleet import default_jobs
+from greenloop.fleet.fleet import Fleet, default_jobs
 from greenloop.fleet.hosted_dev import DevReports, HostedDev
 from greenloop.fleet.messages import STATE_EVENT_KINDS, state_event, verdict_of
 from greenloop.protocol import BuildResult, SetupError
@@ -33,6 +33,7 @@ from greenloop.protocol.executor import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
     from greenloop.cli._devloop import BuildReporter
+    from greenloop.fleet.serve import Front, StartFront
 
 
 @click.command()
@@ -49,16 +50,53 @@ if TYPE_CHECKING:
     default=None,
     help="Rounds checking at once, across every worktree (default: half the cores).",
 )
-def serve(repo: Path, jobs: int | None) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also serve the event stream and status over HTTP on this port (0 picks a free "
+    "one, printed on stderr). Default: no HTTP, the socket only.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to serve HTTP on (with --port).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer HTTP requests for this host name (repeatable; '.example.com' allows "
+    "the domain and its subdomains). Loopback names and --host are always allowed; any "
+    "other Host is refused with 403 against DNS rebinding.",
+)
+def serve(
+    repo: Path,
+    jobs: int | None,
+    port: int | None,
+    host: str,
+    allowed_hosts: tuple[str, ...],
+) -> None:
     """Watch and check every worktree of the repository from one process.
 
     Follows `git worktree list` as worktrees come and go. While it runs,
     `greenloop check`, `watch` and `status` in a worktree are answered by it;
     `greenloop watch --json --all-worktrees` follows every worktree at once.
-    Ctrl-C or SIGTERM stop it (exit 130).
+    With --port, GET or a WebSocket on /__greenloop/events[?worktree=PATH]
+    streams the same events (JSON lines / frames) and /__greenloop/status
+    describes the server. Ctrl-C or SIGTERM stop it (exit 130); exit 2 for a
+    setup error (not a git repository, already served, the port taken).
     """
     from greenloop.cli._devloop import signals_set
     from greenloop.fleet.serve import serve as run_serve
+
+    front: StartFront | None = None
+    if port is not None:
+        front = _http_front(host, port, allowed_hosts)
+    elif host != "127.0.0.1" or allowed_hosts:
+        fail("--host and --allowed-host serve HTTP: give --port too (0 picks a free one)")
 
     stop, signalled = threading.Event(), threading.Event()
     try:
@@ -68,6 +106,7 @@ def serve(repo: Path, jobs: int | None) -> None:
                 jobs or default_jobs(),
                 stop,
                 lambda line: click.echo(line, err=True),
+                front,
                 dev=_open_dev,
             )
     except SetupError as e:
@@ -80,6 +119,25 @@ def _open_dev(root: Path, flags: Mapping[str, Any], reports: DevReports) -> Host
     from greenloop.dev.session import open_hosted
 
     return open_hosted(root, flags, reports)
+
+
+def _http_front(host: str, port: int, allowed_hosts: tuple[str, ...]) -> StartFront:
+    """What starts the HTTP front; a malformed --allowed-host exits 2 before anything runs."""
+    from greenloop.server.fleet_app import serve_fleet
+    from greenloop.server.hosts import HostPolicy
+
+    try:
+        HostPolicy.of(host, allowed_hosts)
+    except ValueError as e:
+        fail(str(e))
+
+    def start(fleet: Fleet, socket: Path) -> Front:
+        try:
+            return serve_fleet(fleet, socket, host, port, allowed_hosts)
+        except (OSError, RuntimeError) as e:
+            raise SetupError(f"greenloop serve cannot serve HTTP on {host}:{port}: {e}") from None
+
+    return start
 
 
 def watch_served(

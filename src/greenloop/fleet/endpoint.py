@@ -94,15 +94,17 @@ class _Handler(socketserver.StreamRequestHandler):
         worktree = str(request.get("worktree", ""))
         fleet = self.server.fleet
         if op == "events":
-            self._stream(fleet.hub.subscribe(None, fleet.replay))
+            self._stream(fleet.follow(None))
             return
         if op not in ("check", "status", "watch", "dev"):
             self._send({"error": f"unknown serve request {op!r}"})
             return
+        if op == "watch":
+            self._stream(fleet.follow(worktree))
+            return
         member = fleet.member(worktree)
         if member is None:
-            why = fleet.skipped(worktree) or f"{worktree} is not a worktree of {fleet.common}"
-            self._send({"unserved": why})
+            self._send({"unserved": fleet.unserved(worktree)})
             return
         if op == "status":
             self._send(
@@ -111,8 +113,6 @@ class _Handler(socketserver.StreamRequestHandler):
                     "serve": fleet.describe(self.server.path),
                 }
             )
-        elif op == "watch":
-            self._stream(fleet.hub.subscribe(worktree, lambda: member.replay(files=True)))
         elif op == "dev":
             self._dev(member, request.get("dev"))
         else:
@@ -144,7 +144,10 @@ class _Handler(socketserver.StreamRequestHandler):
         finally:
             member.unhost_dev(session)
 
-    def _stream(self, subscriber: Subscriber, **first: Any) -> None:
+    def _stream(self, subscriber: Subscriber | str, **first: Any) -> None:
+        if isinstance(subscriber, str):
+            self._send({"unserved": subscriber})
+            return
         hub = self.server.fleet.hub
         try:
             self._send({"serving": os.getpid(), **first})

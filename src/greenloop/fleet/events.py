@@ -68,6 +68,8 @@ class EventHub:
         self.lock = threading.RLock()
         """Held while publishing; members hold it too while they change what they replay."""
         self._subscribers: set[Subscriber] = set()
+        self.closed = False
+        """True once :meth:`close` ended every stream (the server is stopping)."""
 
     def publish(self, message: Message) -> None:
         """Send ``message`` to every subscriber that wants it."""
@@ -80,10 +82,19 @@ class EventHub:
         """A new subscriber, first given ``replay()`` (the current state), then live messages."""
         subscriber = Subscriber(worktree)
         with self.lock:
+            if self.closed:  # one arriving while the server stops: its stream ends at once
+                subscriber.close()
+                return subscriber
             for message in replay():
                 subscriber.offer(message)
             self._subscribers.add(subscriber)
         return subscriber
+
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open."""
+        with self.lock:
+            return len(self._subscribers)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop sending to ``subscriber``."""
@@ -93,6 +104,7 @@ class EventHub:
     def close(self) -> None:
         """End every subscriber's stream (the server is stopping)."""
         with self.lock:
+            self.closed = True
             subscribers, self._subscribers = list(self._subscribers), set()
         for subscriber in subscribers:
             subscriber.close()

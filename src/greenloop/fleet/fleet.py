@@ -20,7 +20,7 @@ from typing import Any
 
 from greenloop.devloop.lsp import LanguageServers
 from greenloop.devloop.pool import RoundPool
-from greenloop.fleet.events import EventHub, Message
+from greenloop.fleet.events import EventHub, Message, Subscriber
 from greenloop.fleet.member import HEARTBEAT_S, Member
 from greenloop.fleet.worktrees import WorktreeListWatch, git_common_dir, list_worktrees
 from greenloop.protocol import SetupError
@@ -53,6 +53,8 @@ class Fleet:
         self._rescans = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.http: str | None = None
+        """The base URL of the fleet's HTTP endpoint, when ``serve --port`` runs one."""
 
     def run(self) -> None:
         """Serve until :meth:`stop`, following the worktree list; then stop every loop."""
@@ -152,6 +154,27 @@ class Fleet:
         """Why ``worktree`` is not served, when it is a worktree the fleet skipped."""
         return self._skipped.get(worktree)
 
+    def unserved(self, worktree: str) -> str:
+        """Why the fleet does not serve ``worktree`` (skipped, or not one of its worktrees)."""
+        return self.skipped(worktree) or f"{worktree} is not a worktree of {self.common}"
+
+    def follow(self, worktree: str | None) -> Subscriber | str:
+        """A subscriber to every worktree's messages (``None``), or to ``worktree``'s
+        starting with its file verdicts; why not, when the fleet does not serve it.
+
+        The caller unsubscribes (``hub.unsubscribe``) when its reader is gone.
+        """
+        if worktree is None:
+            return self.hub.subscribe(None, self.replay)
+        member = self.member(worktree)
+        if member is None:
+            return self.unserved(worktree)
+        return self.hub.subscribe(worktree, lambda: member.replay(files=True))
+
+    def listing(self) -> dict[str, Any]:
+        """The served worktrees (real paths) and the skipped ones with why."""
+        return {"served": sorted(self._members), "skipped": dict(sorted(self._skipped.items()))}
+
     def replay(self) -> list[Message]:
         """Every served worktree and its last verdict (call holding the hub's lock)."""
         messages: list[Message] = []
@@ -171,6 +194,8 @@ class Fleet:
             "jobs": self.jobs,
             "worktrees": len(self._members),
             "skipped": len(self._skipped),
+            "http": self.http,
+            "streams": self.hub.subscribers,
         }
 
     def close(self) -> None:

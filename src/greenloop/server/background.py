@@ -1,4 +1,8 @@
-"""Run the dev server in a background thread, so the caller's thread keeps the dev loop."""
+"""Run a greenloop HTTP server in a background thread, so the caller's thread keeps its loop.
+
+:func:`serve` runs ``greenloop dev``'s server; :func:`serve_app` any ASGI app the
+same way (``greenloop serve --port`` runs the fleet's with it).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from greenloop.server.app import create_app
 from greenloop.server.hosts import HostPolicy
@@ -20,21 +25,29 @@ _POLL_S = 0.01
 
 
 class DevServer:
-    """A running dev server; :meth:`stop` (or leaving a ``with`` block) shuts it down."""
+    """A running server; :meth:`stop` (or leaving a ``with`` block) shuts it down."""
 
     host: str
     """The address it listens on."""
     port: int
     """The port it listens on (the one picked, when asked for port 0)."""
 
-    def __init__(self, server: uvicorn.Server, sock: socket.socket, host: str) -> None:
-        """Wrap ``server``, which will listen on the already bound ``sock``; see :func:`serve`."""
+    def __init__(
+        self, server: uvicorn.Server, sock: socket.socket, host: str, name: str = "dev"
+    ) -> None:
+        """Wrap ``server``, which will listen on the already bound ``sock``; see :func:`serve`.
+
+        ``name`` says which server it is in its thread's name and its errors.
+        """
         self.host = host
         self.port = sock.getsockname()[1]
         self._server = server
         self._socket = sock
+        self._name = name
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="greenloop-dev-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"greenloop-{name}-server", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -71,10 +84,10 @@ class DevServer:
         while not self._server.started:
             if not self._thread.is_alive():
                 self._socket.close()
-                raise RuntimeError(f"the dev server did not start: {self._error!r}")
+                raise RuntimeError(f"the {self._name} server did not start: {self._error!r}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the dev server did not start within {timeout:g}s")
+                raise RuntimeError(f"the {self._name} server did not start within {timeout:g}s")
             time.sleep(_POLL_S)
 
     def _run(self) -> None:
@@ -102,9 +115,35 @@ def serve(
     With ``proxy``, the server fronts an app (see :func:`create_app`).
     """
     policy = HostPolicy.of(host, allowed_hosts)
+    return serve_app(
+        create_app(state, policy, proxy),
+        host,
+        port,
+        start_timeout=start_timeout,
+        # Behind the proxy the app's own Server and Date headers are the ones to pass on;
+        # uvicorn would add its own next to them.
+        own_headers=proxy is None,
+    )
+
+
+def serve_app(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    start_timeout: float = 10.0,
+    own_headers: bool = True,
+    name: str = "dev",
+) -> DevServer:
+    """Serve ``app`` on ``host``:``port`` (0 picks a free port) from a background thread.
+
+    Binding happens here, so a port in use raises ``OSError`` in the caller's thread;
+    returns once the server accepts connections. ``own_headers`` adds uvicorn's
+    ``Server`` and ``Date`` headers; ``name`` is the server's in its thread and errors.
+    """
     sock = _bind(host, port)
     config = uvicorn.Config(
-        create_app(state, policy, proxy),
+        app,
         lifespan="off",
         # The sans-I/O websockets backend: the legacy one is deprecated upstream.
         ws="websockets-sansio",
@@ -113,12 +152,10 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=3,
-        # Behind the proxy the app's own Server and Date headers are the ones to pass on;
-        # uvicorn would add its own next to them.
-        server_header=proxy is None,
-        date_header=proxy is None,
+        server_header=own_headers,
+        date_header=own_headers,
     )
-    server = DevServer(uvicorn.Server(config), sock, host)
+    server = DevServer(uvicorn.Server(config), sock, host, name)
     server._start(start_timeout)
     return server
 

@@ -91,10 +91,11 @@ class HostPolicy:
 class HostGuard:
     """ASGI middleware answering 403 to every request whose ``Host`` the policy refuses."""
 
-    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
-        """Guard ``app`` with ``policy``."""
+    def __init__(self, app: ASGIApp, policy: HostPolicy, command: str = "greenloop dev") -> None:
+        """Guard ``app`` with ``policy``; a refusal says to restart ``command`` allowing it."""
         self.app = app
         self._policy = policy
+        self._command = command
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass allowed requests on; refuse the rest before the app sees them."""
@@ -111,8 +112,8 @@ class HostGuard:
             return
         named = host_name(hosts[0]) if len(hosts) == 1 else None
         message = (
-            f"greenloop dev server: Host {named or (hosts[0] if hosts else '')!r} is not allowed "
-            "(a guard against DNS rebinding); to serve it, start greenloop dev with "
+            f"{self._command}: Host {named or (hosts[0] if hosts else '')!r} is not allowed "
+            f"(a guard against DNS rebinding); to serve it, start {self._command} with "
             f"--allowed-host {named or 'NAME'}\n"
         )
         await PlainTextResponse(message, status_code=403)(scope, receive, send)
