@@ -82,7 +82,7 @@ def serve(
     """Watch and check every worktree of the repository from one process.
 
     Follows `git worktree list` as worktrees come and go. While it runs,
-    `greenloop check`, `watch` and `status` in a worktree are answered by it;
+    `greenloop check`, `watch`, `status` and `dev` in a worktree are answered by it;
     `greenloop watch --json --all-worktrees` follows every worktree at once.
     With --port, GET or a WebSocket on /__greenloop/events[?worktree=PATH]
     streams the same events (JSON lines / frames) and /__greenloop/status
