@@ -4,7 +4,7 @@ Both live in the tree's state folder (:mod:`greenloop.devloop.treestate`), never
 in the tree. ``watch.json`` is rewritten atomically (temp file + rename) with the
 watcher's pid, verdict and diagnostic counts on every change; in between, the
 heartbeat only touches the file (its mtime is the heartbeat: no read, no
-write, so twenty idle worktrees under ``serve`` cost four system calls each
+write, so twenty idle worktrees under ``serve`` cost three system calls each
 per beat). ``watch.lock`` is held
 (``flock``) for the watcher's life, so a second watcher on the same tree is
 refused while the first is alive; a dead one's lock is released by the kernel,
@@ -194,7 +194,7 @@ class WatchLock:
 
     def holds(self) -> bool:
         """Whether the lock file is still the one this slot holds (nobody replaced it)."""
-        return _same_file(self._fd, self._path)
+        return _inode(self._path) == self._inode
 
     def owns(self) -> bool:
         """False once another watcher has taken the slot over."""
@@ -327,16 +327,17 @@ class StatusWriter:
             self.update(activity="stopped", stopped_at=time.time())
 
     def beat(self) -> bool:
-        """Rewrite an idle status now; False (and ``on_lost`` called) if the slot was taken."""
+        """Beat now (touch the status file, or rewrite it when it is not the one this writer
+        wrote); False (and ``on_lost`` called) if the slot was taken."""
         if self._done.is_set():
             return True  # stopping: stop() writes the last status
-        path = self._path
         with self._guard:
             # Every writer renames a new file into place, so the same inode means nobody
             # else wrote it since: touching it is the whole heartbeat.
-            if self._written is not None and _inode(path) == self._written and self._lock.holds():
+            written = self._written is not None and _inode(self._path) == self._written
+            if written and self._lock.holds():
                 with contextlib.suppress(OSError):
-                    os.utime(path)
+                    os.utime(self._path)
                     return True
         if not self._lock.owns():
             self._on_lost()

@@ -132,7 +132,7 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send({"error": "this greenloop serve hosts no dev sessions"})
             return
         # Subscribed first, so not one of the session's first builds goes untold.
-        subscriber = self.server.fleet.hub.subscribe(member.key, lambda: member.replay(files=True))
+        subscriber = member.subscribe()
         try:
             session = member.host_dev(opener, flags)
         except SetupError as e:

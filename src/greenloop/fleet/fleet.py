@@ -169,7 +169,7 @@ class Fleet:
         member = self.member(worktree)
         if member is None:
             return self.unserved(worktree)
-        return self.hub.subscribe(worktree, lambda: member.replay(files=True))
+        return member.subscribe()
 
     def listing(self) -> dict[str, Any]:
         """The served worktrees (real paths) and the skipped ones with why."""

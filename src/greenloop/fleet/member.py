@@ -31,7 +31,7 @@ from greenloop.devloop.oneshot import ATTEMPTS
 from greenloop.devloop.pool import RoundPool
 from greenloop.devloop.rounds import Setup
 from greenloop.devloop.status import StatusListener, StatusWriter, WatchLock
-from greenloop.fleet.events import EventHub, Message
+from greenloop.fleet.events import EventHub, Message, Subscriber
 from greenloop.fleet.hosted_dev import DevOpener, HostedDev
 from greenloop.fleet.messages import event_message, verdict_message
 from greenloop.protocol import (
@@ -202,6 +202,10 @@ class Member(Listener):
         if self._verdict is not None and not self._busy:
             messages.append(verdict_message(self.key, self._verdict))
         return messages
+
+    def subscribe(self) -> Subscriber:
+        """A subscriber to this worktree's messages, starting with its whole state."""
+        return self._hub.subscribe(self.key, lambda: self.replay(files=True))
 
     def _holding_edge(self) -> BecameGreen | BecameRed | None:
         """The last edge if it still holds (call holding the hub's lock)."""
