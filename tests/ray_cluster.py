@@ -159,7 +159,12 @@ class RayCluster:
             timeout=60,
             env=self._env(self.head),
         )
-        return int(out.stdout.strip() or -1)
+        # Ray's driver prints cluster events (a node marked dead) on stdout
+        # whatever log_to_driver says, so the count is the marked line.
+        counts = [
+            ln.removeprefix("alive=") for ln in out.stdout.splitlines() if ln.startswith("alive=")
+        ]
+        return int(counts[-1]) if counts else -1
 
     def env(self) -> dict[str, str]:
         """What a driver needs to reach the cluster."""
@@ -223,5 +228,5 @@ class RayCluster:
 _COUNT = """
 import logging, sys, ray
 ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
-print(sum(1 for n in ray.nodes() if n["Alive"]))
+print("alive=%d" % sum(1 for n in ray.nodes() if n["Alive"]))
 """
