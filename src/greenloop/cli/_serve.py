@@ -23,6 +23,7 @@ import click
 from greenloop.cli._devloop_output import JsonPrinter, TextPrinter
 from greenloop.cli._exit import fail
 from greenloop.devloop.loop import Listener
+from greenloop.devloop.lsp_shared import DEFAULT_PER_PROGRAM
 from greenloop.fleet.client import Stream, ask, follow
 from greenloop.fleet.events import Message
 from greenloop.fleet.fleet import Fleet, default_jobs
@@ -51,6 +52,14 @@ if TYPE_CHECKING:
     help="Rounds checking at once, across every worktree (default: half the cores).",
 )
 @click.option(
+    "--lsp-servers",
+    type=click.IntRange(min=1, max=64),
+    default=DEFAULT_PER_PROGRAM,
+    show_default=True,
+    help="Language servers of each checker command (e.g. pyright-lsp) shared by every "
+    "worktree, one workspace folder a worktree, whatever their number.",
+)
+@click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -75,6 +84,7 @@ if TYPE_CHECKING:
 def serve(
     repo: Path,
     jobs: int | None,
+    lsp_servers: int,
     port: int | None,
     host: str,
     allowed_hosts: tuple[str, ...],
@@ -108,6 +118,7 @@ def serve(
                 lambda line: click.echo(line, err=True),
                 front,
                 dev=_open_dev,
+                lsp_servers=lsp_servers,
             )
     except SetupError as e:
         fail(str(e))

@@ -36,7 +36,7 @@ from greenloop.devloop.config import Role
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.ignores import Ignores
 from greenloop.devloop.inotify_source import STOP_CHECK_MS
-from greenloop.devloop.lsp import LanguageServers
+from greenloop.devloop.lsp import LanguageServers, ServerPool
 from greenloop.devloop.model import CheckerReport, Model, Round
 from greenloop.devloop.rounds import RoundResult, Setup, check_round
 from greenloop.devloop.runner import tree_error
@@ -124,7 +124,7 @@ class WatchLoop:
         stop: threading.Event,
         *,
         debounce_ms: int | None = None,
-        servers: LanguageServers | None = None,
+        servers: ServerPool | None = None,
         slot: RoundSlot = _any_time,
         idle_s: float | None = _IDLE_S,
     ) -> None:
@@ -146,18 +146,20 @@ class WatchLoop:
         )
         self._digests = DigestCache()
         self._changes = ChangeFilter(Ignores(root, setup.config.settings.ignore), self._digests)
-        self._own_servers = servers is None
-        self._servers = LanguageServers() if servers is None else servers
+        self._own_servers: LanguageServers | None = None  # shut down when the loop ends
+        if servers is None:
+            servers = self._own_servers = LanguageServers()
+        self._servers: ServerPool = servers
         self._slot = slot
         self._recheck = threading.Event()
         self._watcher: Watcher | None = None
 
     def run(self) -> None:
         """Watch and check until stopped; raises ``OSError`` if watching itself fails."""
-        if not self._own_servers:
+        if self._own_servers is None:
             self._run()
             return
-        with self._servers:
+        with self._own_servers:
             self._run()
 
     def wake(self) -> None:

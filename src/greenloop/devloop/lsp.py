@@ -8,6 +8,11 @@ diagnostics (``textDocument/diagnostic``, LSP 3.17). Pulling, unlike waiting
 for pushed diagnostics, says when the server is done. The server's warm state
 makes a round cost what the edit touched, not a fresh start of the tool.
 
+A tree is a :class:`Folder` of a server (an LSP workspace folder). A server
+that supports multi-root workspaces can hold many, one per tree, each with its
+own open documents and its own configuration (``greenloop serve`` shares one
+server among worktrees that way: :mod:`greenloop.devloop.lsp_shared`).
+
 A server that dies, breaks the protocol or stops answering raises
 :class:`ServerFailed`; the runner reports that checker as crashed (red, never
 green), the pool forgets the server, and the next round starts a fresh one.
@@ -25,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from greenloop._procs import stop_group, wait_exit
 from greenloop.devloop.checkers.formats import lsp_diagnostics
@@ -81,7 +86,8 @@ class LanguageServer:
         self._next_id = 0
         self._failure: str | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
-        self._documents: dict[str, tuple[int, bytes]] = {}  # rel path -> (version, text digest)
+        self._multi_root = False
+        self._folders = {root: Folder(self, root)}
         assert self._proc.stdout is not None and self._proc.stderr is not None
         threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True).start()
         self._stderr_reader = threading.Thread(
@@ -99,29 +105,50 @@ class LanguageServer:
         """False once the process exited or the conversation broke."""
         return self._failure is None and self._proc.poll() is None
 
-    def check(
-        self, files: Sequence[str], source: str, cancel: threading.Event, timeout_s: float
-    ) -> list[Diagnostic] | None:
-        """Bring the server's view up to ``files`` (relative paths); their diagnostics.
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self._proc.pid
 
-        None when ``cancel`` was set first. Raises :class:`ServerFailed`.
+    @property
+    def multi_root(self) -> bool:
+        """Whether the server takes more workspace folders once started."""
+        return self._multi_root
+
+    @property
+    def folders(self) -> list[Folder]:
+        """Its workspace folders, the one it was started in first."""
+        with self._arrived:
+            return list(self._folders.values())
+
+    def folder(self, root: Path) -> Folder:
+        """The folder of the tree at ``root``; ``KeyError`` when it is not one."""
+        with self._arrived:
+            return self._folders[root]
+
+    def add_folder(self, root: Path) -> Folder:
+        """Make the tree at ``root`` one more workspace folder (:attr:`multi_root` only).
+
+        Raises :class:`ServerFailed`.
         """
-        deadline = time.monotonic() + timeout_s
-        wanted = [rel for rel in files if Path(rel).suffix in LANGUAGES]
-        self._sync(wanted)
-        asked = {
-            self._request("textDocument/diagnostic", _document(self._uri(rel))): rel
-            for rel in wanted
-        }
-        replies = self._await(asked, cancel, deadline)
-        if replies is None:
-            return None
-        found: list[Diagnostic] = []
-        for request_id, rel in asked.items():
-            result = replies[request_id]
-            items = result.get("items") if isinstance(result, dict) else None
-            found += lsp_diagnostics(items or [], str(self.root / rel), source)
-        return found
+        if not self._multi_root:
+            raise ValueError(f"{self.argv[0]} takes no more workspace folders")
+        with self._arrived:
+            if root in self._folders:
+                return self._folders[root]
+            folder = self._folders[root] = Folder(self, root)
+        self._change_folders(added=[root], removed=[])
+        return folder
+
+    def remove_folder(self, folder: Folder) -> None:
+        """Close ``folder``'s documents and take it out of the workspace."""
+        with self._arrived:
+            if self._folders.get(folder.root) is not folder:
+                return
+            del self._folders[folder.root]
+        with contextlib.suppress(ServerFailed):
+            folder.close_documents()
+            self._change_folders(added=[], removed=[folder.root])
 
     def close(self) -> None:
         """Ask the server to shut down; kill its process group if it does not."""
@@ -143,7 +170,7 @@ class LanguageServer:
             {
                 "processId": os.getpid(),
                 "rootUri": self.root.as_uri(),
-                "workspaceFolders": [{"uri": self.root.as_uri(), "name": self.root.name}],
+                "workspaceFolders": [_folder(self.root)],
                 "capabilities": {
                     "textDocument": {
                         "diagnostic": {"dynamicRegistration": True},
@@ -160,6 +187,8 @@ class LanguageServer:
         capabilities = (reply[request_id] or {}).get("capabilities") or {}
         if capabilities.get("diagnosticProvider"):
             self._pulls.set()
+        folders = (capabilities.get("workspace") or {}).get("workspaceFolders") or {}
+        self._multi_root = bool(folders.get("supported") and folders.get("changeNotifications"))
         self._notify("initialized", {})
         # Some servers (pyright) offer it only by registering it once initialized.
         if not self._pulls.wait(REGISTRATION_WAIT_S):
@@ -168,36 +197,23 @@ class LanguageServer:
                 "textDocument/diagnostic), which greenloop needs to know when it is done"
             )
 
-    def _sync(self, wanted: Sequence[str]) -> None:
-        for rel in set(self._documents) - set(wanted):
-            del self._documents[rel]
-            self._notify("textDocument/didClose", _document(self._uri(rel)))
-        for rel in wanted:
-            try:
-                text = (self.root / rel).read_bytes().decode("utf-8", "replace")
-            except OSError:
-                text = ""  # vanished since the listing: the next round closes it
-            digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-            known = self._documents.get(rel)
-            uri = self._uri(rel)
-            if known is None:
-                self._documents[rel] = (1, digest)
-                language = LANGUAGES[Path(rel).suffix]
-                item = {"uri": uri, "languageId": language, "version": 1, "text": text}
-                self._notify("textDocument/didOpen", {"textDocument": item})
-            elif known[1] != digest:
-                version = known[0] + 1
-                self._documents[rel] = (version, digest)
-                self._notify(
-                    "textDocument/didChange",
-                    {
-                        "textDocument": {"uri": uri, "version": version},
-                        "contentChanges": [{"text": text}],
-                    },
-                )
+    def _pull(
+        self, uris: Sequence[str], cancel: threading.Event, deadline: float
+    ) -> list[Any] | None:
+        """Each document's pulled diagnostics (its items), in order; None when cancelled."""
+        asked = {self._request("textDocument/diagnostic", _document(uri)): uri for uri in uris}
+        replies = self._await(asked, cancel, deadline)
+        if replies is None:
+            return None
+        found = []
+        for request_id in asked:
+            result = replies[request_id]
+            found.append((result.get("items") if isinstance(result, dict) else None) or [])
+        return found
 
-    def _uri(self, rel: str) -> str:
-        return (self.root / rel).as_uri()
+    def _change_folders(self, added: Sequence[Path], removed: Sequence[Path]) -> None:
+        event = {"added": [_folder(r) for r in added], "removed": [_folder(r) for r in removed]}
+        self._notify("workspace/didChangeWorkspaceFolders", {"event": event})
 
     def _request(self, method: str, params: object) -> int:
         with self._arrived:
@@ -277,6 +293,8 @@ class LanguageServer:
         params = request.get("params") or {}
         if request["method"] == "workspace/configuration":
             result = [None] * len(params.get("items") or [])
+        elif request["method"] == "workspace/workspaceFolders":
+            result = [_folder(folder.root) for folder in self.folders]
         elif request["method"] == "client/registerCapability":
             methods = {r.get("method") for r in params.get("registrations") or []}
             if "textDocument/diagnostic" in methods:
@@ -301,6 +319,71 @@ class LanguageServer:
         return f"{self.argv[0]} {what}" + (f"; it said: {tail}" if tail else "")
 
 
+class Folder:
+    """One tree as a workspace folder of a server, and the documents open from it."""
+
+    def __init__(self, server: LanguageServer, root: Path) -> None:
+        self.server = server
+        self.root = root
+        self._documents: dict[str, tuple[int, bytes]] = {}  # rel path -> (version, text digest)
+        self._lock = threading.Lock()  # one round of this tree at a time
+
+    def check(
+        self, files: Sequence[str], source: str, cancel: threading.Event, timeout_s: float
+    ) -> list[Diagnostic] | None:
+        """Bring the server's view of this tree up to ``files`` (relative paths); their
+        diagnostics. None when ``cancel`` was set first. Raises :class:`ServerFailed`.
+        """
+        deadline = time.monotonic() + timeout_s
+        wanted = [rel for rel in files if Path(rel).suffix in LANGUAGES]
+        with self._lock:
+            self._sync(wanted)
+            pulled = self.server._pull([self._uri(rel) for rel in wanted], cancel, deadline)
+        if pulled is None:
+            return None
+        found: list[Diagnostic] = []
+        for rel, items in zip(wanted, pulled, strict=True):
+            found += lsp_diagnostics(items, str(self.root / rel), source)
+        return found
+
+    def close_documents(self) -> None:
+        """Close every document opened from this tree."""
+        with self._lock:
+            self._sync([])
+
+    def _sync(self, wanted: Sequence[str]) -> None:
+        server = self.server
+        for rel in set(self._documents) - set(wanted):
+            del self._documents[rel]
+            server._notify("textDocument/didClose", _document(self._uri(rel)))
+        for rel in wanted:
+            try:
+                text = (self.root / rel).read_bytes().decode("utf-8", "replace")
+            except OSError:
+                text = ""  # vanished since the listing: the next round closes it
+            digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            known = self._documents.get(rel)
+            uri = self._uri(rel)
+            if known is None:
+                self._documents[rel] = (1, digest)
+                language = LANGUAGES[Path(rel).suffix]
+                item = {"uri": uri, "languageId": language, "version": 1, "text": text}
+                server._notify("textDocument/didOpen", {"textDocument": item})
+            elif known[1] != digest:
+                version = known[0] + 1
+                self._documents[rel] = (version, digest)
+                server._notify(
+                    "textDocument/didChange",
+                    {
+                        "textDocument": {"uri": uri, "version": version},
+                        "contentChanges": [{"text": text}],
+                    },
+                )
+
+    def _uri(self, rel: str) -> str:
+        return (self.root / rel).as_uri()
+
+
 def _messages(stream: BinaryIO) -> Iterator[dict[str, Any]]:
     """JSON-RPC messages framed by ``Content-Length`` headers, until end of stream."""
     while True:
@@ -323,8 +406,32 @@ def _document(uri: str) -> dict[str, Any]:
     return {"textDocument": {"uri": uri}}
 
 
+def _folder(root: Path) -> dict[str, str]:
+    return {"uri": root.as_uri(), "name": root.name}
+
+
+class ServerPool(Protocol):
+    """Where a runner gets the warm server folder of a checker for a tree."""
+
+    def get(self, argv: Sequence[str], root: Path, env: Mapping[str, str]) -> Folder:
+        """The live folder of ``root`` in a server of ``argv``, started when needed.
+
+        Raises :class:`ServerFailed`.
+        """
+
+    def discard(self, folder: Folder) -> None:
+        """``folder``'s server failed: forget and stop it; the next ``get`` starts another."""
+
+    def close_root(self, root: Path) -> None:
+        """The tree at ``root`` is no longer checked: let its folders go."""
+
+    def close(self) -> None:
+        """Shut every server down."""
+
+
 class LanguageServers:
-    """The warm servers of one watcher (or one ``check``), by argv and root.
+    """The warm servers of one watcher (or one ``check``), by argv and root: one
+    server a tree.
 
     A context manager: leaving it shuts every server down.
     """
@@ -333,23 +440,26 @@ class LanguageServers:
         self._servers: dict[tuple[tuple[str, ...], Path], LanguageServer] = {}
         self._lock = threading.Lock()
 
-    def get(self, argv: Sequence[str], root: Path, env: Mapping[str, str]) -> LanguageServer:
-        """The live server for ``argv`` at ``root``, started (or restarted) when needed."""
+    def get(self, argv: Sequence[str], root: Path, env: Mapping[str, str]) -> Folder:
+        """The live server for ``argv`` at ``root`` (its folder), started (or restarted)
+        when needed.
+        """
         key = (tuple(argv), root)
         with self._lock:
             server = self._servers.get(key)
             if server is not None and server.alive:
-                return server
+                return server.folder(root)
             self._servers.pop(key, None)
         if server is not None:
             server.close()
         server = LanguageServer(argv, root, env)
         with self._lock:
             self._servers[key] = server
-        return server
+        return server.folder(root)
 
-    def discard(self, server: LanguageServer) -> None:
-        """Forget ``server`` (it failed) and stop it; the next ``get`` starts another."""
+    def discard(self, folder: Folder) -> None:
+        """Forget ``folder``'s server (it failed) and stop it; the next ``get`` starts another."""
+        server = folder.server
         with self._lock:
             if self._servers.get((server.argv, server.root)) is server:
                 del self._servers[(server.argv, server.root)]

@@ -17,7 +17,7 @@ from greenloop.devloop.config import Config, Role, load_config
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import build_identity
 from greenloop.devloop.ignores import Ignores
-from greenloop.devloop.lsp import LanguageServers
+from greenloop.devloop.lsp import ServerPool
 from greenloop.devloop.model import Round
 from greenloop.devloop.runner import ReportFn, run_checkers
 from greenloop.devloop.treestate import make_state_dir
@@ -59,7 +59,7 @@ def check_round(
     digests: DigestCache,
     *,
     on_report: ReportFn | None = None,
-    servers: LanguageServers | None = None,
+    servers: ServerPool | None = None,
 ) -> RoundResult | None:
     """Run every checker once over the whole tree; None when cancelled.
 

@@ -26,7 +26,7 @@ from greenloop.devloop.checkers import Checker
 from greenloop.devloop.checkers.formats import Found
 from greenloop.devloop.checkers.table import parse_output
 from greenloop.devloop.config import Format
-from greenloop.devloop.lsp import LanguageServers, ServerFailed
+from greenloop.devloop.lsp import LanguageServers, ServerFailed, ServerPool
 from greenloop.devloop.model import CheckerReport, Omitted
 from greenloop.protocol import Diagnostic, SetupError, Severity
 from greenloop.protocol.devloop import sorted_diagnostics
@@ -45,7 +45,7 @@ def run_checkers(
     on_report: ReportFn | None = None,
     *,
     files: Sequence[str] = (),
-    servers: LanguageServers | None = None,
+    servers: ServerPool | None = None,
 ) -> list[CheckerReport] | None:
     """Run every checker at once; their reports, or None when ``cancel`` stopped the round.
 
@@ -159,15 +159,15 @@ def _run_server(
     checker: Checker,
     cancel: threading.Event,
     files: Sequence[str],
-    servers: LanguageServers,
+    servers: ServerPool,
 ) -> CheckerReport | None:
-    server = None
+    folder = None
     try:
-        server = servers.get(checker.argv, root, _environment())
-        diagnostics = server.check(files, checker.source, cancel, checker.timeout_s)
+        folder = servers.get(checker.argv, root, _environment())
+        diagnostics = folder.check(files, checker.source, cancel, checker.timeout_s)
     except ServerFailed as e:
-        if server is not None:
-            servers.discard(server)  # the next round starts a fresh one
+        if folder is not None:
+            servers.discard(folder)  # the next round starts a fresh one
         failure = tree_error(
             root, "checker-failed", f"{checker.name} (a language server) failed: {e}"
         )

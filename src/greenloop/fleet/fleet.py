@@ -6,7 +6,9 @@ a new worktree gets a :class:`~greenloop.fleet.member.Member`, a removed one's
 is stopped. A worktree that cannot be served (bad settings, or a ``greenloop
 watch`` of its own already running) is *skipped*, said so on the stream, and
 tried again every :data:`RETRY_S` seconds while any is skipped. Rounds of all
-worktrees share one :class:`~greenloop.devloop.pool.RoundPool`.
+worktrees share one :class:`~greenloop.devloop.pool.RoundPool`, and their
+language-server checkers a few shared servers, one workspace folder a worktree
+(:class:`~greenloop.devloop.lsp_shared.SharedLanguageServers`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from greenloop.devloop.lsp import LanguageServers
+from greenloop.devloop.lsp_shared import DEFAULT_PER_PROGRAM, SharedLanguageServers
 from greenloop.devloop.pool import RoundPool
 from greenloop.fleet.events import EventHub, Message, Subscriber
 from greenloop.fleet.member import HEARTBEAT_S, Member
@@ -40,13 +42,22 @@ def default_jobs() -> int:
 class Fleet:
     """The served worktrees of the repository ``repo`` is in."""
 
-    def __init__(self, repo: Path, jobs: int, log: Callable[[str], None]) -> None:
-        """Raises ``SetupError`` when ``repo`` is not in a git repository."""
+    def __init__(
+        self,
+        repo: Path,
+        jobs: int,
+        log: Callable[[str], None],
+        lsp_servers: int = DEFAULT_PER_PROGRAM,
+    ) -> None:
+        """Raises ``SetupError`` when ``repo`` is not in a git repository.
+
+        ``lsp_servers``: shared language servers a checker command, for all worktrees.
+        """
         self.common = git_common_dir(repo)
         self.jobs = jobs
         self.hub = EventHub()
         self._pool = RoundPool(jobs)
-        self._servers = LanguageServers()
+        self._servers = SharedLanguageServers(lsp_servers)
         self._log = log
         self._members: dict[str, Member] = {}
         self._skipped: dict[str, str] = {}
@@ -192,6 +203,10 @@ class Fleet:
             "socket": str(socket),
             "repository": str(self.common),
             "jobs": self.jobs,
+            "lsp_servers": {
+                "limit": self._servers.per_program,
+                "running": len(self._servers.servers()),
+            },
             "worktrees": len(self._members),
             "skipped": len(self._skipped),
             "http": self.http,

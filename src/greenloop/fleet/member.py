@@ -26,7 +26,7 @@ from typing import Any
 from greenloop.devloop.file_digests import DigestCache
 from greenloop.devloop.identity import build_identity
 from greenloop.devloop.loop import FanOut, Listener, Verdict, WatchLoop
-from greenloop.devloop.lsp import LanguageServers
+from greenloop.devloop.lsp import ServerPool
 from greenloop.devloop.oneshot import ATTEMPTS
 from greenloop.devloop.pool import RoundPool
 from greenloop.devloop.rounds import Setup
@@ -62,7 +62,7 @@ class Member(Listener):
         root: Path,
         hub: EventHub,
         pool: RoundPool,
-        servers: LanguageServers,
+        servers: ServerPool,
         on_end: Callable[[], None],
     ) -> None:
         """Take ``root``'s watcher slot; raises ``SetupError`` (bad settings, a live watcher).

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from greenloop._fs import private_folder
 from greenloop.devloop import process
+from greenloop.devloop.lsp_shared import DEFAULT_PER_PROGRAM
 from greenloop.fleet.endpoint import Endpoint
 from greenloop.fleet.fleet import Fleet
 from greenloop.fleet.hosted_dev import DevOpener
@@ -53,16 +54,18 @@ def serve(
     log: Callable[[str], None],
     front: StartFront | None = None,
     dev: DevOpener | None = None,
+    lsp_servers: int = DEFAULT_PER_PROGRAM,
 ) -> None:
     """Serve every worktree of ``repo``'s repository until ``stop`` is set.
 
     ``front`` starts the HTTP front (``--port``); ``dev`` opens the ``greenloop dev``
-    sessions worktrees ask it to host.
+    sessions worktrees ask it to host; ``lsp_servers`` bounds the shared language
+    servers of each checker command.
 
     Raises ``SetupError`` (not a repository, an unusable folder, already served,
     a front that cannot start).
     """
-    fleet = Fleet(repo, jobs, log)
+    fleet = Fleet(repo, jobs, log, lsp_servers)
     place = ServePlace.of(fleet.common)
     problem = private_folder(place.socket.parent, SERVE_DIR_ENV, hint_on_create=True)
     if problem is not None:
