@@ -2,7 +2,9 @@
 
 The project is a real one: the `rich` package as installed in this virtualenv
 (about 100 modules, 38,000 lines) copied into a fresh git repository and
-checked by ruff (and, with --mypy, by mypy too). For each N, N worktrees of it
+checked by ruff (with --mypy, by mypy too; with --pyright-lsp, by the warm
+pyright language server too, which `serve` shares: one server, one workspace
+folder a worktree, where each `watch` runs its own). For each N, N worktrees of it
 (the main one and N-1 made with `git worktree add`) are watched
 
 - by one `greenloop serve` process, and
@@ -22,7 +24,9 @@ It prints the ratios (serve / separate, and serve at N against serve at
 N=1) next to the issue's targets: RSS at N=20 ≤ 1.5 times N=1, latency at N=20
 within 10 % of N=1, idle < 0.3 % of a core for the whole fleet.
 
-    python bench/fleet.py [--n 1,5,10,20] [--idle-s 15] [--edits 6] [--mypy]
+    python bench/fleet.py [--n 1,5,10,20] [--idle-s 15] [--edits 6] [--mypy] [--pyright-lsp]
+
+(--pyright-lsp needs `pyright-langserver` on PATH, e.g. from `npm install pyright`.)
 
 Everything lives in a temporary folder (state, serve socket) removed at the
 end; no daemon is used (GREENLOOP_NO_DAEMON=1). Not part of the test suite.
@@ -55,7 +59,7 @@ EDITED = "src/rich/bar.py"
 RED_LINE = "import os  # greenloop bench: unused, so ruff says F401\n"
 
 
-def make_repo(root: Path, mypy: bool) -> Path:
+def make_repo(root: Path, mypy: bool, pyright_lsp: bool) -> Path:
     """A git repository holding a copy of the installed `rich`, green under ruff (F401)."""
     shutil.copytree(Path(rich.__file__).parent, root / "src" / "rich")
     for cache in (root / "src").rglob("__pycache__"):
@@ -67,6 +71,12 @@ def make_repo(root: Path, mypy: bool) -> Path:
     ]
     if mypy:
         config.append('[tool.mypy]\nfiles = ["src"]\nignore_errors = true\n')
+    if pyright_lsp:
+        # Basic mode finds errors in rich; off keeps it green (the edits flip on ruff's
+        # F401) and still reads and analyses every module (a cold pyright: about 14 s).
+        config.append('[tool.pyright]\ntypeCheckingMode = "off"\n')
+        config.append("[tool.greenloop.checkers.pyright-lsp]\n")
+        config.append("[tool.greenloop.checkers.pyright]\nenabled = false\n")
     (root / "pyproject.toml").write_text("\n".join(config))
     git(root, "init", "-q")
     git(root, "add", "-A")
@@ -284,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--idle-s", type=float, default=15.0)
     parser.add_argument("--edits", type=int, default=6)
     parser.add_argument("--mypy", action="store_true", help="check with mypy as well as ruff")
+    parser.add_argument(
+        "--pyright-lsp", action="store_true", help="and with the pyright language server"
+    )
     args = parser.parse_args(argv)
     counts = sorted({int(n) for n in args.n.split(",")})
     work = Path(tempfile.mkdtemp(prefix="glfleet-"))
@@ -295,9 +308,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "GREENLOOP_CONFIG": str(work / "config.toml"),
     }
     try:
-        repo = make_repo(work / "repo", args.mypy)
+        if args.pyright_lsp and shutil.which("pyright-langserver") is None:
+            raise SystemExit("--pyright-lsp: pyright-langserver is not on PATH")
+        repo = make_repo(work / "repo", args.mypy, args.pyright_lsp)
         files = sum(1 for _ in (repo / "src").rglob("*.py"))
-        checkers = "ruff, mypy" if args.mypy else "ruff"
+        checkers = ", ".join(
+            name
+            for name, on in (("ruff", True), ("mypy", args.mypy), ("pyright-lsp", args.pyright_lsp))
+            if on
+        )
         print(
             f"project: rich {rich.__version__ if hasattr(rich, '__version__') else ''}"
             f"({files} modules), checked by {checkers}; idle {args.idle_s:g}s, "

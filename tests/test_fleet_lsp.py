@@ -74,6 +74,8 @@ def test_one_language_server_checks_every_worktree_each_against_its_own_files(
 
         status = json.loads(cli("status", "--json", cwd=repo, env=_env(repo)).stdout)
         assert status["serve"]["lsp_servers"] == {"limit": 1, "running": 1}
+        text = cli("status", cwd=repo, env=_env(repo)).stdout
+        assert "lsp_servers.limit=1, lsp_servers.running=1" in text
 
         # A removed worktree leaves the shared server to the others.
         _git("worktree", "remove", "--force", str(trees[2]), cwd=repo)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -74,12 +74,21 @@ class JsonPrinter(Listener):
             click.echo(event.model_dump_json())
 
 
+def _flat(section: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A section's fields, nested ones named with dots (``lsp_servers.limit``)."""
+    for key, value in section.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def describe_section(name: str, section: dict[str, Any]) -> str:
     """One ``greenloop status`` section (``watcher``, ``latest_green``, ``app`` ...) as a line."""
     if name == "latest_green":
         return _describe_latest_green(section)
     if name != "watcher":
-        return ", ".join(f"{k}={v}" for k, v in section.items())
+        return ", ".join(f"{k}={v}" for k, v in _flat(section))
     state = section["state"]
     if state == "none":
         return "none has run on this tree"
