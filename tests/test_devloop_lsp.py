@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,15 @@ def watching(lsp_project: Path) -> Iterator[tuple[Path, Recorder]]:
     wait_until(lambda: not _servers(lsp_project), what="the server to stop with the watcher")
 
 
+def _save(path: Path, root: Path, text: str) -> None:
+    # In one step (a watcher that saw a truncation alone would check an empty file first),
+    # from outside the watched tree (a temporary file in it would be one more change).
+    fd, temp = tempfile.mkstemp(dir=root.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(temp, path)
+
+
 def _pyright_errors(recorder: Recorder, index: int) -> list[tuple[str, int, int]]:
     return [
         (Path(d.path).name, d.line, d.col)
@@ -94,11 +104,11 @@ def _pyright_errors(recorder: Recorder, index: int) -> list[tuple[str, int, int]
 def test_one_warm_server_answers_every_round(watching: tuple[Path, Recorder]) -> None:
     root, recorder = watching
     (server,) = _servers(root)
-    (root / "demo/calc.py").write_text(PY_RED)
+    _save(root / "demo/calc.py", root, PY_RED)
     wait_until(lambda: len(recorder.verdicts) == 2, what="the red verdict")
     assert recorder.verdicts[1].tree is TreeState.RED
     assert _pyright_errors(recorder, 1) == [("calc.py", 2, 12)]
-    (root / "demo/calc.py").write_text(PY_GREEN)
+    _save(root / "demo/calc.py", root, PY_GREEN)
     wait_until(lambda: len(recorder.verdicts) == 3, what="the green verdict")
     assert recorder.verdicts[2].tree is TreeState.GREEN
     assert _servers(root) == [server]
@@ -111,7 +121,7 @@ def test_a_server_that_died_between_rounds_is_started_again(
     (server,) = _servers(root)
     os.kill(server, signal.SIGKILL)
     wait_until(lambda: server not in _servers(root), what="the server to die")
-    (root / "demo/calc.py").write_text(PY_RED)
+    _save(root / "demo/calc.py", root, PY_RED)
     wait_until(lambda: len(recorder.verdicts) == 2, what="the red verdict")
     assert _pyright_errors(recorder, 1) == [("calc.py", 2, 12)]
     (fresh,) = _servers(root)
