@@ -128,8 +128,7 @@ def test_a_server_that_died_between_rounds_is_started_again(
     assert fresh != server
 
 
-# A language server that speaks just enough LSP, then dies when asked for diagnostics.
-CRASHING_SERVER = textwrap.dedent(
+FRAMING = textwrap.dedent(
     """
     import json, os, sys
 
@@ -146,11 +145,18 @@ CRASHING_SERVER = textwrap.dedent(
         sys.stdout.buffer.write(b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
         sys.stdout.buffer.flush()
 
+    INITIALIZED = {"capabilities": {"diagnosticProvider": {"interFileDependencies": False}}}
+    """
+)
+"""The start of a stand-in language server's script: JSON-RPC framing on stdio."""
+
+# A language server that speaks just enough LSP, then dies when asked for diagnostics.
+CRASHING_SERVER = FRAMING + textwrap.dedent(
+    """
     while True:
         message = read()
         if message.get("method") == "initialize":
-            capabilities = {"diagnosticProvider": {"interFileDependencies": False}}
-            send({"jsonrpc": "2.0", "id": message["id"], "result": {"capabilities": capabilities}})
+            send({"jsonrpc": "2.0", "id": message["id"], "result": INITIALIZED})
         elif message.get("method") == "textDocument/diagnostic":
             print("segfault in the type solver", file=sys.stderr, flush=True)
             os._exit(3)

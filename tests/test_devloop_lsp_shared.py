@@ -18,6 +18,7 @@ from greenloop.devloop.lsp import Folder, ServerFailed
 from greenloop.devloop.lsp_shared import SharedLanguageServers
 from tests.conftest import wait_until
 from tests.test_devloop_helpers import PY_GREEN, node_bin, python_project, write
+from tests.test_devloop_lsp import FRAMING
 
 APP = "from demo.calc import double\n\nx: int = double(1)\n"
 """Green exactly when the tree's own ``double`` returns an int."""
@@ -152,29 +153,13 @@ def test_a_killed_shared_server_is_replaced_for_every_tree(
 
 
 # A language server that answers pulls with nothing and cannot take more folders.
-ONE_FOLDER_SERVER = textwrap.dedent(
+ONE_FOLDER_SERVER = FRAMING + textwrap.dedent(
     """
-    import json, sys
-
-    def read():
-        length = 0
-        while (line := sys.stdin.buffer.readline().strip()):
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        return json.loads(sys.stdin.buffer.read(length))
-
-    def send(message):
-        body = json.dumps(message).encode()
-        sys.stdout.buffer.write(b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
-        sys.stdout.buffer.flush()
-
     while True:
         message = read()
         method, known = message.get("method"), "id" in message
         if method == "initialize":
-            capabilities = {"diagnosticProvider": {"interFileDependencies": False}}
-            send({"jsonrpc": "2.0", "id": message["id"], "result": {"capabilities": capabilities}})
+            send({"jsonrpc": "2.0", "id": message["id"], "result": INITIALIZED})
         elif method == "textDocument/diagnostic":
             send({"jsonrpc": "2.0", "id": message["id"], "result": {"kind": "full", "items": []}})
         elif method == "workspace/didChangeWorkspaceFolders":
