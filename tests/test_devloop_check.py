@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from greenloop._fs import pid_alive
+from greenloop.devloop import mypy_cache
 from greenloop.devloop.checkers import resolve as checkers_module
 from greenloop.devloop.config import Format, load_config
 from greenloop.devloop.oneshot import check_once
@@ -264,6 +265,27 @@ def test_an_edit_that_keeps_size_and_mtime_cannot_fool_mypys_cache(
         calc.write_text(text)
         os.utime(calc, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
         assert check_once(root).state is state
+
+
+def test_a_cache_seeded_from_another_tree_cannot_fool_mypy_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", python_env()["PATH"])
+    source = python_project(tmp_path / "source")
+    assert check_once(source).state is TreeState.GREEN
+    stamp = (source / "demo/calc.py").stat()
+    # Another tree whose calc.py has the source's size and mtime, not its content.
+    tree = python_project(tmp_path / "tree")
+    (tree / "demo/calc.py").write_text(PY_RED)
+    os.utime(tree / "demo/calc.py", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+    assert not mypy_cache.seed(tree, source, lambda: False)  # the source moved on: no copy
+    assert not mypy_cache.cache_dir(tree).exists()
+    assert mypy_cache.seed(tree, source, lambda: True)
+    assert not mypy_cache.seed(tree, source, lambda: True)  # it has one now
+    assert check_once(tree).state is TreeState.RED
+    (tree / "demo/calc.py").write_text(PY_GREEN)
+    assert check_once(tree).state is TreeState.GREEN
 
 
 FLOOD_CHECKER = """

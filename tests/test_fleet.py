@@ -167,7 +167,7 @@ def test_check_never_answers_green_for_an_edit_the_loop_has_not_checked(
 
 
 def test_worktrees_added_and_removed_are_followed(serving: tuple[Path, Background]) -> None:
-    repo, _server = serving
+    repo, server = serving
     stream = Stream(repo)
     try:
         stream.next("verdict", repo.resolve(), tree="green")
@@ -179,6 +179,10 @@ def test_worktrees_added_and_removed_are_followed(serving: tuple[Path, Backgroun
         assert stream.verdicts(repo.resolve()) == ["green"]
     finally:
         stream.proc.close()
+    assert server.stop() == 130
+    assert server.proc.stderr is not None
+    # The new worktree's mypy started warm, from the settled main worktree's cache.
+    assert f"{added}'s mypy starts from {repo.resolve()}'s cache" in server.proc.stderr.read()
 
 
 def test_watch_json_in_a_served_worktree_follows_the_server(

@@ -8,11 +8,13 @@ watch`` of its own already running) is *skipped*, said so on the stream, and
 tried again every :data:`RETRY_S` seconds while any is skipped. Rounds of all
 worktrees share one :class:`~greenloop.devloop.pool.RoundPool`, and their
 language-server checkers a few shared servers, one workspace folder a worktree
-(:class:`~greenloop.devloop.lsp_shared.SharedLanguageServers`).
+(:class:`~greenloop.devloop.lsp_shared.SharedLanguageServers`). A new worktree's
+mypy starts warm, from a copy of a served sibling's cache.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from greenloop.devloop import mypy_cache
 from greenloop.devloop.lsp_shared import DEFAULT_PER_PROGRAM, SharedLanguageServers
 from greenloop.devloop.pool import RoundPool
 from greenloop.fleet.events import EventHub, Message, Subscriber
@@ -32,6 +35,12 @@ RETRY_S = 5.0
 
 SETTLE_S = 0.2
 """After the worktree list changed, how long to let git finish before reading it."""
+
+
+def _still(member: Member, rounds: int) -> bool:
+    # Still between the same rounds: its cache was left alone meanwhile (mypy writes it
+    # only during a round).
+    return member.settled() == rounds
 
 
 def default_jobs() -> int:
@@ -146,12 +155,22 @@ class Fleet:
                 self._log(f"greenloop serve: not serving {key}: {reason}")
                 self.hub.publish({"kind": "worktree_skipped", "worktree": key, "reason": reason})
             return reason
+        self._seed(member)
         with self.hub.lock:
             self._members[key] = member
             self.hub.publish({"kind": "worktree_added", "worktree": key})
         member.start()
         self._log(f"greenloop serve: serving {key}")
         return None
+
+    def _seed(self, member: Member) -> None:
+        for other in list(self._members.values()):
+            rounds = other.settled()
+            if rounds is not None and mypy_cache.seed(
+                member.root, other.root, functools.partial(_still, other, rounds)
+            ):
+                self._log(f"greenloop serve: {member.key}'s mypy starts from {other.key}'s cache")
+                return
 
     def member(self, worktree: str) -> Member | None:
         """The member serving ``worktree`` (a real path), reading the list again if unknown."""

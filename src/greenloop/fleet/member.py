@@ -185,6 +185,11 @@ class Member(Listener):
             self._cond.notify_all()
             self._hub.publish(verdict_message(self.key, verdict))
 
+    def settled(self) -> int | None:
+        """How many rounds have ended, when none is running; None while one is."""
+        with self._cond:
+            return None if self._busy or self._verdict is None else self._rounds
+
     # --- what clients ask -----------------------------------------------------------
 
     def replay(self, *, files: bool) -> list[Message]:
