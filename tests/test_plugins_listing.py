@@ -14,10 +14,12 @@ import importlib
 import importlib.metadata
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from greenloop.plugins import discovery
@@ -123,7 +125,7 @@ def _distribution(site: Path, name: str, version: str, target: str) -> Path:
 
 def _new_process() -> None:
     """What a new command starts with: nothing read yet in this process."""
-    discovery._installed.cache_clear()
+    discovery._forget_installed()
     importlib.invalidate_caches()  # importlib.metadata's own per-folder cache too
 
 
@@ -249,3 +251,73 @@ def test_without_a_store_nothing_is_written(site: Path, tmp_path: Path) -> None:
     _distribution(site, "fake-one", "1.0", "fakeplug:One")
     assert discovery.available("hook") == ["fake"]
     assert not default_root().exists()  # a store made later must not find a stranger's file
+
+
+# -- pydantic's own plugin scan, answered from the listing ---------------------------------
+
+_BUILD_A_MODEL = """
+import sys
+from greenloop.plugins import discovery
+discovery._SETTLED_NS = -(10**18)  # keep the listing at once (the test's folders are new)
+discovery.spare_pydantic_its_plugin_scan()
+import pydantic
+class Model(pydantic.BaseModel):
+    x: int
+assert Model(x=1).x == 1
+print("importlib.metadata" in sys.modules)
+"""
+
+_RECORDER = """
+class Recorder:
+    def new_schema_validator(self, schema, schema_type, schema_type_path, *args):
+        print("the plugin saw", schema_type_path.name)
+        return None, None, None
+
+
+plugin = Recorder()
+"""
+
+
+def _build_a_model(env: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD_A_MODEL], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_pydantic_is_answered_from_the_listing_when_no_pydantic_plugin_is_installed() -> None:
+    if importlib.metadata.entry_points(group="pydantic"):
+        pytest.skip("a pydantic plugin is installed in this environment")
+    init_root(default_root())
+    env = dict(os.environ)
+    assert _build_a_model(env) == ["True"]  # the first command scans (and keeps the listing)
+    assert _build_a_model(env) == ["False"]  # the next: no importlib.metadata at all
+
+
+def test_an_installed_pydantic_plugin_is_still_found_and_used_by_pydantic(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "recorder_plugin.py").write_text(_RECORDER)
+    meta = site / "recorder-1.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: recorder\nVersion: 1.0\n")
+    (meta / "entry_points.txt").write_text("[pydantic]\nrecorder = recorder_plugin:plugin\n")
+    init_root(default_root())
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    for _ in range(2):  # scanned, then from the kept listing
+        assert _build_a_model(env) == ["the plugin saw Model", "True"]
+
+
+def test_pydantic_asks_its_plugin_loader_for_get_plugins_alone() -> None:
+    # The stand-in for pydantic.plugin._loader has get_plugins() and nothing else: should
+    # pydantic ever import more from it, this fails before any command does.
+    package = Path(pydantic.__file__).parent
+    uses = [
+        line.strip()
+        for source in package.rglob("*.py")
+        for line in source.read_text().splitlines()
+        if "_loader" in line and "import" in line
+    ]
+    assert uses == ["from ._loader import get_plugins"]
