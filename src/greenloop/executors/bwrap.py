@@ -481,7 +481,8 @@ _NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
 
 
 def _probe_unless_it_worked(scratch: Path) -> str | None:
-    scratch.mkdir(parents=True, exist_ok=True)  # as the probe does: its device is a condition
+    with contextlib.suppress(OSError):  # as the probe does (and fails, if it must, as before)
+        scratch.mkdir(parents=True, exist_ok=True)  # its filesystem is a condition
     conditions = _conditions(scratch)
     record = scratch.parent / _WORKED
     try:

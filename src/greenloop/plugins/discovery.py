@@ -8,6 +8,11 @@ named ``greenloop-KIND-NAME`` that speak JSON-RPC over stdio (see
 ``GREENLOOP_PLUGIN_PATH`` first, then on ``PATH``. An entry point wins over an
 executable of the same name.
 
+Entry points are read once per process, and a command finds them in a listing
+kept in the store folder (``plugins/``) while no ``sys.path`` folder and no
+distribution's metadata has changed since: importing ``importlib.metadata`` and
+scanning every distribution is a good part of a fully cached run.
+
 Whatever the transport, :func:`load` returns a factory of the same shape:
 executors are created as ``factory(store)``, formatters as ``factory(stream)``
 and hooks as ``factory()``.
