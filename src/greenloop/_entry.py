@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -24,7 +25,14 @@ def main() -> None:
         sys.exit(_EXIT_SETUP)
     if code is not None:
         sys.exit(code)
-    from greenloop.cli import main as cli
+    # As for a command's own modules (see greenloop.cli): imports make no garbage.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from greenloop.cli import main as cli
+    finally:
+        if collecting:
+            gc.enable()
 
     try:
         cli(prog_name="greenloop")
