@@ -6,12 +6,19 @@ that the answer is git's whenever git could have one.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from greenloop.engine.project_files import project_files
+from greenloop.engine.project_files import (
+    WORKSPACE_IGNORES,
+    fixed_ignored,
+    project_files,
+    workspace_ignores,
+)
 
 
 def _git(root: Path, *args: str) -> None:
@@ -70,3 +77,69 @@ def test_git_dir_set_elsewhere_is_honoured(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("GIT_DIR", str(gitdir))
     monkeypatch.setenv("GIT_WORK_TREE", str(root))
     assert project_files(root) == ["kept.txt"]
+
+
+# Every name the fixed ignore lines speak of, with near misses of each: every path of up to
+# four of them is one the hand-written matcher and pathspec must answer alike.
+_NAMES = sorted(
+    {
+        ".git",
+        ".greenloop",
+        "pipeline.py",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "a.toml",
+        ".toml",
+        "a.toml.bak",
+        "pipeline.pyc",
+        "xpipeline.py",
+        ".greenloopx",
+        "greenloop",
+        ".gitx",
+        "x.git",
+        "_pycache_",
+        "src",
+        "A.TOML",
+        ".GIT",
+        "__PYCACHE__",
+    }
+)
+
+
+def test_the_fixed_ignores_answer_as_pathspec_does() -> None:
+    assert WORKSPACE_IGNORES == (
+        ".git/",
+        ".greenloop/*",
+        "!.greenloop/pipeline.py",
+        "!.greenloop/*.toml",
+        "__pycache__/",
+        ".mypy_cache/",
+        ".ruff_cache/",
+        ".pytest_cache/",
+    ), "the lines changed: change fixed_ignored() with them"
+    spec = workspace_ignores()
+    for depth in range(1, 5):
+        for parts in itertools.product(_NAMES, repeat=depth):
+            path = "/".join(parts)
+            assert fixed_ignored(path) == spec.match_file(path), path
+
+
+def test_a_cached_run_outside_git_without_gitignore_imports_no_pathspec(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    _tree(root)
+    (root / ".greenloop").mkdir()
+    (root / ".greenloop" / "pipeline.py").write_text("")
+    (root / ".greenloop" / "state").write_text("")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from greenloop.engine.project_files import project_files\n"
+        f"print(project_files(Path({str(root)!r})), 'pathspec' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected = [".greenloop/pipeline.py", "kept.txt", "untracked-ignored.log"]
+    assert done.stdout.split(" False")[0] == repr(expected)
+    assert done.stdout.strip().endswith("False")

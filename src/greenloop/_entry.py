@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 
 # A usage or setup error (greenloop.cli._exit.EXIT_SETUP, not imported: click is heavy).
@@ -23,6 +25,54 @@ def main() -> None:
         sys.exit(_EXIT_SETUP)
     if code is not None:
         sys.exit(code)
-    from greenloop.cli import main as cli
+    # As for a command's own modules (see greenloop.cli): imports make no garbage.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from greenloop.cli import main as cli
+    finally:
+        if collecting:
+            gc.enable()
 
-    cli(prog_name="greenloop")
+    try:
+        cli(prog_name="greenloop")
+    except SystemExit as stop:
+        leave(stop)
+        raise
+
+
+def leave(stop: SystemExit) -> None:
+    """End the process with ``stop``'s exit code now, as a command forked from the daemon
+    ends, without taking the interpreter apart: that costs a command that imported
+    greenloop ~30 ms (every module and object freed one by one) and changes nothing.
+
+    First what the interpreter itself does first as it ends: wait for the threads that
+    are not daemons, run the ``atexit`` functions, flush stdout and stderr. Returns,
+    and the interpreter ends the usual way, where that could differ: a message for
+    an exit code (it prints it), a profiler or tracer watching (they write out at the
+    end), ``python -i``, or a stream that cannot be flushed (it reports that).
+    """
+    code = stop.code
+    if code is None:
+        code = 0
+    if not isinstance(code, int) or sys.flags.inspect:
+        return
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return
+    import atexit
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:
+        return  # not the CPython this was written for: let it end its own way
+    shutdown()
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:
+        # What could not be written is still buffered: the interpreter tries again as
+        # it ends, and reports the failure as it always has.
+        return
+    os._exit(code)

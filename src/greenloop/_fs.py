@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import shutil
@@ -65,6 +64,8 @@ def sync_filesystem(path: Path) -> None:
 @functools.cache
 def _syncfs() -> Callable[[int], int] | None:
     try:
+        import ctypes  # only where a store is made durable: not on a cached run (~2 ms)
+
         libc = ctypes.CDLL(None, use_errno=True)
         found: Callable[[int], int] = libc.syncfs
     except (OSError, AttributeError):

@@ -8,6 +8,7 @@ step), 2 usage or setup error (bad pipeline file, missing program, bad input),
 from __future__ import annotations
 
 import errno
+import gc
 import importlib
 import sys
 from typing import Any
@@ -72,7 +73,17 @@ class _LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        command: click.Command = getattr(importlib.import_module(module), attr)
+        # Importing a command's modules makes hundreds of thousands of objects that live
+        # as long as the process, and almost no garbage: the collector, run some fifty
+        # times meanwhile and through them all again later, has nothing to free in them.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            command: click.Command = getattr(importlib.import_module(module), attr)
+        finally:
+            gc.freeze()  # out of every later collection's way
+            if collecting:
+                gc.enable()
         return command
 
 

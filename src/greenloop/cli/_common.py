@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from greenloop.cli._exit import EXIT_SETUP as EXIT_SETUP
 from greenloop.cli._exit import fail as fail
+from greenloop.plugins.discovery import spare_pydantic_its_plugin_scan
 from greenloop.protocol import IRDocument
 from greenloop.protocol.ir import parse_document
 from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
@@ -36,6 +37,7 @@ def echo_json(data: Any) -> None:
 
 def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
     """Load the pipeline file (or exit 2 naming the file:line at fault); returns IR and root."""
+    spare_pydantic_its_plugin_scan()  # before the loader builds the first validator
     path = pipeline_file or find_pipeline_file(Path.cwd())
     if path is None:
         fail("no .greenloop/pipeline.py here or above; create one with `greenloop init`")
@@ -47,6 +49,7 @@ def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
 
 def load_ir(path: Path) -> IRDocument:
     """Load an IR JSON document (or exit 2 listing what is wrong with it, field by field)."""
+    spare_pydantic_its_plugin_scan()
     try:
         return parse_document(path.read_bytes())
     except OSError as e:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from greenloop.engine.git import GitMetadata
 from greenloop.protocol import PROTOCOL_VERSION, CommandStep, Pipeline, SetupError
 from greenloop.protocol.ir import CachePolicy, Compose, OnChange, Ttl
+
+if TYPE_CHECKING:
+    import pathspec
 
 
 def step_key(
@@ -146,6 +147,8 @@ def _split_top_level(body: str) -> list[str]:
 
 
 def _spec(globs: list[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # only a step whose cache watches files
+
     return pathspec.GitIgnoreSpec.from_lines([e for g in globs for e in expand_braces(g)])
 
 

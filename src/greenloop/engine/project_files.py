@@ -6,11 +6,13 @@ import functools
 import os
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
-
-from greenloop._project import STATE_IGNORES
+from greenloop._project import PIPELINE_FILE, PROJECT_DIR, STATE_IGNORES
 from greenloop.protocol.errors import SetupError
+
+if TYPE_CHECKING:
+    import pathspec
 
 WORKSPACE_IGNORES = (
     ".git/",
@@ -32,15 +34,39 @@ def project_files(root: Path) -> list[str]:
     cannot read raises :class:`SetupError` naming it: leaving its files out would
     run steps on part of the project.
     """
-    fixed = workspace_ignores()
     listed = _git_files(root)
     paths = listed if listed is not None else _walk(root)
-    return sorted(p for p in paths if not fixed.match_file(p) and os.path.lexists(root / p))
+    return sorted(p for p in paths if not fixed_ignored(p) and os.path.lexists(root / p))
+
+
+_CACHE_DIRS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
+
+
+def fixed_ignored(rel: str) -> bool:
+    """Whether :data:`WORKSPACE_IGNORES` leaves out the file at ``rel`` (a posix path).
+
+    What ``workspace_ignores().match_file(rel)`` answers, written out for these few
+    lines so that a run in git (or without a ``.gitignore``) never imports pathspec:
+    ~10 ms of a cached run. tests/test_project_files.py holds the two to the same
+    answer on every path these lines could tell apart.
+    """
+    parts = rel.split("/")
+    folders = parts[:-1]
+    # The last line matching a path decides: the tool caches' come last.
+    if not _CACHE_DIRS.isdisjoint(folders):
+        return True
+    if len(parts) > 1 and parts[0] == PROJECT_DIR.name:
+        # ``.greenloop/*``, but for ``!.greenloop/pipeline.py`` and ``!.greenloop/*.toml``,
+        # each of which also takes back everything in a folder of that name.
+        return not (parts[1] == PIPELINE_FILE.name or parts[1].endswith(".toml"))
+    return ".git" in folders
 
 
 @functools.cache
 def workspace_ignores() -> pathspec.GitIgnoreSpec:
     """:data:`WORKSPACE_IGNORES` compiled once a process (a daemon's commands share it)."""
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(WORKSPACE_IGNORES)
 
 
@@ -95,6 +121,8 @@ def _walk(root: Path) -> list[str]:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
             gitignore = directory / ".gitignore"
             if gitignore.is_file():
+                import pathspec  # only a walk that meets a .gitignore
+
                 lines = gitignore.read_text(errors="replace").splitlines()
                 rules = [*rules, (rel_dir, pathspec.GitIgnoreSpec.from_lines(lines))]
         except OSError as e:

@@ -26,7 +26,9 @@ folder that was removed and made anew) turn the parent's tree into the step's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from greenloop._fs import write_atomically
 from greenloop.protocol.ir import Sandbox
 from greenloop.store.exceptions import StoreError
 from greenloop.store.trees import TreeEntry, normalize_mode
@@ -446,13 +449,116 @@ _probed: dict[str, str | None] = {}
 def unavailable(scratch: Path) -> str | None:
     """Why the bwrap sandbox cannot run on this machine, or None when it can.
 
-    Tried once per process (a ``true`` step in an empty root, in ``scratch``).
+    Tried once per process (a ``true`` step in an empty root, in ``scratch``), and
+    a success is kept beside ``scratch`` for later processes while nothing it
+    depends on has changed (see :func:`_conditions`): the probe starts three
+    programs, ~30 ms of every cached run. A failure is never kept.
     """
     key = os.fspath(scratch)
     with _probe_lock:
         if key not in _probed:
-            _probed[key] = _probe(scratch)
+            _probed[key] = _probe_unless_it_worked(scratch)
         return _probed[key]
+
+
+_WORKED = "bwrap-worked"
+"""The file, beside the probe's scratch folder, holding the conditions of the last probe
+that worked there."""
+
+_PROBE_PATH = "/usr/bin:/bin"
+"""The ``PATH`` the probe (and so ``unshare``, ``mount`` and ``bwrap`` in it) runs with."""
+
+_KERNEL_SETTINGS = (
+    "/proc/sys/kernel/random/boot_id",
+    "/proc/sys/kernel/unprivileged_userns_clone",
+    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+    "/proc/sys/user/max_user_namespaces",
+    "/proc/sys/user/max_mnt_namespaces",
+    "/proc/self/mountinfo",
+)
+_STATUS_LINES = ("Uid:", "Gid:", "Groups:", "Cap", "NoNewPrivs:", "Seccomp")
+_NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")
+
+
+def _probe_unless_it_worked(scratch: Path) -> str | None:
+    with contextlib.suppress(OSError):  # as the probe does (and fails, if it must, as before)
+        scratch.mkdir(parents=True, exist_ok=True)  # its filesystem is a condition
+    conditions = _conditions(scratch)
+    record = scratch.parent / _WORKED
+    try:
+        if record.read_text() == conditions:
+            return None
+    except (OSError, UnicodeDecodeError):
+        pass  # never probed here, or gone: probe
+    why = _probe(scratch)
+    if why is None:
+        with contextlib.suppress(OSError):  # an unwritable store: the next process probes
+            write_atomically(record, conditions.encode(), durable=False)
+    return why
+
+
+def _device(folder: Path) -> int | None:
+    try:
+        return folder.stat().st_dev
+    except OSError:
+        return None
+
+
+def _conditions(scratch: Path) -> str:
+    """Everything the probe's answer depends on, as one text: this boot, the programs
+    it runs (where ``PATH`` finds them, and their stat), this code, who this process
+    is and what it may do (ids, capabilities, seccomp, its namespaces, its mounts), the
+    kernel's user-namespace settings, and the filesystem ``scratch`` is on."""
+
+    def stat_of(path: str | None) -> list[object] | None:
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [
+            os.path.realpath(path),
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            st.st_mode,
+        ]
+
+    def read(path: str) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            return None
+
+    def namespace(name: str) -> str | None:
+        try:
+            return os.readlink(f"/proc/self/ns/{name}")
+        except OSError:
+            return None
+
+    try:
+        with open("/proc/self/status") as f:
+            status = [line.strip() for line in f if line.startswith(_STATUS_LINES)]
+    except OSError:
+        status = []
+    programs = {
+        name: [stat_of(shutil.which(name)), stat_of(shutil.which(name, path=_PROBE_PATH))]
+        for name in ("bwrap", "unshare", "mount", "sh", "true")
+    }
+    conditions = {
+        "format": 1,
+        "programs": programs,
+        "code": stat_of(__file__),
+        "status": status,
+        "namespaces": [namespace(name) for name in _NAMESPACES],
+        "kernel": [read(path) for path in _KERNEL_SETTINGS],
+        "scratch": [os.fspath(scratch), _device(scratch.parent)],
+    }
+    return json.dumps(conditions, sort_keys=True)
 
 
 def _probe(scratch: Path) -> str | None:

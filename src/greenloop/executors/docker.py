@@ -22,13 +22,12 @@ import os
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from greenloop._fs import pid_alive
@@ -49,6 +48,9 @@ from greenloop.protocol.executor import SECRETS_DIR
 from greenloop.protocol.ir import Service
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
+
+if TYPE_CHECKING:
+    import tarfile
 
 LABEL = "greenloop"
 SNAPSHOT_REPO = "greenloop-snap"
@@ -371,6 +373,8 @@ class DockerExecutor:
                     for chunk in bits:
                         spool.write(chunk)
                     spool.seek(0)
+                    import tarfile  # only a step with artifacts to copy out reads a tar
+
                     with tarfile.open(fileobj=spool, mode="r|") as tar:
                         tar.extractall(tmp, filter="data")
                 refs.append(store_artifact(self.store, Path(tmp) / path.name))
@@ -443,6 +447,8 @@ def _upload(reader: ArchiveReader, workdir: PurePosixPath) -> Iterator[bytes]:
     Written header by header so a big file passes through in chunks and is never
     held in memory whole.
     """
+    import tarfile  # only a step that runs ships its workspace: not imported by a cached run
+
     for folder in [*reversed(workdir.parents), workdir, PurePosixPath(_STATE)]:
         if str(folder) != "/":
             info = tarfile.TarInfo(str(folder).lstrip("/"))
@@ -469,10 +475,14 @@ def _upload(reader: ArchiveReader, workdir: PurePosixPath) -> Iterator[bytes]:
 
 
 def _header(info: tarfile.TarInfo) -> bytes:
+    import tarfile
+
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def _padding(size: int) -> bytes:
+    import tarfile
+
     return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 

@@ -21,7 +21,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tarfile
 import threading
 import uuid
 from collections import OrderedDict
@@ -384,6 +383,8 @@ def _lay_workspace(archive: ArchiveReader, workdir: Path) -> list[str]:
     """
     names: list[str] = []
     checked: set[Path] = {workdir}
+    import tarfile  # only a step that runs unpacks its workspace: not imported by a cached run
+
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
             rel = PurePosixPath(member.name)

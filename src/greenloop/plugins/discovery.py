@@ -8,6 +8,11 @@ named ``greenloop-KIND-NAME`` that speak JSON-RPC over stdio (see
 ``GREENLOOP_PLUGIN_PATH`` first, then on ``PATH``. An entry point wins over an
 executable of the same name.
 
+Entry points are read once per process, and a command finds them in a listing
+kept in the store folder (``plugins/``) while no ``sys.path`` folder and no
+distribution's metadata has changed since: importing ``importlib.metadata`` and
+scanning every distribution is a good part of a fully cached run.
+
 Whatever the transport, :func:`load` returns a factory of the same shape:
 executors are created as ``factory(store)``, formatters as ``factory(stream)``
 and hooks as ``factory()``.
@@ -15,18 +20,26 @@ and hooks as ``factory()``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import importlib
+import json
 import os
 import re
+import sys
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from greenloop._fs import write_atomically
 from greenloop.protocol.errors import PluginError, PluginFailure
+from greenloop.store.layout import MARKER_NAME, default_root
 
 if TYPE_CHECKING:
     from greenloop.plugins.spec import Executor, Hook
@@ -61,17 +74,226 @@ class PluginInfo:
     note: str = ""
 
 
-def _entry_points(kind: PluginKind) -> dict[str, EntryPoint]:
+@dataclass(frozen=True)
+class Entry:
+    """An installed entry point of one of greenloop's groups, as the listing keeps it."""
+
+    name: str
+    value: str
+    """``module:object``, as the distribution declares it."""
+    group: str
+    version: str
+    """The version of the distribution declaring it (``?`` when it is unknown)."""
+
+    def load(self) -> Any:
+        """The object the entry point names: what ``importlib.metadata.EntryPoint.load``
+        returns, and raising what it raises."""
+        match = _ENTRY_VALUE.match(self.value)
+        if match is None:
+            from importlib.metadata import EntryPoint
+
+            return EntryPoint(self.name, self.value, self.group).load()  # its own error
+        found: Any = importlib.import_module(match.group("module"))
+        for attr in filter(None, (match.group("attr") or "").split(".")):
+            found = getattr(found, attr)
+        return found
+
+
+# ``importlib.metadata.EntryPoint.pattern``.
+_ENTRY_VALUE = re.compile(
+    r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$"
+)
+
+
+def _entry_points(kind: PluginKind) -> dict[str, Entry]:
+    # The last of a name wins, as in ``{ep.name: ep for ep in entry_points(group=...)}``.
     return {ep.name: ep for ep in _installed()[GROUPS[kind]]}
 
 
-@functools.cache
-def _installed() -> dict[str, tuple[EntryPoint, ...]]:
-    # One scan of the installed distributions per process, not one per lookup: a
-    # run looks up three kinds. A plugin installed later is seen by the next
-    # command (the daemon restarts itself when site-packages changes).
+_PYDANTIC_GROUP = "pydantic"
+"""pydantic's own plugins' group: kept too, so that a command can spare pydantic its scan
+(see :func:`spare_pydantic_its_plugin_scan`)."""
+_KEPT_GROUPS = (*GROUPS.values(), _PYDANTIC_GROUP)
+
+_found: dict[str, tuple[Entry, ...]] | None = None
+
+
+def _installed() -> dict[str, tuple[Entry, ...]]:
+    # Once per process, not once per lookup: a run looks up three kinds. A plugin
+    # installed later is seen by the next command (the daemon restarts itself when
+    # site-packages changes). Across processes the listing is kept in a file while
+    # nothing it was read from has changed: importing importlib.metadata costs a
+    # command ~11 ms, and scanning every distribution ~4 ms.
+    global _found
+    if _found is not None:
+        return _found
+    where = _listing_file()
+    stamp = _distributions_stamp() if where is not None else None
+    kept = _read_listing(where, stamp) if where is not None and stamp is not None else None
+    if kept is not None:
+        _found = kept
+        return kept
+    found = _scan_distributions()
+    if where is None:
+        # No store yet (a first command, before it opens one): not kept for this process
+        # either, so that its next lookup, once the store is there, writes the listing.
+        return found
+    if stamp is not None and _settled(stamp):
+        _write_listing(where, stamp, found)
+    _found = found
+    return found
+
+
+def _forget_installed() -> None:
+    """Read the installed distributions again at the next lookup (as a new process would)."""
+    global _found
+    _found = None
+
+
+_PYDANTIC_LOADER = "pydantic.plugin._loader"
+
+
+def spare_pydantic_its_plugin_scan() -> None:
+    """Answer pydantic's question "which pydantic plugins are installed?" from the kept
+    listing, when the answer is none.
+
+    Before it builds its first validator, pydantic imports ``pydantic.plugin._loader``
+    to ask, and that module imports ``importlib.metadata`` and scans every distribution:
+    ~15 ms of a cached run, for an answer the listing already has. With no distribution
+    declaring the ``pydantic`` group, a stand-in takes the module's place whose
+    ``get_plugins()`` answers as pydantic's would, with none (the only name pydantic
+    imports from it; tests/test_plugins_listing.py checks that). Anything else, or a
+    loader already imported, and pydantic asks for itself.
+    """
+    if _PYDANTIC_LOADER in sys.modules or _installed()[_PYDANTIC_GROUP]:
+        return
+    stand_in = types.ModuleType(_PYDANTIC_LOADER, "No pydantic plugin is installed here.")
+    stand_in.get_plugins = _no_pydantic_plugins  # type: ignore[attr-defined]
+    sys.modules[_PYDANTIC_LOADER] = stand_in
+
+
+def _no_pydantic_plugins() -> tuple[()]:
+    return ()
+
+
+def _scan_distributions() -> dict[str, tuple[Entry, ...]]:
+    """Every entry point of greenloop's groups, read from the installed distributions."""
+    from importlib.metadata import entry_points
+
     found = entry_points()
-    return {group: tuple(found.select(group=group)) for group in GROUPS.values()}
+    return {
+        group: tuple(
+            Entry(ep.name, ep.value, group, ep.dist.version if ep.dist is not None else "?")
+            for ep in found.select(group=group)
+        )
+        for group in _KEPT_GROUPS
+    }
+
+
+_LISTING_FORMAT = 2
+Stamp = list[tuple[str, "list[int] | None"]]
+"""Each file the entry points were read from (or would be, once it exists), with its stat."""
+
+
+def _listing_file() -> Path | None:
+    """Where this interpreter's entry-point listing is kept: in greenloop's store folder,
+    beside (not in) its objects; None while there is no store yet (anything written into
+    a folder before its store marker would make it look like a stranger's folder)."""
+    root = default_root()
+    if not os.path.isfile(root / MARKER_NAME):
+        return None
+    # One file per interpreter and import path; ``sys.path[0]`` (the script's folder, or
+    # the current one under ``-m``) is left out of the name, not out of the stamp.
+    ident = hashlib.sha256(repr((sys.executable, sys.path[1:])).encode()).hexdigest()[:16]
+    return root / "plugins" / f"entry-points-{ident}.json"
+
+
+def _stat(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _distributions_stamp() -> Stamp | None:
+    """The stat of everything ``importlib.metadata`` reads entry points and versions from.
+
+    Every ``sys.path`` entry (adding, removing or renaming a distribution changes its
+    folder), every distribution's metadata folder (a file replaced in it), and its
+    ``entry_points.txt`` and ``METADATA``/``PKG-INFO`` (a file rewritten in place).
+    None when a finder other than the path finder can list distributions: what it
+    reads cannot be stamped.
+    """
+    for finder in sys.meta_path:
+        if finder is not PathFinder and hasattr(finder, "find_distributions"):
+            return None
+    stamp: Stamp = []
+    for entry in sys.path:
+        root = entry or "."  # as importlib.metadata reads it
+        stamp.append((root, _stat(root)))
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            continue  # missing, or a zip file: its own stat stands for what is in it
+        egg = root.lower().endswith(".egg")
+        for name in names:
+            low = name.lower()
+            if low.endswith(".dist-info"):
+                own = "METADATA"
+            elif low.endswith(".egg-info") or (egg and low == "egg-info"):
+                own = "PKG-INFO"
+            else:
+                continue
+            meta = os.path.join(root, name)
+            for path in (meta, os.path.join(meta, "entry_points.txt"), os.path.join(meta, own)):
+                stamp.append((path, _stat(path)))
+    return stamp
+
+
+def _settled(stamp: Stamp) -> bool:
+    """Whether every stamped file's last change is old enough to trust its stat
+    (see :data:`_SETTLED_NS`)."""
+    newest = max((max(st[3], st[4]) for _, st in stamp if st is not None), default=0)
+    return time.time_ns() - newest > _SETTLED_NS
+
+
+def _read_listing(where: Path, stamp: Stamp) -> dict[str, tuple[Entry, ...]] | None:
+    """The kept listing, if it was made for this very stamp (and by this user)."""
+    try:
+        with open(where, "rb") as f:
+            if os.fstat(f.fileno()).st_uid != os.getuid():
+                return None
+            kept = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("format") != _LISTING_FORMAT:
+        return None
+    if kept.get("python") != sys.version or kept.get("path") != sys.path:
+        return None
+    if kept.get("stamp") != [[path, st] for path, st in stamp]:
+        return None
+    try:
+        return {
+            group: tuple(
+                Entry(n, value, group, version) for n, value, version in kept["groups"][group]
+            )
+            for group in _KEPT_GROUPS
+        }
+    except (KeyError, TypeError, ValueError):
+        return None  # not a listing this code wrote
+
+
+def _write_listing(where: Path, stamp: Stamp, found: dict[str, tuple[Entry, ...]]) -> None:
+    kept = {
+        "format": _LISTING_FORMAT,
+        "python": sys.version,
+        "path": sys.path,
+        "stamp": stamp,
+        "groups": {g: [[e.name, e.value, e.version] for e in es] for g, es in found.items()},
+    }
+    with contextlib.suppress(OSError):  # a read-only or full store: the next command scans
+        write_atomically(where, json.dumps(kept).encode(), durable=False)
 
 
 def search_path() -> list[Path]:
@@ -189,8 +411,7 @@ def plugins(probe_timeout: float | None = None) -> list[PluginInfo]:
     for kind in GROUPS:
         in_process = _entry_points(kind)
         for name, ep in sorted(in_process.items()):
-            version = ep.dist.version if ep.dist is not None else "?"
-            infos.append(PluginInfo(name, kind, "in-process", version, ep.value))
+            infos.append(PluginInfo(name, kind, "in-process", ep.version, ep.value))
         for name, paths in sorted(_executables(kind).items()):
             for index, path in enumerate(paths):
                 if name in in_process:
