@@ -200,6 +200,18 @@ class Lines:
             self.proc.wait()
 
 
+def private_env(work: Path) -> dict[str, str]:
+    """This environment, with greenloop's state, serve socket and settings under ``work``
+    and no daemon."""
+    return {
+        **os.environ,
+        "GREENLOOP_NO_DAEMON": "1",
+        "GREENLOOP_STATE_DIR": str(work / "state"),
+        "GREENLOOP_SERVE_DIR": str(work / "s"),
+        "GREENLOOP_CONFIG": str(work / "config.toml"),
+    }
+
+
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "greenloop", *args]
 
@@ -300,13 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     counts = sorted({int(n) for n in args.n.split(",")})
     work = Path(tempfile.mkdtemp(prefix="glfleet-"))
-    env = {
-        **os.environ,
-        "GREENLOOP_NO_DAEMON": "1",
-        "GREENLOOP_STATE_DIR": str(work / "state"),
-        "GREENLOOP_SERVE_DIR": str(work / "s"),
-        "GREENLOOP_CONFIG": str(work / "config.toml"),
-    }
+    env = private_env(work)
     try:
         if args.pyright_lsp and shutil.which("pyright-langserver") is None:
             raise SystemExit("--pyright-lsp: pyright-langserver is not on PATH")

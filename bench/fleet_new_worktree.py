@@ -24,7 +24,6 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import Lines, command, git, make_repo
+from fleet import Lines, command, git, make_repo, private_env
 
 
 def main() -> None:
@@ -42,13 +41,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="glnew-"))
-    env = {
-        **os.environ,
-        "GREENLOOP_NO_DAEMON": "1",
-        "GREENLOOP_STATE_DIR": str(work / "state"),
-        "GREENLOOP_SERVE_DIR": str(work / "s"),
-        "GREENLOOP_CONFIG": str(work / "config.toml"),
-    }
+    env = private_env(work)
     mypy = shutil.which("mypy") or sys.exit("mypy is not on PATH")
     repo = make_repo(work / "repo", mypy=True, pyright_lsp=False)
     server = subprocess.Popen(
