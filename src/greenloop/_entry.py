@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
@@ -25,14 +24,10 @@ def main() -> None:
         sys.exit(_EXIT_SETUP)
     if code is not None:
         sys.exit(code)
-    # As for a command's own modules (see greenloop.cli): imports make no garbage.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    from greenloop._lazy import imports_without_collection
+
+    with imports_without_collection():
         from greenloop.cli import main as cli
-    finally:
-        if collecting:
-            gc.enable()
 
     try:
         cli(prog_name="greenloop")

@@ -8,13 +8,13 @@ step), 2 usage or setup error (bad pipeline file, missing program, bad input),
 from __future__ import annotations
 
 import errno
-import gc
 import importlib
 import sys
 from typing import Any
 
 import click
 
+from greenloop._lazy import imports_without_collection
 from greenloop._version import __version__
 from greenloop.cli._exit import fail
 
@@ -73,17 +73,8 @@ class _LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        # Importing a command's modules makes hundreds of thousands of objects that live
-        # as long as the process, and almost no garbage: the collector, run some fifty
-        # times meanwhile and through them all again later, has nothing to free in them.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with imports_without_collection():
             command: click.Command = getattr(importlib.import_module(module), attr)
-        finally:
-            gc.freeze()  # out of every later collection's way
-            if collecting:
-                gc.enable()
         return command
 
 
