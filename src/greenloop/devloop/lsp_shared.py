@@ -54,7 +54,9 @@ class SharedLanguageServers:
 
     def discard(self, folder: Folder) -> None:
         """``folder``'s server failed: stop it and forget its folders."""
-        for group in self._all():
+        with self._lock:
+            group = self._groups.get(folder.server.argv)
+        if group is not None:
             group.drop(folder.server)
 
     def close_root(self, root: Path) -> None:

@@ -321,7 +321,7 @@ def _executables(kind: PluginKind) -> dict[str, list[Path]]:
     return found
 
 
-_LISTINGS: dict[Path, tuple[tuple[int, int, int, int], list[str]]] = {}
+_LISTINGS: dict[Path, tuple[list[int], list[str]]] = {}
 """Each directory's ``greenloop-*`` names, with the stamp of the directory they were read at."""
 _SETTLED_NS = 2_000_000_000
 """How old a directory's change must be before its listing is kept: on a file system with
@@ -336,11 +336,9 @@ def _plugin_names(directory: Path) -> list[str]:
     from the daemon, lists ``/usr/bin`` once rather than on every run. What a name
     is (a file, executable) is checked by the caller each time.
     """
-    try:
-        st = os.stat(directory)
-    except OSError:
+    stamp = _stat(os.fspath(directory))
+    if stamp is None:
         return []  # missing or unreadable directories on PATH are common and harmless
-    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
     known = _LISTINGS.get(directory)
     if known is not None and known[0] == stamp:
         return known[1]
@@ -348,7 +346,7 @@ def _plugin_names(directory: Path) -> list[str]:
         names = sorted(n for n in os.listdir(directory) if n.startswith("greenloop-"))
     except OSError:
         return []
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+    if _settled([(os.fspath(directory), stamp)]):
         _LISTINGS[directory] = (stamp, names)
     return names
 
