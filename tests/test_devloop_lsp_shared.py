@@ -17,7 +17,7 @@ import pytest
 from greenloop.devloop.lsp import Folder, ServerFailed
 from greenloop.devloop.lsp_shared import SharedLanguageServers
 from tests.conftest import wait_until
-from tests.test_devloop_helpers import PY_GREEN, node_bin, python_project, write
+from tests.test_devloop_helpers import PY_GREEN, env_with, node_bin, python_project, write
 from tests.test_devloop_lsp import FRAMING
 
 APP = "from demo.calc import double\n\nx: int = double(1)\n"
@@ -55,7 +55,7 @@ def _errors(folder: Folder) -> list[tuple[str, int]]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{node_bin()}:{os.environ['PATH']}"}
+    return env_with(node_bin())
 
 
 def test_trees_share_one_server_and_each_is_checked_against_its_own_files(

@@ -12,13 +12,11 @@ import pytest
 from greenloop.fleet.place import ServePlace, common_dir
 from tests.conftest import wait_until
 from tests.test_devloop_helpers import Background, cli, env_with, node_bin, python_env
-from tests.test_devloop_lsp import LSP_ON, _servers
+from tests.test_devloop_lsp import _MARK, LSP_ON, _servers
 from tests.test_devloop_lsp_shared import APP, RETURNS_STR, _tree
 from tests.test_fleet import Stream, _add_worktree, _check, _git, _serve_dir
 
 __all__ = ["_serve_dir"]  # its autouse fixture gives every test a short socket folder
-
-_MARK = "GREENLOOP_TEST_LSP_ROOT"
 
 
 @pytest.fixture
