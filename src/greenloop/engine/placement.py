@@ -22,6 +22,7 @@ class Placement:
         self._executors = executors
         self._forced = forced
         self._image_ids: dict[tuple[str, str], str] = {}
+        self._checked: list[str] = []
 
     def name(self, step: CommandStep) -> str:
         """The name of the executor that runs ``step``."""
@@ -60,14 +61,30 @@ class Placement:
         """Load every executor the pipeline names; let those of ``steps`` check their setup.
 
         Raises ``PluginFailure`` for an unknown executor and ``SetupError`` for a
-        missing engine, image or program — before anything runs.
+        missing engine, image or program — before anything runs. Once it has returned,
+        :meth:`close` must follow when the run ends.
         """
         for step in self._pipeline.steps:
             self.executor(step)
         by_executor: dict[str, list[CommandStep]] = {}
         for step in steps:
             by_executor.setdefault(self.name(step), []).append(step)
-        for name, group in by_executor.items():
-            check = getattr(self._executors(name), "preflight", None)
-            if check is not None:
-                check(self._pipeline, group)
+        try:
+            for name, group in by_executor.items():
+                check = getattr(self._executors(name), "preflight", None)
+                if check is not None:
+                    check(self._pipeline, group)
+                    self._checked.append(name)
+        except BaseException:
+            self.close()  # the run ends here: what the earlier checks opened, too
+            raise
+
+    def close(self) -> None:
+        """The run has ended: each executor :meth:`preflight` checked gets to let go of
+        what it kept for the run (``close``, when it has one; a namespace started
+        ahead, say). Idempotent."""
+        checked, self._checked = self._checked, []
+        for name in checked:
+            close = getattr(self._executors(name), "close", None)
+            if close is not None:
+                close()

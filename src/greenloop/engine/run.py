@@ -193,24 +193,28 @@ class Run:
             workspace.git_archive()
         self.preflight(to_run)
         started = time.time()
-        veto = self._emit(RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started))
-        # The process is recorded so that, were it killed, the run reads as interrupted.
-        me = os.getpid(), process_start(os.getpid())
-        self.store.index.record_run(
-            RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0, *me)
-        )
         outcomes: dict[str, StepOutcome] = {}
         timer = None
-        if self.pipeline.timeout_seconds is not None:
-            timer = threading.Timer(self.pipeline.timeout_seconds, self._time_out)
-            timer.daemon = True
-            timer.start()
         try:
+            veto = self._emit(
+                RunStarted(run_id=self.run_id, pipeline=self.pipeline.name, at=started)
+            )
+            # The process is recorded so that, were it killed, the run reads as interrupted.
+            me = os.getpid(), process_start(os.getpid())
+            self.store.index.record_run(
+                RunRecord(str(self.run_id), self.pipeline.name, "running", started, None, 0, 0, *me)
+            )
+            if self.pipeline.timeout_seconds is not None:
+                timer = threading.Timer(self.pipeline.timeout_seconds, self._time_out)
+                timer.daemon = True
+                timer.start()
             if veto is None:
                 self._emit(plan)
                 self._schedule(workspace, outcomes)
         finally:
             self._services.stop_all()
+            # Before the run's snapshots go: what an executor kept may run one of them.
+            self._placement.close()
             if timer is not None:
                 timer.cancel()
             self._archives.close()

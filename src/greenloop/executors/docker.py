@@ -28,10 +28,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from greenloop._fs import pid_alive
 from greenloop.executors._conclude import await_exit, conclude
+from greenloop.executors.docker_kept import BOOT, BOOT_DIR, CHECK, Kept
 from greenloop.executors.docker_services import ContainerService, Networks, network_name
 from greenloop.plugins.spec import ArchiveReader, Host
 from greenloop.protocol import (
@@ -39,12 +40,13 @@ from greenloop.protocol import (
     CommandStep,
     ExecutorInput,
     Hit,
+    MissBuildAs,
     Pipeline,
     SetupError,
     SnapshotRef,
     StepResult,
 )
-from greenloop.protocol.executor import SECRETS_DIR
+from greenloop.protocol.executor import EXIT_INTERRUPTED, EXIT_TIMEOUT, SECRETS_DIR
 from greenloop.protocol.ir import Service
 from greenloop.store import Store
 from greenloop.store.artifacts import store_artifact
@@ -60,23 +62,26 @@ _STATE = "/.greenloop"
 # Runs before the step's command: drop files the previous injection put in
 # workdir that the current workspace no longer has, then record the new list;
 # write each secret file (the variables named after the command, holding the
-# values) into the tmpfs at SECRETS_DIR and point its variable at it.
-_PRELUDE = f"""\
+# values) into the tmpfs at SECRETS_DIR and point its variable at it. The
+# command line is: the step's command, then (in a kept container, see
+# docker_kept) the verdict's marker, then the secret files' variables.
+_STALE = f"""\
 if [ -f {_STATE}/injected ]; then
   grep -vxF -f {_STATE}/injected.new {_STATE}/injected | while IFS= read -r f; do
     rm -f -- "$f"
   done
 fi
 mv {_STATE}/injected.new {_STATE}/injected
-cmd=$1
-shift
+"""
+_SECRETS = f"""\
 for v in "$@"; do
   eval "value=\\${{$v}}"
   printf '%s' "$value" >{SECRETS_DIR}/"$v" && chmod 0400 {SECRETS_DIR}/"$v" &&
     export "$v={SECRETS_DIR}/$v" || exit 125
 done
-exec sh -c "$cmd"
 """
+_PRELUDE = f'{_STALE}cmd=$1\nshift\n{_SECRETS}exec sh -c "$cmd"\n'
+_PRELUDE_KEPT = f'{_STALE}cmd=$1\nmarker=$2\nshift 2\n{_SECRETS}sh -c "$cmd"\n{CHECK}'
 
 
 class DockerExecutor:
@@ -102,6 +107,7 @@ class DockerExecutor:
             f"{LABEL}.host": socket.gethostname(),
             f"{LABEL}.pid": str(os.getpid()),
         }
+        self._kept = Kept(lambda: self.client)
 
     # -- setup ---------------------------------------------------------------
 
@@ -150,6 +156,11 @@ class DockerExecutor:
                     "default_image on the pipeline (the docker executor needs one)"
                 )
             _require_image(client, image, f"step {step.key!r}")
+        self._kept.open()
+
+    def close(self) -> None:
+        """The run :meth:`preflight` checked has ended: remove the containers it kept."""
+        self._kept.close()
 
     def _sweep(self) -> None:
         with contextlib.suppress(Exception):  # the next run sweeps again
@@ -234,30 +245,46 @@ class DockerExecutor:
                 if at.startswith("~/"):
                     at = environment["HOME"].rstrip("/") + at[1:]
                 volumes[self._cache_volume(folder)] = {"bind": at, "mode": "rw"}
-            container = self.client.containers.create(
-                image,
-                command=[
-                    "sh",
-                    "-c",
-                    _PRELUDE,
-                    "greenloop-step",
-                    request.step.command,
-                    *sorted(request.secret_files),
-                ],
-                entrypoint=[],
-                working_dir=request.workdir,
-                environment=environment,
-                labels=labels,
-                stdin_open=False,
-                tty=False,
-                volumes=volumes,
-                # Never committed: a tmpfs is not part of the container's filesystem.
-                tmpfs={SECRETS_DIR: "mode=0700"} if request.secret_files else {},
-                **(self._service_network(request) if request.step.services else self._network),
-            )
-            held.callback(container.remove, force=True)
+            secret_fs = {SECRETS_DIR: "mode=0700"} if request.secret_files else {}
+            # What an exec cannot change: a kept container serves a step that needs the same.
+            shape = repr((sorted(volumes.items()), sorted(secret_fs)))
+            kept = None
+            if not request.step.services and self._kept.open_runs:
+                if request.parent_snapshot is not None:
+                    kept = self._kept.take(request.parent_snapshot, shape)
+                if kept is None and isinstance(request.cache_lookup, MissBuildAs):
+                    kept = self._boot(image, labels, volumes, secret_fs)
+            if kept is not None:
+                container = self.client.containers.prepare_model({"Id": kept})
+            else:
+                container = self.client.containers.create(
+                    image,
+                    command=[
+                        "sh",
+                        "-c",
+                        _PRELUDE,
+                        "greenloop-step",
+                        request.step.command,
+                        *sorted(request.secret_files),
+                    ],
+                    entrypoint=[],
+                    working_dir=request.workdir,
+                    environment=environment,
+                    labels=labels,
+                    stdin_open=False,
+                    tty=False,
+                    volumes=volumes,
+                    # Never committed: a tmpfs is not part of the container's filesystem.
+                    tmpfs=secret_fs,
+                    **(self._service_network(request) if request.step.services else self._network),
+                )
+            keeping: list[str] = []  # the snapshot it is kept for, once it is
+            held.callback(lambda: keeping or container.remove(force=True))
             self._inject(container, request, host)
-            code = self._start_and_wait(container, request, host)
+            if kept is not None:
+                code, fresh = self._exec_and_wait(container, request, host, environment)
+            else:
+                code, fresh = self._start_and_wait(container, request, host), False
 
             def commit(snapshot: str) -> None:
                 repository, _, tag = snapshot.partition(":")
@@ -270,11 +297,18 @@ class DockerExecutor:
                     repository=repository,
                     tag=tag or "latest",
                     changes=[f"LABEL {LABEL}.store={self._store_id}", *blanked],
+                    # A kept container runs only its waiting sh by now: nothing to pause.
+                    pause=kept is None,
                 )
 
             collect = lambda: self._collect(container, request)  # noqa: E731
             # A failed step is kept the same way: its container, committed.
-            return conclude(request, host, code, collect, commit, keep=commit)
+            result = conclude(request, host, code, collect, commit, keep=commit)
+            snapshot = result.committed_snapshot
+            passed = fresh and result.exit_code == 0 and snapshot is not None
+            if passed and snapshot is not None and self._kept.keep(snapshot, shape, container.id):
+                keeping.append(snapshot)
+            return result
         finally:
             # Already gone is fine; the next run's leftover sweep is the backstop.
             with contextlib.suppress(Exception):
@@ -332,6 +366,72 @@ class DockerExecutor:
         """A step that names services joins their network, where each is its name."""
         hosts = self._service_networks.hosts(request.run_id)
         return {"network": network_name(request.run_id), "extra_hosts": hosts}
+
+    def _boot(
+        self,
+        image: str,
+        labels: dict[str, str],
+        volumes: dict[str, dict[str, str]],
+        secret_fs: dict[str, str],
+    ) -> str:
+        """Start a container of ``image`` that waits for execs (see ``docker_kept``): no
+        environment but the image's, which each exec adds its own to."""
+        container = self.client.containers.create(
+            image,
+            command=["sh", "-c", BOOT],
+            entrypoint=[],
+            labels=labels,
+            stdin_open=True,
+            tty=False,
+            volumes=volumes,
+            tmpfs={**secret_fs, BOOT_DIR: "mode=0700"},
+            **self._network,
+        )
+        try:
+            container.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        return str(container.id)
+
+    def _exec_and_wait(
+        self, container: Any, request: ExecutorInput, host: Host, environment: dict[str, str]
+    ) -> tuple[int, bool]:
+        """Run the step's command as an exec in the kept ``container``: its exit code, and
+        whether the container is as fresh as one booted from its snapshot after it."""
+        api = self.client.api
+        marker = f"greenloop-verdict-{uuid4().hex}:"
+        command = [
+            "sh",
+            "-c",
+            _PRELUDE_KEPT,
+            "greenloop-step",
+            request.step.command,
+            marker,
+            *sorted(request.secret_files),
+        ]
+        exec_id = api.exec_create(
+            container.id, command, environment=environment, workdir=request.workdir
+        )["Id"]
+        stream = api.exec_start(exec_id, stream=True, demux=True)
+        verdict: list[str] = []
+        pump = threading.Thread(
+            target=_pump, args=(stream, request, host, marker, verdict), daemon=True
+        )
+        pump.start()
+
+        def poll() -> int | None:
+            pump.join(timeout=0.1)
+            if pump.is_alive():
+                return None
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            return 1 if code is None else int(code)
+
+        code = await_exit(poll, lambda: _stop(container), request, host)
+        pump.join(timeout=5)
+        stopped = code in (EXIT_INTERRUPTED, EXIT_TIMEOUT)
+        return code, verdict == ["yes"] and not stopped
 
     def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
         reader = ArchiveReader(host, request.workspace_archive_id)
@@ -487,9 +587,25 @@ def _padding(size: int) -> bytes:
 
 
 def _pump(
-    stream: Iterator[tuple[bytes | None, bytes | None]], request: ExecutorInput, host: Host
+    stream: Iterator[tuple[bytes | None, bytes | None]],
+    request: ExecutorInput,
+    host: Host,
+    marker: str | None = None,
+    verdict: list[str] | None = None,
 ) -> None:
+    """Log the step's output line by line. With ``marker``, the output ends with the
+    marker and a kept container's verdict (see ``docker_kept.CHECK``): that goes to
+    ``verdict`` and never to the log."""
     pending: dict[Literal["stdout", "stderr"], bytes] = {"stdout": b"", "stderr": b""}
+    mark = marker.encode() if marker else None
+
+    def log(key: Literal["stdout", "stderr"], line: bytes) -> None:
+        if mark is not None and mark in line:
+            line = line.partition(mark)[0]  # written after the verdict: never trusted
+            if not line:
+                return
+        host.log(request.step_id, key, line.decode("utf-8", "replace").rstrip("\r"))
+
     try:
         for out, err in stream:
             for name, data in (("stdout", out), ("stderr", err)):
@@ -498,12 +614,17 @@ def _pump(
                 key: Literal["stdout", "stderr"] = "stdout" if name == "stdout" else "stderr"
                 *lines, pending[key] = (pending[key] + data).split(b"\n")
                 for line in lines:
-                    host.log(request.step_id, key, line.decode("utf-8", "replace").rstrip("\r"))
+                    log(key, line)
     except Exception:  # the container went away mid-stream (cancelled); the exit code says why
         pass
+    rest = pending["stdout"]
+    if mark is not None and verdict is not None and mark in rest:
+        rest, _, said = rest.rpartition(mark)
+        verdict.append(said.decode("ascii", "replace"))
+        pending["stdout"] = rest
     for key, rest in pending.items():
         if rest:
-            host.log(request.step_id, key, rest.decode("utf-8", "replace").rstrip("\r"))
+            log(key, rest)
 
 
 def _stop(container: Any) -> None:
