@@ -64,7 +64,10 @@ _STATE = "/.greenloop"
 # write each secret file (the variables named after the command, holding the
 # values) into the tmpfs at SECRETS_DIR and point its variable at it. The
 # command line is: the step's command, then (in a kept container, see
-# docker_kept) the verdict's marker, then the secret files' variables.
+# docker_kept) the verdict's marker, then the secret files' variables. The command
+# is never the container's pid 1 (not exec'd), in a kept container or not: pid 1
+# ignores the signals it has no handler for, and a step must not behave otherwise
+# in one than in the other.
 _STALE = f"""\
 if [ -f {_STATE}/injected ]; then
   grep -vxF -f {_STATE}/injected.new {_STATE}/injected | while IFS= read -r f; do
@@ -80,7 +83,7 @@ for v in "$@"; do
     export "$v={SECRETS_DIR}/$v" || exit 125
 done
 """
-_PRELUDE = f'{_STALE}cmd=$1\nshift\n{_SECRETS}exec sh -c "$cmd"\n'
+_PRELUDE = f'{_STALE}cmd=$1\nshift\n{_SECRETS}sh -c "$cmd"\n'
 _PRELUDE_KEPT = f'{_STALE}cmd=$1\nmarker=$2\nshift 2\n{_SECRETS}sh -c "$cmd"\n{CHECK}'
 
 

@@ -17,6 +17,8 @@ What a fresh container would not carry over, and what the check makes sure of:
 - the entries of ``/dev``, ``/dev/shm`` and ``/dev/mqueue`` (memory, never in a
   snapshot): as at boot;
 - System V IPC objects: none;
+- sockets (a server's in TIME_WAIT, say): none on a port below the ephemeral range,
+  which a step's server could then not bind again;
 - the secrets' tmpfs: emptied;
 - the environment, the working folder and the umask are each exec's own.
 
@@ -74,6 +76,19 @@ for f in shm msg sem; do
     n=0
     while read -r l; do n=$((n + 1)); done </proc/sysvipc/$f
     [ "$n" -le 1 ] || fresh=no
+  fi
+done
+low=32768
+if [ -r /proc/sys/net/ipv4/ip_local_port_range ]; then
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+fi
+for f in tcp tcp6 udp udp6; do
+  if [ -r /proc/net/$f ]; then
+    while read -r _ local _; do
+      port=${{local##*:}}
+      case $port in *[!0-9A-Fa-f]*|"") continue ;; esac
+      [ $((0x$port)) -ge "$low" ] || fresh=no
+    done </proc/net/$f
   fi
 done
 printf '%s' "$marker$fresh"
