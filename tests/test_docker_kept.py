@@ -182,3 +182,17 @@ def test_a_step_that_times_out_in_a_kept_container_takes_it_down(
     assert logs(events, "slow")[0] == logs(events, "s0")[0]  # it ran in the kept one
     assert any("timed out" in line for line in logs(events, "slow"))
     assert no_containers_left(engine)
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_step_is_never_pid_1_so_its_signals_act_as_anywhere(
+    engine: Any, store: Store, project: Path, kept: bool
+) -> None:
+    # pid 1 ignores a signal it has no handler for: this would print "survived" there.
+    # Cached, the step commits and runs in a kept container; uncached, in its own.
+    policy = ", cache=gl.forever()" if kept else ""
+    pipeline(project, f'gl.sh("kill -TERM $$; echo survived", label="s"{policy})\n')
+    result, events = run(store, project, executor="docker")
+    assert result.steps["s"].exit_code == 143
+    assert "survived" not in logs(events, "s")
+    assert no_containers_left(engine)
