@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 from greenloop.engine.run import Run, RunOptions, RunResult
+from greenloop.executors.docker import DockerExecutor
+from greenloop.executors.docker_kept import Kept
 from greenloop.plugins.discovery import Executors
 from greenloop.protocol import BuildEvent
 from greenloop.sdk.loader import load
 from greenloop.store import Store
+from tests.docker_image import IMAGE, ensure_image
 from tests.test_docker import _client as docker_client
 from tests.test_executor_suite import forget_docker_snapshots, pipeline, use_executor
 from tests.test_run import logs, run, statuses
@@ -196,3 +199,17 @@ def test_a_step_is_never_pid_1_so_its_signals_act_as_anywhere(
     assert result.steps["s"].exit_code == 143
     assert "survived" not in logs(events, "s")
     assert no_containers_left(engine)
+
+
+def test_a_kept_container_stopped_by_hand_is_not_used(store: Store) -> None:
+    client = docker_client()
+    ensure_image(client)
+    executor = DockerExecutor(store)
+    kept = Kept(lambda: executor.client)
+    kept.open()
+    booted = executor._boot(IMAGE, executor._labels, {}, {})
+    assert kept.keep("greenloop-run:x", "shape", booted)
+    client.api.kill(booted)
+    assert kept.take("greenloop-run:x", "shape") is None  # the step boots its own
+    kept.close()
+    assert no_containers_left(client)

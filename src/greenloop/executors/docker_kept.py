@@ -136,10 +136,21 @@ class Kept:
         return True
 
     def take(self, snapshot: str, shape: str) -> str | None:
-        """The container kept for a step of ``shape`` booting from ``snapshot``, if any:
-        it is the caller's from now on."""
+        """The container kept for a step of ``shape`` booting from ``snapshot``, if any
+        and still running (one removed or stopped by hand is not): it is the caller's
+        from now on."""
         with self._lock:
-            return self._kept.pop((snapshot, shape), None)
+            container = self._kept.pop((snapshot, shape), None)
+        if container is None:
+            return None
+        try:
+            running = bool(self._client().api.inspect_container(container)["State"]["Running"])
+        except Exception:
+            running = False
+        if not running:
+            self._remove([container])
+            return None
+        return container
 
     def close(self) -> None:
         """A run ended: with none left open, remove every kept container (and wait:
