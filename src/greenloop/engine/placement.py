@@ -79,12 +79,23 @@ class Placement:
             self.close()  # the run ends here: what the earlier checks opened, too
             raise
 
-    def close(self) -> None:
+    def close(self, warn: Callable[[str], None] | None = None) -> None:
         """The run has ended: each executor :meth:`preflight` checked gets to let go of
-        what it kept for the run (``close``, when it has one; a namespace started
-        ahead, say). Idempotent."""
+        what it kept for the run (``close``, when it has one: containers kept for a
+        chain's next step, say). Idempotent; ``warn`` says which could not (cleanup
+        never turns a result into a crash), else the first failure is raised once all
+        have been closed."""
         checked, self._checked = self._checked, []
+        failure: Exception | None = None
         for name in checked:
             close = getattr(self._executors(name), "close", None)
-            if close is not None:
-                close()
+            try:
+                if close is not None:
+                    close()
+            except Exception as e:
+                if warn is None:
+                    failure = failure or e
+                else:
+                    warn(f"could not close executor {name!r}: {e}")
+        if failure is not None:
+            raise failure

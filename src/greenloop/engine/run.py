@@ -214,7 +214,7 @@ class Run:
         finally:
             self._services.stop_all()
             # Before the run's snapshots go: what an executor kept may run one of them.
-            self._placement.close()
+            self._placement.close(self._warn)
             if timer is not None:
                 timer.cancel()
             self._archives.close()

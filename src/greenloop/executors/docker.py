@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
@@ -58,6 +59,9 @@ LABEL = "greenloop"
 SNAPSHOT_REPO = "greenloop-snap"
 RUN_REPO = "greenloop-run"
 _STATE = "/.greenloop"
+HOSTNAME = "greenloop"
+"""Every step container's hostname: the same whether a step runs in its parent's kept
+container or in one of its own (a parent that noted it must not tell them apart)."""
 
 # Runs before the step's command: drop files the previous injection put in
 # workdir that the current workspace no longer has, then record the new list;
@@ -252,11 +256,12 @@ class DockerExecutor:
             # What an exec cannot change: a kept container serves a step that needs the same.
             shape = repr((sorted(volumes.items()), sorted(secret_fs)))
             kept = None
-            if not request.step.services and self._kept.open_runs:
-                if request.parent_snapshot is not None:
-                    kept = self._kept.take(request.parent_snapshot, shape)
-                if kept is None and isinstance(request.cache_lookup, MissBuildAs):
-                    kept = self._boot(image, labels, volumes, secret_fs)
+            keeps = not request.step.services and self._kept.open_runs > 0
+            if keeps and request.parent_snapshot is not None:
+                kept = self._kept.take(request.parent_snapshot, shape)
+            taken = kept is not None
+            if keeps and kept is None and isinstance(request.cache_lookup, MissBuildAs):
+                kept = self._boot(image, labels, volumes, secret_fs)
             if kept is not None:
                 container = self.client.containers.prepare_model({"Id": kept})
             else:
@@ -271,6 +276,7 @@ class DockerExecutor:
                         *sorted(request.secret_files),
                     ],
                     entrypoint=[],
+                    hostname=HOSTNAME,
                     working_dir=request.workdir,
                     environment=environment,
                     labels=labels,
@@ -285,6 +291,10 @@ class DockerExecutor:
             held.callback(lambda: keeping or container.remove(force=True))
             self._inject(container, request, host)
             if kept is not None:
+                if taken:
+                    # What a container created from the snapshot would start with: its
+                    # image's environment (blanked secrets included), then the step's.
+                    environment = {**self._image_env(image), **environment}
                 code, fresh = self._exec_and_wait(container, request, host, environment)
             else:
                 code, fresh = self._start_and_wait(container, request, host), False
@@ -300,7 +310,8 @@ class DockerExecutor:
                     repository=repository,
                     tag=tag or "latest",
                     changes=[f"LABEL {LABEL}.store={self._store_id}", *blanked],
-                    # A kept container runs only its waiting sh by now: nothing to pause.
+                    # A kept container that passed the check runs only its waiting sh,
+                    # one that did not has stopped: nothing to pause.
                     pause=kept is None,
                 )
 
@@ -346,6 +357,11 @@ class DockerExecutor:
 
     # -- internals -------------------------------------------------------------
 
+    def _image_env(self, image: str) -> dict[str, str]:
+        """The environment ``image``'s config sets."""
+        items = self.client.api.inspect_image(image)["Config"].get("Env") or []
+        return dict(item.partition("=")[::2] for item in items)
+
     def _image_home(self, image: str) -> str:
         """The ``HOME`` ``image``'s config sets, else ``/root``."""
         for item in self.client.images.get(image).attrs["Config"].get("Env") or []:
@@ -383,6 +399,7 @@ class DockerExecutor:
             image,
             command=["sh", "-c", BOOT],
             entrypoint=[],
+            hostname=HOSTNAME,
             labels=labels,
             stdin_open=True,
             tty=False,
@@ -425,16 +442,34 @@ class DockerExecutor:
         pump.start()
 
         def poll() -> int | None:
+            # The exec, not its output: a process the check could not kill (a daemon
+            # started as root by a step of another user) may hold the output open.
             pump.join(timeout=0.1)
-            if pump.is_alive():
+            if not pump.is_alive():
+                time.sleep(0.005)  # the engine notes the exit code just after the output ends
+            info = api.exec_inspect(exec_id)
+            if info.get("Running") or info.get("ExitCode") is None:
                 return None
-            code = api.exec_inspect(exec_id).get("ExitCode")
-            return 1 if code is None else int(code)
+            return int(info["ExitCode"])
 
         code = await_exit(poll, lambda: _stop(container), request, host)
-        pump.join(timeout=5)
+        pump.join(timeout=2)
+        if pump.is_alive():
+            # Something outlived the exec: the container goes, with it, as a
+            # container of its own goes with its first process.
+            _stop(container)
+            pump.join(timeout=5)
+            verdict.clear()
         stopped = code in (EXIT_INTERRUPTED, EXIT_TIMEOUT)
-        return code, verdict == ["yes"] and not stopped
+        fresh = verdict == ["yes"] and not stopped
+        if not fresh:
+            # It will not be kept: it ends before its commit, as a container of its own
+            # does (what the check could not kill may still be writing; and a rootless
+            # engine cannot pause a container to commit it).
+            _stop(container)
+            with contextlib.suppress(Exception):
+                container.wait()
+        return code, fresh
 
     def _inject(self, container: Any, request: ExecutorInput, host: Host) -> None:
         reader = ArchiveReader(host, request.workspace_archive_id)

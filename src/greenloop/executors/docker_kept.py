@@ -14,12 +14,14 @@ What a fresh container would not carry over, and what the check makes sure of:
 - processes: every one is killed (``kill -KILL -1``), and none may be left;
 - ``/etc/hosts``, ``/etc/resolv.conf``, ``/etc/hostname`` (the engine's, never in
   a snapshot): as they were at boot;
-- the entries of ``/dev``, ``/dev/shm`` and ``/dev/mqueue`` (memory, never in a
-  snapshot): as at boot;
+- the entries of ``/dev``, ``/dev/shm``, ``/dev/mqueue`` and ``/dev/pts`` (memory,
+  never in a snapshot), with their types, modes, owners and device numbers, and the
+  files the engine makes at each start (``/.dockerenv``, ``/run/.containerenv``):
+  as at boot (``ls -lan``; an image without ``ls`` never keeps a container);
 - System V IPC objects: none;
 - sockets (a server's in TIME_WAIT, say): none on a port below the ephemeral range,
   which a step's server could then not bind again;
-- the secrets' tmpfs: emptied;
+- the secrets' tmpfs: emptied, and found empty;
 - the environment, the working folder and the umask are each exec's own.
 
 A container that fails the check (or whose step failed, timed out or was
@@ -41,17 +43,21 @@ BOOT_DIR = "/.greenloop/boot"
 """Where a kept container's boot keeps what the check compares with: a tmpfs, never
 committed."""
 
-# Only builtins, grep-free: any image a step can run in has a POSIX sh. `copy` reads
-# a text file with `read`, as `cat` would print it.
+# A POSIX sh and what the prelude needs besides (rm), plus ls. `copy` reads a text
+# file with `read`, as `cat` would print it.
 _COPY = """copy() { while IFS= read -r l || [ -n "$l" ]; do printf '%s\\n' "$l"; done; }"""
-_SPECIAL = "/dev/* /dev/.* /dev/shm/* /dev/shm/.* /dev/mqueue/*"
+# Each entry's type, mode, owner and device numbers, and the files the engine makes
+# at every start (a step may remove them; a fresh container has them again).
+_LIST = "ls -lan /dev /dev/shm /dev/mqueue /dev/pts /.dockerenv /run/.containerenv 2>/dev/null"
+_SECRETS_LEFT = f"{SECRETS_DIR}/* {SECRETS_DIR}/.[!.]* {SECRETS_DIR}/..?*"
 
 BOOT = f"""\
 {_COPY}
 for f in hosts resolv.conf hostname; do
   if [ -f /etc/$f ]; then copy </etc/$f >{BOOT_DIR}/$f; fi
 done
-echo {_SPECIAL} >{BOOT_DIR}/dev
+{_LIST} >{BOOT_DIR}/dev
+echo >{BOOT_DIR}/ready
 read _
 """
 """The command a kept container boots with: note what the check compares, then wait."""
@@ -59,8 +65,14 @@ read _
 CHECK = f"""\
 code=$?
 kill -KILL -1 2>/dev/null
-if [ -d {SECRETS_DIR} ]; then rm -f {SECRETS_DIR}/* {SECRETS_DIR}/.[!.]* 2>/dev/null; fi
 fresh=yes
+if [ -d {SECRETS_DIR} ]; then
+  rm -rf -- {_SECRETS_LEFT} 2>/dev/null
+  for f in {_SECRETS_LEFT}; do
+    if [ -e "$f" ] || [ -L "$f" ]; then fresh=no; fi
+  done
+fi
+[ -f {BOOT_DIR}/ready ] && command -v ls >/dev/null 2>&1 || fresh=no
 for p in /proc/[0-9]*; do
   case ${{p#/proc/}} in 1|$$) ;; *) fresh=no ;; esac
 done
@@ -70,7 +82,7 @@ for f in hosts resolv.conf hostname; do
     [ "$(copy </etc/$f)" = "$(copy <{BOOT_DIR}/$f)" ] || fresh=no
   fi
 done
-[ "$(echo {_SPECIAL})" = "$(copy <{BOOT_DIR}/dev)" ] || fresh=no
+[ "$({_LIST})" = "$(copy <{BOOT_DIR}/dev)" ] || fresh=no
 for f in shm msg sem; do
   if [ -r /proc/sysvipc/$f ]; then
     n=0
