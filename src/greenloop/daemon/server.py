@@ -6,6 +6,11 @@ A child becomes what a fresh ``greenloop`` process would be: its own process
 group, the client's stdio, cwd, environment, umask and argv; it runs the
 command line and exits with its status, which the daemon sends back.
 
+The next command's child is forked ahead, while no command runs (a fork of a
+process that has imported greenloop takes milliseconds): it waits, its own
+group and none of the daemon's descriptors, for the request the daemon hands
+it. A command that finds none waiting (several at once) is forked then.
+
 The daemon declines a command (the client then runs it itself) once any file
 it imported has changed on disk, finishes what is running, and re-executes
 itself (keeping its lock) so the next command gets the new code. It exits
@@ -47,7 +52,7 @@ from greenloop.daemon.client import FORWARDED
 from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
-from greenloop.daemon.wire import unframe
+from greenloop.daemon.wire import frame, unframe
 
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
@@ -67,6 +72,17 @@ class _Command:
     """Where the child writes its exit status once it has closed every descriptor."""
     buffer: bytes = b""
     reported: bool = False
+
+
+@dataclass
+class _Warm:
+    """A child forked ahead of the next command (see :meth:`Server._prefork`)."""
+
+    pid: int
+    sock: socket.socket
+    """The daemon's end of the pair the command's request and stdio are handed on."""
+    report: int
+    """The read end of its report pipe (:attr:`_Command.report`)."""
 
 
 class Server:
@@ -103,6 +119,7 @@ class Server:
         self._listener: socket.socket | None = None
         self._lock_fd = -1
         self._stamps: dict[str, int] = {}
+        self._warm: _Warm | None = None
         self._selector = selectors.DefaultSelector()
         # Signals wake the loop through this pair instead of interrupting it mid-fork.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -118,6 +135,7 @@ class Server:
             self._listen()
             self._loop()
         finally:
+            self._drop_warm()
             if self._listener is not None:
                 self._close_listener()
             self._selector.close()
@@ -212,11 +230,20 @@ class Server:
                 timeout: float | None = self.idle_timeout - idle
             else:
                 timeout = None
+            if self._wants_warm():
+                self._prefork()
             events = self._selector.select(timeout)
             for key, _ in events:
                 self._dispatch(key.data)
             if events:
                 last_activity = time.monotonic()
+
+    def _wants_warm(self) -> bool:
+        """Whether to fork the next command's child now: none waits, commands are taken,
+        and none runs (a fork beside a running command would take its core)."""
+        if self._warm is not None or self._listener is None or self._stopping:
+            return False
+        return all(c.reported for c in self._commands.values())
 
     def _dispatch(self, what: Any) -> None:
         if what == "accept":
@@ -282,24 +309,14 @@ class Server:
                 self._stopping = self._restart = True
                 decline(conn, "greenloop's code changed on disk; restarting")
                 return
-            report_r, report_w = os.pipe2(os.O_CLOEXEC)
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(report_r)
-                os.close(report_w)
+            child = self._hand_to_warm(run, fds) or self._fork(conn, run, fds)
+            if child is None:
                 conn.close()
                 return
-            if pid == 0:
-                os.close(report_r)
-                self._child(conn, run, fds, report_w)
-            os.close(report_w)
         finally:
             for fd in fds:
                 os.close(fd)
-        # Both sides set the group, so a signal forwarded at once still finds it.
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
+        pid, report_r = child
         command = _Command(pid, os.pidfd_open(pid), conn, report_r)
         self._commands[pid] = command
         conn.setblocking(False)
@@ -308,6 +325,78 @@ class Server:
         self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
         self._selector.register(report_r, selectors.EVENT_READ, ("reported", command))
         self._selector.register(conn, selectors.EVENT_READ, ("client", command))
+
+    def _fork(
+        self, conn: socket.socket, run: dict[str, Any], fds: list[int]
+    ) -> tuple[int, int] | None:
+        """Fork the command now: its pid and the read end of its report pipe (None when
+        the fork failed)."""
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(report_r)
+            os.close(report_w)
+            return None
+        if pid == 0:
+            os.close(report_r)
+            self._child(conn, run, fds, report_w)
+        os.close(report_w)
+        # Both sides set the group, so a signal forwarded at once still finds it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        return pid, report_r
+
+    def _prefork(self) -> None:
+        """Fork the child the next command runs in, to wait for it (:meth:`_warm_child`)."""
+        ours, theirs = socket.socketpair()
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for sock in (ours, theirs):
+                sock.close()
+            os.close(report_r)
+            os.close(report_w)
+            return  # the command is forked when it comes, as without
+        if pid == 0:
+            ours.close()
+            os.close(report_r)
+            self._warm_child(theirs, report_w)
+        theirs.close()
+        os.close(report_w)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        self._warm = _Warm(pid, ours, report_r)
+
+    def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int] | None:
+        """Hand the command to the child forked ahead for it: its pid and report end
+        (None when there is none, or it is gone)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return None
+        data = frame({"run": run})
+        try:
+            sent = socket.send_fds(warm.sock, [data], fds)
+            warm.sock.sendall(data[sent:])
+        except OSError:
+            self._warm = warm
+            self._drop_warm()
+            return None
+        warm.sock.close()
+        return warm.pid, warm.report
+
+    def _drop_warm(self) -> None:
+        """End the child forked ahead, unused (the daemon stops, or it is broken)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return
+        warm.sock.close()
+        os.close(warm.report)
+        with contextlib.suppress(OSError):
+            os.kill(warm.pid, signal.SIGKILL)  # it only waits: nothing of it to finish
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(warm.pid, 0)
 
     def _reported(self, command: _Command) -> None:
         """The child's exit status, sent before its memory is torn down (a large
@@ -382,12 +471,13 @@ class Server:
     # -- the child --------------------------------------------------------------
 
     def _child(
-        self, conn: socket.socket, run: dict[str, Any], fds: list[int], report: int
+        self, conn: socket.socket | None, run: dict[str, Any], fds: list[int], report: int
     ) -> NoReturn:
         code = 1
         try:
-            os.setpgid(0, 0)
-            self._drop_inherited(conn)
+            if conn is not None:  # else forked ahead, and this is done
+                os.setpgid(0, 0)
+                self._drop_inherited(conn)
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
@@ -409,14 +499,30 @@ class Server:
                 os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
             os._exit(code)
 
-    def _drop_inherited(self, conn: socket.socket) -> None:
+    def _warm_child(self, sock: socket.socket, report: int) -> NoReturn:
+        """A child forked ahead: ready for a command before one comes, it runs the one
+        the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused."""
+        try:
+            os.setpgid(0, 0)
+            self._drop_inherited(None)
+            request, fds = receive(sock)
+            sock.close()
+            run = request["run"]
+        except BaseException:
+            os._exit(0)  # the daemon hung up before a command came (or it could not wait)
+        self._child(None, run, fds, report)
+
+    def _drop_inherited(self, conn: socket.socket | None) -> None:
         """Close the daemon's descriptors in a child. Closing a copy sends nothing:
         the daemon's own connections, socket and lock stay as they are."""
         signal.set_wakeup_fd(-1)
         self._selector.close()
-        for sock in (conn, self._listener, self._wake_r, self._wake_w):
+        warm = [] if self._warm is None else [self._warm.sock]
+        for sock in (conn, self._listener, self._wake_r, self._wake_w, *warm):
             if sock is not None:
                 sock.close()
+        if self._warm is not None:
+            os.close(self._warm.report)
         for other in self._commands.values():
             os.close(other.pidfd)
             if other.conn is not None:
