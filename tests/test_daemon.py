@@ -262,7 +262,7 @@ def test_a_child_forked_ahead_that_is_gone_is_done_without(
 def test_a_command_beside_a_running_one_is_forked_then(
     daemon: dict[str, Any], project: Path
 ) -> None:
-    proc, step = _sleeping_run(project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc, _ = _sleeping_run(project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # None waits beside a running command: this one is forked as it comes.
         assert _status(project)["in_flight"] == 1
