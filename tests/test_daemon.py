@@ -280,9 +280,13 @@ def test_the_child_forked_ahead_leaves_with_the_daemon(
     daemon: dict[str, Any], project: Path
 ) -> None:
     waiting = _waiting_child(daemon)
+    # Its own spare loader, forked ahead too.
+    wait_until(lambda: len(_children(waiting)) == 1, what="the spare loader forked ahead")
+    [loader] = _children(waiting)
     assert cli("daemon", "stop", cwd=project).returncode == 0
     wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to stop")
     assert _pid_gone(waiting)
+    wait_until(lambda: _pid_gone(loader), what="the spare loader to leave")
 
 
 def test_an_idle_daemon_exits(tmp_path: Path) -> None:

@@ -47,7 +47,13 @@ from greenloop._config import load as load_config
 from greenloop._fs import private_folder
 from greenloop._procs import close_all_but, signal_group
 from greenloop._version import __version__
-from greenloop.daemon import DAEMON_DIR_ENV, SERVER_MODULE, DaemonPaths, interpreter_options
+from greenloop.daemon import (
+    DAEMON_DIR_ENV,
+    SERVER_MODULE,
+    DaemonPaths,
+    interpreter_options,
+    spare,
+)
 from greenloop.daemon.client import FORWARDED
 from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
@@ -471,7 +477,12 @@ class Server:
     # -- the child --------------------------------------------------------------
 
     def _child(
-        self, conn: socket.socket | None, run: dict[str, Any], fds: list[int], report: int
+        self,
+        conn: socket.socket | None,
+        run: dict[str, Any],
+        fds: list[int],
+        report: int,
+        loader: tuple[int, int, int] | None = None,
     ) -> NoReturn:
         code = 1
         try:
@@ -482,7 +493,7 @@ class Server:
                 os.dup2(fd, target)
                 os.close(fd)
             become(run)
-            code = run_cli()
+            code = run_cli(loader)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -505,12 +516,20 @@ class Server:
         try:
             os.setpgid(0, 0)
             self._drop_inherited(None)
+            ahead: spare.Ahead | None = None
+            with contextlib.suppress(OSError):  # without, the command forks its own
+                ahead = spare.fork_ahead((sock.fileno(), report))
             request, fds = receive(sock)
             sock.close()
             run = request["run"]
         except BaseException:
             os._exit(0)  # the daemon hung up before a command came (or it could not wait)
-        self._child(None, run, fds, report)
+        loader = None
+        if ahead is not None and spare.wanted(run["argv"]):
+            loader = spare.ready(ahead, run, fds)
+        elif ahead is not None:
+            spare.dismiss(ahead)
+        self._child(None, run, fds, report, loader)
 
     def _drop_inherited(self, conn: socket.socket | None) -> None:
         """Close the daemon's descriptors in a child. Closing a copy sends nothing:
