@@ -42,6 +42,7 @@ def preload() -> None:
     from pydantic import BaseModel
 
     from greenloop import protocol
+    from greenloop.daemon import pages
     from greenloop.engine import project_files
     from greenloop.plugins import discovery
 
@@ -57,6 +58,7 @@ def preload() -> None:
             model.model_rebuild()
     discovery.available("executor")  # the scan of installed entry points
     codecs.lookup("ascii")  # a run reads /proc files as ascii (greenloop._fs.process_start)
+    pages.prepare()
     project_files.workspace_ignores()
     gc.collect()
     gc.freeze()  # children then leave the shared pages alone

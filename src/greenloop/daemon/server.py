@@ -52,6 +52,7 @@ from greenloop.daemon import (
     SERVER_MODULE,
     DaemonPaths,
     interpreter_options,
+    pages,
     spare,
 )
 from greenloop.daemon.client import FORWARDED
@@ -78,6 +79,8 @@ class _Command:
     """Where the child writes its exit status once it has closed every descriptor."""
     buffer: bytes = b""
     reported: bool = False
+    pages: bytes = b""
+    """What it says it wrote, after its status (see :mod:`greenloop.daemon.pages`)."""
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Server:
         self._lock_fd = -1
         self._stamps: dict[str, int] = {}
         self._warm: _Warm | None = None
+        self._written = b""  # by the last command: what the next one's child copies ahead
         self._selector = selectors.DefaultSelector()
         # Signals wake the loop through this pair instead of interrupting it mid-fork.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -249,7 +253,8 @@ class Server:
         and none runs (a fork beside a running command would take its core)."""
         if self._warm is not None or self._listener is None or self._stopping:
             return False
-        return all(c.reported for c in self._commands.values())
+        # Reported, and done saying what it wrote: the child forked now copies that.
+        return all(c.reported and c.report is None for c in self._commands.values())
 
     def _dispatch(self, what: Any) -> None:
         if what == "accept":
@@ -406,18 +411,25 @@ class Server:
 
     def _reported(self, command: _Command) -> None:
         """The child's exit status, sent before its memory is torn down (a large
-        process takes milliseconds to go): the client need not wait for that."""
+        process takes milliseconds to go): the client need not wait for that. Then
+        the pages it wrote (:mod:`greenloop.daemon.pages`), until it closes the pipe."""
         if command.report is None:
             return  # reaped in the same round
         data = b""
         with contextlib.suppress(OSError):
-            data = os.read(command.report, 4)
+            data = os.read(command.report, 1 << 16 if command.reported else 4)
+        if not command.reported and len(data) == 4:
+            # Nothing of the command is left but memory: every descriptor is closed.
+            self._answer(command, int.from_bytes(data, sys.byteorder, signed=True))
+            return
+        if command.reported and data:
+            command.pages += data
+            return
         self._selector.unregister(command.report)
         os.close(command.report)
         command.report = None
-        if len(data) == 4:
-            # Nothing of the command is left but memory: every descriptor is closed.
-            self._answer(command, int.from_bytes(data, sys.byteorder, signed=True))
+        if command.reported:
+            self._written = command.pages
         # Else it died before it could say (a signal, a crash): its reaping answers.
 
     def _answer(self, command: _Command, code: int) -> None:
@@ -508,6 +520,10 @@ class Server:
             with contextlib.suppress(OSError):
                 # As the kernel would report it: the low byte of the status.
                 os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
+                # Answered: what this command wrote is for the next one (off its path).
+                written = memoryview(pages.written())
+                while written:
+                    written = written[os.write(report, written) :]
             os._exit(code)
 
     def _warm_child(self, sock: socket.socket, report: int) -> NoReturn:
@@ -519,6 +535,8 @@ class Server:
             ahead: spare.Ahead | None = None
             with contextlib.suppress(OSError):  # without, the command forks its own
                 ahead = spare.fork_ahead((sock.fileno(), report))
+            # After the spare's fork: copied before it, they would be shared again.
+            pages.populate(self._written)
             request, fds = receive(sock)
             sock.close()
             run = request["run"]
