@@ -115,3 +115,25 @@ def test_what_is_not_mapped_here_is_left_alone() -> None:
     pages.populate(told)
     pages.populate(b"not pairs")
     pages.populate(b"")
+
+
+def test_tell_sends_what_was_written_and_hangs_up() -> None:
+    block, start = _block()
+    read_end, write_end = os.pipe()
+
+    def write_then_tell() -> bytes:
+        block[5 * _PAGE] = 9
+        os.close(read_end)
+        pages.tell(write_end)
+        try:
+            os.fstat(write_end)
+        except OSError:
+            return b"closed"
+        return b"open"
+
+    assert _in_child(write_then_tell) == b"closed"
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as told:
+        data = told.read()
+    assert 5 in _covered(data, start, start + _PAGES * _PAGE)
+    block.close()

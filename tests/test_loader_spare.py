@@ -139,6 +139,21 @@ def test_a_spare_forked_ahead_becomes_its_command_then_loads_as_ever(
         assert printed.read() == "from the file\n"
 
 
+def test_a_spare_forked_ahead_says_which_pages_it_wrote_once_it_has_answered(
+    project: Path,
+) -> None:
+    path = write_pipeline(project, _READS_ITS_PROCESS)
+    told_r, told_w = os.pipe()
+    ahead = spare.fork_ahead((), tell=told_w)
+    os.close(told_w)
+    run = {"argv": ["greenloop", "run"], "cwd": os.getcwd(), "env": dict(os.environ)}
+    hand_over(spare.ready(ahead, {**run, "umask": 0o22, "path0": sys.path[0]}, [0, 1, 2]))
+    assert load(path) == load(path)  # the second one forked as ever
+    with os.fdopen(told_r, "rb") as told:
+        data = told.read()  # to its end: the spare hangs up once it has told
+    assert data and len(data) % 16 == 0  # start and length of each run of pages
+
+
 def test_a_spare_forked_ahead_that_is_not_wanted_leaves_and_is_reaped() -> None:
     ahead = spare.fork_ahead(())
     spare.dismiss(ahead)

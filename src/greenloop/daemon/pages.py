@@ -59,6 +59,17 @@ def written() -> bytes:
     return runs.tobytes() if len(runs) <= 2 * _MAX_RUNS else b""
 
 
+def tell(fd: int) -> None:
+    """Write :func:`written` to ``fd``, then close it: its reader then need not wait for
+    this process's memory to be torn down (the kernel frees that before it closes files)."""
+    try:
+        data = memoryview(written())
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os.close(fd)
+
+
 def populate(data: bytes) -> None:
     """Have the kernel copy the pages :func:`written` named into this process now, as a
     write to each would (their content stays as it is), where they are still private

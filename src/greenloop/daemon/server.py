@@ -81,6 +81,9 @@ class _Command:
     reported: bool = False
     pages: bytes = b""
     """What it says it wrote, after its status (see :mod:`greenloop.daemon.pages`)."""
+    learn: int | None = None
+    """Where its spare loader forked ahead says what it wrote, once it has answered."""
+    learned: bytes = b""
 
 
 @dataclass
@@ -92,6 +95,8 @@ class _Warm:
     """The daemon's end of the pair the command's request and stdio are handed on."""
     report: int
     """The read end of its report pipe (:attr:`_Command.report`)."""
+    learn: int
+    """The read end of its spare's (:attr:`_Command.learn`)."""
 
 
 class Server:
@@ -130,6 +135,7 @@ class Server:
         self._stamps: dict[str, int] = {}
         self._warm: _Warm | None = None
         self._written = b""  # by the last command: what the next one's child copies ahead
+        self._spare_written = b""  # the same, of the last spare loader forked ahead
         self._selector = selectors.DefaultSelector()
         # Signals wake the loop through this pair instead of interrupting it mid-fork.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -267,6 +273,8 @@ class Server:
             self._reap(what[1])
         elif what[0] == "reported":
             self._reported(what[1])
+        elif what[0] == "learned":
+            self._learned(what[1])
         else:
             self._from_client(what[1])
 
@@ -327,19 +335,21 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
-        pid, report_r = child
-        command = _Command(pid, os.pidfd_open(pid), conn, report_r)
+        pid, report_r, learn = child
+        command = _Command(pid, os.pidfd_open(pid), conn, report_r, learn=learn)
         self._commands[pid] = command
         conn.setblocking(False)
         with contextlib.suppress(OSError):
             send(conn, {"started": pid})
         self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
         self._selector.register(report_r, selectors.EVENT_READ, ("reported", command))
+        if learn is not None:
+            self._selector.register(learn, selectors.EVENT_READ, ("learned", command))
         self._selector.register(conn, selectors.EVENT_READ, ("client", command))
 
     def _fork(
         self, conn: socket.socket, run: dict[str, Any], fds: list[int]
-    ) -> tuple[int, int] | None:
+    ) -> tuple[int, int, None] | None:
         """Fork the command now: its pid and the read end of its report pipe (None when
         the fork failed)."""
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -356,33 +366,36 @@ class Server:
         # Both sides set the group, so a signal forwarded at once still finds it.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        return pid, report_r
+        return pid, report_r, None
 
     def _prefork(self) -> None:
         """Fork the child the next command runs in, to wait for it (:meth:`_warm_child`)."""
         ours, theirs = socket.socketpair()
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        learn_r, learn_w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
         except OSError:
             for sock in (ours, theirs):
                 sock.close()
-            os.close(report_r)
-            os.close(report_w)
+            for fd in (report_r, report_w, learn_r, learn_w):
+                os.close(fd)
             return  # the command is forked when it comes, as without
         if pid == 0:
             ours.close()
             os.close(report_r)
-            self._warm_child(theirs, report_w)
+            os.close(learn_r)
+            self._warm_child(theirs, report_w, learn_w)
         theirs.close()
         os.close(report_w)
+        os.close(learn_w)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        self._warm = _Warm(pid, ours, report_r)
+        self._warm = _Warm(pid, ours, report_r, learn_r)
 
-    def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int] | None:
-        """Hand the command to the child forked ahead for it: its pid and report end
-        (None when there is none, or it is gone)."""
+    def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int, int] | None:
+        """Hand the command to the child forked ahead for it: its pid, report end and its
+        spare's (None when there is none, or it is gone)."""
         warm, self._warm = self._warm, None
         if warm is None:
             return None
@@ -395,7 +408,7 @@ class Server:
             self._drop_warm()
             return None
         warm.sock.close()
-        return warm.pid, warm.report
+        return warm.pid, warm.report, warm.learn
 
     def _drop_warm(self) -> None:
         """End the child forked ahead, unused (the daemon stops, or it is broken)."""
@@ -404,6 +417,7 @@ class Server:
             return
         warm.sock.close()
         os.close(warm.report)
+        os.close(warm.learn)
         with contextlib.suppress(OSError):
             os.kill(warm.pid, signal.SIGKILL)  # it only waits: nothing of it to finish
         with contextlib.suppress(ChildProcessError):
@@ -428,9 +442,26 @@ class Server:
         self._selector.unregister(command.report)
         os.close(command.report)
         command.report = None
-        if command.reported:
+        if command.reported and command.pages:
             self._written = command.pages
         # Else it died before it could say (a signal, a crash): its reaping answers.
+
+    def _learned(self, command: _Command) -> None:
+        """What the command's spare loader wrote, until it closes the pipe (none when its
+        command loaded nothing)."""
+        if command.learn is None:
+            return
+        data = b""
+        with contextlib.suppress(OSError):
+            data = os.read(command.learn, 1 << 16)
+        if data:
+            command.learned += data
+            return
+        self._selector.unregister(command.learn)
+        os.close(command.learn)
+        command.learn = None
+        if command.learned:
+            self._spare_written = command.learned
 
     def _answer(self, command: _Command, code: int) -> None:
         command.reported = True
@@ -453,6 +484,10 @@ class Server:
             self._selector.unregister(command.report)
             os.close(command.report)
             command.report = None
+        if command.learn is not None:
+            self._selector.unregister(command.learn)
+            os.close(command.learn)
+            command.learn = None
         if not command.reported:
             self._answer(command, 128 - code if code < 0 else code)
 
@@ -521,12 +556,10 @@ class Server:
                 # As the kernel would report it: the low byte of the status.
                 os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
                 # Answered: what this command wrote is for the next one (off its path).
-                written = memoryview(pages.written())
-                while written:
-                    written = written[os.write(report, written) :]
+                pages.tell(report)
             os._exit(code)
 
-    def _warm_child(self, sock: socket.socket, report: int) -> NoReturn:
+    def _warm_child(self, sock: socket.socket, report: int, learn: int) -> NoReturn:
         """A child forked ahead: ready for a command before one comes, it runs the one
         the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused."""
         try:
@@ -534,7 +567,8 @@ class Server:
             self._drop_inherited(None)
             ahead: spare.Ahead | None = None
             with contextlib.suppress(OSError):  # without, the command forks its own
-                ahead = spare.fork_ahead((sock.fileno(), report))
+                ahead = spare.fork_ahead((sock.fileno(), report), self._spare_written, learn)
+            os.close(learn)  # the spare's to write to: its end comes when the spare's does
             # After the spare's fork: copied before it, they would be shared again.
             pages.populate(self._written)
             request, fds = receive(sock)
@@ -560,6 +594,7 @@ class Server:
                 sock.close()
         if self._warm is not None:
             os.close(self._warm.report)
+            os.close(self._warm.learn)
         for other in self._commands.values():
             os.close(other.pidfd)
             if other.conn is not None:

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from greenloop.daemon import pages
 from greenloop.daemon.conn import receive
 from greenloop.daemon.forked import become
 from greenloop.daemon.wire import frame
@@ -88,9 +89,11 @@ class Ahead:
     answer: int
 
 
-def fork_ahead(inherited: Iterable[int]) -> Ahead:
+def fork_ahead(inherited: Iterable[int], written: bytes = b"", tell: int | None = None) -> Ahead:
     """Fork a spare before the command it is for has come; ``inherited``: descriptors of
-    the forking process the spare must not keep open (it closes them)."""
+    the forking process the spare must not keep open (it closes them). It has the pages
+    ``written`` (by the spare before it) copied as it waits, and once it has answered,
+    writes the ones it wrote to ``tell`` (see :mod:`greenloop.daemon.pages`)."""
     ours, theirs = socket.socketpair()
     request_r, request_w = os.pipe()
     answer_r, answer_w = os.pipe()
@@ -100,6 +103,7 @@ def fork_ahead(inherited: Iterable[int]) -> Ahead:
             ours.close()
             for fd in (request_w, answer_r, *inherited):
                 os.close(fd)
+            pages.populate(written)
             request, fds = receive(theirs)
             theirs.close()
             for target, fd in enumerate(fds):
@@ -108,7 +112,10 @@ def fork_ahead(inherited: Iterable[int]) -> Ahead:
             become(request["run"])  # what the command becomes, as a spare forked now has
             from greenloop.sdk.loader import serve_spare
 
-            serve_spare(request_r, answer_w)
+            if tell is None:
+                serve_spare(request_r, answer_w)
+            else:
+                serve_spare(request_r, answer_w, (tell,), lambda: pages.tell(tell))
         except BaseException:
             # Dismissed (its command loads nothing), or it could not become the loader:
             # the command then loads its file the usual way.
