@@ -137,3 +137,15 @@ def test_tell_sends_what_was_written_and_hangs_up() -> None:
         data = told.read()
     assert 5 in _covered(data, start, start + _PAGES * _PAGE)
     block.close()
+
+
+def test_copying_ahead_stops_when_asked() -> None:
+    block, start = _block()
+    told = array("Q", [start, _PAGES * _PAGE]).tobytes()
+
+    def copy_until_stopped() -> bytes:
+        pages.populate(told, stop=lambda: True)  # the command has come: leave it all
+        return marshal.dumps(sorted(_covered(pages.written(), start, start + _PAGES * _PAGE)))
+
+    assert marshal.loads(_in_child(copy_until_stopped)) == []
+    block.close()

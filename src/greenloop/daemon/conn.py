@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import struct
 from typing import Any
@@ -34,6 +35,11 @@ def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         for fd in fds:
             os.close(fd)
         raise
+
+
+def readable(conn: socket.socket) -> bool:
+    """Whether something waits to be read on ``conn`` (or it is closed), without waiting."""
+    return bool(select.select([conn], [], [], 0)[0])
 
 
 def send(conn: socket.socket, message: dict[str, Any]) -> None:

@@ -8,9 +8,12 @@ milliseconds of faults. A finished command says which pages it had of its own
 (:func:`written`, off its answer's path); the child forked ahead for the next
 command has those copied in one call per run of pages (:func:`populate`,
 ``MADV_POPULATE_WRITE``: the kernel copies as a write would, and nothing is
-written) while it waits. Only where the memory is laid out as it was: a page no
-longer private and writable is left as it is. Linux 5.14 or later; elsewhere,
-or when the kernel will not, nothing is copied ahead and nothing else changes.
+written) while it waits. Copied ahead, a page reads as the process's own
+whether it then writes it or not: what is learnt comes from a command whose
+pages were not copied ahead (the daemon has one such every so often). Only where
+the memory is laid out as it was: a page no longer private and writable is left
+as it is. Linux 5.14 or later; elsewhere, or when the kernel will not, nothing is
+copied ahead and nothing else changes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _OWN = bytes(1 if top & 0x81 == 0x81 else 0 for top in range(256))
 _RUN = re.compile(b"\x01+")
 _MAX_RUNS = 1 << 16
 """More runs than this and the layout is not a command's: none are kept."""
+_EVERY = 2 * 32
+"""How many runs (pairs) :func:`populate` copies between two questions to its ``stop``."""
 
 
 def _private_writable() -> list[tuple[int, int]]:
@@ -70,10 +75,10 @@ def tell(fd: int) -> None:
         os.close(fd)
 
 
-def populate(data: bytes) -> None:
+def populate(data: bytes, stop: Callable[[], bool] | None = None) -> None:
     """Have the kernel copy the pages :func:`written` named into this process now, as a
     write to each would (their content stays as it is), where they are still private
-    and writable here."""
+    and writable here; ``stop`` is asked now and then whether to leave the rest."""
     if not data or len(data) % 16:
         return
     madvise = _madvise()
@@ -84,6 +89,8 @@ def populate(data: bytes) -> None:
     spans = _private_writable()
     starts = [start for start, _ in spans]
     for i in range(0, len(pairs), 2):
+        if stop is not None and i % _EVERY == 0 and stop():
+            return  # what is left faults in as it is written, as without
         for start, length in _within(spans, starts, pairs[i], pairs[i] + pairs[i + 1]):
             if madvise(start, length, _POPULATE_WRITE) != 0:
                 return  # an older kernel, or one that will not: nothing more to try

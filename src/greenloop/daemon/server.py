@@ -56,11 +56,14 @@ from greenloop.daemon import (
     spare,
 )
 from greenloop.daemon.client import FORWARDED
-from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
+from greenloop.daemon.conn import decline, peer_uid, readable, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
 from greenloop.daemon.wire import frame, unframe
 
+RELEARN = 16
+"""One child forked ahead in this many copies nothing ahead, so that what its command
+writes is learnt afresh (see :mod:`greenloop.daemon.pages`)."""
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
 before it loads greenloop: the command that starts it must not be slowed down."""
@@ -136,6 +139,7 @@ class Server:
         self._warm: _Warm | None = None
         self._written = b""  # by the last command: what the next one's child copies ahead
         self._spare_written = b""  # the same, of the last spare loader forked ahead
+        self._forked_ahead = 0
         self._selector = selectors.DefaultSelector()
         # Signals wake the loop through this pair instead of interrupting it mid-fork.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -385,13 +389,14 @@ class Server:
             ours.close()
             os.close(report_r)
             os.close(learn_r)
-            self._warm_child(theirs, report_w, learn_w)
+            self._warm_child(theirs, report_w, learn_w, self._forked_ahead % RELEARN == 0)
         theirs.close()
         os.close(report_w)
         os.close(learn_w)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
         self._warm = _Warm(pid, ours, report_r, learn_r)
+        self._forked_ahead += 1
 
     def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int, int] | None:
         """Hand the command to the child forked ahead for it: its pid, report end and its
@@ -530,7 +535,10 @@ class Server:
         fds: list[int],
         report: int,
         loader: tuple[int, int, int] | None = None,
+        tell: bool = True,
     ) -> NoReturn:
+        """Run the command ``run`` with ``fds`` as its stdio, report its status on
+        ``report`` and leave (``tell``: then say which pages it wrote)."""
         code = 1
         try:
             if conn is not None:  # else forked ahead, and this is done
@@ -555,22 +563,33 @@ class Server:
             with contextlib.suppress(OSError):
                 # As the kernel would report it: the low byte of the status.
                 os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
-                # Answered: what this command wrote is for the next one (off its path).
-                pages.tell(report)
+                if tell:  # answered: what this command wrote is for the next (off its path)
+                    pages.tell(report)
+                else:
+                    os.close(report)  # now: the kernel closes files after freeing memory
             os._exit(code)
 
-    def _warm_child(self, sock: socket.socket, report: int, learn: int) -> NoReturn:
+    def _warm_child(self, sock: socket.socket, report: int, learn: int, relearn: bool) -> NoReturn:
         """A child forked ahead: ready for a command before one comes, it runs the one
-        the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused."""
+        the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused. It
+        and its spare have what their last ones wrote copied ahead, unless they learn
+        it afresh (``relearn``, or nothing is known yet)."""
         try:
             os.setpgid(0, 0)
             self._drop_inherited(None)
             ahead: spare.Ahead | None = None
+            spare_learns = relearn or not self._spare_written
             with contextlib.suppress(OSError):  # without, the command forks its own
-                ahead = spare.fork_ahead((sock.fileno(), report), self._spare_written, learn)
+                ahead = spare.fork_ahead(
+                    (sock.fileno(), report),
+                    b"" if spare_learns else self._spare_written,
+                    learn if spare_learns else None,
+                )
             os.close(learn)  # the spare's to write to: its end comes when the spare's does
-            # After the spare's fork: copied before it, they would be shared again.
-            pages.populate(self._written)
+            learns = relearn or not self._written
+            if not learns:
+                # After the spare's fork: copied before it, they would be shared again.
+                pages.populate(self._written, lambda: readable(sock))
             request, fds = receive(sock)
             sock.close()
             run = request["run"]
@@ -581,7 +600,7 @@ class Server:
             loader = spare.ready(ahead, run, fds)
         elif ahead is not None:
             spare.dismiss(ahead)
-        self._child(None, run, fds, report, loader)
+        self._child(None, run, fds, report, loader, tell=learns)
 
     def _drop_inherited(self, conn: socket.socket | None) -> None:
         """Close the daemon's descriptors in a child. Closing a copy sends nothing:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from greenloop.daemon import pages
-from greenloop.daemon.conn import receive
+from greenloop.daemon.conn import readable, receive
 from greenloop.daemon.forked import become
 from greenloop.daemon.wire import frame
 
@@ -92,8 +92,9 @@ class Ahead:
 def fork_ahead(inherited: Iterable[int], written: bytes = b"", tell: int | None = None) -> Ahead:
     """Fork a spare before the command it is for has come; ``inherited``: descriptors of
     the forking process the spare must not keep open (it closes them). It has the pages
-    ``written`` (by the spare before it) copied as it waits, and once it has answered,
-    writes the ones it wrote to ``tell`` (see :mod:`greenloop.daemon.pages`)."""
+    ``written`` (by a spare before it) copied as it waits, until its command comes; given
+    ``tell``, it writes the ones it wrote there once it has answered (see
+    :mod:`greenloop.daemon.pages`: with none copied ahead, they are the ones it wrote)."""
     ours, theirs = socket.socketpair()
     request_r, request_w = os.pipe()
     answer_r, answer_w = os.pipe()
@@ -103,7 +104,7 @@ def fork_ahead(inherited: Iterable[int], written: bytes = b"", tell: int | None 
             ours.close()
             for fd in (request_w, answer_r, *inherited):
                 os.close(fd)
-            pages.populate(written)
+            pages.populate(written, lambda: readable(theirs))
             request, fds = receive(theirs)
             theirs.close()
             for target, fd in enumerate(fds):
