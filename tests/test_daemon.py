@@ -276,6 +276,30 @@ def test_a_command_beside_a_running_one_is_forked_then(
     assert _status(project)["served"] == 2
 
 
+def _private_dirty(pid: int) -> int:
+    """Bytes of memory process ``pid`` has written that are its own (copied from its parent)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Private_Dirty in smaps_rollup")
+
+
+def test_the_pages_a_command_wrote_are_copied_ahead_for_the_next(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
+    first = _waiting_child(daemon)
+    before = _private_dirty(first)  # the first one has nothing to copy: it learns
+    assert cli("run", cwd=project).returncode == 0
+    wait_until(lambda: _pid_gone(first), what="the first command's process to end")
+    # Its successor was sent what that command wrote; it copies a few MiB of them.
+    wait_until(
+        lambda: _private_dirty(_waiting_child(daemon)) > before + (1 << 20),
+        what="the pages to be copied ahead",
+    )
+    assert cli("run", cwd=project).returncode == 0
+
+
 def test_the_child_forked_ahead_leaves_with_the_daemon(
     daemon: dict[str, Any], project: Path
 ) -> None:

@@ -56,7 +56,7 @@ from greenloop.daemon import (
     spare,
 )
 from greenloop.daemon.client import FORWARDED
-from greenloop.daemon.conn import decline, peer_uid, readable, receive, send, unlink
+from greenloop.daemon.conn import decline, each, peer_uid, readable, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
 from greenloop.daemon.wire import frame, unframe
@@ -100,6 +100,8 @@ class _Warm:
     """The read end of its report pipe (:attr:`_Command.report`)."""
     learn: int
     """The read end of its spare's (:attr:`_Command.learn`)."""
+    learns: bool
+    """Whether it was forked to learn what its command writes (it copies nothing ahead)."""
 
 
 class Server:
@@ -263,8 +265,7 @@ class Server:
         and none runs (a fork beside a running command would take its core)."""
         if self._warm is not None or self._listener is None or self._stopping:
             return False
-        # Reported, and done saying what it wrote: the child forked now copies that.
-        return all(c.reported and c.report is None for c in self._commands.values())
+        return all(c.reported for c in self._commands.values())
 
     def _dispatch(self, what: Any) -> None:
         if what == "accept":
@@ -377,6 +378,7 @@ class Server:
         ours, theirs = socket.socketpair()
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         learn_r, learn_w = os.pipe2(os.O_CLOEXEC)
+        learns = self._forked_ahead % RELEARN == 0
         try:
             pid = os.fork()
         except OSError:
@@ -389,13 +391,13 @@ class Server:
             ours.close()
             os.close(report_r)
             os.close(learn_r)
-            self._warm_child(theirs, report_w, learn_w, self._forked_ahead % RELEARN == 0)
+            self._warm_child(theirs, report_w, learn_w, learns)
         theirs.close()
         os.close(report_w)
         os.close(learn_w)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        self._warm = _Warm(pid, ours, report_r, learn_r)
+        self._warm = _Warm(pid, ours, report_r, learn_r, learns)
         self._forked_ahead += 1
 
     def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int, int] | None:
@@ -449,7 +451,22 @@ class Server:
         command.report = None
         if command.reported and command.pages:
             self._written = command.pages
+            self._tell_warm()
         # Else it died before it could say (a signal, a crash): its reaping answers.
+
+    def _tell_warm(self) -> None:
+        """Send the child forked ahead what to copy, when it was forked before that was known
+        (forked as its command answered, it would not wait for what that wrote)."""
+        warm = self._warm
+        if warm is None or warm.learns:
+            return
+        warm.sock.settimeout(1)  # it reads as it waits: it never takes that long
+        try:
+            warm.sock.sendall(frame({"pages": self._written}))
+        except OSError:
+            self._drop_warm()  # half sent, it cannot be handed a command
+        else:
+            warm.sock.settimeout(None)
 
     def _learned(self, command: _Command) -> None:
         """What the command's spare loader wrote, until it closes the pipe (none when its
@@ -572,8 +589,9 @@ class Server:
     def _warm_child(self, sock: socket.socket, report: int, learn: int, relearn: bool) -> NoReturn:
         """A child forked ahead: ready for a command before one comes, it runs the one
         the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused. It
-        and its spare have what their last ones wrote copied ahead, unless they learn
-        it afresh (``relearn``, or nothing is known yet)."""
+        and its spare have what their last ones wrote copied ahead (the daemon may send
+        it that as it waits), unless they learn it afresh (``relearn``, or nothing
+        came)."""
         try:
             os.setpgid(0, 0)
             self._drop_inherited(None)
@@ -586,13 +604,17 @@ class Server:
                     learn if spare_learns else None,
                 )
             os.close(learn)  # the spare's to write to: its end comes when the spare's does
-            learns = relearn or not self._written
-            if not learns:
-                # After the spare's fork: copied before it, they would be shared again.
-                pages.populate(self._written, lambda: readable(sock))
-            request, fds = receive(sock)
+            # After the spare's fork: copied before it, they would be shared again.
+            copied = not relearn and self._copy_ahead(sock, self._written)
+            for message, got in each(sock):
+                if "pages" in message:
+                    copied = self._copy_ahead(sock, message["pages"]) or copied
+                elif "run" in message:
+                    run, fds = message["run"], got
+                    break
+            else:
+                os._exit(0)  # the daemon hung up before a command came
             sock.close()
-            run = request["run"]
         except BaseException:
             os._exit(0)  # the daemon hung up before a command came (or it could not wait)
         loader = None
@@ -600,7 +622,16 @@ class Server:
             loader = spare.ready(ahead, run, fds)
         elif ahead is not None:
             spare.dismiss(ahead)
-        self._child(None, run, fds, report, loader, tell=learns)
+        self._child(None, run, fds, report, loader, tell=not copied)
+
+    @staticmethod
+    def _copy_ahead(sock: socket.socket, written: bytes) -> bool:
+        """Copy the pages ``written`` into this child, until its command comes on ``sock``;
+        whether there were any (what its command then writes cannot be told apart)."""
+        if not written:
+            return False
+        pages.populate(written, lambda: readable(sock))
+        return True
 
     def _drop_inherited(self, conn: socket.socket | None) -> None:
         """Close the daemon's descriptors in a child. Closing a copy sends nothing:
