@@ -222,6 +222,97 @@ def test_start_twice_stop_and_status(tmp_path: Path) -> None:
             os.kill(first["pid"], signal.SIGKILL)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` forked that are still there (unreaped ones too)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _waiting_child(daemon: dict[str, Any]) -> int:
+    """The child the daemon forked ahead for the next command, once it is there."""
+    wait_until(lambda: len(_children(daemon["pid"])) == 1, what="the child forked ahead")
+    [child] = _children(daemon["pid"])
+    return child
+
+
+def test_the_next_command_runs_in_the_child_forked_ahead(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("echo hi", label="hi")\n')
+    waiting = _waiting_child(daemon)
+    result = cli("run", "--format", "plain", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "hi passed" in result.stdout
+    assert _status(project)["served"] == 1
+    # It ran the command and left; another waits for the next one.
+    wait_until(lambda: _pid_gone(waiting), what="the command's process to end")
+    assert _waiting_child(daemon) != waiting
+
+
+def test_a_child_forked_ahead_that_is_gone_is_done_without(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
+    os.kill(_waiting_child(daemon), signal.SIGKILL)
+    result = cli("pipelines", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ci")
+    assert _status(project)["served"] == 1
+
+
+def test_a_command_beside_a_running_one_is_forked_then(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    proc, _ = _sleeping_run(project, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # None waits beside a running command: this one is forked as it comes.
+        assert _status(project)["in_flight"] == 1
+        beside = cli("--version", cwd=project)
+        assert beside.returncode == 0 and "greenloop" in beside.stdout, beside.stderr
+        assert _status(project)["served"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert _status(project)["served"] == 2
+
+
+def _private_dirty(pid: int) -> int:
+    """Bytes of memory process ``pid`` has written that are its own (copied from its parent)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Private_Dirty in smaps_rollup")
+
+
+def test_the_pages_a_command_wrote_are_copied_ahead_for_the_next(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    write_pipeline(project, '@gl.pipeline("ci")\ndef ci():\n    gl.sh("true")\n')
+    first = _waiting_child(daemon)
+    before = _private_dirty(first)  # the first one has nothing to copy: it learns
+    assert cli("run", cwd=project).returncode == 0
+    wait_until(lambda: _pid_gone(first), what="the first command's process to end")
+    # Its successor was sent what that command wrote; it copies a few MiB of them.
+    wait_until(
+        lambda: _private_dirty(_waiting_child(daemon)) > before + (1 << 20),
+        what="the pages to be copied ahead",
+    )
+    assert cli("run", cwd=project).returncode == 0
+
+
+def test_the_child_forked_ahead_leaves_with_the_daemon(
+    daemon: dict[str, Any], project: Path
+) -> None:
+    waiting = _waiting_child(daemon)
+    # Its own spare loader, forked ahead too.
+    wait_until(lambda: len(_children(waiting)) == 1, what="the spare loader forked ahead")
+    [loader] = _children(waiting)
+    assert cli("daemon", "stop", cwd=project).returncode == 0
+    wait_until(lambda: _pid_gone(daemon["pid"]), what="the daemon to stop")
+    assert _pid_gone(waiting)
+    wait_until(lambda: _pid_gone(loader), what="the spare loader to leave")
+
+
 def test_an_idle_daemon_exits(tmp_path: Path) -> None:
     started = json.loads(
         cli("daemon", "start", "--idle-timeout", "0.5", "--json", cwd=tmp_path).stdout
@@ -286,21 +377,23 @@ def test_every_command_answers_as_in_its_own_process(daemon: dict[str, Any], pro
 
 
 def _daemons_in(folder: Path) -> list[int]:
-    """Pids of the daemon processes serving from ``folder`` (this user's, by their environment)."""
-    found = []
+    """Pids of the daemon processes serving from ``folder`` (this user's, by their environment);
+    not the children a daemon forked (the one waiting for the next command has its command line)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes()
             environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
         if b"greenloop.daemon.server" in command and (
             f"GREENLOOP_DAEMON_DIR={folder}".encode() in environ
         ):
-            found.append(int(entry.name))
-    return found
+            found[int(entry.name)] = parent
+    return sorted(pid for pid, parent in found.items() if parent not in found)
 
 
 def _one_step(project: Path) -> None:

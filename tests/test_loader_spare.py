@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -105,3 +106,66 @@ def test_only_commands_that_load_want_one() -> None:
     assert not spare.wanted(["greenloop", "--version"])
     assert not spare.wanted(["greenloop"])
     assert not spare.wanted(["greenloop", "daemon", "status"])
+
+
+def test_a_spare_forked_ahead_becomes_its_command_then_loads_as_ever(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_pipeline(project, 'print("from the file")\n' + _READS_ITS_PROCESS)
+    ahead = spare.fork_ahead(())
+    # The command's run request and stdio come after the fork, as in the daemon.
+    err_r, err_w = os.pipe()
+    run = {
+        "argv": ["greenloop", "run"],
+        "cwd": str(project),
+        "env": dict(os.environ),
+        "umask": 0o22,
+        "path0": sys.path[0],
+    }
+    hand_over(spare.ready(ahead, run, [0, 1, err_w]))
+    os.close(err_w)
+    monkeypatch.setenv("SPARE_X", "set at load time")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["greenloop", "run", "ci"])
+    document = load(path)
+    assert loader._spare is None  # used up
+    assert document.pipelines[0].env == {
+        "X": "set at load time",
+        "CWD": str(tmp_path),
+        "ARGV": "run ci",
+    }
+    # What the file prints goes to the stderr its command was given.
+    with os.fdopen(err_r) as printed:
+        assert printed.read() == "from the file\n"
+
+
+def test_a_spare_forked_ahead_says_which_pages_it_wrote_once_it_has_answered(
+    project: Path,
+) -> None:
+    path = write_pipeline(project, _READS_ITS_PROCESS)
+    told_r, told_w = os.pipe()
+    ahead = spare.fork_ahead((), tell=told_w)
+    os.close(told_w)
+    run = {"argv": ["greenloop", "run"], "cwd": os.getcwd(), "env": dict(os.environ)}
+    hand_over(spare.ready(ahead, {**run, "umask": 0o22, "path0": sys.path[0]}, [0, 1, 2]))
+    assert load(path) == load(path)  # the second one forked as ever
+    with os.fdopen(told_r, "rb") as told:
+        data = told.read()  # to its end: the spare hangs up once it has told
+    assert data and len(data) % 16 == 0  # start and length of each run of pages
+
+
+def test_a_spare_forked_ahead_that_is_not_wanted_leaves_and_is_reaped() -> None:
+    ahead = spare.fork_ahead(())
+    spare.dismiss(ahead)
+    _until(lambda: not Path(f"/proc/{ahead.pid}").exists())
+
+
+def test_a_spare_forked_ahead_that_is_gone_is_done_without(project: Path) -> None:
+    path = write_pipeline(project, _READS_ITS_PROCESS)
+    expected = load(path)
+    ahead = spare.fork_ahead(())
+    os.kill(ahead.pid, signal.SIGKILL)
+    _until(lambda: _zombie(ahead.pid))
+    run = {"argv": ["greenloop", "run"], "cwd": os.getcwd(), "env": dict(os.environ)}
+    hand_over(spare.ready(ahead, {**run, "umask": 0o22, "path0": sys.path[0]}, [0, 1, 2]))
+    assert load(path) == expected

@@ -114,8 +114,11 @@ def _signal_name(number: int) -> str:
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
-def close_all_but(keep: int) -> None:
-    """Close every descriptor of this process except ``keep`` (a forked child about to
-    answer its parent: nothing of it then holds a pipe, lock or file open)."""
-    os.closerange(0, keep)
-    os.closerange(keep + 1, _MAX_FD)
+def close_all_but(keep: int, *more: int) -> None:
+    """Close every descriptor of this process except ``keep`` (and ``more``): a forked
+    child about to answer its parent, so nothing of it then holds a pipe, lock or file open."""
+    low = 0
+    for fd in sorted({keep, *more}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _MAX_FD)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from greenloop.daemon.wire import frame, unframe
@@ -34,6 +36,26 @@ def receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
         for fd in fds:
             os.close(fd)
         raise
+
+
+def each(conn: socket.socket) -> Iterator[tuple[dict[str, Any], list[int]]]:
+    """The messages on ``conn`` as they come, each with the descriptors that came since
+    the one before; ends when the other end hangs up."""
+    buffer, fds = b"", []
+    while True:
+        chunk, got, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+        fds += got
+        if not chunk:
+            return
+        messages, buffer = unframe(buffer + chunk)
+        for message in messages:
+            yield message, fds
+            fds = []
+
+
+def readable(conn: socket.socket) -> bool:
+    """Whether something waits to be read on ``conn`` (or it is closed), without waiting."""
+    return bool(select.select([conn], [], [], 0)[0])
 
 
 def send(conn: socket.socket, message: dict[str, Any]) -> None:

@@ -43,13 +43,16 @@ def _stream(fd: int, mode: str, like: io.TextIOWrapper | None) -> io.TextIOWrapp
     )
 
 
-def run_cli() -> int:
-    """Run the CLI as ``greenloop`` with the argv :func:`become` set; its exit code."""
+def run_cli(ahead: tuple[int, int, int] | None = None) -> int:
+    """Run the CLI as ``greenloop`` with the argv :func:`become` set; its exit code.
+    ``ahead``: the spare loader forked before the command came, when it loads."""
     from greenloop.cli import main
     from greenloop.daemon import spare
     from greenloop.sdk.loader import hand_over
 
-    if spare.wanted(sys.argv):
+    if ahead is not None:
+        hand_over(ahead)
+    elif spare.wanted(sys.argv):
         hand_over(spare.start())  # forked now: while the arguments are parsed
     try:
         # Named outright: click would otherwise name the daemon's own module.

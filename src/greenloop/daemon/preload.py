@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gc
 import importlib
 
@@ -25,6 +26,8 @@ PRELOAD = (
     "greenloop.engine.run",
     "greenloop.executors.local",
     "greenloop.executors.docker",
+    "greenloop.executors.docker_image_id",  # a docker step's key asks for its image's id
+    "greenloop.daemon.spare",
     "greenloop.sdk",
     "greenloop.protocol",
     "docker",
@@ -39,6 +42,7 @@ def preload() -> None:
     from pydantic import BaseModel
 
     from greenloop import protocol
+    from greenloop.daemon import pages
     from greenloop.engine import project_files
     from greenloop.plugins import discovery
 
@@ -53,6 +57,8 @@ def preload() -> None:
         if model.__module__.startswith("greenloop.") and not model.__pydantic_complete__:
             model.model_rebuild()
     discovery.available("executor")  # the scan of installed entry points
+    codecs.lookup("ascii")  # a run reads /proc files as ascii (greenloop._fs.process_start)
+    pages.prepare()
     project_files.workspace_ignores()
     gc.collect()
     gc.freeze()  # children then leave the shared pages alone

@@ -6,6 +6,11 @@ A child becomes what a fresh ``greenloop`` process would be: its own process
 group, the client's stdio, cwd, environment, umask and argv; it runs the
 command line and exits with its status, which the daemon sends back.
 
+The next command's child is forked ahead, while no command runs (a fork of a
+process that has imported greenloop takes milliseconds): it waits, its own
+group and none of the daemon's descriptors, for the request the daemon hands
+it. A command that finds none waiting (several at once) is forked then.
+
 The daemon declines a command (the client then runs it itself) once any file
 it imported has changed on disk, finishes what is running, and re-executes
 itself (keeping its lock) so the next command gets the new code. It exits
@@ -42,13 +47,23 @@ from greenloop._config import load as load_config
 from greenloop._fs import private_folder
 from greenloop._procs import close_all_but, signal_group
 from greenloop._version import __version__
-from greenloop.daemon import DAEMON_DIR_ENV, SERVER_MODULE, DaemonPaths, interpreter_options
+from greenloop.daemon import (
+    DAEMON_DIR_ENV,
+    SERVER_MODULE,
+    DaemonPaths,
+    interpreter_options,
+    pages,
+    spare,
+)
 from greenloop.daemon.client import FORWARDED
-from greenloop.daemon.conn import decline, peer_uid, receive, send, unlink
+from greenloop.daemon.conn import decline, each, peer_uid, readable, receive, send, unlink
 from greenloop.daemon.forked import become, run_cli
 from greenloop.daemon.preload import preload
-from greenloop.daemon.wire import unframe
+from greenloop.daemon.wire import frame, unframe
 
+RELEARN = 16
+"""One child forked ahead in this many copies nothing ahead, so that what its command
+writes is learnt afresh (see :mod:`greenloop.daemon.pages`)."""
 STARTER_GRACE = 5.0
 """Seconds a daemon a command started by itself waits for that command to end
 before it loads greenloop: the command that starts it must not be slowed down."""
@@ -67,6 +82,26 @@ class _Command:
     """Where the child writes its exit status once it has closed every descriptor."""
     buffer: bytes = b""
     reported: bool = False
+    pages: bytes = b""
+    """What it says it wrote, after its status (see :mod:`greenloop.daemon.pages`)."""
+    learn: int | None = None
+    """Where its spare loader forked ahead says what it wrote, once it has answered."""
+    learned: bytes = b""
+
+
+@dataclass
+class _Warm:
+    """A child forked ahead of the next command (see :meth:`Server._prefork`)."""
+
+    pid: int
+    sock: socket.socket
+    """The daemon's end of the pair the command's request and stdio are handed on."""
+    report: int
+    """The read end of its report pipe (:attr:`_Command.report`)."""
+    learn: int
+    """The read end of its spare's (:attr:`_Command.learn`)."""
+    learns: bool
+    """Whether it was forked to learn what its command writes (it copies nothing ahead)."""
 
 
 class Server:
@@ -103,6 +138,10 @@ class Server:
         self._listener: socket.socket | None = None
         self._lock_fd = -1
         self._stamps: dict[str, int] = {}
+        self._warm: _Warm | None = None
+        self._written = b""  # by the last command: what the next one's child copies ahead
+        self._spare_written = b""  # the same, of the last spare loader forked ahead
+        self._forked_ahead = 0
         self._selector = selectors.DefaultSelector()
         # Signals wake the loop through this pair instead of interrupting it mid-fork.
         self._wake_r, self._wake_w = socket.socketpair()
@@ -118,6 +157,7 @@ class Server:
             self._listen()
             self._loop()
         finally:
+            self._drop_warm()
             if self._listener is not None:
                 self._close_listener()
             self._selector.close()
@@ -212,11 +252,20 @@ class Server:
                 timeout: float | None = self.idle_timeout - idle
             else:
                 timeout = None
+            if self._wants_warm():
+                self._prefork()
             events = self._selector.select(timeout)
             for key, _ in events:
                 self._dispatch(key.data)
             if events:
                 last_activity = time.monotonic()
+
+    def _wants_warm(self) -> bool:
+        """Whether to fork the next command's child now: none waits, commands are taken,
+        and none runs (a fork beside a running command would take its core)."""
+        if self._warm is not None or self._listener is None or self._stopping:
+            return False
+        return all(c.reported for c in self._commands.values())
 
     def _dispatch(self, what: Any) -> None:
         if what == "accept":
@@ -229,6 +278,8 @@ class Server:
             self._reap(what[1])
         elif what[0] == "reported":
             self._reported(what[1])
+        elif what[0] == "learned":
+            self._learned(what[1])
         else:
             self._from_client(what[1])
 
@@ -282,48 +333,157 @@ class Server:
                 self._stopping = self._restart = True
                 decline(conn, "greenloop's code changed on disk; restarting")
                 return
-            report_r, report_w = os.pipe2(os.O_CLOEXEC)
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(report_r)
-                os.close(report_w)
+            child = self._hand_to_warm(run, fds) or self._fork(conn, run, fds)
+            if child is None:
                 conn.close()
                 return
-            if pid == 0:
-                os.close(report_r)
-                self._child(conn, run, fds, report_w)
-            os.close(report_w)
         finally:
             for fd in fds:
                 os.close(fd)
-        # Both sides set the group, so a signal forwarded at once still finds it.
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-        command = _Command(pid, os.pidfd_open(pid), conn, report_r)
+        pid, report_r, learn = child
+        command = _Command(pid, os.pidfd_open(pid), conn, report_r, learn=learn)
         self._commands[pid] = command
         conn.setblocking(False)
         with contextlib.suppress(OSError):
             send(conn, {"started": pid})
         self._selector.register(command.pidfd, selectors.EVENT_READ, ("exited", command))
         self._selector.register(report_r, selectors.EVENT_READ, ("reported", command))
+        if learn is not None:
+            self._selector.register(learn, selectors.EVENT_READ, ("learned", command))
         self._selector.register(conn, selectors.EVENT_READ, ("client", command))
+
+    def _fork(
+        self, conn: socket.socket, run: dict[str, Any], fds: list[int]
+    ) -> tuple[int, int, None] | None:
+        """Fork the command now: its pid and the read end of its report pipe (None when
+        the fork failed)."""
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(report_r)
+            os.close(report_w)
+            return None
+        if pid == 0:
+            os.close(report_r)
+            self._child(conn, run, fds, report_w)
+        os.close(report_w)
+        # Both sides set the group, so a signal forwarded at once still finds it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        return pid, report_r, None
+
+    def _prefork(self) -> None:
+        """Fork the child the next command runs in, to wait for it (:meth:`_warm_child`)."""
+        ours, theirs = socket.socketpair()
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        learn_r, learn_w = os.pipe2(os.O_CLOEXEC)
+        learns = self._forked_ahead % RELEARN == 0
+        try:
+            pid = os.fork()
+        except OSError:
+            for sock in (ours, theirs):
+                sock.close()
+            for fd in (report_r, report_w, learn_r, learn_w):
+                os.close(fd)
+            return  # the command is forked when it comes, as without
+        if pid == 0:
+            ours.close()
+            os.close(report_r)
+            os.close(learn_r)
+            self._warm_child(theirs, report_w, learn_w, learns)
+        theirs.close()
+        os.close(report_w)
+        os.close(learn_w)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        self._warm = _Warm(pid, ours, report_r, learn_r, learns)
+        self._forked_ahead += 1
+
+    def _hand_to_warm(self, run: dict[str, Any], fds: list[int]) -> tuple[int, int, int] | None:
+        """Hand the command to the child forked ahead for it: its pid, report end and its
+        spare's (None when there is none, or it is gone)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return None
+        data = frame({"run": run})
+        try:
+            sent = socket.send_fds(warm.sock, [data], fds)
+            warm.sock.sendall(data[sent:])
+        except OSError:
+            self._warm = warm
+            self._drop_warm()
+            return None
+        warm.sock.close()
+        return warm.pid, warm.report, warm.learn
+
+    def _drop_warm(self) -> None:
+        """End the child forked ahead, unused (the daemon stops, or it is broken)."""
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return
+        warm.sock.close()
+        os.close(warm.report)
+        os.close(warm.learn)
+        with contextlib.suppress(OSError):
+            os.kill(warm.pid, signal.SIGKILL)  # it only waits: nothing of it to finish
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(warm.pid, 0)
 
     def _reported(self, command: _Command) -> None:
         """The child's exit status, sent before its memory is torn down (a large
-        process takes milliseconds to go): the client need not wait for that."""
+        process takes milliseconds to go): the client need not wait for that. Then
+        the pages it wrote (:mod:`greenloop.daemon.pages`), until it closes the pipe."""
         if command.report is None:
             return  # reaped in the same round
         data = b""
         with contextlib.suppress(OSError):
-            data = os.read(command.report, 4)
+            data = os.read(command.report, 1 << 16 if command.reported else 4)
+        if not command.reported and len(data) == 4:
+            # Nothing of the command is left but memory: every descriptor is closed.
+            self._answer(command, int.from_bytes(data, sys.byteorder, signed=True))
+            return
+        if command.reported and data:
+            command.pages += data
+            return
         self._selector.unregister(command.report)
         os.close(command.report)
         command.report = None
-        if len(data) == 4:
-            # Nothing of the command is left but memory: every descriptor is closed.
-            self._answer(command, int.from_bytes(data, sys.byteorder, signed=True))
+        if command.reported and command.pages:
+            self._written = command.pages
+            self._tell_warm()
         # Else it died before it could say (a signal, a crash): its reaping answers.
+
+    def _tell_warm(self) -> None:
+        """Send the child forked ahead what to copy, when it was forked before that was known
+        (forked as its command answered, it would not wait for what that wrote)."""
+        warm = self._warm
+        if warm is None or warm.learns:
+            return
+        warm.sock.settimeout(1)  # it reads as it waits: it never takes that long
+        try:
+            warm.sock.sendall(frame({"pages": self._written}))
+        except OSError:
+            self._drop_warm()  # half sent, it cannot be handed a command
+        else:
+            warm.sock.settimeout(None)
+
+    def _learned(self, command: _Command) -> None:
+        """What the command's spare loader wrote, until it closes the pipe (none when its
+        command loaded nothing)."""
+        if command.learn is None:
+            return
+        data = b""
+        with contextlib.suppress(OSError):
+            data = os.read(command.learn, 1 << 16)
+        if data:
+            command.learned += data
+            return
+        self._selector.unregister(command.learn)
+        os.close(command.learn)
+        command.learn = None
+        if command.learned:
+            self._spare_written = command.learned
 
     def _answer(self, command: _Command, code: int) -> None:
         command.reported = True
@@ -346,6 +506,10 @@ class Server:
             self._selector.unregister(command.report)
             os.close(command.report)
             command.report = None
+        if command.learn is not None:
+            self._selector.unregister(command.learn)
+            os.close(command.learn)
+            command.learn = None
         if not command.reported:
             self._answer(command, 128 - code if code < 0 else code)
 
@@ -382,17 +546,26 @@ class Server:
     # -- the child --------------------------------------------------------------
 
     def _child(
-        self, conn: socket.socket, run: dict[str, Any], fds: list[int], report: int
+        self,
+        conn: socket.socket | None,
+        run: dict[str, Any],
+        fds: list[int],
+        report: int,
+        loader: tuple[int, int, int] | None = None,
+        tell: bool = True,
     ) -> NoReturn:
+        """Run the command ``run`` with ``fds`` as its stdio, report its status on
+        ``report`` and leave (``tell``: then say which pages it wrote)."""
         code = 1
         try:
-            os.setpgid(0, 0)
-            self._drop_inherited(conn)
+            if conn is not None:  # else forked ahead, and this is done
+                os.setpgid(0, 0)
+                self._drop_inherited(conn)
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
                 os.close(fd)
             become(run)
-            code = run_cli()
+            code = run_cli(loader)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -407,16 +580,71 @@ class Server:
             with contextlib.suppress(OSError):
                 # As the kernel would report it: the low byte of the status.
                 os.write(report, (code & 0xFF).to_bytes(4, sys.byteorder, signed=True))
+                if tell:  # answered: what this command wrote is for the next (off its path)
+                    pages.tell(report)
+                else:
+                    os.close(report)  # now: the kernel closes files after freeing memory
             os._exit(code)
 
-    def _drop_inherited(self, conn: socket.socket) -> None:
+    def _warm_child(self, sock: socket.socket, report: int, learn: int, relearn: bool) -> NoReturn:
+        """A child forked ahead: ready for a command before one comes, it runs the one
+        the daemon hands it on ``sock`` as :meth:`_child` would, or leaves unused. It
+        and its spare have what their last ones wrote copied ahead (the daemon may send
+        it that as it waits), unless they learn it afresh (``relearn``, or nothing
+        came)."""
+        try:
+            os.setpgid(0, 0)
+            self._drop_inherited(None)
+            ahead: spare.Ahead | None = None
+            spare_learns = relearn or not self._spare_written
+            with contextlib.suppress(OSError):  # without, the command forks its own
+                ahead = spare.fork_ahead(
+                    (sock.fileno(), report),
+                    b"" if spare_learns else self._spare_written,
+                    learn if spare_learns else None,
+                )
+            os.close(learn)  # the spare's to write to: its end comes when the spare's does
+            # After the spare's fork: copied before it, they would be shared again.
+            copied = not relearn and self._copy_ahead(sock, self._written)
+            for message, got in each(sock):
+                if "pages" in message:
+                    copied = self._copy_ahead(sock, message["pages"]) or copied
+                elif "run" in message:
+                    run, fds = message["run"], got
+                    break
+            else:
+                os._exit(0)  # the daemon hung up before a command came
+            sock.close()
+        except BaseException:
+            os._exit(0)  # the daemon hung up before a command came (or it could not wait)
+        loader = None
+        if ahead is not None and spare.wanted(run["argv"]):
+            loader = spare.ready(ahead, run, fds)
+        elif ahead is not None:
+            spare.dismiss(ahead)
+        self._child(None, run, fds, report, loader, tell=not copied)
+
+    @staticmethod
+    def _copy_ahead(sock: socket.socket, written: bytes) -> bool:
+        """Copy the pages ``written`` into this child, until its command comes on ``sock``;
+        whether there were any (what its command then writes cannot be told apart)."""
+        if not written:
+            return False
+        pages.populate(written, lambda: readable(sock))
+        return True
+
+    def _drop_inherited(self, conn: socket.socket | None) -> None:
         """Close the daemon's descriptors in a child. Closing a copy sends nothing:
         the daemon's own connections, socket and lock stay as they are."""
         signal.set_wakeup_fd(-1)
         self._selector.close()
-        for sock in (conn, self._listener, self._wake_r, self._wake_w):
+        warm = [] if self._warm is None else [self._warm.sock]
+        for sock in (conn, self._listener, self._wake_r, self._wake_w, *warm):
             if sock is not None:
                 sock.close()
+        if self._warm is not None:
+            os.close(self._warm.report)
+            os.close(self._warm.learn)
         for other in self._commands.values():
             os.close(other.pidfd)
             if other.conn is not None:

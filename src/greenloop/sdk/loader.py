@@ -10,6 +10,7 @@ import sys
 import threading
 import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -122,9 +123,12 @@ def _send(request: int, source: str, path: Path) -> bool:
     return True
 
 
-def serve_spare(request: int, answer: int) -> None:
+def serve_spare(
+    request: int, answer: int, keep: tuple[int, ...] = (), after: Callable[[], None] | None = None
+) -> None:
     """The spare loader's side: wait for a request, become the process that sent it, and
-    compile its file (returns only when none came: the command did not load)."""
+    compile its file (returns only when none came: the command did not load). ``keep``:
+    descriptors left open with the answer's; ``after``: called once it is sent."""
     with os.fdopen(request, "rb") as incoming:
         data = incoming.read()
     if not data:
@@ -136,7 +140,7 @@ def serve_spare(request: int, answer: int) -> None:
     os.environ.update(sent["env"])
     sys.argv = sent["argv"]
     sys.path[:] = sent["path"]
-    _child(sent["source"], Path(sent["file"]), answer)
+    _child(sent["source"], Path(sent["file"]), answer, keep, after)
 
 
 def _umask() -> int:
@@ -190,8 +194,15 @@ def _reap_later(pid: int) -> None:
         threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
 
 
-def _child(source: str, path: Path, write_end: int) -> NoReturn:
-    """Compile, write the answer (``ok`` or ``error``, a newline, JSON) to the pipe, and leave."""
+def _child(
+    source: str,
+    path: Path,
+    write_end: int,
+    keep: tuple[int, ...] = (),
+    after: Callable[[], None] | None = None,
+) -> NoReturn:
+    """Compile, write the answer (``ok`` or ``error``, a newline, JSON) to the pipe, and leave
+    (see :func:`serve_spare` for ``keep`` and ``after``)."""
     # The file's prints (and its subprocesses') belong on stderr: stdout may be a
     # command's JSON.
     sys.stdout.flush()
@@ -206,9 +217,11 @@ def _child(source: str, path: Path, write_end: int) -> NoReturn:
         # does not wait for this process to end, so by then nothing of it may be left
         # but memory (what the file printed comes before what the parent prints next).
         sys.stderr.flush()
-        close_all_but(write_end)
+        close_all_but(write_end, *keep)
         with os.fdopen(write_end, "wb") as out:
             out.write(message)
+        if after is not None:
+            after()
     finally:
         # Never run the parent's atexit handlers, finalizers or buffered output.
         os._exit(0)
