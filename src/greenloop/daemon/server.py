@@ -502,14 +502,13 @@ class Server:
         self._selector.unregister(command.pidfd)
         os.close(command.pidfd)
         del self._commands[command.pid]
-        if command.report is not None:
+        # A command that answered may still have what it wrote in its report pipe, and
+        # its loader in its own: left to their readers, which close them at their end
+        # (the exit can come first in a round; closed here, that was lost).
+        if command.report is not None and not command.reported:
             self._selector.unregister(command.report)
             os.close(command.report)
             command.report = None
-        if command.learn is not None:
-            self._selector.unregister(command.learn)
-            os.close(command.learn)
-            command.learn = None
         if not command.reported:
             self._answer(command, 128 - code if code < 0 else code)
 
