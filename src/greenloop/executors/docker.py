@@ -6,7 +6,9 @@ which is an image tag (``greenloop-snap:…`` for cached snapshots,
 ``greenloop-run:…`` for run-scoped ones). The workspace archive is streamed
 into the container in chunks; files an earlier injection put in ``workdir``
 that the workspace no longer has are removed before the command runs, so a
-cached parent never freezes old sources into its children.
+cached parent never freezes old sources into its children. A step whose
+snapshot is committed runs in a container kept for its chain's next step when
+it is left as a fresh one would be (:mod:`~greenloop.executors.docker_kept`).
 
 The engine is the one ``DOCKER_HOST`` names (the local socket by default;
 ``tcp://`` and ``ssh://`` work the same way). Everything created is labelled
@@ -225,7 +227,8 @@ class DockerExecutor:
         return ContainerService(self.client, self._service_networks, service, run_id, env, labels)
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
-        """Run one step in a fresh container (or skip it on a hit)."""
+        """Run one step (or skip it on a hit): in its parent's kept container, in one
+        kept for its children, or in one of its own (see the module's doc)."""
         if isinstance(request.cache_lookup, Hit):
             return StepResult(exit_code=0, committed_snapshot=None, artifacts=[])
         image = request.parent_snapshot
