@@ -43,7 +43,8 @@ def explain(
     """Say, for each step of PIPELINE (or STEP alone), whether `greenloop run` would answer
     it from the cache and, for a miss, which input changed since the entry it last wrote:
     command, env (names only, never values), image or parent snapshot, policy, the watched
-    files that changed (on_change) or the entry's age (ttl). Runs nothing."""
+    files that changed (on_change), the entry's age (ttl) or, for a step that runs this
+    machine's tools, the tool folders that changed. Runs nothing."""
     document, root = load_pipelines(pipeline_file)
     try:
         selected = document.pipeline(pipeline)
@@ -71,6 +72,7 @@ def explain(
             planned.pipeline,
             pack(root, store, git=planned.pipeline.wants_git),
             planned.keyed_as,
+            planned.host_tools,
         )
     except SetupError as e:
         fail(str(e))

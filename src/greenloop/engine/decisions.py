@@ -10,6 +10,7 @@ after it, under a run-scoped tag that goes when the run ends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from greenloop.engine.keys import fresh
+from greenloop.engine.keys import answers
 from greenloop.engine.outcomes import RemoteCache, StepOutcome
 from greenloop.plugins.spec import Executor
 from greenloop.protocol import (
@@ -34,7 +35,8 @@ from greenloop.store import CacheEntry, Store
 
 
 class Decided(NamedTuple):
-    """A step's executor, parent snapshot, key (and its parts) and cache decision."""
+    """A step's executor, parent snapshot, key (and its parts), cache decision, the entry
+    of a hit and the stamp of the host's tools it was decided under."""
 
     name: str
     parent_snapshot: str | None
@@ -42,6 +44,7 @@ class Decided(NamedTuple):
     key: str
     decision: CacheDecision
     entry: CacheEntry | None
+    host: str | None
 
 
 class Decisions:
@@ -67,14 +70,22 @@ class Decisions:
         """(executor, tag) of every run-scoped snapshot handed out, to discard at the end."""
 
     def decide(
-        self, step: CommandStep, key: str, executor: str
+        self, step: CommandStep, key: str, executor: str, host: str | None
     ) -> tuple[CacheDecision, CacheEntry | None]:
-        """What ``executor`` is to do with ``step`` (keyed ``key``), and the entry of a hit."""
+        """What ``executor`` is to do with ``step`` (keyed ``key``; ``host``: the stamp of
+        the host's tools it may run, if any), and the entry of a hit."""
         if step.cache is not None:
             entry = self._store.index.get_entry(key) if self._use_cache else None
+            # A local entry made with other tools may be the one this machine once
+            # published: the remote would give it back.
             if entry is None and self._use_cache and self._remote is not None:
                 entry = self._remote.lookup(key)
-            if entry is not None and fresh(step.cache, entry.created_at, time.time()):
+                if entry is not None and host is not None:
+                    # Another machine's tools are the remote's word (a key cannot say
+                    # which): from now on, this machine's tools are the entry's.
+                    entry = dataclasses.replace(entry, host=host)
+                    self._store.index.put_entry(entry)
+            if entry is not None and answers(entry, step.cache, host, time.time()):
                 return Hit(tag=entry.snapshot), entry
             return MissBuildAs(tag=f"greenloop-snap:{key[:24]}-{uuid.uuid4().hex[:8]}"), None
         if step.key in self._with_children:
@@ -110,9 +121,11 @@ class Decisions:
         snapshot: str,
         artifacts: list[ArtifactRef],
         log: str | None,
+        host: str | None,
     ) -> None:
         """Store a passed ``step``'s result as the entry for ``key`` (and what the key
-        was made of, for ``explain``); publish it to the remote cache."""
+        was made of, for ``explain``; ``host``: the stamp it was decided under); publish
+        it to the remote cache."""
         assert step.cache is not None
         now = time.time()
         entry = CacheEntry(
@@ -125,6 +138,7 @@ class Decisions:
             last_used=now,
             policy=step.cache.model_dump_json(),
             log=log,
+            host=host,
         )
         self._store.index.put_entry(entry)
         self._store.index.put_key_parts(pipeline, step.key, key, json.dumps(parts, sort_keys=True))

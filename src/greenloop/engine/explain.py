@@ -4,7 +4,7 @@ The host predicts the cache outcome of every step as a run would (a step whose
 parent will run gets a new parent snapshot, so it runs too) and, for a miss,
 compares what its key is made of with the parts of the last cache entry that
 step wrote: which of command, env, image or parent, policy, watched files
-changed.
+changed; or, for a step that runs the host's tools, which of their folders did.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from greenloop.engine.predict import predict
+from greenloop.engine.predict import Prediction, predict
 from greenloop.engine.workspace import Workspace
 from greenloop.protocol import CommandStep, Pipeline
 from greenloop.protocol.ir import Ttl
@@ -41,13 +41,15 @@ def explain(
     pipeline: Pipeline,
     workspace: Workspace,
     executor_of: Callable[[CommandStep], str],
+    host_tools: Callable[[CommandStep], str | None],
 ) -> list[Explanation]:
     """Predict every step of ``pipeline`` in order; ``executor_of(step)`` names its executor
-    as its key does."""
+    as its key does, ``host_tools(step)`` stamps the host's tools it may run."""
     now = time.time()
     by_key = {s.key: s for s in pipeline.steps}
     found: list[Explanation] = []
-    for p in predict(store, pipeline, workspace.files, executor_of, now=now, git=workspace.git):
+    files, git = workspace.files, workspace.git
+    for p in predict(store, pipeline, files, executor_of, host_tools, now=now, git=git):
         step = p.step
         if step.cache is None:
             found.append(Explanation(step.key, "always", None, ["no cache policy: it always runs"]))
@@ -60,19 +62,22 @@ def explain(
             age = _age(now - p.entry.created_at)
             found.append(Explanation(step.key, "hit", p.key, [f"cached {age} ago"]))
         else:
-            found.append(_miss(store, pipeline, step, p.key, p.parts, p.entry, now))
+            found.append(_miss(store, pipeline, step, p, now))
     return found
 
 
 def _miss(
-    store: Store,
-    pipeline: Pipeline,
-    step: CommandStep,
-    key: str,
-    parts: dict[str, Any],
-    entry: Any,
-    now: float,
+    store: Store, pipeline: Pipeline, step: CommandStep, p: Prediction, now: float
 ) -> Explanation:
+    key, parts, entry = str(p.key), p.parts or {}, p.entry
+    if entry is not None and p.host is not None and entry.host != p.host:
+        if entry.host is None:
+            why = "its entry is older than greenloop's record of the host's tools it ran"
+            return Explanation(step.key, "miss", key, [why])
+        folders = _changed_folders(entry.host, p.host)
+        shown = ", ".join(folders[:3]) + (" …" if len(folders) > 3 else "")
+        why = f"the host's tools changed since it was cached: {shown}"
+        return Explanation(step.key, "miss", key, [why], {"host_tools": folders})
     if entry is not None:
         ttl = _ttl(step)
         limit = f" of {_age(ttl)}" if ttl is not None else ""
@@ -88,6 +93,17 @@ def _miss(
     changed = _compare(json.loads(last_parts_json), parts)
     reasons = [_say(name, diff) for name, diff in changed.items()]
     return Explanation(step.key, "miss", key, reasons, changed)
+
+
+def _changed_folders(was: str, now: str) -> list[str]:
+    """The folders whose state differs between two stamps of the host's tools (JSON
+    objects, folder to state), sorted."""
+    try:
+        before: dict[str, Any] = json.loads(was)
+    except ValueError:
+        before = {}
+    after: dict[str, Any] = json.loads(now)
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
 
 
 def _compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ artifacts, the policy and its inputs, the executor (named with the id of the
 image a root step boots from: see ``Placement.keyed_as``) and the protocol
 version. A parent's snapshot ref changes whenever the parent really re-ran, so a
 rerun upstream invalidates everything downstream.
+
+What a key cannot cover because it differs between machines sharing a cache,
+the host's tools a local step runs, is checked apart: an entry answers only
+while they are as when it was made (:func:`answers`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from greenloop.protocol.ir import CachePolicy, Compose, OnChange, Ttl
 
 if TYPE_CHECKING:
     import pathspec
+
+    from greenloop.store import CacheEntry
 
 
 def step_key(
@@ -95,6 +101,13 @@ def fresh(policy: CachePolicy, created_at: float, now: float) -> bool:
     if isinstance(policy, Compose):
         return all(fresh(p, created_at, now) for p in policy.policies)
     return True
+
+
+def answers(entry: CacheEntry, policy: CachePolicy, host: str | None, now: float) -> bool:
+    """Whether ``entry`` may answer a step with ``policy`` at ``now``: fresh under the
+    policy and, for a step that runs the host's tools, made while they were as
+    ``host`` says (an entry from before that was known has none: it answers no more)."""
+    return fresh(policy, entry.created_at, now) and (host is None or entry.host == host)
 
 
 def check_watched(pipeline: Pipeline, files: dict[str, str]) -> None:

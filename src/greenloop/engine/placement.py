@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from greenloop.plugins.spec import Executor, variant_of
@@ -22,6 +23,7 @@ class Placement:
         self._executors = executors
         self._forced = forced
         self._image_ids: dict[tuple[str, str], str] = {}
+        self._host_tools: dict[tuple[str, str], str | None] = {}
         self._checked: list[str] = []
 
     def name(self, step: CommandStep) -> str:
@@ -47,6 +49,21 @@ class Placement:
             # made with whatever image once had that name.
             self._image_ids[name, image] = identify(image) or "absent"
         return f"{name}@{self._image_ids[name, image]}"
+
+    def host_tools(self, step: CommandStep) -> str | None:
+        """The stamp of the host's tools ``step`` may run that its key does not cover, when
+        its executor says (``host_tools``; the local executor's ``PATH`` folders): a local
+        entry answers the step only while it is the same. Read once a run."""
+        executor = self.executor(step)
+        read = getattr(executor, "host_tools", None)
+        if read is None:
+            return None
+        env = {**self._pipeline.env, **step.env}
+        binds = step.sandbox.ro_binds if step.sandbox is not None else []
+        asked = (self.keyed_as(step), json.dumps([env.get("PATH"), binds]))
+        if asked not in self._host_tools:
+            self._host_tools[asked] = read(step, env)
+        return self._host_tools[asked]
 
     def note(self, step: CommandStep) -> str | None:
         """How the executor will run ``step``, for the plan line (``local: bwrap sandbox, ...``)."""

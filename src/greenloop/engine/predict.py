@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from greenloop.engine.git import GitMetadata
-from greenloop.engine.keys import digest, fresh, key_parts
+from greenloop.engine.keys import answers, digest, key_parts
 from greenloop.protocol import CommandStep, Pipeline, PlanSummary
 from greenloop.protocol.ir import topological
 from greenloop.store import CacheEntry, Store
@@ -35,6 +35,8 @@ class Prediction:
     """What ``key`` is made of (see :func:`~greenloop.engine.keys.key_parts`)."""
     entry: CacheEntry | None = None
     """The entry the index has for ``key``, fresh or not."""
+    host: str | None = None
+    """The stamp of the host's tools the step may run, when its executor gives one."""
 
 
 def predict(
@@ -42,13 +44,15 @@ def predict(
     pipeline: Pipeline,
     files: dict[str, str],
     keyed_as: Callable[[CommandStep], str],
+    host_tools: Callable[[CommandStep], str | None],
     *,
     use_cache: bool = True,
     now: float | None = None,
     git: GitMetadata | None = None,
 ) -> list[Prediction]:
     """Every step of ``pipeline``, parents first; ``keyed_as(step)`` names its executor as
-    its key does, ``files`` are the workspace's (path to digest)."""
+    its key does, ``host_tools(step)`` stamps the host's tools it may run (see
+    :func:`~greenloop.engine.keys.answers`), ``files`` are the workspace's (path to digest)."""
     now = time.time() if now is None else now
     snapshots: dict[str, str | None] = {}  # step -> its snapshot when predicted to hit
     found = []
@@ -66,9 +70,10 @@ def predict(
         parts = key_parts(step, pipeline, keyed_as(step), parent_snapshot, files, git)
         key = digest(parts)
         entry = store.index.get_entry(key)
-        hit = entry is not None and fresh(step.cache, entry.created_at, now)
+        host = host_tools(step)
+        hit = entry is not None and answers(entry, step.cache, host, now)
         snapshots[step.key] = entry.snapshot if hit and entry is not None else None
-        found.append(Prediction(step, hit, key, parts, entry))
+        found.append(Prediction(step, hit, key, parts, entry, host))
     return found
 
 

@@ -289,8 +289,9 @@ class Run:
         files, git = workspace.files, workspace.git
         parts = key_parts(step, self.pipeline, self.keyed_as(step), parent_snapshot, files, git)
         key = digest(parts)
-        decision, entry = self._decisions.decide(step, key, name)
-        return Decided(name, parent_snapshot, parts, key, decision, entry)
+        host = self.host_tools(step) if step.cache is not None else None
+        decision, entry = self._decisions.decide(step, key, name, host)
+        return Decided(name, parent_snapshot, parts, key, decision, entry, host)
 
     def _cached(self, step: CommandStep, decided: Decided) -> StepOutcome | None:
         """The outcome of ``step`` when the cache answers it, else None."""
@@ -320,7 +321,7 @@ class Run:
     ) -> StepOutcome:
         if decided is None:
             decided = self._decide(step, workspace, outcomes)
-        name, parent_snapshot, parts, key, decision, _ = decided
+        name, parent_snapshot, parts, key, decision, _, host = decided
         started = time.monotonic()
         stopped = self._stop_reason
         if stopped is not None and not isinstance(decision, Hit):
@@ -398,6 +399,7 @@ class Run:
                     snapshot=snapshot,
                     artifacts=list(result.artifacts),
                     log=self._logs.seal(step.key),
+                    host=host,
                 )
         return self._finish(
             step,
@@ -445,6 +447,10 @@ class Run:
         """The executor as ``step``'s cache key names it (see :class:`Placement`)."""
         return self._placement.keyed_as(step)
 
+    def host_tools(self, step: CommandStep) -> str | None:
+        """The stamp of the host's tools ``step`` may run, if its executor gives one."""
+        return self._placement.host_tools(step)
+
     def _plan(self, workspace: Workspace) -> tuple[PlanSummary, list[CommandStep]]:
         """Predict which steps the cache will answer; the plan and the steps to run."""
 
@@ -453,6 +459,7 @@ class Run:
             self.pipeline,
             workspace.files,
             self.keyed_as,
+            self.host_tools,
             use_cache=self.options.use_cache,
             git=workspace.git,
         )

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from greenloop._fs import write_atomically
+from greenloop.executors.host_tools import venv_home
 from greenloop.protocol.ir import Sandbox
 from greenloop.store.exceptions import StoreError
 from greenloop.store.trees import TreeEntry, normalize_mode
@@ -272,7 +273,7 @@ def _tool_dirs(search_path: str) -> list[str]:
         config = os.path.join(parent, "pyvenv.cfg")
         if os.path.isfile(config):
             add(parent)
-            base = _venv_home(config)
+            base = venv_home(config)
             if base is not None:
                 add(os.path.dirname(base))
         else:
@@ -280,19 +281,6 @@ def _tool_dirs(search_path: str) -> list[str]:
         if entry.endswith("/.cargo/bin"):
             add(os.path.join(os.path.dirname(parent), ".rustup"))
     return found
-
-
-def _venv_home(config: str) -> str | None:
-    """The ``bin`` folder of the Python a virtualenv was made from (its ``home``)."""
-    try:
-        with open(config, encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition("=")
-                if key.strip() == "home" and value.strip().startswith("/"):
-                    return value.strip()
-    except OSError:
-        return None
-    return None
 
 
 def root_relative(workdir: str, path: str) -> str:

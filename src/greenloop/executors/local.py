@@ -30,7 +30,7 @@ from typing import IO, Literal
 
 from greenloop._fs import remove_orphans
 from greenloop._procs import signal_group, stop_group, wait_exit
-from greenloop.executors import bwrap
+from greenloop.executors import bwrap, host_tools
 from greenloop.executors._conclude import ArtifactEscapeError, await_exit, conclude
 from greenloop.plugins.spec import ArchiveReader, Host, Variant
 from greenloop.protocol import (
@@ -77,6 +77,13 @@ class LocalExecutor:
         chosen = step.sandbox is not None or os.environ.get(SANDBOX_ENV)
         fallback = "" if chosen or why is None else f" (bwrap unavailable: {why})"
         return Variant("none", f"no sandbox, copied snapshots{fallback}")
+
+    def host_tools(self, step: CommandStep, env: dict[str, str]) -> str:
+        """The stamp of the host's folders ``step`` (with ``env``, its pipeline's and its
+        own) may run tools from: a local entry answers it only while it is the same."""
+        search_path = env.get("PATH", os.environ.get("PATH", ""))
+        binds = step.sandbox.ro_binds if step.sandbox and self._mode(step) == "bwrap" else []
+        return host_tools.stamp(search_path, binds)
 
     def preflight(self, pipeline: Pipeline, steps: list[CommandStep]) -> None:
         """Refuse a bwrap step on a machine where bwrap cannot run, before anything runs."""

@@ -101,12 +101,12 @@ class Index:
         """Insert or replace the cache entry ``e.key``."""
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO cache_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO cache_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET snapshot = excluded.snapshot,"
                 " executor = excluded.executor, tree = excluded.tree,"
                 " artifacts = excluded.artifacts, created_at = excluded.created_at,"
                 " last_used = excluded.last_used, policy = excluded.policy,"
-                " log = excluded.log",
+                " log = excluded.log, host = excluded.host",
                 (
                     e.key,
                     e.snapshot,
@@ -117,6 +117,7 @@ class Index:
                     e.last_used,
                     e.policy,
                     e.log,
+                    e.host,
                 ),
             )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The index schema this code reads and writes."""
 
 SCHEMA_V1 = """
@@ -90,11 +90,18 @@ CREATE TABLE key_parts (
 )
 """
 
+# An entry made by a step that runs the host's tools keeps their stamp: it answers
+# only while they are unchanged (greenloop.executors.host_tools).
+_SCHEMA_V4 = """
+ALTER TABLE cache_entries ADD COLUMN host TEXT
+"""
+
 # _MIGRATIONS[n] brings a schema at version n to version n + 1.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     lambda conn: _run_script(conn, SCHEMA_V1),
     lambda conn: _run_script(conn, _SCHEMA_V2),
     lambda conn: _run_script(conn, _SCHEMA_V3),
+    lambda conn: _run_script(conn, _SCHEMA_V4),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

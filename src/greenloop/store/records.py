@@ -44,6 +44,9 @@ class CacheEntry:
     """The cache policy that produced the entry, as JSON text."""
     log: str | None = None
     """The digest of the log the step printed when it produced the entry."""
+    host: str | None = None
+    """The stamp of the host's tools the step could run, when its executor gives one
+    (see :mod:`greenloop.executors.host_tools`): the entry answers only while it holds."""
 
 
 INTERRUPTED = "interrupted"
@@ -126,7 +129,7 @@ class RemoteStats:
         return self.lookups - self.hits
 
 
-ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log"
+ENTRY_COLUMNS = "key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log, host"
 STEP_COLUMNS = (
     "run_id, key, label, status, exit_code, duration_s, cached, cache_key, log, artifacts,"
     " artifact_paths"
@@ -140,13 +143,13 @@ REMOTE_COLUMNS = (
 
 def entry_from_row(row: tuple[Any, ...]) -> CacheEntry:
     """A ``cache_entries`` row (in :data:`ENTRY_COLUMNS` order) as an entry."""
-    key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log = row
+    key, snapshot, executor, tree, artifacts, created_at, last_used, policy, log, host = row
     try:
         refs = artifact_refs().validate_json(artifacts)
     except ValidationError as exc:
         raise StoreError(f"cache entry {key!r} has corrupt artifacts: {exc}") from exc
     return CacheEntry(
-        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy, log
+        key, snapshot, executor, tree, refs, float(created_at), float(last_used), policy, log, host
     )
 
 
