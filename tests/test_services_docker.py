@@ -97,3 +97,39 @@ def test_a_run_only_service_for_a_docker_step_is_an_error(client: Any, project: 
     done = cli("run", cwd=project)
     assert done.returncode == 2, done.stderr
     assert "service 'db' has no image=...: the docker executor runs services" in done.stderr
+
+
+def test_a_cached_step_reruns_when_its_service_image_tag_moves(
+    client: Any, store: Store, project: Path
+) -> None:
+    import contextlib
+
+    from tests.test_docker import MOVING, move_the_tag
+
+    repository, tag = MOVING.split(":")
+    client.images.get(IMAGE).tag(repository, tag)  # Podman's API wants them apart
+    write_pipeline(
+        project,
+        f"""
+        @gl.pipeline("ci", default_image="{IMAGE}", executor="docker")
+        def ci():
+            web = gl.service("web", image="{MOVING}", ports=[8080],
+                             run="sh -c 'cat /version > /tmp/index.html 2>/dev/null || "
+                                 "echo none > /tmp/index.html; exec httpd -f -p 8080 -h /tmp'",
+                             ready="wget -q -O- http://{{host}}:{{port}}/")
+            gl.sh('wget -q -O- "http://$WEB_HOST:$WEB_PORT/"', label="fetch", services=[web],
+                  cache=gl.forever())
+        """,
+    )
+    try:
+        first, events = run(store, project)
+        assert statuses(first) == {"fetch": "passed"} and logs(events, "fetch") == ["none"]
+        assert statuses(run(store, project)[0]) == {"fetch": "cached"}
+        # The service's image built again under its tag: the step's answer may differ.
+        move_the_tag(client)
+        moved, events = run(store, project)
+        assert statuses(moved) == {"fetch": "passed"} and logs(events, "fetch") == ["v2"]
+        assert statuses(run(store, project)[0]) == {"fetch": "cached"}
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(MOVING, force=True)

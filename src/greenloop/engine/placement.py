@@ -36,19 +36,33 @@ class Placement:
 
     def keyed_as(self, step: CommandStep) -> str:
         """The executor as ``step``'s cache key names it: its name, its variant if any, and
-        the id of the image a root step boots from when the executor can say it."""
+        the ids of the images it boots when the executor can say them: a root step's,
+        and those of the services it starts itself (a tag built or pulled again reruns
+        the step)."""
         executor = self.executor(step)
         variant = variant_of(executor, step)
         name = self.name(step) if variant is None else f"{self.name(step)}+{variant.key}"
-        image = None if step.builds_in else (step.image or self._pipeline.default_image)
         identify = getattr(executor, "image_id", None)
-        if image is None or identify is None:
+        if identify is None:
             return name
+        keyed = name
+        image = None if step.builds_in else (step.image or self._pipeline.default_image)
+        if image is not None:
+            keyed += f"@{self._image_id(name, image, identify)}"
+        if step.services and self.starts_services(step):
+            images = {s: self._pipeline.service(s).image for s in sorted(step.services)}
+            ids = [f"{s}@{self._image_id(name, i, identify)}" for s, i in images.items()]
+            keyed += "+services:" + ",".join(ids)
+        return keyed
+
+    def _image_id(self, name: str, image: str | None, identify: Callable[[str], str | None]) -> str:
+        if image is None:
+            return "absent"  # the executor's preflight refuses the step
         if (name, image) not in self._image_ids:
             # Asked once a run. An absent image keys as such: never a hit from an entry
             # made with whatever image once had that name.
             self._image_ids[name, image] = identify(image) or "absent"
-        return f"{name}@{self._image_ids[name, image]}"
+        return self._image_ids[name, image]
 
     def host_tools(self, step: CommandStep) -> str | None:
         """The stamp of the host's tools ``step`` may run that its key does not cover, when

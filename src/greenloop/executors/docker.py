@@ -224,7 +224,11 @@ class DockerExecutor:
         """Start ``service`` as a container on run ``run_id``'s network (the engine
         waits for it to be ready and stops it)."""
         labels = {**self._labels, f"{LABEL}.run": str(run_id)}
-        return ContainerService(self.client, self._service_networks, service, run_id, env, labels)
+        # The image its steps' keys name (see image_id), not whatever holds the tag now.
+        image = self._keyed_ids.get(service.image) if service.image else None
+        return ContainerService(
+            self.client, self._service_networks, service, run_id, env, labels, image
+        )
 
     def run(self, request: ExecutorInput, host: Host) -> StepResult:
         """Run one step (or skip it on a hit): in its parent's kept container, in one

@@ -69,7 +69,8 @@ class Networks:
 
 
 class ContainerService:
-    """One service as a container of its image on its run's network."""
+    """One service as a container of its image on its run's network (``image``: the id
+    its steps' keys name, when they name one, else the service's tag)."""
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class ContainerService:
         run_id: UUID,
         env: dict[str, str],
         labels: dict[str, str],
+        image: str | None = None,
     ) -> None:
         import docker.errors
 
@@ -96,7 +98,7 @@ class ContainerService:
         try:
             # create + start, not run: run pulls a missing image, and nothing is pulled.
             self._container = client.containers.create(
-                service.image,
+                image or service.image,
                 command=shlex.split(service.run) if service.run else None,
                 name=f"{network_name(run_id)}-{service.name}",
                 environment=env,
