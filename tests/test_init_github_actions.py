@@ -22,6 +22,8 @@ from tests.conftest import cli
 from tests.test_devloop_helpers import VENV_BIN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github_actions"
+ACTIVATE = 'export PATH="$PWD/.venv/bin:$PATH"; '
+"""What begins each step after a job's setup-python: its virtualenv first on PATH."""
 WORKFLOWS = sorted(p.stem for p in FIXTURES.glob("*.yml"))
 
 
@@ -77,24 +79,31 @@ def test_a_python_library_matrix_and_lint_job(tmp_path: Path) -> None:
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "CI": "true",
     }
-    # The lint job: one chain, in the image of its setup-python, pip's cache kept.
-    assert steps["lint.install-linters"]["image"] == "python:3.12-slim"
+    # The lint job: one chain, in the image of its setup-python, pip's cache kept. A
+    # virtualenv stands in for setup-python's Python, first on the later steps' PATH.
+    assert steps["lint.python-virtualenv"]["image"] == "python:3.12-slim"
+    assert "-m venv .venv" in steps["lint.python-virtualenv"]["command"]
+    assert steps["lint.install-linters"]["builds_in"] == "lint.python-virtualenv"
     assert steps["lint.ruff"]["builds_in"] == "lint.install-linters"
     assert steps["lint.mypy"]["builds_in"] == "lint.ruff"
-    assert steps["lint.ruff"]["command"] == "set -e\nruff check .\nruff format --check ."
+    assert steps["lint.ruff"]["command"] == (
+        f"{ACTIVATE}set -e\nruff check .\nruff format --check ."
+    )
     assert [c["path"] for c in steps["lint.mypy"]["cache_dirs"]] == ["~/.cache/pip"]
     # The test job: a cell per Python version (the runner axis is one machine here;
     # 3.10 is excluded on windows only, so it stays), each its own chain.
     versions = ["3.10", "3.11", "3.12", "3.13"]
     for version in versions:
+        venv = steps[f"test.python-virtualenv[python_version={version}]"]
+        assert venv["image"] == f"python:{version}-slim"
+        assert venv["env"]["MATRIX_PYTHON_VERSION"] == version
         install = steps[f"test.install-dependencies[python_version={version}]"]
-        assert install["image"] == f"python:{version}-slim"
-        assert install["env"]["MATRIX_PYTHON_VERSION"] == version
+        assert install["builds_in"] == venv["key"]
         assert install["timeout_seconds"] == 1200
         tests = steps[f"test.run-tests[python_version={version}]"]
         assert tests["builds_in"] == install["key"]
-        assert tests["command"] == "python -m pytest --cov=src --cov-report=xml -q"
-    assert len(steps) == 3 + 2 * len(versions)
+        assert tests["command"] == f"{ACTIVATE}python -m pytest --cov=src --cov-report=xml -q"
+    assert len(steps) == 4 + 3 * len(versions)
     assert answer["not_translated"] == [
         'job test, step "Upload coverage": uses codecov/codecov-action@v4 (with: token, files)'
     ]
@@ -143,7 +152,8 @@ def test_a_django_app_with_postgres_redis_and_secrets(tmp_path: Path) -> None:
         assert steps[key]["env"]["DJANGO_SETTINGS_MODULE"] == "app.settings.ci"
     assert _secrets(steps["test.migrate"])["DATABASE_PASSWORD"] == "DB_PASSWORD"
     assert steps["test.run-tests"]["timeout_seconds"] == 900
-    assert steps["test.install-dependencies"]["image"] == "python:3.12-slim"
+    assert steps["test.python-virtualenv"]["image"] == "python:3.12-slim"
+    assert steps["test.install-dependencies"]["builds_in"] == "test.python-virtualenv"
     # The deploy job: after the tests, its token a secret in the variable of its name.
     deploy = steps["deploy.deploy"]
     assert deploy["depends_on"] == ["test.run-tests"] and deploy["builds_in"] is None
@@ -160,9 +170,18 @@ def test_a_release_workflow_with_needs_chains_and_untranslatable_actions(tmp_pat
     steps = _steps(_pipeline(project))
     wheel = "test-wheel.pip-install-dist-whl-python-c-import-myl"
     docs = "docs.pip-install-r-docs-requirements-txt"
-    assert set(steps) == {"build.read-the-version", "build.build", wheel, docs, "report.summary"}
+    venv = "build.python-virtualenv"
+    assert set(steps) == {
+        venv,
+        "build.read-the-version",
+        "build.build",
+        wheel,
+        docs,
+        "report.summary",
+    }
+    assert steps["build.read-the-version"]["builds_in"] == venv
     assert steps["build.build"]["builds_in"] == "build.read-the-version"
-    assert steps["build.read-the-version"]["image"] == "python:3-slim"
+    assert steps[venv]["image"] == "python:3-slim"
     assert steps[wheel]["depends_on"] == steps[docs]["depends_on"] == ["build.build"]
     # publish and docker have no run: steps: report waits for what they wait for, and
     # (if: always()) runs whatever those did.
@@ -201,10 +220,11 @@ def test_odd_shapes_are_translated_or_named(tmp_path: Path) -> None:
     assert steps["list.python-shell"]["command"].startswith("cd app && python3 -c 'import os")
     # An include-only matrix, and versions an image tag does not name as they are.
     cells = {k: s for k, s in steps.items() if k.startswith("chain.")}
-    assert {s["image"] for s in cells.values()} == {"python:3.12-slim", "pypy:3.10-slim"}
-    assert {s["command"] for s in cells.values()} == {
-        "tox -e py312 -- --db-port ${DB_PORT}",
-        "tox -e pypy310 -- --db-port ${DB_PORT}",
+    venvs = [s for k, s in cells.items() if k.startswith("chain.python-virtualenv")]
+    assert {s["image"] for s in venvs} == {"python:3.12-slim", "pypy:3.10-slim"}
+    assert {s["command"] for s in cells.values() if s not in venvs} == {
+        f"{ACTIVATE}tox -e py312 -- --db-port ${{DB_PORT}}",
+        f"{ACTIVATE}tox -e pypy310 -- --db-port ${{DB_PORT}}",
     }
     # Two jobs declaring the same service share one.
     assert [s["name"] for s in pipeline["services"]] == ["db"]
@@ -246,6 +266,41 @@ def test_the_shell_only_workflow_runs_green(tmp_path: Path) -> None:
     (project / "README.md").unlink()
     red = cli("run", "--format", "plain", cwd=project, timeout=300)
     assert red.returncode == 1 and "check: Files are there failed" in red.stdout, red.stdout
+
+
+def _wheel(path: Path, greeting: str) -> None:
+    """A wheel of package ``demo`` (``demo.GREETING``), written by hand: no build tool."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "demo/__init__.py": f"GREETING = {greeting!r}\n",
+        "demo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+        "demo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, body in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(body.encode())}")
+    files["demo-1.0.dist-info/RECORD"] = "\n".join([*record, "demo-1.0.dist-info/RECORD,,"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, body in files.items():
+            wheel.writestr(name, body)
+
+
+def test_setup_python_gives_the_job_a_python_pip_installs_into(tmp_path: Path) -> None:
+    # The machine's Python is read-only in the sandbox (and Debian's refuses pip):
+    # a bare `pip install` works, as on GitHub, in the virtualenv that stands for it.
+    project, answer = _translate(tmp_path, "setup-python")
+    assert answer["not_translated"] == []
+    _wheel(project / "dist" / "demo-1.0-py3-none-any.whl", "hello from demo")
+    green = cli("run", "--format", "plain", cwd=project, timeout=300)
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert "hello from demo" in green.stdout
+    assert "test: Import it passed" in green.stdout
 
 
 def test_a_job_only_an_untranslated_job_needs_is_not_kept_in_a_variable(tmp_path: Path) -> None:

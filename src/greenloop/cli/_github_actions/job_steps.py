@@ -45,6 +45,16 @@ _SETUP_CACHES = {
 }
 _CACHE_ACTIONS = {"actions/cache", "actions/cache/restore", "actions/cache/save"}
 _CONTINUE = 'echo "continue-on-error: this step failed; the job goes on" >&2'
+# setup-python gives the job a Python of its own, which `pip install` writes into; here
+# the Python is the machine's (or the image's), read-only in a sandbox (and Debian's
+# refuses pip), so a virtualenv in the tree stands in for it, first on every later
+# step's PATH (bare `python` and `pip` are its). PyPy's images have no python3.
+_VENV = 'py=$(command -v python3 || command -v pypy3) && "$py" -m venv .venv'
+_ACTIVATE = 'export PATH="$PWD/.venv/bin:$PATH"; '
+_VENV_NOTE = (
+    "setup-python: a virtualenv in .venv stands in for the job's Python; the steps after "
+    "it run with .venv/bin first on PATH"
+)
 
 
 def _first_line(script: str) -> str:
@@ -117,6 +127,7 @@ class Steps(Book):
         steps: list[Step] = []
         pending: list[str] = []
         cache_dirs: dict[str, str] = {}
+        venv = False
         defaults = run_defaults(self.doc) | run_defaults(job)
         timeout = timeout_seconds(job.get("timeout-minutes"))
         if timeout is None and job.get("timeout-minutes") is not None:
@@ -125,18 +136,27 @@ class Steps(Book):
         for n, step in enumerate(job.get("steps", []), start=1):
             name = yaml_text(step.get("name"))
             where = f"job {job_id}, " + (f'step "{comment(name)}"' if name else f"step {n}")
+            made: Step | str | None = None
             if "run" in step:
                 made = self._run(job_id, where, step, scope, defaults, timeout, dict(cache_dirs))
-                if isinstance(made, str):
-                    pending.append(made)
-                    continue
+                if isinstance(made, Step) and venv:
+                    made.command = Parts.merge([_ACTIVATE, *made.command])
+            elif step.get("uses"):
+                uses = yaml_text(step["uses"])
+                pending += self._uses(where, uses, step, cache_dirs)
+                if action_of(uses) == "actions/setup-python" and not venv:
+                    venv = True
+                    key = self._key(job_id, "python virtualenv")
+                    label: list[Part] = [f"{job_id}: Python virtualenv (setup-python)"]
+                    made = Step([_VENV], label, key, [], timeout, dict(cache_dirs), [_VENV_NOTE])
+            else:
+                pending.append(self._miss(where, "a step with neither run: nor uses:"))
+            if isinstance(made, str):
+                pending.append(made)
+            elif made is not None:
                 made.comments[:0] = pending
                 pending = []
                 steps.append(made)
-            elif step.get("uses"):
-                pending += self._uses(where, yaml_text(step["uses"]), step, cache_dirs)
-            else:
-                pending.append(self._miss(where, "a step with neither run: nor uses:"))
         if steps:
             steps[-1].after += pending
         elif pending:
