@@ -191,3 +191,32 @@ def test_cache_clean_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> Non
     )
     assert result.returncode == 2 and "not a greenloop store" in result.stderr
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("run", "nosuch"),
+        ("render", "nosuch"),
+        ("explain", "nosuch"),
+        ("debug", "s", "--pipeline", "nosuch"),
+    ],
+)
+def test_an_unknown_pipeline_is_exit_2_naming_those_defined(
+    project: Path, command: tuple[str, ...]
+) -> None:
+    write_pipeline(
+        project,
+        """
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("true", label="s")
+
+        @gl.pipeline("docs")
+        def docs():
+            gl.sh("true", label="d")
+        """,
+    )
+    done = cli(*command, cwd=project)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no pipeline named 'nosuch' (defined: ci, docs)"

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from greenloop.cli._exit import EXIT_SETUP as EXIT_SETUP
 from greenloop.cli._exit import fail as fail
 from greenloop.plugins.discovery import spare_pydantic_its_plugin_scan
-from greenloop.protocol import IRDocument
+from greenloop.protocol import IRDocument, Pipeline
 from greenloop.protocol.ir import parse_document
 from greenloop.sdk.loader import PipelineFileError, find_pipeline_file, load, project_root
 from greenloop.store import Store, StoreError
@@ -45,6 +45,15 @@ def load_pipelines(pipeline_file: Path | None) -> tuple[IRDocument, Path]:
         return load(path), project_root(path)
     except PipelineFileError as e:
         fail(f"{e.where}: {e.message}" if e.where else e.message)
+
+
+def pipeline_named(document: IRDocument, name: str) -> Pipeline:
+    """The pipeline ``name`` of ``document``, or exit 2 listing those it defines."""
+    try:
+        return document.pipeline(name)
+    except KeyError:
+        defined = ", ".join(p.name for p in document.pipelines)
+        fail(f"no pipeline named {name!r} (defined: {defined})")
 
 
 def load_ir(path: Path) -> IRDocument:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from greenloop.cli._common import fail, file_option, load_pipelines, open_store
+from greenloop.cli._common import fail, file_option, load_pipelines, open_store, pipeline_named
 from greenloop.engine.debug import kept_as, last_failure
 from greenloop.engine.run import DEFAULT_EXECUTOR, RunOptions, with_sandboxes
 from greenloop.plugins import discovery
@@ -41,10 +41,7 @@ def debug(
     from greenloop.cli._history import find_run
 
     document, _ = load_pipelines(pipeline_file)
-    try:
-        pipeline = document.pipeline(pipeline_name)
-    except KeyError:
-        fail(f"no pipeline named {pipeline_name!r}")
+    pipeline = pipeline_named(document, pipeline_name)
     store = open_store()
     try:
         run = find_run(store, run_id) if run_id else last_failure(store, pipeline.name, step)

@@ -14,6 +14,7 @@ from greenloop.cli._common import (
     json_option,
     load_pipelines,
     parse_env_values,
+    pipeline_named,
 )
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine.explain import explain as _explain
@@ -46,10 +47,7 @@ def explain(
     files that changed (on_change), the entry's age (ttl) or, for a step that runs this
     machine's tools, the tool folders that changed. Runs nothing."""
     document, root = load_pipelines(pipeline_file)
-    try:
-        selected = document.pipeline(pipeline)
-    except KeyError:
-        fail(f"no pipeline named {pipeline!r}")
+    selected = pipeline_named(document, pipeline)
     selected = selected.model_copy(update={"env": {**selected.env, **parse_env_values(env_values)}})
     if step is not None and step not in {s.key for s in selected.steps}:
         keys = ", ".join(s.key for s in selected.steps)

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from greenloop._fs import write_atomically
-from greenloop.cli._common import echo_json, fail, json_option, load_pipelines
+from greenloop.cli._common import echo_json, fail, json_option, load_pipelines, pipeline_named
 from greenloop.sdk.loader import find_pipeline_file
 
 HOOK = "pre-push"
@@ -59,11 +59,7 @@ def install(pipelines: tuple[str, ...], as_json: bool) -> None:
         fail(f"{path} is outside the git repository at {top}")
     document, _ = load_pipelines(path)
     for name in pipelines:
-        try:
-            document.pipeline(name)
-        except KeyError:
-            defined = ", ".join(p.name for p in document.pipelines)
-            fail(f"no pipeline named {name!r} (defined: {defined})")
+        pipeline_named(document, name)
     if pipelines:
         selector = [arg for name in pipelines for arg in ("--pipeline", name)]
         runs = list(pipelines)

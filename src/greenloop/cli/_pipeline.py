@@ -23,6 +23,7 @@ from greenloop.cli._common import (
     load_ir,
     load_pipelines,
     parse_env_values,
+    pipeline_named,
 )
 from greenloop.cli._common import open_store as _open_store
 from greenloop.engine import select
@@ -304,11 +305,7 @@ def _choose(document: IRDocument, pipeline: str, event: str | None, named: bool)
                 f'no pipeline runs on {event!r}: declare one with @gl.pipeline(..., on=["{event}"])'
             )
         return chosen
-    try:
-        return [document.pipeline(pipeline)]
-    except KeyError:
-        names = ", ".join(p.name for p in document.pipelines)
-        fail(f"no pipeline named {pipeline!r} (defined: {names})")
+    return [pipeline_named(document, pipeline)]
 
 
 def _execute(
@@ -446,10 +443,7 @@ def render(pipeline: str | None, pipeline_file: Path | None) -> None:
     """Print the IR (versioned JSON) of PIPELINE, or of every pipeline with no name."""
     document, _ = load_pipelines(pipeline_file)
     if pipeline is not None:
-        try:
-            document = IRDocument(pipelines=[document.pipeline(pipeline)])
-        except KeyError:
-            fail(f"no pipeline named {pipeline!r}")
+        document = IRDocument(pipelines=[pipeline_named(document, pipeline)])
     click.echo(document.model_dump_json(indent=2))
 
 
