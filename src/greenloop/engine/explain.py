@@ -72,7 +72,7 @@ def _miss(
     key, parts, entry = str(p.key), p.parts or {}, p.entry
     if entry is not None and p.host is not None and entry.host != p.host:
         if entry.host is None:
-            why = "its entry is older than greenloop's record of the host's tools it ran"
+            why = "its entry was made before greenloop kept the host's tools with one"
             return Explanation(step.key, "miss", key, [why])
         folders = _changed_folders(entry.host, p.host)
         shown = ", ".join(folders[:3]) + (" …" if len(folders) > 3 else "")
