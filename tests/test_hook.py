@@ -240,3 +240,25 @@ def test_it_coexists_with_pre_commits_pre_push_hook(
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert "✓ verdict passed" in pushed.stderr
     assert remote_head(remote) == green
+
+
+def test_the_hook_runs_on_the_users_path_so_cached_steps_stay_cached(
+    repo: tuple[Path, Path],
+) -> None:
+    # git puts its own programs' folder first on a hook's PATH; another PATH is other
+    # tools, which would rerun every cached local step the user's own run had cached.
+    repo_dir, _ = repo
+    write_pipeline(
+        repo_dir,
+        """
+        @gl.pipeline("ci")
+        def ci():
+            gl.sh("grep -qx green verdict.txt", label="verdict", cache=gl.forever())
+        """,
+    )
+    commit_all(repo_dir, "cached")
+    assert cli("hook", "install", cwd=repo_dir).returncode == 0
+    assert cli("run", cwd=repo_dir).returncode == 0
+    pushed = git("push", "-q", "origin", "main", cwd=repo_dir)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "↺ verdict cached" in pushed.stderr, pushed.stderr

@@ -129,7 +129,7 @@ def test_an_entry_made_with_other_tools_is_not_taken_back_from_the_remote(
     assert statuses(run_remote(store_b, project, None)[0]) == {"lint": "failed"}
 
 
-def test_the_folders_of_a_virtualenv_a_version_manager_and_rustup(tmp_path: Path) -> None:
+def test_the_folders_of_a_virtualenv_a_version_manager_rustup_and_pipx(tmp_path: Path) -> None:
     base = tmp_path / "python"
     (base / "bin").mkdir(parents=True)
     (base / "lib" / "python3.12" / "site-packages").mkdir(parents=True)
@@ -144,8 +144,17 @@ def test_the_folders_of_a_virtualenv_a_version_manager_and_rustup(tmp_path: Path
     cargo = tmp_path / "home" / ".cargo" / "bin"
     cargo.mkdir(parents=True)
     (tmp_path / "home" / ".rustup" / "toolchains" / "stable" / "bin").mkdir(parents=True)
+    # pipx: ~/.local/bin/ruff is a link into ruff's own virtualenv.
+    local = tmp_path / "home" / ".local" / "bin"
+    ruff_venv = tmp_path / "home" / ".local" / "share" / "pipx" / "venvs" / "ruff"
+    (ruff_venv / "bin").mkdir(parents=True)
+    (ruff_venv / "lib" / "python3.12" / "site-packages").mkdir(parents=True)
+    _install(ruff_venv / "bin", "ruff", 0)
+    local.mkdir(parents=True)
+    (local / "ruff").symlink_to(ruff_venv / "bin" / "ruff")
 
-    search = os.pathsep.join(map(str, [venv / "bin", pyenv / "shims", cargo, "relative/bin"]))
+    folders = [venv / "bin", pyenv / "shims", cargo, local, "relative/bin"]
+    search = os.pathsep.join(map(str, folders))
     found = [Path(p).relative_to(tmp_path).as_posix() for p in host_tools.tool_folders(search)]
     assert found == [
         "venv/bin",
@@ -154,7 +163,6 @@ def test_the_folders_of_a_virtualenv_a_version_manager_and_rustup(tmp_path: Path
         "python/bin",
         "python/lib/python3.12",
         "python/lib/python3.12/site-packages",
-        "pyenv/shims",
         "pyenv/versions",
         "pyenv/version",
         "pyenv/versions/3.12.1/bin",
@@ -163,8 +171,42 @@ def test_the_folders_of_a_virtualenv_a_version_manager_and_rustup(tmp_path: Path
         "home/.rustup/settings.toml",
         "home/.rustup/toolchains",
         "home/.rustup/toolchains/stable/bin",
+        "home/.local/bin",
+        "home/.local/share/pipx/venvs/ruff/bin",
+        "home/.local/share/pipx/venvs/ruff/lib/python3.12",
+        "home/.local/share/pipx/venvs/ruff/lib/python3.12/site-packages",
     ]
     before = host_tools.stamp(search)
     assert host_tools.stamp(search) == before
+    # `pyenv init` in a new shell rewrites the shims folder, with no tool changed.
+    (pyenv / "shims" / ".pyenv-shim").touch()
+    (pyenv / "shims" / ".pyenv-shim").unlink()
+    assert host_tools.stamp(search) == before
+    # `pipx upgrade ruff`: its virtualenv changes, the link does not.
+    (ruff_venv / "lib" / "python3.12" / "site-packages" / "ruff-0.6.dist-info").mkdir()
+    assert host_tools.stamp(search) != before
+    before = host_tools.stamp(search)
     (pyenv / "version").write_text("3.12.1\n")  # `pyenv global 3.12.1`
     assert host_tools.stamp(search) != before
+
+
+def test_the_same_folders_searched_in_another_order_are_other_tools(
+    store: Store, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "a" / "bin", tmp_path / "b" / "bin"
+    _install(first, "lint", 0)
+    _install(second, "lint", 1)
+    rest = os.environ["PATH"]
+    write_pipeline(project, LINT)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(first), str(second), rest]))
+    assert statuses(run(store, project, sandbox="none")[0]) == {"lint": "passed"}
+    assert statuses(run(store, project, sandbox="none")[0]) == {"lint": "cached"}
+    monkeypatch.setenv("PATH", os.pathsep.join([str(second), str(first), rest]))
+    assert statuses(run(store, project, sandbox="none")[0]) == {"lint": "failed"}
+    env = {"PATH": os.environ["PATH"], "GREENLOOP_LOCAL_SANDBOX": "none"}
+    done = cli("explain", "--json", cwd=project, env=env)
+    [lint] = json.loads(done.stdout)
+    assert lint["reasons"] == [
+        "the host's tools changed since it was cached: "
+        "PATH searches the same folders in another order"
+    ]

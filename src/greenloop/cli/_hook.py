@@ -154,8 +154,14 @@ def _check(commit: str, relative: str, runs: list[list[str]]) -> int:
         if not pipeline_file.is_file():
             _say(f"commit {commit[:12]} has no {relative}")
             return 2
-        # The pipeline runs on the exported tree, not in this repository.
+        # The pipeline runs on the exported tree, not in this repository; and on the PATH
+        # of the user's shell, without the folder of git's own programs git puts first
+        # for a hook (another PATH is other tools: every cached local step would rerun).
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        exec_path = _git("--exec-path")
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if p.rstrip("/") != exec_path
+        )
         code = 0
         for args in runs:
             _say(f"running {' '.join(args)} on {commit[:12]}")

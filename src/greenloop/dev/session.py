@@ -84,12 +84,15 @@ class DevSession:
         if pipeline_name is not None:
             what = "the app" if app is not None else "the site"
             try:
-                output_step(load(pipeline_file).pipeline(pipeline_name))
+                document = load(pipeline_file)
+                output_step(document.pipeline(pipeline_name))
             except (PipelineFileError, ValueError) as e:
                 raise SetupError(str(e)) from None
             except KeyError:
+                defined = ", ".join(p.name for p in document.pipelines)
                 raise SetupError(
-                    f"{pipeline_file} defines no pipeline {pipeline_name!r} to build {what} with"
+                    f"{pipeline_file} defines no pipeline {pipeline_name!r} to build {what} "
+                    f"with (defined: {defined})"
                 ) from None
         with ExitStack() as opened:
             try:

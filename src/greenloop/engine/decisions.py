@@ -80,12 +80,12 @@ class Decisions:
             # published: the remote would give it back.
             if entry is None and self._use_cache and self._remote is not None:
                 entry = self._remote.lookup(key)
-                if entry is not None and host is not None:
-                    # Another machine's tools are the remote's word (a key cannot say
-                    # which): from now on, this machine's tools are the entry's.
+            if entry is not None and answers(entry, step.cache, host, time.time()):
+                if host is not None and entry.host is None:
+                    # Taken on its word (the remote's, an import's): from now on it
+                    # answers only while this machine's tools are as they are now.
                     entry = dataclasses.replace(entry, host=host)
                     self._store.index.put_entry(entry)
-            if entry is not None and answers(entry, step.cache, host, time.time()):
                 return Hit(tag=entry.snapshot), entry
             return MissBuildAs(tag=f"greenloop-snap:{key[:24]}-{uuid.uuid4().hex[:8]}"), None
         if step.key in self._with_children:

@@ -70,10 +70,7 @@ def _miss(
     store: Store, pipeline: Pipeline, step: CommandStep, p: Prediction, now: float
 ) -> Explanation:
     key, parts, entry = str(p.key), p.parts or {}, p.entry
-    if entry is not None and p.host is not None and entry.host != p.host:
-        if entry.host is None:
-            why = "its entry was made before greenloop kept the host's tools with one"
-            return Explanation(step.key, "miss", key, [why])
+    if entry is not None and entry.host is not None and p.host is not None and entry.host != p.host:
         folders = _changed_folders(entry.host, p.host)
         shown = ", ".join(folders[:3]) + (" …" if len(folders) > 3 else "")
         why = f"the host's tools changed since it was cached: {shown}"
@@ -96,14 +93,17 @@ def _miss(
 
 
 def _changed_folders(was: str, now: str) -> list[str]:
-    """The folders whose state differs between two stamps of the host's tools (JSON
-    objects, folder to state), sorted."""
+    """What differs between two stamps of the host's tools (JSON lists of ``[folder,
+    state]`` in ``PATH`` order): the folders added, removed or changed, sorted; or, when
+    the same folders are searched in another order, that."""
     try:
-        before: dict[str, Any] = json.loads(was)
-    except ValueError:
-        before = {}
-    after: dict[str, Any] = json.loads(now)
-    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+        before = [tuple(pair) for pair in json.loads(was)]
+    except (ValueError, TypeError):
+        before = []
+    after = [tuple(pair) for pair in json.loads(now)]
+    was_at, now_at = dict(before), dict(after)
+    changed = sorted(p for p in was_at.keys() | now_at.keys() if was_at.get(p) != now_at.get(p))
+    return changed or ["PATH searches the same folders in another order"]
 
 
 def _compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +146,9 @@ def _say(name: str, diff: dict[str, Any]) -> str:
         if was and now and was[0] == now[0] == "snapshot":
             return "its parent produced a new snapshot (the parent ran again)"
         return f"boots from {_show(now)} (was {_show(was)})"
+    if name == "executor":
+        # Whole: an image id changing at its end (a service's, say) is the news.
+        return f"executor changed: {diff['was']!r} -> {diff['now']!r}"
     return f"{name} changed: {_show(diff['was'])} -> {_show(diff['now'])}"
 
 

@@ -106,8 +106,10 @@ def fresh(policy: CachePolicy, created_at: float, now: float) -> bool:
 def answers(entry: CacheEntry, policy: CachePolicy, host: str | None, now: float) -> bool:
     """Whether ``entry`` may answer a step with ``policy`` at ``now``: fresh under the
     policy and, for a step that runs the host's tools, made while they were as
-    ``host`` says (an entry from before that was known has none: it answers no more)."""
-    return fresh(policy, entry.created_at, now) and (host is None or entry.host == host)
+    ``host`` says. An entry that says nothing of them (from a remote cache, an imported
+    one, an older greenloop) is taken on its word: its first answer records them."""
+    fresh_enough = fresh(policy, entry.created_at, now)
+    return fresh_enough and (host is None or entry.host is None or entry.host == host)
 
 
 def check_watched(pipeline: Pipeline, files: dict[str, str]) -> None:

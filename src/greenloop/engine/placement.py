@@ -74,7 +74,7 @@ class Placement:
             return None
         env = {**self._pipeline.env, **step.env}
         binds = step.sandbox.ro_binds if step.sandbox is not None else []
-        asked = (self.keyed_as(step), json.dumps([env.get("PATH"), binds]))
+        asked = (self.keyed_as(step), json.dumps([sorted(env.items()), binds]))
         if asked not in self._host_tools:
             self._host_tools[asked] = read(step, env)
         return self._host_tools[asked]

@@ -13,12 +13,19 @@ of one of these folders (pip stashes the old files, dpkg and npm rename into
 place), and that changes the folder's modification time: a stat per folder,
 no file read.
 
-The folders: each one on ``PATH``; for each, its prefix's package folders
+The folders, in the order ``PATH`` searches them (another order may run another
+tool): each one on ``PATH``; for each, its prefix's package folders
 (``lib/python3*``, ``lib/python3*/site-packages`` or ``dist-packages``,
-``lib/node_modules``), the virtualenv's base Python, and the versions behind
-version managers' shims (pyenv, rbenv, nodenv: ``versions/*/bin``) and behind
-rustup's proxies (``~/.rustup/toolchains/*/bin``), with the files that pick the
-version (``version``, ``settings.toml``); and the folders a step binds read-only.
+``lib/node_modules``), the virtualenv's base Python, the folders its links lead
+to (pipx's virtualenvs; not followed in ``/usr`` and the like), the versions
+behind version managers' shims (pyenv, rbenv, nodenv: ``versions/*/bin``, in
+place of the shims) and behind rustup's proxies (``~/.rustup/toolchains/*/bin``),
+with the files that pick the version (``version``, ``settings.toml``); and the
+folders a step binds read-only.
+
+So a ``PATH`` of other folders, or in another order (a git hook's, ``uv run``'s),
+is other tools: the step runs again, as Bazel reruns an action whose ``PATH``
+changed.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from collections.abc import Iterable
 
 def stamp(search_path: str, binds: Iterable[str] = ()) -> str:
     """The stamp of the tool folders a step with ``PATH=search_path`` and read-only
-    ``binds`` may run from: a JSON object, each folder's path to its state (null when
-    it is missing). Two stamps are equal while no tool there changed."""
-    found = {path: _stat(path) for path in [*tool_folders(search_path), *binds]}
-    return json.dumps(found, sort_keys=True, separators=(",", ":"))
+    ``binds`` may run from: a JSON list of ``[path, state]`` (state null for a missing
+    one), in the order ``PATH`` searches them. Two stamps are equal while no tool there
+    changed and ``PATH`` names the same folders in the same order."""
+    return json.dumps(
+        [[path, _stat(path)] for path in [*tool_folders(search_path), *binds]],
+        separators=(",", ":"),
+    )
 
 
 def tool_folders(search_path: str) -> list[str]:
@@ -42,7 +52,7 @@ def tool_folders(search_path: str) -> list[str]:
     found: dict[str, None] = {}
     seen: set[tuple[int, int]] = set()
 
-    def add_bin(folder: str) -> None:
+    def add_bin(folder: str, *, links: bool = True) -> None:
         try:
             st = os.stat(folder)
         except OSError:
@@ -57,18 +67,25 @@ def tool_folders(search_path: str) -> list[str]:
         base = venv_home(os.path.join(prefix, "pyvenv.cfg"))
         if base is not None and base != folder:
             add_bin(base)
+        if links and not os.path.realpath(folder).startswith(_SYSTEM):
+            for target in _linked_folders(folder):
+                add_bin(target, links=False)
 
     for entry in search_path.split(os.pathsep):
         if not entry.startswith("/"):
-            continue
+            continue  # relative: in the step's own tree, which its key covers
         entry = entry.rstrip("/") or "/"
-        add_bin(entry)
         manager = os.path.dirname(entry)
         if os.path.basename(entry) == "shims" and os.path.isdir(os.path.join(manager, "versions")):
+            # Every shim runs the manager, which picks a version: those are the tools.
+            # The shims folder itself is left out: `pyenv init` rewrites it in every
+            # new shell, with no tool changed.
             found[os.path.join(manager, "versions")] = None
             found[os.path.join(manager, "version")] = None
             for folder in sorted(glob.glob(os.path.join(manager, "versions", "*", "bin"))):
                 add_bin(folder)
+            continue
+        add_bin(entry)
         if entry.endswith("/.cargo/bin"):
             rustup = os.path.join(os.path.dirname(manager), ".rustup")
             found[os.path.join(rustup, "settings.toml")] = None
@@ -76,6 +93,28 @@ def tool_folders(search_path: str) -> list[str]:
             for folder in sorted(glob.glob(os.path.join(rustup, "toolchains", "*", "bin"))):
                 found[folder] = None
     return list(found)
+
+
+_SYSTEM = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/")
+"""Folders whose tools the package manager installs as files (or links inside them):
+their links are not followed (``/usr/bin`` holds thousands)."""
+
+
+def _linked_folders(folder: str) -> list[str]:
+    """The folders the links in ``folder`` lead to, elsewhere: pipx's
+    ``~/.local/bin/ruff`` is a link into ruff's own virtualenv, which ``pipx upgrade``
+    changes while the link stays as it was."""
+    targets: dict[str, None] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for item in entries:
+                if item.is_symlink():
+                    target = os.path.dirname(os.path.realpath(item.path))
+                    if target != folder:
+                        targets[target] = None
+    except OSError:
+        return []
+    return sorted(targets)
 
 
 def _package_folders(prefix: str) -> list[str]:

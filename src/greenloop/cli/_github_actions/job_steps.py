@@ -48,12 +48,19 @@ _CONTINUE = 'echo "continue-on-error: this step failed; the job goes on" >&2'
 # setup-python gives the job a Python of its own, which `pip install` writes into; here
 # the Python is the machine's (or the image's), read-only in a sandbox (and Debian's
 # refuses pip), so a virtualenv in the tree stands in for it, first on every later
-# step's PATH (bare `python` and `pip` are its). PyPy's images have no python3.
-_VENV = 'py=$(command -v python3 || command -v pypy3) && "$py" -m venv .venv'
+# step's PATH (bare `python` and `pip` are its). PyPy's images have no python3; a
+# Debian without python3-venv has no ensurepip (a job that never runs pip still works).
+_VENV = (
+    "py=$(command -v python3 || command -v pypy3) ||"
+    ' { echo "setup-python: no python3 or pypy3 here" >&2; exit 127; }\n'
+    '"$py" -m venv .venv 2>/dev/null || { echo "setup-python: $py has no ensurepip:'
+    ' a virtualenv without pip" >&2; "$py" -m venv --without-pip .venv; }'
+)
 _ACTIVATE = 'export PATH="$PWD/.venv/bin:$PATH"; '
 _VENV_NOTE = (
     "setup-python: a virtualenv in .venv stands in for the job's Python; the steps after "
-    "it run with .venv/bin first on PATH"
+    "it run with .venv/bin first on PATH (under --sandbox none its scripts name another "
+    "step's folder: call them as python -m pip, python -m pytest)"
 )
 
 
