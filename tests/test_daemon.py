@@ -536,3 +536,23 @@ def test_a_killed_daemon_is_replaced_by_the_next_command(
     assert _status(project)["pid"] != daemon["pid"]
     assert cli("run", cwd=project).returncode == 0
     assert _status(project)["served"] == 1
+
+
+def test_a_command_the_daemon_ran_is_never_run_again_here(
+    daemon: dict[str, Any], tmp_path: Path
+) -> None:
+    # The client sends its request, then nothing more: a command that ends at once may
+    # have ended, and the daemon hung up, before the client is scheduled again; a send
+    # after that fails, and the client must not take the failure for "run it here".
+    # Two busy loops on this machine's cores make that ordering common.
+    hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        outputs = [cli("--version", cwd=tmp_path).stdout for _ in range(40)]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert all(out.count("greenloop") == 1 for out in outputs), [
+        out for out in outputs if out.count("greenloop") != 1
+    ]
+    assert _status(tmp_path)["served"] == 40

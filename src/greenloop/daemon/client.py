@@ -106,10 +106,15 @@ def forward(argv: list[str]) -> int | None:
     try:
         data = frame(request)
         sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _STDIO_FDS)])
-        sock.sendall(data[sent:])
+        if sent < len(data):
+            sock.sendall(data[sent:])
     except OSError:
+        # The daemon has not all of the request (or a standard stream is closed: nothing
+        # to pass), so it runs nothing: run here. Once it has all, nothing more is sent:
+        # the command may have run and ended and the daemon hung up already, so even
+        # sending nothing would fail, and running it here too would run it twice.
         sock.close()
-        return None  # e.g. a closed stdin: nothing to pass, so run here
+        return None
     try:
         return _relay(sock)
     finally:
