@@ -210,3 +210,20 @@ def test_the_same_folders_searched_in_another_order_are_other_tools(
         "the host's tools changed since it was cached: "
         "PATH searches the same folders in another order"
     ]
+
+
+def test_an_imported_entry_answers_then_holds_to_this_machines_tools(
+    project: Path, tools: Path, tmp_path: Path
+) -> None:
+    write_pipeline(project, LINT)
+    env = {"PATH": os.environ["PATH"]}
+    assert cli("run", cwd=project, env=env).returncode == 0
+    assert cli("cache", "export", str(tmp_path / "carried"), cwd=project, env=env).returncode == 0
+    other = {**env, "GREENLOOP_CACHE_DIR": str(tmp_path / "runner-2")}
+    assert cli("cache", "import", str(tmp_path / "carried"), cwd=project, env=other).returncode == 0
+    # An export says nothing of the tools it was made with: taken on its word...
+    assert "↺ lint cached" in cli("run", cwd=project, env=other).stdout
+    # ...and from its first answer on, held to this machine's.
+    _install(tools, "lint", 1)
+    rerun = cli("run", cwd=project, env=other)
+    assert rerun.returncode == 1 and "✗ lint failed" in rerun.stdout, rerun.stdout
