@@ -67,7 +67,7 @@ def tool_folders(search_path: str) -> list[str]:
         base = venv_home(os.path.join(prefix, "pyvenv.cfg"))
         if base is not None and base != folder:
             add_bin(base)
-        if links and not os.path.realpath(folder).startswith(_SYSTEM):
+        if links and not (os.path.realpath(folder) + "/").startswith(_SYSTEM):
             for target in _linked_folders(folder):
                 add_bin(target, links=False)
 
