@@ -14,6 +14,13 @@ from greenloop.sdk.registry import recorder
 from greenloop.sdk.steps import Chain, sh
 
 
+def path_first(*dirs: str) -> str:
+    """A shell prefix putting ``dirs`` (relative to the step's working folder) first on
+    ``PATH`` for the command after it."""
+    joined = ":".join(f"$PWD/{d}" for d in dirs)
+    return f'export PATH="{joined}:$PATH"; '
+
+
 @dataclass(frozen=True)
 class Toolchain:
     """Commands and files for one language ecosystem."""
@@ -31,10 +38,7 @@ class Toolchain:
     ``PATH`` (``pyright --verifytypes``, an npm script's binaries) finds them."""
 
     def _activated(self, command: str) -> str:
-        if not self.bin_dirs:
-            return command
-        dirs = ":".join(f"$PWD/{d}" for d in self.bin_dirs)
-        return f'export PATH="{dirs}:$PATH"; {command}'
+        return path_first(*self.bin_dirs) + command if self.bin_dirs else command
 
     def install(
         self, *, lockfile: str | None = None, command: str | None = None, image: str | None = None

@@ -10,6 +10,7 @@ from greenloop.cli._github_actions.book import Book
 from greenloop.cli._github_actions.scope import EXPR, Parts, Scope
 from greenloop.cli._github_actions.workflow import mapping, run_defaults, timeout_seconds, yaml_text
 from greenloop.cli._pysource import Call, Dict, List, Node, Part, Str, comment, inline, text
+from greenloop.sdk.toolchains import path_first
 
 _RUNNER_VARS = re.compile(r"\$\{?((?:GITHUB|RUNNER)_[A-Z_]+)")
 # Shell syntax dash (Debian's sh) lacks: a script using it runs under bash, GitHub's
@@ -56,7 +57,7 @@ _VENV = (
     '"$py" -m venv .venv 2>/dev/null || { echo "setup-python: $py has no ensurepip:'
     ' a virtualenv without pip" >&2; "$py" -m venv --without-pip .venv; }'
 )
-_ACTIVATE = 'export PATH="$PWD/.venv/bin:$PATH"; '
+_ACTIVATE = path_first(".venv/bin")
 _VENV_NOTE = (
     "setup-python: a virtualenv in .venv stands in for the job's Python; the steps after "
     "it run with .venv/bin first on PATH (under --sandbox none its scripts name another "
