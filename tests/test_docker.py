@@ -213,6 +213,19 @@ def ci():
 """
 
 
+@contextlib.contextmanager
+def moving_tag(client: Any) -> Iterator[None]:
+    """MOVING names IMAGE while the block runs (it may be moved, see :func:`move_the_tag`),
+    and nothing after it."""
+    repository, tag = MOVING.split(":")
+    client.images.get(IMAGE).tag(repository, tag)  # Podman's API wants them apart
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(MOVING, force=True)
+
+
 def move_the_tag(client: Any) -> None:
     """Point MOVING at another image, one with ``/version``: `docker build -t` again."""
     maker = client.containers.create(IMAGE, ["sh", "-c", "echo v2 > /version"])
@@ -232,7 +245,6 @@ def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_
     from greenloop.protocol import StepStarted
     from greenloop.sdk.loader import load
 
-    client.images.get(IMAGE).tag(MOVING)
     write_pipeline(project, WHICH)
     events: list[Any] = []
 
@@ -242,7 +254,7 @@ def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_
         if isinstance(event, StepStarted):
             move_the_tag(client)
 
-    try:
+    with moving_tag(client):
         pipeline = load(project / ".greenloop" / "pipeline.py").pipeline("ci")
         raced = Run(store, pipeline, project, Executors(store), on_event, RunOptions())
         assert statuses(raced.execute()) == {"which": "passed"}
@@ -250,9 +262,6 @@ def test_a_step_boots_from_the_image_its_key_names_when_the_tag_moves_before_it_
         assert logs(events, "which") == ["none"]
         moved, events_after = run(store, project)
         assert statuses(moved) == {"which": "passed"} and logs(events_after, "which") == ["v2"]
-    finally:
-        with contextlib.suppress(Exception):
-            client.images.remove(MOVING, force=True)
 
 
 def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_one(
@@ -260,9 +269,8 @@ def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_
 ) -> None:
     from greenloop.protocol import SetupError
 
-    client.images.get(IMAGE).tag(MOVING)
     write_pipeline(project, WHICH)
-    try:
+    with moving_tag(client):
         first, events = run(store, project)
         assert statuses(first) == {"which": "passed"} and logs(events, "which") == ["none"]
         assert statuses(run(store, project)[0]) == {"which": "cached"}
@@ -274,6 +282,3 @@ def test_a_step_reruns_when_its_image_tag_moves_and_never_answers_for_an_absent_
         client.images.remove(MOVING)
         with pytest.raises(SetupError, match="not on the Docker engine"):
             run(store, project)
-    finally:
-        with contextlib.suppress(Exception):
-            client.images.remove(MOVING, force=True)

@@ -102,12 +102,8 @@ def test_a_run_only_service_for_a_docker_step_is_an_error(client: Any, project: 
 def test_a_cached_step_reruns_when_its_service_image_tag_moves(
     client: Any, store: Store, project: Path
 ) -> None:
-    import contextlib
+    from tests.test_docker import MOVING, move_the_tag, moving_tag
 
-    from tests.test_docker import MOVING, move_the_tag
-
-    repository, tag = MOVING.split(":")
-    client.images.get(IMAGE).tag(repository, tag)  # Podman's API wants them apart
     write_pipeline(
         project,
         f"""
@@ -121,7 +117,7 @@ def test_a_cached_step_reruns_when_its_service_image_tag_moves(
                   cache=gl.forever())
         """,
     )
-    try:
+    with moving_tag(client):
         first, events = run(store, project)
         assert statuses(first) == {"fetch": "passed"} and logs(events, "fetch") == ["none"]
         assert statuses(run(store, project)[0]) == {"fetch": "cached"}
@@ -130,6 +126,3 @@ def test_a_cached_step_reruns_when_its_service_image_tag_moves(
         moved, events = run(store, project)
         assert statuses(moved) == {"fetch": "passed"} and logs(events, "fetch") == ["v2"]
         assert statuses(run(store, project)[0]) == {"fetch": "cached"}
-    finally:
-        with contextlib.suppress(Exception):
-            client.images.remove(MOVING, force=True)
